@@ -1,0 +1,55 @@
+/*
+ * main.c: the `tutorwatch` executable: dispatches to a subcommand from one table, git-style.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "tw_cli.h"
+
+typedef struct command {
+  const char *name;
+  int (*fn)(int argc, char **argv);
+  const char *summary;
+} command_t;
+
+static const command_t kCommands[] = {
+    {"run", tw_cmd_run, "evaluate rules over events from a file, stdin or ZeroMQ; write alerts"},
+    {"gen", tw_cmd_gen, "generate a realistic synthetic event stream with injected problems"},
+    {"send", tw_cmd_send, "push events from a file or stdin to a running engine (ZeroMQ PUSH)"},
+    {"feed", tw_cmd_feed, "subscribe to the regulator feed and print alerts as JSON lines"},
+};
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: tutorwatch <command> [options]\n"
+          "\n"
+          "tutorwatch watches payment, enrollment, complaint and related events of off-campus\n"
+          "tutoring institutions and raises risk warnings (prepaid fees over the caps or outside\n"
+          "the supervised account, complaint storms, closures with prepaid balances left...).\n"
+          "\n"
+          "commands:\n");
+  for (size_t i = 0; i < sizeof kCommands / sizeof kCommands[0]; i++)
+    fprintf(out, "  %-6s %s\n", kCommands[i].name, kCommands[i].summary);
+  fprintf(out, "\n'tutorwatch <command> --help' describes a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+      strcmp(argv[1], "help") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  if (strcmp(argv[1], "--version") == 0) {
+    printf("tutorwatch 0.1.0\n");
+    return 0;
+  }
+  for (size_t i = 0; i < sizeof kCommands / sizeof kCommands[0]; i++)
+    if (strcmp(argv[1], kCommands[i].name) == 0) return kCommands[i].fn(argc - 1, argv + 1);
+  fprintf(stderr, "tutorwatch: unknown command '%s'\n\n", argv[1]);
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,16 @@
+/*
+ * tw_cli.h: the subcommands of the single `tutorwatch` executable, one file each (cmd_*.c),
+ * registered in the table in main.c. Each takes argc/argv after the command name is removed
+ * (argv[0] is the command name), prints its own --help, and returns the process exit status:
+ * 0 success, 1 a failure the user can fix (bad rule file, unreadable input), 2 usage error,
+ * 70 internal error (out of memory, state store failure).
+ */
+#ifndef TW_CLI_H
+#define TW_CLI_H
+
+int tw_cmd_run(int argc, char **argv);
+int tw_cmd_gen(int argc, char **argv);
+int tw_cmd_send(int argc, char **argv);
+int tw_cmd_feed(int argc, char **argv);
+
+#endif

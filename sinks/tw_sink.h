@@ -1,0 +1,42 @@
+/*
+ * tw_sink.h: alert sinks behind one small vtable.
+ *
+ * A sink receives each alert once, in order, as the struct and its canonical JSON line (both
+ * borrowed for the call). Sinks are registered in one table (sink.c), so a new output is one new
+ * file and one row. Sinks are single-threaded.
+ */
+#ifndef TW_SINK_H
+#define TW_SINK_H
+
+#include <stddef.h>
+
+#include "tw_alert.h"
+
+typedef struct tw_sink tw_sink_t;
+
+typedef struct tw_sink_vt {
+  const char *name; /* "jsonl" (file or "-" for stdout), "zmq-pub" (regulator feed) */
+  /* open: target is a path or endpoint. Errors: TW_EIO, TW_EZMQ, TW_ENOMEM. */
+  int (*open)(const char *target, tw_sink_t **out);
+  /* write: deliver one alert. Returns 0 or TW_EIO / TW_EZMQ. A feed with no subscriber, or a
+   * slow one past its high-water mark, drops without blocking and counts the drop. */
+  int (*write)(tw_sink_t *sink, const tw_alert_t *alert, const char *json, size_t len);
+  int (*flush)(tw_sink_t *sink);   /* make written alerts durable/visible; 0 or TW_EIO */
+  void (*close)(tw_sink_t *sink);  /* flush and free; NULL accepted */
+} tw_sink_vt_t;
+
+struct tw_sink {
+  const tw_sink_vt_t *vt; /* first member of every implementation */
+};
+
+/* tw_sink_find: the vtable registered under name, or NULL. */
+const tw_sink_vt_t *tw_sink_find(const char *name);
+
+/*
+ * tw_feed_topic: the regulator-feed topic of an alert: "<region>/<severity>/<rule>", e.g.
+ * "440106/high/prepaid_over_cap", so a ZeroMQ prefix subscription "44" selects a province.
+ * Returns the length written to buf (NUL-terminated), or TW_ETOOBIG.
+ */
+int tw_feed_topic(const tw_alert_t *alert, char *buf, size_t cap);
+
+#endif
