@@ -1,0 +1,473 @@
+/*
+ * pipeline.c: one shard's data flow (see tw_pipeline.h for the contract).
+ *
+ * Per accepted event the work is bounded by the ruleset: each aggregate and rule that the
+ * event's type feeds is visited once (lists are precomputed per type at open, so no string
+ * compare or rule scan happens per event), each evaluation is allocation-free, and the event is
+ * decoded into one reused arena. Alerts are staged until the group commit that journals them and
+ * only then handed to the sinks, in order.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "tw_alert.h"
+#include "tw_error.h"
+#include "tw_event.h"
+#include "tw_pipeline.h"
+#include "tw_pseudo.h"
+#include "tw_rules.h"
+#include "tw_schema.h"
+#include "tw_state.h"
+
+#define TW_PIPELINE_MAX_SINKS 8
+#define TW_DEAD_LETTER_RAW_MAX 4096 /* bytes of the raw input kept in a dead-letter line */
+#define TW_EVAL_ERROR_LOG_MAX 20    /* evaluation errors logged in full; the rest are counted */
+
+/* An alert made durable by the next commit, then published. Strings live in pipeline->pend_buf
+ * at the recorded offsets (the buffer may move while it grows). */
+typedef struct pending_alert {
+  tw_alert_t alert;
+  size_t json_off, json_len;
+  size_t key_off, inst_off, region_off, event_id_off;
+} pending_alert_t;
+
+typedef struct type_plan {
+  uint16_t *aggs; /* aggregate indices fed by this type */
+  size_t n_aggs;
+  uint16_t *rules; /* rule indices triggered by this type */
+  size_t n_rules;
+} type_plan_t;
+
+struct tw_pipeline {
+  tw_schema_t *schema;
+  tw_ruleset_t *rules;
+  tw_state_t *state;
+  tw_pseudo_key_t pseudo_key;
+  tw_event_t ev;
+  type_plan_t plan[TW_MAX_TYPES];
+  tw_sink_t *sinks[TW_PIPELINE_MAX_SINKS];
+  size_t n_sinks;
+  char dead_letter_path[4096];
+  FILE *dead_letter;
+  size_t batch_events;
+  uint64_t pending_events;
+  tw_pipeline_stats_t stats;
+  pending_alert_t *pend;
+  size_t n_pend, cap_pend;
+  char *pend_buf;
+  size_t pend_used, pend_cap;
+  char json[TW_ALERT_JSON_MAX];
+};
+
+static void errf(char *buf, size_t cap, const char *fmt, const char *a, const char *b) {
+  if (buf != NULL && cap > 0) snprintf(buf, cap, fmt, a, b);
+}
+
+static int file_exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* schema.yaml beside the rule file, else the shipped schema. */
+static void default_schema_path(const char *rules_path, char *out, size_t cap) {
+  const char *slash = strrchr(rules_path, '/');
+  if (slash != NULL) {
+    snprintf(out, cap, "%.*s/schema.yaml", (int)(slash - rules_path), rules_path);
+  } else {
+    snprintf(out, cap, "schema.yaml");
+  }
+  if (!file_exists(out)) snprintf(out, cap, "%s", tw_schema_default_path());
+}
+
+static int plan_build(tw_pipeline_t *p) {
+  size_t na = tw_rules_n_aggregates(p->rules), nr = tw_rules_n_rules(p->rules);
+  for (uint32_t t = 0; t < p->schema->n_types; t++) {
+    type_plan_t *tp = &p->plan[t];
+    tp->aggs = calloc(na ? na : 1, sizeof *tp->aggs);
+    tp->rules = calloc(nr ? nr : 1, sizeof *tp->rules);
+    if (tp->aggs == NULL || tp->rules == NULL) return TW_ENOMEM;
+    for (size_t i = 0; i < na; i++)
+      if (tw_rules_aggregate(p->rules, i)->on_types & (1u << t)) tp->aggs[tp->n_aggs++] = (uint16_t)i;
+    for (size_t i = 0; i < nr; i++)
+      if (tw_rules_rule(p->rules, i)->on_types & (1u << t)) tp->rules[tp->n_rules++] = (uint16_t)i;
+  }
+  return 0;
+}
+
+int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *errbuf,
+                     size_t errcap) {
+  char schema_path[4096];
+  int rc;
+  tw_pipeline_t *p = calloc(1, sizeof *p);
+  if (p == NULL) return TW_ENOMEM;
+  if (opts->schema_path != NULL) {
+    snprintf(schema_path, sizeof schema_path, "%s", opts->schema_path);
+  } else {
+    default_schema_path(opts->rules_path, schema_path, sizeof schema_path);
+  }
+  tw_schema_error_t serr = {0};
+  rc = tw_schema_load(schema_path, &p->schema, &serr);
+  if (rc != 0) {
+    if (errbuf != NULL && errcap > 0)
+      snprintf(errbuf, errcap, "%s:%d:%d: %s", serr.file[0] ? serr.file : schema_path, serr.line,
+               serr.col, serr.message);
+    goto fail;
+  }
+  tw_rule_error_t rerr = {0};
+  rc = tw_rules_load(opts->rules_path, p->schema, &p->rules, &rerr);
+  if (rc != 0) {
+    if (errbuf != NULL && errcap > 0)
+      snprintf(errbuf, errcap, "%s:%d:%d: %s", rerr.file[0] ? rerr.file : opts->rules_path,
+               rerr.line, rerr.col, rerr.message);
+    goto fail;
+  }
+  tw_state_opts_t sopts = {0};
+  sopts.no_sync = opts->no_sync;
+  rc = tw_state_open(opts->state_dir, &sopts, &p->state);
+  if (rc != 0) {
+    errf(errbuf, errcap, "cannot open state directory '%s': %s", opts->state_dir, tw_strerror(rc));
+    goto fail;
+  }
+  rc = tw_pseudo_key_load(opts->state_dir, &p->pseudo_key);
+  if (rc != 0) {
+    errf(errbuf, errcap, "cannot load the pseudonym key in '%s': %s", opts->state_dir,
+         tw_strerror(rc));
+    goto fail;
+  }
+  rc = tw_event_init(&p->ev);
+  if (rc != 0) goto fail;
+  rc = plan_build(p);
+  if (rc != 0) goto fail;
+  snprintf(p->dead_letter_path, sizeof p->dead_letter_path, "%s",
+           opts->dead_letter_path ? opts->dead_letter_path : "dead-letter.jsonl");
+  p->batch_events = opts->batch_events ? opts->batch_events : 10000;
+  *out = p;
+  return 0;
+fail:
+  if (rc == TW_ENOMEM) errf(errbuf, errcap, "%s%s", "out of memory", "");
+  tw_pipeline_close(p);
+  return rc;
+}
+
+int tw_pipeline_add_sink(tw_pipeline_t *p, tw_sink_t *sink) {
+  if (p->n_sinks == TW_PIPELINE_MAX_SINKS) return TW_ETOOBIG;
+  p->sinks[p->n_sinks++] = sink;
+  return 0;
+}
+
+/* ---- dead-letter ---------------------------------------------------------------------------- */
+
+static int dead_letter(tw_pipeline_t *p, const tw_record_t *rec, const char *reason,
+                       const char *field, const char *message) {
+  p->stats.rejected++;
+  if (p->dead_letter == NULL) {
+    p->dead_letter = fopen(p->dead_letter_path, "a");
+    if (p->dead_letter == NULL) {
+      fprintf(stderr, "tutorwatch: cannot open dead-letter file '%s': %s\n", p->dead_letter_path,
+              strerror(errno));
+      return TW_EIO;
+    }
+  }
+  size_t raw_len = rec->len_bytes < TW_DEAD_LETTER_RAW_MAX ? rec->len_bytes : TW_DEAD_LETTER_RAW_MAX;
+  /* Cut at a UTF-8 boundary so a valid text stays valid when shortened. */
+  if (raw_len < rec->len_bytes)
+    while (raw_len > 0 && ((unsigned char)rec->data[raw_len] & 0xC0) == 0x80) raw_len--;
+  json_t *o = json_object();
+  if (o == NULL) return TW_ENOMEM;
+  json_object_set_new(o, "reason", json_string(reason));
+  if (field != NULL && field[0] != '\0') json_object_set_new(o, "field", json_string(field));
+  json_object_set_new(o, "message", json_string(message));
+  json_object_set_new(o, "origin", json_string(rec->origin ? rec->origin : "-"));
+  json_object_set_new(o, "line", json_integer((json_int_t)rec->line));
+  json_object_set_new(o, "offset", json_integer((json_int_t)rec->offset_bytes));
+  json_object_set_new(o, "raw_len", json_integer((json_int_t)rec->full_len_bytes));
+  json_object_set_new(o, "raw_truncated", json_boolean(raw_len < rec->full_len_bytes));
+  if (tw_utf8_valid(rec->data, raw_len)) {
+    json_object_set_new(o, "raw", json_stringn(rec->data, raw_len));
+  } else {
+    size_t cap = sodium_base64_ENCODED_LEN(raw_len, sodium_base64_VARIANT_ORIGINAL);
+    char *b64 = malloc(cap);
+    if (b64 != NULL) {
+      sodium_bin2base64(b64, cap, (const unsigned char *)rec->data, raw_len,
+                        sodium_base64_VARIANT_ORIGINAL);
+      json_object_set_new(o, "raw_base64", json_string(b64));
+      free(b64);
+    }
+  }
+  char *line = json_dumps(o, JSON_COMPACT);
+  json_decref(o);
+  if (line == NULL) return TW_ENOMEM;
+  int ok = fputs(line, p->dead_letter) >= 0 && fputc('\n', p->dead_letter) != EOF;
+  free(line);
+  return ok ? 0 : TW_EIO;
+}
+
+/* ---- evaluation ----------------------------------------------------------------------------- */
+
+static int agg_key(const tw_event_t *ev, int slot, const char **key, size_t *len) {
+  tw_value_t v = tw_event_get(ev, slot);
+  if (v.kind != TW_V_STR) return TW_ENOENT;
+  *key = v.u.s.ptr;
+  *len = v.u.s.len;
+  return 0;
+}
+
+static int agg_value_cb(void *ud, size_t agg_index, int64_t *out) {
+  tw_pipeline_t *p = ud;
+  const tw_agg_def_t *a = tw_rules_aggregate(p->rules, agg_index);
+  const char *key;
+  size_t len;
+  if (agg_key(&p->ev, a->by_slot, &key, &len) != 0) {
+    *out = 0;
+    return 0;
+  }
+  return tw_state_agg_value(p->state, &a->spec, key, len, p->ev.ts_ms, out);
+}
+
+static void log_eval_error(tw_pipeline_t *p, const char *what, const char *name, int rc) {
+  p->stats.eval_errors++;
+  if (p->stats.eval_errors <= TW_EVAL_ERROR_LOG_MAX) {
+    tw_value_t id = tw_event_get(&p->ev, TW_SLOT_EVENT_ID);
+    fprintf(stderr, "tutorwatch: %s '%s' on event '%s': %s%s\n", what, name,
+            id.kind == TW_V_STR ? id.u.s.ptr : "?", tw_strerror(rc),
+            p->stats.eval_errors == TW_EVAL_ERROR_LOG_MAX ? " (further errors are only counted)"
+                                                           : "");
+  }
+}
+
+static int update_aggregates(tw_pipeline_t *p, const type_plan_t *tp) {
+  for (size_t i = 0; i < tp->n_aggs; i++) {
+    const tw_agg_def_t *a = tw_rules_aggregate(p->rules, tp->aggs[i]);
+    if (a->where != NULL) {
+      tw_eval_ctx_t ctx = {.ev = &p->ev, .now_ms = p->ev.ts_ms, .agg_value = agg_value_cb, .ud = p};
+      tw_value_t v;
+      int rc = tw_expr_eval(a->where, &ctx, &v);
+      if (rc != 0) {
+        log_eval_error(p, "aggregate filter", a->name, rc);
+        continue;
+      }
+      if (v.kind != TW_V_BOOL || !v.u.i) continue;
+    }
+    const char *key;
+    size_t len;
+    if (agg_key(&p->ev, a->by_slot, &key, &len) != 0) continue;
+    int64_t value = 1;
+    if (a->arg_slot >= 0) {
+      tw_value_t arg = tw_event_get(&p->ev, a->arg_slot);
+      if (arg.kind == TW_V_NULL) continue;
+      value = arg.u.i;
+    }
+    int rc = tw_state_agg_add(p->state, &a->spec, key, len, p->ev.ts_ms, value);
+    if (rc == TW_EOVERFLOW) {
+      log_eval_error(p, "aggregate", a->name, rc);
+    } else if (rc != 0) {
+      return rc;
+    }
+  }
+  return 0;
+}
+
+static int pend_put(tw_pipeline_t *p, const char *s, size_t len, size_t *off) {
+  if (p->pend_cap - p->pend_used < len + 1) {
+    size_t cap = p->pend_cap ? p->pend_cap : 65536;
+    while (cap - p->pend_used < len + 1) cap *= 2;
+    char *nb = realloc(p->pend_buf, cap);
+    if (nb == NULL) return TW_ENOMEM;
+    p->pend_buf = nb;
+    p->pend_cap = cap;
+  }
+  memcpy(p->pend_buf + p->pend_used, s, len);
+  p->pend_buf[p->pend_used + len] = '\0';
+  *off = p->pend_used;
+  p->pend_used += len + 1;
+  return 0;
+}
+
+static int stage_alert(tw_pipeline_t *p, const tw_alert_t *a, int json_len) {
+  if (p->n_pend == p->cap_pend) {
+    size_t cap = p->cap_pend ? 2 * p->cap_pend : 64;
+    pending_alert_t *np = realloc(p->pend, cap * sizeof *np);
+    if (np == NULL) return TW_ENOMEM;
+    p->pend = np;
+    p->cap_pend = cap;
+  }
+  pending_alert_t *pa = &p->pend[p->n_pend];
+  pa->alert = *a;
+  pa->alert.values = NULL;
+  pa->alert.n_values = 0;
+  pa->json_len = (size_t)json_len;
+  int rc = pend_put(p, p->json, (size_t)json_len, &pa->json_off);
+  if (rc == 0) rc = pend_put(p, a->key.ptr, a->key.len, &pa->key_off);
+  if (rc == 0) rc = pend_put(p, a->institution_id.ptr, a->institution_id.len, &pa->inst_off);
+  if (rc == 0) rc = pend_put(p, a->region.ptr, a->region.len, &pa->region_off);
+  if (rc == 0) rc = pend_put(p, a->event_id.ptr, a->event_id.len, &pa->event_id_off);
+  if (rc != 0) return rc;
+  p->n_pend++;
+  return 0;
+}
+
+static int fire(tw_pipeline_t *p, const tw_rule_t *r, tw_eval_ctx_t *ctx, const char *key,
+                size_t key_len) {
+  bool allowed = true;
+  int rc = tw_state_cooldown(p->state, r->name, key, key_len, p->ev.ts_ms, r->cooldown_ms, &allowed);
+  if (rc != 0) return rc;
+  if (!allowed) {
+    p->stats.suppressed++;
+    return 0;
+  }
+  tw_alert_t a;
+  memset(&a, 0, sizeof a);
+  a.rule = r;
+  a.by = p->schema->fields[r->by_slot].name;
+  a.key.ptr = key;
+  a.key.len = (uint32_t)key_len;
+  a.institution_id = tw_event_get(&p->ev, TW_SLOT_INSTITUTION_ID).u.s;
+  a.region = tw_event_get(&p->ev, TW_SLOT_REGION).u.s;
+  a.event_id = tw_event_get(&p->ev, TW_SLOT_EVENT_ID).u.s;
+  a.event_time_ms = p->ev.ts_ms;
+  tw_alert_make_id(&a);
+  if (r->message != NULL) {
+    size_t n_reads = ctx->n_reads; /* the message's reads are not the condition's */
+    rc = tw_template_render(r->message, ctx, a.message, sizeof a.message);
+    ctx->n_reads = n_reads;
+    if (rc < 0) {
+      log_eval_error(p, "message of rule", r->name, rc);
+      snprintf(a.message, sizeof a.message, "%s", r->description ? r->description : r->name);
+    }
+  } else {
+    snprintf(a.message, sizeof a.message, "%s", r->description ? r->description : r->name);
+  }
+  a.values = ctx->reads;
+  a.n_values = ctx->n_reads;
+  int len = tw_alert_to_json(&a, p->json, sizeof p->json);
+  if (len < 0) return len;
+  uint64_t seq = 0;
+  rc = tw_state_journal_append(p->state, p->json, (size_t)len, &seq);
+  if (rc != 0) return rc;
+  a.seq = seq;
+  p->stats.alerts++;
+  return stage_alert(p, &a, len);
+}
+
+static int evaluate_rules(tw_pipeline_t *p, const type_plan_t *tp) {
+  for (size_t i = 0; i < tp->n_rules; i++) {
+    const tw_rule_t *r = tw_rules_rule(p->rules, tp->rules[i]);
+    const char *key;
+    size_t key_len;
+    if (agg_key(&p->ev, r->by_slot, &key, &key_len) != 0) continue;
+    tw_eval_ctx_t ctx = {.ev = &p->ev, .now_ms = p->ev.ts_ms, .agg_value = agg_value_cb, .ud = p};
+    tw_value_t v;
+    int rc = tw_expr_eval(r->when, &ctx, &v);
+    if (rc != 0) {
+      if (rc == TW_ESTATE || rc == TW_ENOMEM) return rc;
+      log_eval_error(p, "rule", r->name, rc);
+      continue;
+    }
+    if (v.kind != TW_V_BOOL || !v.u.i) continue;
+    rc = fire(p, r, &ctx, key, key_len);
+    if (rc != 0) return rc;
+  }
+  return 0;
+}
+
+int tw_pipeline_record(void *ud, const tw_record_t *rec) {
+  tw_pipeline_t *p = ud;
+  tw_decode_error_t derr;
+  int rc;
+  p->stats.read++;
+  if (rec->flags & (TW_REC_TRUNCATED | TW_REC_BROKEN)) {
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             (rec->flags & TW_REC_TRUNCATED)
+                 ? "record of %llu bytes exceeds the %u-byte limit of one event"
+                 : "malformed input after %llu bytes; the rest of this input cannot be framed",
+             (unsigned long long)rec->full_len_bytes, TW_EVENT_MAX_BYTES);
+    return dead_letter(p, rec, rec->reason ? rec->reason : "too_long", NULL, msg);
+  }
+  memset(&derr, 0, sizeof derr);
+  if (rec->format == TW_FORMAT_MSGPACK) {
+    rc = tw_decode_msgpack(p->schema, rec->data, rec->len_bytes, &p->ev, &derr);
+  } else {
+    rc = tw_decode_json(p->schema, rec->data, rec->len_bytes, &p->ev, &derr);
+  }
+  if (rc != 0) {
+    if (rc == TW_ENOMEM) return rc;
+    return dead_letter(p, rec, derr.reason[0] ? derr.reason : "invalid", derr.field,
+                       derr.message[0] ? derr.message : tw_strerror(rc));
+  }
+  rc = tw_pseudo_apply(&p->pseudo_key, p->schema, &p->ev);
+  if (rc != 0) return dead_letter(p, rec, "too_long", NULL, "no room to pseudonymise the event");
+  p->stats.accepted++;
+  const type_plan_t *tp = &p->plan[p->ev.type];
+  rc = update_aggregates(p, tp);
+  if (rc == 0) rc = evaluate_rules(p, tp);
+  if (rc != 0) return rc;
+  if (++p->pending_events >= p->batch_events) return tw_pipeline_commit(p);
+  return 0;
+}
+
+/* ---- group commit and publication ----------------------------------------------------------- */
+
+static void publish(tw_pipeline_t *p) {
+  for (size_t i = 0; i < p->n_pend; i++) {
+    pending_alert_t *pa = &p->pend[i];
+    tw_alert_t *a = &pa->alert;
+    a->key.ptr = p->pend_buf + pa->key_off;
+    a->institution_id.ptr = p->pend_buf + pa->inst_off;
+    a->region.ptr = p->pend_buf + pa->region_off;
+    a->event_id.ptr = p->pend_buf + pa->event_id_off;
+    for (size_t s = 0; s < p->n_sinks; s++) {
+      if (p->sinks[s]->vt->write(p->sinks[s], a, p->pend_buf + pa->json_off, pa->json_len) != 0)
+        p->stats.sink_errors++;
+    }
+  }
+  p->n_pend = 0;
+  p->pend_used = 0;
+}
+
+int tw_pipeline_commit(tw_pipeline_t *p) {
+  int rc = tw_state_commit(p->state);
+  if (rc != 0) {
+    fprintf(stderr, "tutorwatch: group commit failed: %s\n", tw_strerror(rc));
+    return rc;
+  }
+  p->stats.commits++;
+  p->pending_events = 0;
+  publish(p);
+  for (size_t s = 0; s < p->n_sinks; s++)
+    if (p->sinks[s]->vt->flush(p->sinks[s]) != 0) p->stats.sink_errors++;
+  if (p->dead_letter != NULL && fflush(p->dead_letter) != 0) return TW_EIO;
+  return 0;
+}
+
+uint64_t tw_pipeline_pending(const tw_pipeline_t *p) { return p->pending_events; }
+
+void tw_pipeline_stats(const tw_pipeline_t *p, tw_pipeline_stats_t *out) { *out = p->stats; }
+
+const char *tw_pipeline_dead_letter_path(const tw_pipeline_t *p) { return p->dead_letter_path; }
+
+int tw_pipeline_close(tw_pipeline_t *p) {
+  int rc = 0;
+  if (p == NULL) return 0;
+  if (p->state != NULL && p->rules != NULL) rc = tw_pipeline_commit(p);
+  for (size_t s = 0; s < p->n_sinks; s++) p->sinks[s]->vt->close(p->sinks[s]);
+  if (p->dead_letter != NULL && fclose(p->dead_letter) != 0 && rc == 0) rc = TW_EIO;
+  for (uint32_t t = 0; t < TW_MAX_TYPES; t++) {
+    free(p->plan[t].aggs);
+    free(p->plan[t].rules);
+  }
+  free(p->pend);
+  free(p->pend_buf);
+  tw_event_fini(&p->ev);
+  tw_state_close(p->state);
+  tw_rules_free(p->rules);
+  tw_schema_free(p->schema);
+  sodium_memzero(&p->pseudo_key, sizeof p->pseudo_key);
+  free(p);
+  return rc;
+}

@@ -1,0 +1,85 @@
+/*
+ * tw_pipeline.h: the engine's data flow for one shard, from raw record to published alert.
+ *
+ *   record → decode + validate (bad → dead-letter file with the reason; counted; never a crash)
+ *   → pseudonymise personal identifiers → update the aggregates the event feeds → evaluate the
+ *   rules the event triggers → alerts (cooldown, deterministic ids) → alert journal (same LMDB
+ *   transaction as the state, in group commits) → sinks, after the commit that made them durable.
+ *
+ * A group commit happens every batch_events accepted events, on tw_pipeline_commit, and at close.
+ * Alerts are handed to the sinks only after the commit that journals them succeeds, so nothing a
+ * subscriber saw can be lost from the journal by a crash.
+ *
+ * Not thread-safe: one pipeline per thread.
+ */
+#ifndef TW_PIPELINE_H
+#define TW_PIPELINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tw_sink.h"
+#include "tw_source.h"
+
+typedef struct tw_pipeline tw_pipeline_t;
+
+typedef struct tw_pipeline_opts {
+  const char *rules_path;       /* required: the YAML rule file */
+  const char *schema_path;      /* NULL: schema.yaml beside the rules file, else the shipped one */
+  const char *state_dir;        /* required: LMDB state and the pseudonym key live here */
+  const char *dead_letter_path; /* NULL: "dead-letter.jsonl" in the current directory; the file
+                                   is opened (append) only when the first event is rejected */
+  size_t batch_events;          /* group commit every N accepted events; 0 = 10,000 */
+  bool no_sync;                 /* LMDB without fsync (tests, benchmarks) */
+} tw_pipeline_opts_t;
+
+typedef struct tw_pipeline_stats {
+  uint64_t read;             /* records offered */
+  uint64_t accepted;         /* decoded, valid, processed */
+  uint64_t rejected;         /* dead-lettered */
+  uint64_t alerts;           /* alerts raised (after cooldown) */
+  uint64_t suppressed;       /* rule matches held back by a cooldown */
+  uint64_t eval_errors;      /* rule evaluations that failed (overflow, regex limit...) */
+  uint64_t commits;          /* group commits */
+  uint64_t sink_errors;      /* failed sink writes */
+} tw_pipeline_stats_t;
+
+/*
+ * tw_pipeline_open: load the schema and rules, open the state and the pseudonym key.
+ * On failure returns the TW_E... code and writes a message for a person into errbuf
+ * ("rules/packs/default.yaml:12:9: unknown field 'amout_fen' (did you mean 'amount_fen'?)").
+ * On success *out is owned by the caller (tw_pipeline_close).
+ */
+int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *errbuf,
+                     size_t errcap);
+
+/* tw_pipeline_add_sink: publish alerts to sink too; the pipeline takes ownership on success.
+ * Returns 0, or TW_ETOOBIG when 8 sinks are already attached. */
+int tw_pipeline_add_sink(tw_pipeline_t *p, tw_sink_t *sink);
+
+/*
+ * tw_pipeline_record: process one raw record (a tw_record_cb: pass p as ud). Rejected records
+ * go to the dead-letter file and return 0: bad input never stops the run. Returns non-zero only
+ * for failures of the engine itself (TW_ESTATE, TW_ENOMEM, TW_EIO on the dead-letter file), which
+ * stop the source's poll.
+ */
+int tw_pipeline_record(void *p, const tw_record_t *rec);
+
+/* tw_pipeline_commit: group commit now (state + journal + meta), then publish the alerts it made
+ * durable and flush the sinks. Returns 0 or TW_ESTATE / TW_EIO. */
+int tw_pipeline_commit(tw_pipeline_t *p);
+
+/* tw_pipeline_pending: accepted events not yet committed. */
+uint64_t tw_pipeline_pending(const tw_pipeline_t *p);
+
+void tw_pipeline_stats(const tw_pipeline_t *p, tw_pipeline_stats_t *out);
+
+/* tw_pipeline_dead_letter_path: where rejected events go (static for the pipeline's life). */
+const char *tw_pipeline_dead_letter_path(const tw_pipeline_t *p);
+
+/* tw_pipeline_close: commit what is pending, close sinks, state, rules; NULL accepted.
+ * Returns the result of the final commit (0 or TW_ESTATE / TW_EIO). */
+int tw_pipeline_close(tw_pipeline_t *p);
+
+#endif
