@@ -43,8 +43,8 @@ int tw_push_file(const char *path, const tw_source_opts_t *opts, const char *end
   push_ctx_t pc = {NULL, stats != NULL ? stats : &local, 0};
   void *ctx = NULL;
   int rc, e = 0;
-  if (path == NULL || endpoint == NULL || timeout_ms <= 0 || vt == NULL) return TW_EINVAL;
   *pc.stats = local;
+  if (path == NULL || endpoint == NULL || timeout_ms <= 0 || vt == NULL) return TW_EINVAL;
   rc = vt->open(path, opts, &src);
   if (rc != 0) goto fail;
   rc = TW_EZMQ;
@@ -66,7 +66,11 @@ int tw_push_file(const char *path, const tw_source_opts_t *opts, const char *end
   }
   rc = 0;
 fail:
-  if (rc == TW_EZMQ) e = pc.zmq_err != 0 ? pc.zmq_err : zmq_errno();
+  if (rc == TW_EZMQ) {
+    e = pc.zmq_err != 0 ? pc.zmq_err : zmq_errno();
+  } else if (rc != 0) {
+    e = errno; /* the source's open or read error; cleanup below may overwrite errno */
+  }
   if (pc.sock != NULL) {
     if (rc != 0) {
       int linger_ms = 0; /* failed: do not wait to deliver the rest */

@@ -25,9 +25,9 @@ typedef struct tw_push_stats {
  * is queued. Blocking; owns its own ZeroMQ context; *stats (may be NULL) counts what was sent,
  * also on failure.
  *
- * Returns 0; TW_ENOENT / TW_EIO when the input cannot be opened or read; TW_EZMQ with errno set
- * when the endpoint is invalid or a send fails (errno EAGAIN: no engine accepted within
- * timeout_ms); TW_EINVAL for bad arguments; TW_ENOMEM.
+ * Returns 0; TW_ENOENT / TW_EIO (errno says why) when the input cannot be opened or read;
+ * TW_EZMQ with errno set when the endpoint is invalid or a send fails (errno EAGAIN: no engine
+ * accepted within timeout_ms); TW_EINVAL for bad arguments; TW_ENOMEM.
  */
 int tw_push_file(const char *path, const tw_source_opts_t *opts, const char *endpoint,
                  int timeout_ms, tw_push_stats_t *stats);
