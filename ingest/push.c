@@ -14,7 +14,7 @@
 #include "tw_push.h"
 #include "tw_source.h"
 
-#define PUSH_SNDHWM 1000000
+#define PUSH_SNDHWM 100000
 #define PUSH_BATCH_RECORDS 1024
 
 typedef struct push_ctx {

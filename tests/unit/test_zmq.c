@@ -100,7 +100,7 @@ static void test_pull_source(void **state) {
   const char m2[] = "{\"b\":2}\n\r\n{\"c\":3}\r\n"; /* a batch of lines */
   const char m3[] = "\x81\xa1k\x01";                /* msgpack {"k":1} */
   const char m4[] = "xyz";                          /* garbage: handed on as JSONL */
-  char big[3000];
+  char big[10000];
   memset(big, 'x', sizeof big);
   big[0] = '{';
   assert_int_equal(zmq_send(push, m1, strlen(m1), 0), (int)strlen(m1));
@@ -134,7 +134,8 @@ static void test_pull_source(void **state) {
   assert_int_equal(r[4].line, 4);
   assert_int_equal(r[5].flags, TW_REC_TRUNCATED);
   assert_int_equal(r[5].full_len, sizeof big);
-  assert_int_equal(r[5].len, sizeof big); /* under the 4 KiB head: all of it */
+  assert_int_equal(r[5].len, TW_REC_HEAD_BYTES);
+  assert_memory_equal(r[5].data, big, TW_REC_HEAD_BYTES);
   assert_int_equal(r[5].line, 5);
   for (size_t i = 0; i < 5; i++) assert_int_equal(r[i].flags, 0);
 
@@ -200,6 +201,21 @@ static void test_push_file_to_pull(void **state) {
     assert_memory_equal(c->recs[i].data, want, strlen(want));
     assert_int_equal(c->recs[i].line, i + 1); /* one message per record */
   }
+
+  /* msgpack files go out one object per message and are recognised by the PULL side. */
+  char mp[512];
+  snprintf(mp, sizeof mp, "%s/events.msgpack", g_dir);
+  f = fopen(mp, "wb");
+  assert_non_null(f);
+  fwrite("\x81\xa1k\x01\x81\xa1k\x02", 1, 8, f);
+  fclose(f);
+  assert_int_equal(tw_push_file(mp, &fopts, ep, 5000, &st), 0);
+  assert_int_equal(st.records, 2);
+  assert_int_equal(st.bytes, 8);
+  wait_records(src, c, 5);
+  assert_int_equal(c->recs[3].format, TW_FORMAT_MSGPACK);
+  assert_int_equal(c->recs[3].len, 4);
+  assert_memory_equal(c->recs[4].data, "\x81\xa1k\x02", 4);
   src->vt->close(src);
   free(c);
 
