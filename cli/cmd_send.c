@@ -1,11 +1,161 @@
-/* cmd_send.c: placeholder until the `send` command lands; it refuses to run. */
+/*
+ * cmd_send.c: `tutorwatch send`: push events from a file or stdin to a running engine.
+ *
+ * Reads JSON Lines or msgpack with the file source (bounded chunks, bounded record size) and
+ * sends each record as one ZeroMQ PUSH message to the engine's PULL endpoint (tw_push_file).
+ * Truncated or broken records are sent too, as their first bytes, so the engine dead-letters
+ * them instead of losing them silently. Prints one summary line to stderr.
+ */
+#include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
 
 #include "tw_cli.h"
+#include "tw_error.h"
+#include "tw_push.h"
+#include "tw_source.h"
+
+#define SEND_DEFAULT_TIMEOUT_MS 30000
+
+static void send_usage(FILE *out) {
+  fprintf(out,
+          "usage: tutorwatch send --connect ENDPOINT [--format jsonl|msgpack|auto]\n"
+          "                       [--timeout-ms MS] [FILE|-]\n"
+          "\n"
+          "Push events to a running engine (`tutorwatch run` reading a ZeroMQ PULL\n"
+          "endpoint). Each record of FILE (or stdin when FILE is '-' or missing) is sent as one\n"
+          "ZeroMQ PUSH message to the engine's PULL socket. Records are JSON Lines (one event\n"
+          "per line) or a stream of msgpack maps; the format follows the file name (*.msgpack,\n"
+          "*.mp) unless --format says otherwise. A record longer than 64 KiB, or malformed\n"
+          "msgpack, is still sent (its first 4 KiB) so the engine dead-letters it with a reason.\n"
+          "\n"
+          "options:\n"
+          "  --connect ENDPOINT  the engine's endpoint: tcp://HOST:PORT or ipc:///path (required)\n"
+          "  --format FORMAT     jsonl, msgpack or auto (default: auto, from the file name)\n"
+          "  --timeout-ms MS     give up when no engine takes a message for MS milliseconds, and\n"
+          "                      wait at most MS at the end to deliver what is queued\n"
+          "                      (default %d)\n"
+          "  -h, --help          show this help\n"
+          "\n"
+          "On success prints \"sent N events (B bytes) to ENDPOINT in T ms\" to stderr.\n"
+          "Exit status: 0 sent, 1 input unreadable or engine unreachable, 2 usage error.\n"
+          "\n"
+          "example:\n"
+          "  tutorwatch send --connect tcp://127.0.0.1:7600 events.jsonl\n",
+          SEND_DEFAULT_TIMEOUT_MS);
+}
+
+static int parse_ms(const char *s, int *out) {
+  char *end = NULL;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno != 0 || end == s || *end != '\0' || v <= 0 || v > 24L * 3600 * 1000) return -1;
+  *out = (int)v;
+  return 0;
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
 
 int tw_cmd_send(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  fprintf(stderr, "tutorwatch send: not built yet\n");
-  return 70;
+  static const struct option kOpts[] = {
+      {"connect", required_argument, NULL, 'c'},
+      {"format", required_argument, NULL, 'f'},
+      {"timeout-ms", required_argument, NULL, 't'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  const char *endpoint = NULL, *path = "-";
+  tw_source_opts_t opts = {TW_FORMAT_AUTO, 0};
+  int timeout_ms = SEND_DEFAULT_TIMEOUT_MS, ch;
+  optind = 1;
+  opterr = 0;
+  while ((ch = getopt_long(argc, argv, ":h", kOpts, NULL)) != -1) {
+    switch (ch) {
+      case 'c':
+        endpoint = optarg;
+        break;
+      case 'f':
+        if (tw_format_parse(optarg, &opts.format) != 0) {
+          fprintf(stderr, "tutorwatch send: unknown format '%s' (jsonl, msgpack or auto)\n",
+                  optarg);
+          return 2;
+        }
+        break;
+      case 't':
+        if (parse_ms(optarg, &timeout_ms) != 0) {
+          fprintf(stderr, "tutorwatch send: --timeout-ms wants a positive number, not '%s'\n",
+                  optarg);
+          return 2;
+        }
+        break;
+      case 'h':
+        send_usage(stdout);
+        return 0;
+      case ':':
+        fprintf(stderr, "tutorwatch send: %s needs a value\n\n", argv[optind - 1]);
+        send_usage(stderr);
+        return 2;
+      default:
+        fprintf(stderr, "tutorwatch send: unknown option '%s'\n\n", argv[optind - 1]);
+        send_usage(stderr);
+        return 2;
+    }
+  }
+  if (endpoint == NULL) {
+    fprintf(stderr, "tutorwatch send: --connect ENDPOINT is required\n\n");
+    send_usage(stderr);
+    return 2;
+  }
+  if (argc - optind > 1) {
+    fprintf(stderr, "tutorwatch send: one input file at most ('%s' is extra)\n", argv[optind + 1]);
+    return 2;
+  }
+  if (argc - optind == 1) path = argv[optind];
+
+  tw_push_stats_t st;
+  double t0 = now_ms();
+  int rc = tw_push_file(path, &opts, endpoint, timeout_ms, &st);
+  int err = errno;
+  double elapsed_ms = now_ms() - t0;
+  if (rc == 0 || st.records > 0) {
+    fprintf(stderr, "sent %llu events (%llu bytes) to %s in %.0f ms",
+            (unsigned long long)st.records, (unsigned long long)st.bytes, endpoint, elapsed_ms);
+    if (st.flagged > 0)
+      fprintf(stderr, "; %llu of them truncated or broken (the engine dead-letters them)",
+              (unsigned long long)st.flagged);
+    fputc('\n', stderr);
+  }
+  switch (rc) {
+    case 0:
+      return 0;
+    case TW_ENOENT:
+      fprintf(stderr, "tutorwatch send: %s: no such file\n", path);
+      return 1;
+    case TW_EIO:
+      fprintf(stderr, "tutorwatch send: %s: cannot read: %s\n", path, strerror(err));
+      return 1;
+    case TW_EZMQ:
+      if (err == EAGAIN)
+        fprintf(stderr,
+                "tutorwatch send: no engine took events at %s within %d ms "
+                "(is `tutorwatch run` listening there?)\n",
+                endpoint, timeout_ms);
+      else
+        fprintf(stderr, "tutorwatch send: %s: %s\n", endpoint, zmq_strerror(err));
+      return 1;
+    case TW_ENOMEM:
+      fprintf(stderr, "tutorwatch send: out of memory\n");
+      return 70;
+    default:
+      fprintf(stderr, "tutorwatch send: %s\n", tw_strerror(rc));
+      return 1;
+  }
 }

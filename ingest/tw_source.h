@@ -27,6 +27,8 @@ tw_format_t tw_format_from_path(const char *path);
 #define TW_REC_TRUNCATED 1u /* record exceeded the source's bound; data holds its first bytes,
                                full_len_bytes its real length; it must be dead-lettered */
 #define TW_REC_BROKEN 2u    /* framing failed (malformed msgpack); data holds what was skipped */
+#define TW_REC_HEAD_BYTES 4096u /* a truncated or broken record carries at most this many of its
+                                   first bytes, enough for the dead-letter file */
 
 typedef struct tw_record {
   const char *data;        /* borrowed for the callback's duration */

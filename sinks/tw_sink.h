@@ -18,8 +18,9 @@ typedef struct tw_sink_vt {
   const char *name; /* "jsonl" (file or "-" for stdout), "zmq-pub" (regulator feed) */
   /* open: target is a path or endpoint. Errors: TW_EIO, TW_EZMQ, TW_ENOMEM. */
   int (*open)(const char *target, tw_sink_t **out);
-  /* write: deliver one alert. Returns 0 or TW_EIO / TW_EZMQ. A feed with no subscriber, or a
-   * slow one past its high-water mark, drops without blocking and counts the drop. */
+  /* write: deliver one alert. Returns 0 or TW_EIO / TW_EZMQ, or TW_EINVAL for an alert the
+   * sink cannot represent (no topic; a JSON line containing '\n'). A feed with no subscriber,
+   * or a slow one past its high-water mark, drops without blocking and counts the drop. */
   int (*write)(tw_sink_t *sink, const tw_alert_t *alert, const char *json, size_t len);
   int (*flush)(tw_sink_t *sink);   /* make written alerts durable/visible; 0 or TW_EIO */
   void (*close)(tw_sink_t *sink);  /* flush and free; NULL accepted */
@@ -35,7 +36,9 @@ const tw_sink_vt_t *tw_sink_find(const char *name);
 /*
  * tw_feed_topic: the regulator-feed topic of an alert: "<region>/<severity>/<rule>", e.g.
  * "440106/high/prepaid_over_cap", so a ZeroMQ prefix subscription "44" selects a province.
- * Returns the length written to buf (NUL-terminated), or TW_ETOOBIG.
+ * Returns the length written to buf (NUL-terminated), TW_ETOOBIG when cap is too small (buf is
+ * then ""), or TW_EINVAL when the alert has no rule, an unknown severity, or a region that is not
+ * exactly six ASCII digits (such an alert must not reach a prefix-filtered feed).
  */
 int tw_feed_topic(const tw_alert_t *alert, char *buf, size_t cap);
 

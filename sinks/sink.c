@@ -1,0 +1,51 @@
+/*
+ * sink.c: the table of alert sinks and the regulator-feed topic.
+ *
+ * Every output is one file defining one tw_sink_vt_t; this table is the only place that names
+ * them, so a new output is one new file and one row here.
+ *
+ * The topic is what ZeroMQ prefix subscriptions filter on, so it is also an access boundary:
+ * it starts with the alert's 6-digit region code and nothing else, and an alert whose region is
+ * not exactly six ASCII digits gets no topic (a region like "44/x" must never be able to fall
+ * under another prefix).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "tw_error.h"
+#include "tw_sink.h"
+
+extern const tw_sink_vt_t tw__sink_jsonl_vt;
+extern const tw_sink_vt_t tw__sink_zmq_pub_vt;
+
+static const tw_sink_vt_t *const kSinks[] = {
+    &tw__sink_jsonl_vt,
+    &tw__sink_zmq_pub_vt,
+};
+
+const tw_sink_vt_t *tw_sink_find(const char *name) {
+  if (name == NULL) return NULL;
+  for (size_t i = 0; i < sizeof kSinks / sizeof kSinks[0]; i++)
+    if (strcmp(kSinks[i]->name, name) == 0) return kSinks[i];
+  return NULL;
+}
+
+/* The same names as tw_severity_name (rules/), kept here so the feed does not depend on the rule
+ * loader being linked; the table order follows tw_severity_t. */
+static const char *const kSeverity[] = {"info", "low", "medium", "high", "critical"};
+
+int tw_feed_topic(const tw_alert_t *alert, char *buf, size_t cap) {
+  if (alert == NULL || buf == NULL || alert->rule == NULL || alert->rule->name == NULL)
+    return TW_EINVAL;
+  if ((unsigned)alert->rule->severity >= sizeof kSeverity / sizeof kSeverity[0]) return TW_EINVAL;
+  if (alert->region.ptr == NULL || alert->region.len != 6) return TW_EINVAL;
+  for (size_t i = 0; i < 6; i++)
+    if (alert->region.ptr[i] < '0' || alert->region.ptr[i] > '9') return TW_EINVAL;
+  int n = snprintf(buf, cap, "%.6s/%s/%s", alert->region.ptr, kSeverity[alert->rule->severity],
+                   alert->rule->name);
+  if (n < 0 || (size_t)n >= cap) {
+    if (cap > 0) buf[0] = '\0';
+    return TW_ETOOBIG;
+  }
+  return n;
+}
