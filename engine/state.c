@@ -645,7 +645,7 @@ int tw_state_commit(tw_state_t *st) {
   int mrc;
   if (st == NULL) return TW_EINVAL;
   if (st->ndirty == 0 && st->jlen == 0 && st->nmeta == 0) return 0;
-  qsort(st->dirty, st->ndirty, sizeof st->dirty[0], tw__entry_cmp);
+  if (st->ndirty > 1) qsort(st->dirty, st->ndirty, sizeof st->dirty[0], tw__entry_cmp);
   for (int attempt = 0;; attempt++) {
     mrc = tw__commit_once(st, &what);
     if (mrc != MDB_MAP_FULL || attempt >= TW__MAX_GROWS) break;
