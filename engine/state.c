@@ -223,7 +223,9 @@ static int tw__entry_load(tw_state_t *st, const unsigned char *k, size_t klen,
   if (mrc == 0) {
     rc = tw__entry_decode(e, val.mv_data, val.mv_size);
     tw__rtxn_end(st);
-    if (rc == TW_ESTATE) fprintf(stderr, "tutorwatch: state %s: corrupt entry\n", st->dir);
+    if (rc == TW_ESTATE)
+      fprintf(stderr, "tutorwatch: state %s: corrupt entry in database '%s' (%zu bytes)\n", st->dir,
+              k[0] == TW__KIND_AGG ? "agg" : "cool", val.mv_size);
     if (rc != 0) goto fail;
     st->stats.keys_loaded++;
   } else {
@@ -293,7 +295,8 @@ static void tw__mark_dirty(tw_state_t *st, tw__entry_t *e) {
 /* ---- open / close ---- */
 
 int tw_state_open(const char *dir, const tw_state_opts_t *opts, tw_state_t **out) {
-  int rc = TW_ESTATE, mrc;
+  int rc = TW_ESTATE, mrc = 0;
+  const char *what = "";
   MDB_txn *txn = NULL;
   MDB_cursor *cur = NULL;
   tw_state_t *st = NULL;
@@ -319,31 +322,31 @@ int tw_state_open(const char *dir, const tw_state_opts_t *opts, tw_state_t **out
   }
   st->map_size_bytes = opts && opts->map_size_bytes ? opts->map_size_bytes : TW__DEFAULT_MAP_BYTES;
 
-  const char *what = "mdb_env_create";
-  if ((mrc = mdb_env_create(&st->env)) != 0) goto lmdb_fail;
+  what = "mdb_env_create";
+  if ((mrc = mdb_env_create(&st->env)) != 0) goto fail;
   what = "mdb_env_set_maxdbs";
-  if ((mrc = mdb_env_set_maxdbs(st->env, 4)) != 0) goto lmdb_fail;
+  if ((mrc = mdb_env_set_maxdbs(st->env, 4)) != 0) goto fail;
   what = "mdb_env_set_mapsize";
-  if ((mrc = mdb_env_set_mapsize(st->env, st->map_size_bytes)) != 0) goto lmdb_fail;
+  if ((mrc = mdb_env_set_mapsize(st->env, st->map_size_bytes)) != 0) goto fail;
   what = "mdb_env_open";
   unsigned flags = MDB_NOTLS | (opts && opts->no_sync ? MDB_NOSYNC : 0);
-  if ((mrc = mdb_env_open(st->env, dir, flags, 0600)) != 0) goto lmdb_fail;
+  if ((mrc = mdb_env_open(st->env, dir, flags, 0600)) != 0) goto fail;
   int dead = 0;
   what = "mdb_reader_check";
-  if ((mrc = mdb_reader_check(st->env, &dead)) != 0) goto lmdb_fail;
+  if ((mrc = mdb_reader_check(st->env, &dead)) != 0) goto fail;
   MDB_envinfo info;
   what = "mdb_env_info";
-  if ((mrc = mdb_env_info(st->env, &info)) != 0) goto lmdb_fail;
+  if ((mrc = mdb_env_info(st->env, &info)) != 0) goto fail;
   st->map_size_bytes = info.me_mapsize;
 
   what = "open databases";
-  if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0) goto lmdb_fail;
-  if ((mrc = mdb_dbi_open(txn, "agg", MDB_CREATE, &st->dbi_agg)) != 0) goto lmdb_fail;
-  if ((mrc = mdb_dbi_open(txn, "cool", MDB_CREATE, &st->dbi_cool)) != 0) goto lmdb_fail;
-  if ((mrc = mdb_dbi_open(txn, "journal", MDB_CREATE, &st->dbi_journal)) != 0) goto lmdb_fail;
-  if ((mrc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->dbi_meta)) != 0) goto lmdb_fail;
+  if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0) goto fail;
+  if ((mrc = mdb_dbi_open(txn, "agg", MDB_CREATE, &st->dbi_agg)) != 0) goto fail;
+  if ((mrc = mdb_dbi_open(txn, "cool", MDB_CREATE, &st->dbi_cool)) != 0) goto fail;
+  if ((mrc = mdb_dbi_open(txn, "journal", MDB_CREATE, &st->dbi_journal)) != 0) goto fail;
+  if ((mrc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->dbi_meta)) != 0) goto fail;
   what = "journal cursor";
-  if ((mrc = mdb_cursor_open(txn, st->dbi_journal, &cur)) != 0) goto lmdb_fail;
+  if ((mrc = mdb_cursor_open(txn, st->dbi_journal, &cur)) != 0) goto fail;
   MDB_val k, v;
   mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
   if (mrc == 0) {
@@ -354,23 +357,25 @@ int tw_state_open(const char *dir, const tw_state_opts_t *opts, tw_state_t **out
     const unsigned char *p = k.mv_data;
     for (int i = 0; i < 8; i++) st->jcommitted = (st->jcommitted << 8) | p[i];
   } else if (mrc != MDB_NOTFOUND) {
-    goto lmdb_fail;
+    goto fail;
   }
+  mrc = 0;
   mdb_cursor_close(cur);
   cur = NULL;
   what = "commit at open";
   mrc = mdb_txn_commit(txn);
   txn = NULL;
-  if (mrc != 0) goto lmdb_fail;
+  if (mrc != 0) goto fail;
   st->jassigned = st->jcommitted;
   st->stats.journal_seq = st->jassigned;
   st->stats.map_size_bytes = st->map_size_bytes;
   *out = st;
   return 0;
-lmdb_fail:
-  tw__log(st, what, mrc);
-  rc = TW_ESTATE;
 fail:
+  if (mrc != 0) {
+    tw__log(st, what, mrc);
+    rc = TW_ESTATE;
+  }
   if (cur) mdb_cursor_close(cur);
   if (txn) mdb_txn_abort(txn);
   tw_state_close(st);
@@ -685,14 +690,14 @@ int tw_state_commit(tw_state_t *st) {
 int tw_state_journal_foreach(tw_state_t *st, uint64_t since, tw_state_journal_cb cb, void *ud) {
   MDB_txn *txn = NULL;
   MDB_cursor *cur = NULL;
-  int rc = 0, mrc;
+  int rc = 0, mrc = 0;
   const char *what = "journal read transaction";
   if (st == NULL || cb == NULL) return TW_EINVAL;
   if (since == UINT64_MAX) return 0;
   /* Its own transaction: the callback may read state, which reuses st->rtxn. */
-  if ((mrc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn)) != 0) goto lmdb_fail;
+  if ((mrc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn)) != 0) goto fail;
   what = "journal cursor";
-  if ((mrc = mdb_cursor_open(txn, st->dbi_journal, &cur)) != 0) goto lmdb_fail;
+  if ((mrc = mdb_cursor_open(txn, st->dbi_journal, &cur)) != 0) goto fail;
   unsigned char kb[8];
   uint64_t from = since + 1;
   for (int i = 0; i < 8; i++) kb[i] = (unsigned char)(from >> (56 - 8 * i));
@@ -711,12 +716,12 @@ int tw_state_journal_foreach(tw_state_t *st, uint64_t since, tw_state_journal_cb
     if (rc != 0) goto fail;
   }
   what = "journal iterate";
-  if (mrc != MDB_NOTFOUND) goto lmdb_fail;
-  goto fail; /* normal end: rc is 0 */
-lmdb_fail:
-  tw__log(st, what, mrc);
-  rc = TW_ESTATE;
+  if (mrc == MDB_NOTFOUND) mrc = 0;
 fail:
+  if (mrc != 0) {
+    tw__log(st, what, mrc);
+    rc = TW_ESTATE;
+  }
   if (cur) mdb_cursor_close(cur);
   if (txn) mdb_txn_abort(txn);
   return rc;

@@ -243,17 +243,20 @@ int tw__entry_decode(tw__entry_t *e, const unsigned char *p, size_t len) {
   if (tw__get_i64(p + 8) != e->window_ms) return TW_ESTATE;
   e->newest_ts_ms = tw__get_i64(p + 16);
   int64_t base = tw__get_i64(p + 32);
+  /* Event times are bounded at entry (|ts| ≤ 2^61), which keeps idx·g and ts − W from wrapping. */
+  int64_t lim = INT64_MAX / 4;
+  if (e->seen ? (e->newest_ts_ms > lim || e->newest_ts_ms < -lim) : e->newest_ts_ms != 0)
+    return TW_ESTATE;
   if (e->window_ms == 0) {
     if (nb != 0 || len != TW__AGG_HEADER_BYTES || base != 0) return TW_ESTATE;
     e->total = tw__get_i64(p + 24);
     return 0;
   }
   if (nb > e->nb_max || (!e->seen && nb != 0) || tw__get_i64(p + 24) != 0) return TW_ESTATE;
-  /* Buckets must lie where the invariants put them, which also keeps idx·g from overflowing. */
-  int64_t lim = INT64_MAX / 4;
-  if (e->seen && (e->newest_ts_ms > lim || e->newest_ts_ms < -lim)) return TW_ESTATE;
+  /* Buckets must lie where the invariants put them. */
   int64_t newest_b = e->seen ? tw__floor_div(e->newest_ts_ms - 1, e->g_ms) : 0;
   if (nb != 0 && (base > newest_b || base < newest_b - (int64_t)e->nb_max)) return TW_ESTATE;
+  if (nb != 0 && (base + 1) * e->g_ms <= e->newest_ts_ms - e->window_ms) return TW_ESTATE;
   if (nb > e->nb_alloc) {
     tw__bucket_t *b = realloc(e->buckets, (size_t)nb * sizeof *b);
     if (b == NULL) return TW_ENOMEM;
