@@ -1,0 +1,741 @@
+/*
+ * state.c: the keyed state store: an in-memory hash table of entries over one LMDB environment.
+ *
+ * Entries (aggregate series and cooldowns) live in an open-addressing table (linear probing,
+ * power-of-two size, load ≤ 0.7, no deletion) keyed by kind byte + LMDB key and hashed by a
+ * word-at-a-time multiply-xorshift mix. A miss reads the entry from LMDB once through a reused,
+ * reset read transaction (keys_loaded), or starts an empty one. A change marks the entry dirty
+ * and appends it to the dirty array, so a commit costs O(dirty · log dirty) (it writes the dirty
+ * entries in key order for B-tree locality), never O(all keys).
+ *
+ * tw_state_commit is the group commit: dirty entries, staged journal records (MDB_APPEND under
+ * 8-byte big-endian sequence numbers) and staged meta records go into one write transaction. On
+ * MDB_MAP_FULL the transaction is aborted, the map doubled, and the whole batch retried. On any
+ * failure nothing in memory is cleared, so the next commit writes it all again with the same
+ * sequence numbers. LMDB errors are logged to stderr with the directory and mdb_strerror.
+ *
+ * Bounds: names ≤ TW_STATE_NAME_MAX, keys ≤ TW_STATE_KEY_MAX, buckets per key ≤ window cap,
+ * journal records ≤ TW_STATE_JOURNAL_MAX, meta records ≤ TW_STATE_META_MAX. Allocation happens
+ * per new key, while a key's bucket array grows to its cap, and when staging areas grow; never
+ * per event on a key already in memory. Not thread-safe (see tw_state.h).
+ */
+#include <errno.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "state_internal.h"
+#include "tw_error.h"
+#include "tw_state.h"
+
+#define TW__DEFAULT_MAP_BYTES ((size_t)1 << 30)
+#define TW__TS_LIMIT ((int64_t)1 << 61) /* |event time| and window bounds, so sums cannot wrap */
+#define TW__INITIAL_SLOTS 1024u
+#define TW__MAX_GROWS 40
+
+typedef struct tw__slot {
+  uint64_t hash;
+  tw__entry_t *e; /* NULL = empty */
+} tw__slot_t;
+
+typedef struct tw__meta_rec {
+  char name[TW_STATE_META_NAME_MAX + 1];
+  unsigned char *data;
+  size_t len, cap;
+} tw__meta_rec_t;
+
+struct tw_state {
+  char *dir;
+  MDB_env *env;
+  MDB_dbi dbi_agg, dbi_cool, dbi_journal, dbi_meta;
+  MDB_txn *rtxn; /* reset read transaction reused for lazy loads, or NULL */
+  size_t map_size_bytes;
+
+  tw__slot_t *slots;
+  size_t nslots, nkeys;
+
+  tw__entry_t **dirty;
+  size_t ndirty, dirty_cap;
+
+  unsigned char *jbuf; /* staged journal records: u32 length (native) then the bytes */
+  size_t jlen, jcap;
+  uint64_t jcommitted; /* last sequence number in LMDB */
+  uint64_t jassigned;  /* last sequence number handed out */
+
+  tw__meta_rec_t *meta;
+  size_t nmeta, meta_cap;
+
+  unsigned char *enc;
+  size_t enc_cap;
+  unsigned char kbuf[1 + TW__STATE_DBKEY_MAX];
+
+  int fail_commits;
+  tw_state_stats_t stats;
+};
+
+static void tw__log(const tw_state_t *st, const char *what, int rc) {
+  fprintf(stderr, "tutorwatch: state %s: %s: %s\n", st->dir ? st->dir : "?", what,
+          mdb_strerror(rc));
+}
+
+static uint64_t tw__mix(uint64_t h) {
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  h ^= h >> 33;
+  return h;
+}
+
+/* Word-at-a-time hash; byte order does not matter, it never leaves memory. */
+static uint64_t tw__hash(const unsigned char *p, size_t n) {
+  uint64_t h = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)n * 0x100000001b3ULL);
+  while (n >= 8) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    h = (h ^ v) * 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 31;
+    p += 8;
+    n -= 8;
+  }
+  uint64_t v = 0;
+  memcpy(&v, p, n);
+  h = (h ^ v) * 0x94d049bb133111ebULL;
+  return tw__mix(h);
+}
+
+/* ---- keys ---- */
+
+static int tw__name_len(const char *name, size_t *len) {
+  if (name == NULL) return TW_EINVAL;
+  size_t n = strnlen(name, TW_STATE_NAME_MAX + 1);
+  if (n > TW_STATE_NAME_MAX) return TW_ETOOBIG;
+  if (n == 0) return TW_EINVAL;
+  *len = n;
+  return 0;
+}
+
+static int tw__check_spec(const tw_window_spec_t *spec) {
+  if (spec == NULL) return TW_EINVAL;
+  if (spec->fn != TW_AGG_COUNT && spec->fn != TW_AGG_SUM) return TW_EINVAL;
+  if (spec->window_ms < 0 || spec->window_ms > TW__TS_LIMIT) return TW_EINVAL;
+  return 0;
+}
+
+/* LMDB key of an aggregate: name, NUL, fn, window_ms (big-endian), key bytes. */
+static int tw__agg_dbkey(const tw_window_spec_t *spec, const char *key, size_t key_len,
+                         unsigned char *out, size_t *out_len) {
+  size_t nl;
+  int rc = tw__check_spec(spec);
+  if (rc != 0) return rc;
+  if ((rc = tw__name_len(spec->name, &nl)) != 0) return rc;
+  if (key_len > TW_STATE_KEY_MAX) return TW_ETOOBIG;
+  if (key == NULL && key_len != 0) return TW_EINVAL;
+  memcpy(out, spec->name, nl);
+  out[nl] = 0;
+  out[nl + 1] = (unsigned char)spec->fn;
+  uint64_t w = (uint64_t)spec->window_ms;
+  for (int i = 0; i < 8; i++) out[nl + 2 + i] = (unsigned char)(w >> (56 - 8 * i));
+  if (key_len) memcpy(out + nl + 10, key, key_len);
+  *out_len = nl + 10 + key_len;
+  return 0;
+}
+
+int tw__state_agg_dbkey(const tw_window_spec_t *spec, const char *key, size_t key_len,
+                        unsigned char *out, size_t cap) {
+  size_t n;
+  if (cap < TW__STATE_DBKEY_MAX) return TW_ETOOBIG;
+  int rc = tw__agg_dbkey(spec, key, key_len, out, &n);
+  return rc != 0 ? rc : (int)n;
+}
+
+/* ---- read transaction ---- */
+
+static int tw__rtxn_begin(tw_state_t *st) {
+  int rc = st->rtxn ? mdb_txn_renew(st->rtxn) : mdb_txn_begin(st->env, NULL, MDB_RDONLY, &st->rtxn);
+  if (rc == MDB_MAP_RESIZED) {
+    /* Another process grew the map: adopt its size and try once more. */
+    if (st->rtxn) {
+      mdb_txn_abort(st->rtxn);
+      st->rtxn = NULL;
+    }
+    rc = mdb_env_set_mapsize(st->env, 0);
+    if (rc == 0) rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &st->rtxn);
+  }
+  if (rc != 0) {
+    tw__log(st, "read transaction", rc);
+    return TW_ESTATE;
+  }
+  return 0;
+}
+
+static void tw__rtxn_end(tw_state_t *st) {
+  if (st->rtxn) mdb_txn_reset(st->rtxn);
+}
+
+/* ---- hash table ---- */
+
+static int tw__table_grow(tw_state_t *st) {
+  size_t n = st->nslots * 2;
+  tw__slot_t *s = calloc(n, sizeof *s);
+  if (s == NULL) return TW_ENOMEM;
+  for (size_t i = 0; i < st->nslots; i++) {
+    if (st->slots[i].e == NULL) continue;
+    size_t j = (size_t)st->slots[i].hash & (n - 1);
+    while (s[j].e != NULL) j = (j + 1) & (n - 1);
+    s[j] = st->slots[i];
+  }
+  free(st->slots);
+  st->slots = s;
+  st->nslots = n;
+  return 0;
+}
+
+static void tw__entry_free(tw__entry_t *e) {
+  if (e == NULL) return;
+  free(e->buckets);
+  free(e);
+}
+
+/* Load (kind + LMDB key) from LMDB into a fresh entry; spec is NULL for cooldowns. */
+static int tw__entry_load(tw_state_t *st, const unsigned char *k, size_t klen,
+                          const tw_window_spec_t *spec, uint64_t h, tw__entry_t **out) {
+  int rc;
+  tw__entry_t *e = calloc(1, sizeof *e + klen);
+  if (e == NULL) return TW_ENOMEM;
+  e->hash = h;
+  e->key_len = (uint16_t)klen;
+  memcpy(e->key, k, klen);
+  if (spec != NULL) {
+    e->fn = (uint8_t)spec->fn;
+    e->window_ms = spec->window_ms;
+    if (spec->window_ms > 0) {
+      e->g_ms = tw__window_granularity_ms(spec->window_ms);
+      e->nb_max = tw__window_cap(spec->window_ms);
+    }
+  }
+  if ((rc = tw__rtxn_begin(st)) != 0) goto fail;
+  MDB_val key = {klen - 1, (void *)(k + 1)}, val;
+  int mrc = mdb_get(st->rtxn, k[0] == TW__KIND_AGG ? st->dbi_agg : st->dbi_cool, &key, &val);
+  if (mrc == 0) {
+    rc = tw__entry_decode(e, val.mv_data, val.mv_size);
+    tw__rtxn_end(st);
+    if (rc == TW_ESTATE)
+      fprintf(stderr, "tutorwatch: state %s: corrupt entry in database '%s' (%zu bytes)\n", st->dir,
+              k[0] == TW__KIND_AGG ? "agg" : "cool", val.mv_size);
+    if (rc != 0) goto fail;
+    st->stats.keys_loaded++;
+  } else {
+    tw__rtxn_end(st);
+    if (mrc != MDB_NOTFOUND) {
+      tw__log(st, "read entry", mrc);
+      rc = TW_ESTATE;
+      goto fail;
+    }
+  }
+  *out = e;
+  return 0;
+fail:
+  tw__entry_free(e);
+  return rc;
+}
+
+static int tw__lookup(tw_state_t *st, const unsigned char *k, size_t klen,
+                      const tw_window_spec_t *spec, tw__entry_t **out) {
+  uint64_t h = tw__hash(k, klen);
+  size_t mask = st->nslots - 1;
+  size_t i = (size_t)h & mask;
+  for (; st->slots[i].e != NULL; i = (i + 1) & mask) {
+    tw__entry_t *e = st->slots[i].e;
+    if (st->slots[i].hash == h && e->key_len == klen && memcmp(e->key, k, klen) == 0) {
+      *out = e;
+      return 0;
+    }
+  }
+  tw__entry_t *e = NULL;
+  int rc = tw__entry_load(st, k, klen, spec, h, &e);
+  if (rc != 0) return rc;
+  if ((st->nkeys + 1) * 10 > st->nslots * 7) {
+    if ((rc = tw__table_grow(st)) != 0) {
+      tw__entry_free(e);
+      return rc;
+    }
+    mask = st->nslots - 1;
+    i = (size_t)h & mask;
+    while (st->slots[i].e != NULL) i = (i + 1) & mask;
+  }
+  st->slots[i].hash = h;
+  st->slots[i].e = e;
+  st->nkeys++;
+  st->stats.keys_in_memory = st->nkeys;
+  *out = e;
+  return 0;
+}
+
+/* Room for one more dirty entry, taken before the change so a failure loses nothing. */
+static int tw__dirty_reserve(tw_state_t *st) {
+  if (st->ndirty < st->dirty_cap) return 0;
+  size_t n = st->dirty_cap ? st->dirty_cap * 2 : 256;
+  tw__entry_t **d = realloc(st->dirty, n * sizeof *d);
+  if (d == NULL) return TW_ENOMEM;
+  st->dirty = d;
+  st->dirty_cap = n;
+  return 0;
+}
+
+static void tw__mark_dirty(tw_state_t *st, tw__entry_t *e) {
+  if (e->dirty) return;
+  e->dirty = 1;
+  st->dirty[st->ndirty++] = e;
+}
+
+/* ---- open / close ---- */
+
+int tw_state_open(const char *dir, const tw_state_opts_t *opts, tw_state_t **out) {
+  int rc = TW_ESTATE, mrc = 0;
+  const char *what = "";
+  MDB_txn *txn = NULL;
+  MDB_cursor *cur = NULL;
+  tw_state_t *st = NULL;
+  struct stat sb;
+
+  if (dir == NULL || out == NULL) return TW_EINVAL;
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    fprintf(stderr, "tutorwatch: state %s: cannot create directory: %s\n", dir, strerror(errno));
+    return TW_EIO;
+  }
+  if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+    fprintf(stderr, "tutorwatch: state %s: not a directory\n", dir);
+    return TW_EIO;
+  }
+  st = calloc(1, sizeof *st);
+  if (st == NULL) return TW_ENOMEM;
+  st->dir = strdup(dir);
+  st->nslots = TW__INITIAL_SLOTS;
+  st->slots = calloc(st->nslots, sizeof *st->slots);
+  if (st->dir == NULL || st->slots == NULL) {
+    rc = TW_ENOMEM;
+    goto fail;
+  }
+  st->map_size_bytes = opts && opts->map_size_bytes ? opts->map_size_bytes : TW__DEFAULT_MAP_BYTES;
+
+  what = "mdb_env_create";
+  if ((mrc = mdb_env_create(&st->env)) != 0) goto fail;
+  what = "mdb_env_set_maxdbs";
+  if ((mrc = mdb_env_set_maxdbs(st->env, 4)) != 0) goto fail;
+  what = "mdb_env_set_mapsize";
+  if ((mrc = mdb_env_set_mapsize(st->env, st->map_size_bytes)) != 0) goto fail;
+  what = "mdb_env_open";
+  unsigned flags = MDB_NOTLS | (opts && opts->no_sync ? MDB_NOSYNC : 0);
+  if ((mrc = mdb_env_open(st->env, dir, flags, 0600)) != 0) goto fail;
+  int dead = 0;
+  what = "mdb_reader_check";
+  if ((mrc = mdb_reader_check(st->env, &dead)) != 0) goto fail;
+  MDB_envinfo info;
+  what = "mdb_env_info";
+  if ((mrc = mdb_env_info(st->env, &info)) != 0) goto fail;
+  st->map_size_bytes = info.me_mapsize;
+
+  what = "open databases";
+  if ((mrc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0) goto fail;
+  if ((mrc = mdb_dbi_open(txn, "agg", MDB_CREATE, &st->dbi_agg)) != 0) goto fail;
+  if ((mrc = mdb_dbi_open(txn, "cool", MDB_CREATE, &st->dbi_cool)) != 0) goto fail;
+  if ((mrc = mdb_dbi_open(txn, "journal", MDB_CREATE, &st->dbi_journal)) != 0) goto fail;
+  if ((mrc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->dbi_meta)) != 0) goto fail;
+  what = "journal cursor";
+  if ((mrc = mdb_cursor_open(txn, st->dbi_journal, &cur)) != 0) goto fail;
+  MDB_val k, v;
+  mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+  if (mrc == 0) {
+    if (k.mv_size != 8) {
+      fprintf(stderr, "tutorwatch: state %s: corrupt journal key\n", dir);
+      goto fail;
+    }
+    const unsigned char *p = k.mv_data;
+    for (int i = 0; i < 8; i++) st->jcommitted = (st->jcommitted << 8) | p[i];
+  } else if (mrc != MDB_NOTFOUND) {
+    goto fail;
+  }
+  mrc = 0;
+  mdb_cursor_close(cur);
+  cur = NULL;
+  what = "commit at open";
+  mrc = mdb_txn_commit(txn);
+  txn = NULL;
+  if (mrc != 0) goto fail;
+  st->jassigned = st->jcommitted;
+  st->stats.journal_seq = st->jassigned;
+  st->stats.map_size_bytes = st->map_size_bytes;
+  *out = st;
+  return 0;
+fail:
+  if (mrc != 0) {
+    tw__log(st, what, mrc);
+    rc = TW_ESTATE;
+  }
+  if (cur) mdb_cursor_close(cur);
+  if (txn) mdb_txn_abort(txn);
+  tw_state_close(st);
+  return rc;
+}
+
+void tw_state_close(tw_state_t *st) {
+  if (st == NULL) return;
+  if (st->rtxn) mdb_txn_abort(st->rtxn);
+  if (st->env) mdb_env_close(st->env);
+  if (st->slots) {
+    for (size_t i = 0; i < st->nslots; i++) tw__entry_free(st->slots[i].e);
+  }
+  free(st->slots);
+  free(st->dirty);
+  free(st->jbuf);
+  for (size_t i = 0; i < st->meta_cap; i++) free(st->meta[i].data);
+  free(st->meta);
+  free(st->enc);
+  free(st->dir);
+  free(st);
+}
+
+/* ---- aggregates and cooldowns ---- */
+
+static int tw__agg_entry(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
+                         size_t key_len, tw__entry_t **e) {
+  size_t klen;
+  int rc = tw__agg_dbkey(spec, key, key_len, st->kbuf + 1, &klen);
+  if (rc != 0) return rc;
+  st->kbuf[0] = TW__KIND_AGG;
+  return tw__lookup(st, st->kbuf, klen + 1, spec, e);
+}
+
+int tw_state_agg_add(tw_state_t *st, const tw_window_spec_t *spec, const char *key, size_t key_len,
+                     int64_t ts_ms, int64_t value) {
+  tw__entry_t *e;
+  int too_old = 0;
+  if (st == NULL) return TW_EINVAL;
+  if (ts_ms > TW__TS_LIMIT || ts_ms < -TW__TS_LIMIT) return TW_EINVAL;
+  int rc = tw__agg_entry(st, spec, key, key_len, &e);
+  if (rc != 0) return rc;
+  if ((rc = tw__dirty_reserve(st)) != 0) return rc;
+  rc = tw__window_add(e, ts_ms, spec->fn == TW_AGG_COUNT ? 1 : value, &too_old);
+  if (too_old) {
+    st->stats.too_old++;
+    return 0;
+  }
+  if (rc == 0 || rc == TW_EOVERFLOW) tw__mark_dirty(st, e);
+  return rc;
+}
+
+int tw_state_agg_value(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
+                       size_t key_len, int64_t at_ms, int64_t *out) {
+  tw__entry_t *e;
+  if (st == NULL || out == NULL) return TW_EINVAL;
+  if (at_ms > TW__TS_LIMIT || at_ms < -TW__TS_LIMIT) return TW_EINVAL;
+  int rc = tw__agg_entry(st, spec, key, key_len, &e);
+  if (rc != 0) return rc;
+  *out = tw__window_value(e, at_ms);
+  return 0;
+}
+
+int tw__state_agg_buckets(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
+                          size_t key_len, uint32_t *nb, uint32_t *nb_max) {
+  tw__entry_t *e;
+  int rc = tw__agg_entry(st, spec, key, key_len, &e);
+  if (rc != 0) return rc;
+  if (!e->seen) return TW_ENOENT;
+  *nb = e->nb;
+  *nb_max = e->nb_max;
+  return 0;
+}
+
+int tw_state_cooldown(tw_state_t *st, const char *rule, const char *key, size_t key_len,
+                      int64_t ts_ms, int64_t cooldown_ms, bool *fire) {
+  tw__entry_t *e;
+  size_t nl;
+  if (st == NULL || fire == NULL) return TW_EINVAL;
+  int rc = tw__name_len(rule, &nl);
+  if (rc != 0) return rc;
+  if (key_len > TW_STATE_KEY_MAX) return TW_ETOOBIG;
+  if ((key == NULL && key_len != 0) || cooldown_ms < 0 || cooldown_ms > TW__TS_LIMIT ||
+      ts_ms > TW__TS_LIMIT || ts_ms < -TW__TS_LIMIT)
+    return TW_EINVAL;
+  st->kbuf[0] = TW__KIND_COOL;
+  memcpy(st->kbuf + 1, rule, nl);
+  st->kbuf[1 + nl] = 0;
+  if (key_len) memcpy(st->kbuf + 2 + nl, key, key_len);
+  if ((rc = tw__lookup(st, st->kbuf, 2 + nl + key_len, NULL, &e)) != 0) return rc;
+  *fire = !e->seen || cooldown_ms == 0 || e->total <= ts_ms - cooldown_ms;
+  if (!*fire) return 0;
+  if ((rc = tw__dirty_reserve(st)) != 0) {
+    *fire = false;
+    return rc;
+  }
+  e->seen = 1;
+  e->total = ts_ms;
+  tw__mark_dirty(st, e);
+  return 0;
+}
+
+/* ---- journal and meta staging ---- */
+
+int tw_state_journal_append(tw_state_t *st, const char *json, size_t len, uint64_t *seq) {
+  if (st == NULL || (json == NULL && len != 0)) return TW_EINVAL;
+  if (len > TW_STATE_JOURNAL_MAX) return TW_ETOOBIG;
+  size_t need = st->jlen + sizeof(uint32_t) + len;
+  if (need > st->jcap) {
+    size_t n = st->jcap ? st->jcap : 4096;
+    while (n < need) n *= 2;
+    unsigned char *b = realloc(st->jbuf, n);
+    if (b == NULL) return TW_ENOMEM;
+    st->jbuf = b;
+    st->jcap = n;
+  }
+  uint32_t l = (uint32_t)len;
+  memcpy(st->jbuf + st->jlen, &l, sizeof l);
+  if (len) memcpy(st->jbuf + st->jlen + sizeof l, json, len);
+  st->jlen = need;
+  st->jassigned++;
+  st->stats.journal_seq = st->jassigned;
+  if (seq) *seq = st->jassigned;
+  return 0;
+}
+
+static tw__meta_rec_t *tw__meta_staged(tw_state_t *st, const char *name) {
+  for (size_t i = 0; i < st->nmeta; i++)
+    if (strcmp(st->meta[i].name, name) == 0) return &st->meta[i];
+  return NULL;
+}
+
+int tw_state_meta_put(tw_state_t *st, const char *name, const void *data, size_t len) {
+  if (st == NULL || name == NULL || (data == NULL && len != 0)) return TW_EINVAL;
+  size_t nl = strnlen(name, TW_STATE_META_NAME_MAX + 1);
+  if (nl > TW_STATE_META_NAME_MAX || len > TW_STATE_META_MAX) return TW_ETOOBIG;
+  if (nl == 0) return TW_EINVAL;
+  tw__meta_rec_t *m = tw__meta_staged(st, name);
+  if (m == NULL) {
+    if (st->nmeta == st->meta_cap) {
+      size_t n = st->meta_cap ? st->meta_cap * 2 : 8;
+      tw__meta_rec_t *r = realloc(st->meta, n * sizeof *r);
+      if (r == NULL) return TW_ENOMEM;
+      memset(r + st->meta_cap, 0, (n - st->meta_cap) * sizeof *r);
+      st->meta = r;
+      st->meta_cap = n;
+    }
+    m = &st->meta[st->nmeta]; /* its buffer, if any, is kept from an earlier batch */
+  }
+  if (len > m->cap) {
+    unsigned char *b = realloc(m->data, len);
+    if (b == NULL) return TW_ENOMEM;
+    m->data = b;
+    m->cap = len;
+  }
+  if (len) memcpy(m->data, data, len);
+  m->len = len;
+  if (m == &st->meta[st->nmeta]) {
+    memcpy(m->name, name, nl + 1);
+    st->nmeta++;
+  }
+  return 0;
+}
+
+int tw_state_meta_get(tw_state_t *st, const char *name, void *buf, size_t cap, size_t *len) {
+  if (st == NULL || name == NULL || len == NULL || (buf == NULL && cap != 0)) return TW_EINVAL;
+  size_t nl = strnlen(name, TW_STATE_META_NAME_MAX + 1);
+  if (nl > TW_STATE_META_NAME_MAX || nl == 0) return TW_ENOENT;
+  tw__meta_rec_t *m = tw__meta_staged(st, name);
+  if (m != NULL) {
+    *len = m->len;
+    if (m->len > cap) return TW_ETOOBIG;
+    if (m->len) memcpy(buf, m->data, m->len);
+    return 0;
+  }
+  int rc = tw__rtxn_begin(st);
+  if (rc != 0) return rc;
+  MDB_val k = {nl, (void *)name}, v;
+  int mrc = mdb_get(st->rtxn, st->dbi_meta, &k, &v);
+  if (mrc == 0) {
+    *len = v.mv_size;
+    if (v.mv_size > cap) {
+      rc = TW_ETOOBIG;
+    } else if (v.mv_size) {
+      memcpy(buf, v.mv_data, v.mv_size);
+    }
+  } else if (mrc == MDB_NOTFOUND) {
+    rc = TW_ENOENT;
+  } else {
+    tw__log(st, "read meta", mrc);
+    rc = TW_ESTATE;
+  }
+  tw__rtxn_end(st);
+  return rc;
+}
+
+/* ---- group commit ---- */
+
+static int tw__entry_cmp(const void *a, const void *b) {
+  const tw__entry_t *x = *(tw__entry_t *const *)a, *y = *(tw__entry_t *const *)b;
+  size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+  int c = memcmp(x->key, y->key, n);
+  if (c != 0) return c;
+  return (x->key_len > y->key_len) - (x->key_len < y->key_len);
+}
+
+/* One attempt; returns an LMDB code (0 on success), or -1 for an injected failure. */
+static int tw__commit_once(tw_state_t *st, const char **what) {
+  MDB_txn *txn = NULL;
+  int mrc;
+  *what = "begin write transaction";
+  mrc = mdb_txn_begin(st->env, NULL, 0, &txn);
+  if (mrc == MDB_MAP_RESIZED) {
+    if ((mrc = mdb_env_set_mapsize(st->env, 0)) == 0) mrc = mdb_txn_begin(st->env, NULL, 0, &txn);
+  }
+  if (mrc != 0) return mrc;
+  *what = "write entry";
+  for (size_t i = 0; i < st->ndirty; i++) {
+    tw__entry_t *e = st->dirty[i];
+    size_t need = tw__entry_encoded_max(e);
+    if (need > st->enc_cap) {
+      size_t n = st->enc_cap ? st->enc_cap : 256;
+      while (n < need) n *= 2;
+      unsigned char *b = realloc(st->enc, n);
+      if (b == NULL) {
+        mdb_txn_abort(txn);
+        return ENOMEM;
+      }
+      st->enc = b;
+      st->enc_cap = n;
+    }
+    MDB_val k = {(size_t)e->key_len - 1, e->key + 1};
+    MDB_val v = {tw__entry_encode(e, st->enc), st->enc};
+    mrc = mdb_put(txn, e->key[0] == TW__KIND_AGG ? st->dbi_agg : st->dbi_cool, &k, &v, 0);
+    if (mrc != 0) goto fail;
+  }
+  *what = "append journal";
+  uint64_t seq = st->jcommitted;
+  for (size_t off = 0; off < st->jlen;) {
+    uint32_t l;
+    memcpy(&l, st->jbuf + off, sizeof l);
+    unsigned char kb[8];
+    seq++;
+    for (int i = 0; i < 8; i++) kb[i] = (unsigned char)(seq >> (56 - 8 * i));
+    MDB_val k = {8, kb}, v = {l, st->jbuf + off + sizeof l};
+    mrc = mdb_put(txn, st->dbi_journal, &k, &v, MDB_APPEND);
+    if (mrc != 0) goto fail;
+    off += sizeof l + l;
+  }
+  *what = "write meta";
+  for (size_t i = 0; i < st->nmeta; i++) {
+    MDB_val k = {strlen(st->meta[i].name), st->meta[i].name};
+    MDB_val v = {st->meta[i].len, st->meta[i].data};
+    mrc = mdb_put(txn, st->dbi_meta, &k, &v, 0);
+    if (mrc != 0) goto fail;
+  }
+  if (st->fail_commits > 0) {
+    st->fail_commits--;
+    *what = "injected failure";
+    mrc = -1;
+    goto fail;
+  }
+  *what = "commit";
+  return mdb_txn_commit(txn);
+fail:
+  mdb_txn_abort(txn);
+  return mrc;
+}
+
+int tw_state_commit(tw_state_t *st) {
+  const char *what = "";
+  int mrc;
+  if (st == NULL) return TW_EINVAL;
+  if (st->ndirty == 0 && st->jlen == 0 && st->nmeta == 0) return 0;
+  if (st->ndirty > 1) qsort(st->dirty, st->ndirty, sizeof st->dirty[0], tw__entry_cmp);
+  for (int attempt = 0;; attempt++) {
+    mrc = tw__commit_once(st, &what);
+    if (mrc != MDB_MAP_FULL || attempt >= TW__MAX_GROWS) break;
+    /* No transaction may be open while the map is resized. */
+    if (st->rtxn) {
+      mdb_txn_abort(st->rtxn);
+      st->rtxn = NULL;
+    }
+    size_t n = st->map_size_bytes * 2;
+    if (n < st->map_size_bytes) break;
+    int grc = mdb_env_set_mapsize(st->env, n);
+    if (grc != 0) {
+      tw__log(st, "grow map", grc);
+      break;
+    }
+    st->map_size_bytes = n;
+    st->stats.map_grows++;
+    st->stats.map_size_bytes = n;
+  }
+  if (mrc != 0) {
+    if (mrc == -1)
+      fprintf(stderr, "tutorwatch: state %s: commit: injected failure\n", st->dir);
+    else
+      tw__log(st, what, mrc);
+    return TW_ESTATE;
+  }
+  for (size_t i = 0; i < st->ndirty; i++) st->dirty[i]->dirty = 0;
+  st->stats.entries_written += st->ndirty;
+  st->stats.commits++;
+  st->ndirty = 0;
+  st->jlen = 0;
+  st->jcommitted = st->jassigned;
+  st->nmeta = 0;
+  return 0;
+}
+
+int tw_state_journal_foreach(tw_state_t *st, uint64_t since, tw_state_journal_cb cb, void *ud) {
+  MDB_txn *txn = NULL;
+  MDB_cursor *cur = NULL;
+  int rc = 0, mrc = 0;
+  const char *what = "journal read transaction";
+  if (st == NULL || cb == NULL) return TW_EINVAL;
+  if (since == UINT64_MAX) return 0;
+  /* Its own transaction: the callback may read state, which reuses st->rtxn. */
+  if ((mrc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn)) != 0) goto fail;
+  what = "journal cursor";
+  if ((mrc = mdb_cursor_open(txn, st->dbi_journal, &cur)) != 0) goto fail;
+  unsigned char kb[8];
+  uint64_t from = since + 1;
+  for (int i = 0; i < 8; i++) kb[i] = (unsigned char)(from >> (56 - 8 * i));
+  MDB_val k = {8, kb}, v;
+  for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
+       mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 8) {
+      fprintf(stderr, "tutorwatch: state %s: corrupt journal key\n", st->dir);
+      rc = TW_ESTATE;
+      goto fail;
+    }
+    const unsigned char *p = k.mv_data;
+    uint64_t seq = 0;
+    for (int i = 0; i < 8; i++) seq = (seq << 8) | p[i];
+    rc = cb(ud, seq, v.mv_data, v.mv_size);
+    if (rc != 0) goto fail;
+  }
+  what = "journal iterate";
+  if (mrc == MDB_NOTFOUND) mrc = 0;
+fail:
+  if (mrc != 0) {
+    tw__log(st, what, mrc);
+    rc = TW_ESTATE;
+  }
+  if (cur) mdb_cursor_close(cur);
+  if (txn) mdb_txn_abort(txn);
+  return rc;
+}
+
+void tw__state_fail_commits(tw_state_t *st, int n) {
+  st->fail_commits = n;
+}
+
+void tw_state_stats(const tw_state_t *st, tw_state_stats_t *out) {
+  if (out == NULL) return;
+  if (st == NULL) {
+    memset(out, 0, sizeof *out);
+    return;
+  }
+  *out = st->stats;
+}
