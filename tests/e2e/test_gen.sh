@@ -79,6 +79,19 @@ grep -vq '"ts":"202[45]-' f.jsonl && fail "dates outside the period"
 "$TW" gen --institutions 5 --days 2 --out "$TW_WORK/no/such/dir/x.jsonl" 2>/dev/null
 [ $? -eq 1 ] || fail "unwritable --out should exit 1"
 
+# every example in docs/gen.md runs and succeeds
+if [ -n "${TW_SOURCE_DIR:-}" ] && [ -f "$TW_SOURCE_DIR/docs/gen.md" ]; then
+  examples=0
+  while IFS= read -r cmd; do
+    examples=$((examples + 1))
+    # shellcheck disable=SC2086
+    "$TW" ${cmd#tutorwatch } >example.out 2>example.err || fail "docs example failed: $cmd"
+    [ "$(wc -l <example.err)" -eq 1 ] || fail "docs example summary not one line: $cmd"
+  done < <(sed -n 's/^\$ \(tutorwatch gen .*\)$/\1/p' "$TW_SOURCE_DIR/docs/gen.md")
+  [ "$examples" -ge 3 ] || fail "found $examples docs examples, want 3"
+  [ -s truth.jsonl ] && [ -s events.msgpack ] || fail "docs examples did not write their files"
+fi
+
 if [ "$failures" -ne 0 ]; then
   echo "$failures failure(s)" >&2
   exit 1
