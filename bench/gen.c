@@ -27,7 +27,8 @@
 #define TZ_OFFSET_MS (8 * MS_PER_HOUR) /* China Standard Time, +08:00 */
 
 #define MAX_COURSES 4
-#define EXTRA_SLOTS 24 /* student slots beyond the target size: new enrolments, surges */
+#define EXTRA_SLOTS 2        /* student slots beyond the target size: a problem's new student */
+#define EXTRA_SLOTS_SURGE 32 /* ... and for a collection surge (up to 6 a day for 5 days) */
 #define NO_DAY (-1)
 
 /* ---- PRNG: splitmix64 seeds xoshiro256** (Blackman & Vigna). ---- */
@@ -148,21 +149,22 @@ static const char kCodeAlphabet[] = "0123456789ABCDEFGHJKLMNPQRTUWXY"; /* GB 321
 enum { SLOT_FREE = 0, SLOT_ACTIVE, SLOT_LEAVING };
 enum { PAY_NORMAL, PAY_MAX, PAY_OVER_CAP, PAY_UNSUPERVISED };
 
-typedef struct gen_student {
-  uint32_t serial; /* student number within the institution */
-  uint8_t state;   /* SLOT_* */
-  uint8_t course;  /* index into the institution's courses */
-  uint8_t weekday; /* 0 = Monday */
-  uint8_t lesson_hours;
-  uint8_t pay_after_class;
-  uint16_t lesson_minute; /* local start, minutes after midnight */
-  int32_t enrolled_day;
-  int32_t remaining_hours;
-  int32_t refund_day;                   /* day its pending refund is paid, NO_DAY when none */
-  int32_t unpaid_hours, unpaid_lessons; /* pay after class: delivered, not yet paid */
-  int64_t unpaid_fen;
-  uint32_t refund_serial;
-  int64_t refund_amount_fen;
+typedef struct gen_student { /* 32 bytes: N × ~50 of these is the generator's memory */
+  uint32_t serial;           /* student number within the institution */
+  uint8_t state;             /* SLOT_* */
+  uint8_t course;            /* index into the institution's courses */
+  uint8_t weekday;           /* 0 = Monday */
+  uint8_t lesson_hours;      /* 1 or 2 */
+  uint8_t pay_after_class;   /* 1: pays after lessons, never prepays */
+  uint8_t unpaid_lessons;    /* pay after class: lessons delivered, not yet paid */
+  uint16_t lesson_minute;    /* local start, minutes after midnight */
+  int16_t enrolled_day;      /* -1: enrolled before the period */
+  int16_t refund_day;        /* day its pending refund is paid, NO_DAY when none */
+  int16_t remaining_hours;   /* prepaid class hours left (<= 96 + 60) */
+  int16_t unpaid_hours;      /* pay after class: hours delivered, not yet paid */
+  int32_t unpaid_fen;        /* pay after class: fees of those hours (<= 4 × 2 × 300 yuan) */
+  uint32_t refund_serial;    /* its pending refund request */
+  int32_t refund_amount_fen; /* <= 156 hours × 300 yuan */
 } gen_student_t;
 
 typedef struct gen_inst {
@@ -177,10 +179,11 @@ typedef struct gen_inst {
   uint16_t target_students, n_slots;
   int32_t problem_day, close_day, storm_days, storm_count;
   int32_t last_complaint_day;
-  uint32_t next_student, next_request, next_complaint, next_staff, staff;
-  int64_t pending_release_fen; /* consumed since the last weekly escrow release */
-  int64_t balance_fen;         /* collected − consumed − refunded, as the stream shows it */
-  int64_t first_ts_ms;         /* first event showing the problem; -1 until then */
+  uint32_t next_student, next_request, next_complaint;
+  uint32_t staff, next_staff, left_staff; /* serving; serials hired; serials 1..left_staff left */
+  int64_t pending_release_fen;            /* consumed since the last weekly escrow release */
+  int64_t balance_fen; /* collected − consumed − refunded, as the stream shows it */
+  int64_t first_ts_ms; /* first event showing the problem; -1 until then */
   uint8_t first_frac;
   gen_student_t *students; /* n_slots, inside gen_t.students */
 } gen_inst_t;
@@ -370,7 +373,7 @@ static int64_t pay(gen_t *g, uint32_t i, gen_student_t *s, int64_t ms_of_day, in
     dep->amount_fen = amount;
     end = dep->ts_ms - g->day_start_ms;
   }
-  s->remaining_hours += hours;
+  s->remaining_hours = (int16_t)(s->remaining_hours + hours);
   in->balance_fen += amount;
   return end;
 }
@@ -397,7 +400,7 @@ static void setup_student(gen_t *g, gen_inst_t *in, gen_student_t *s, int pay_af
   else
     s->lesson_minute = (uint16_t)(9 * 60 + 30 * rng_below(&g->rng, 19));
   s->pay_after_class = (uint8_t)(pay_after_class_ok && rng_chance(&g->rng, 1, 10));
-  s->enrolled_day = g->d;
+  s->enrolled_day = (int16_t)g->d;
   s->refund_day = NO_DAY;
 }
 
@@ -450,8 +453,8 @@ static int lesson(gen_t *g, uint32_t i, gen_student_t *s) {
   int64_t end = e->ts_ms - g->day_start_ms;
   if (s->pay_after_class) { /* settles every fourth lesson, or on leaving */
     int leaving = rng_chance(&g->rng, 1, 40);
-    s->unpaid_fen += amount;
-    s->unpaid_hours += s->lesson_hours;
+    s->unpaid_fen = (int32_t)(s->unpaid_fen + amount);
+    s->unpaid_hours = (int16_t)(s->unpaid_hours + s->lesson_hours);
     in->balance_fen -= amount;
     if (++s->unpaid_lessons >= 4 || leaving) {
       gen_event_t *p = emit(g, i, TW_GEN_PAYMENT, end + (5 + rng_below(&g->rng, 25)) * MS_PER_MIN);
@@ -469,7 +472,7 @@ static int lesson(gen_t *g, uint32_t i, gen_student_t *s) {
     if (leaving) return withdraw(g, i, s, end + (35 + rng_below(&g->rng, 30)) * MS_PER_MIN);
     return 0;
   }
-  s->remaining_hours -= s->lesson_hours;
+  s->remaining_hours = (int16_t)(s->remaining_hours - s->lesson_hours);
   in->pending_release_fen += amount;
   in->balance_fen -= amount;
   if (s->remaining_hours < s->lesson_hours) {
@@ -485,8 +488,8 @@ static int lesson(gen_t *g, uint32_t i, gen_student_t *s) {
     gen_event_t *r = emit(g, i, TW_GEN_REFUND, at + 2 * MS_PER_MIN);
     if (r == NULL) return -1;
     s->refund_serial = ++in->next_request;
-    s->refund_amount_fen = (int64_t)s->remaining_hours * price;
-    s->refund_day = g->d + 1 + (int32_t)rng_below(&g->rng, 5);
+    s->refund_amount_fen = (int32_t)s->remaining_hours * price;
+    s->refund_day = (int16_t)(g->d + 1 + (int32_t)rng_below(&g->rng, 5));
     r->student = s->serial;
     r->ref = s->refund_serial;
     r->amount_fen = s->refund_amount_fen;
@@ -617,7 +620,7 @@ static int inst_day(gen_t *g, uint32_t i, int weekday) {
     if (staff_event(g, i, ST_HIRE, ++in->next_staff) < 0) return -1;
   } else if (in->staff > 2 && rng_chance(&g->rng, 1, 120)) {
     in->staff--;
-    if (staff_event(g, i, ST_LEAVE, 1 + rng_below(&g->rng, in->next_staff)) < 0) return -1;
+    if (staff_event(g, i, ST_LEAVE, ++in->left_staff) < 0) return -1; /* the longest-serving */
   }
   if (rng_chance(&g->rng, 1, 5000)) {
     gen_event_t *e = emit(g, i, TW_GEN_INSTITUTION, rand_time(g, 9 * 60, 17 * 60));
@@ -629,7 +632,9 @@ static int inst_day(gen_t *g, uint32_t i, int weekday) {
 
 /* ---- Setup ---- */
 
-static void setup_institutions(gen_t *g, uint32_t *order) {
+/* setup_institutions: regions, courses, sizes, problems and credit codes. Returns the number of
+ * student slots the institutions need. */
+static size_t setup_institutions(gen_t *g, uint32_t *order) {
   uint32_t n = g->opts->institutions;
   int32_t days = (int32_t)g->opts->days;
   size_t n_regions = tw_gen_region_count();
@@ -638,7 +643,7 @@ static void setup_institutions(gen_t *g, uint32_t *order) {
     if (memcmp(tw_gen_region_at(r)->code, "44", 2) != 0) continue;
     if (n44++ == 0) first44 = r;
   }
-  gen_student_t *next_slots = g->students;
+  size_t slots = 0;
   for (uint32_t i = 0; i < n; i++) {
     gen_inst_t *in = &g->inst[i];
     memset(in, 0, sizeof *in);
@@ -661,18 +666,9 @@ static void setup_institutions(gen_t *g, uint32_t *order) {
       in->price_fen[c] = course->min_price_fen + 500 * (int32_t)rng_below(&g->rng, steps);
     }
     in->target_students = (uint16_t)(10 + rng_below(&g->rng, 71));
-    in->n_slots = (uint16_t)(in->target_students + EXTRA_SLOTS);
-    in->students = next_slots;
-    next_slots += in->n_slots;
     in->settle_weekday = (uint8_t)rng_below(&g->rng, 5);
     in->staff = 2 + rng_below(&g->rng, 8);
     in->next_staff = in->staff;
-    /* Students already there on day 0 renew before their first lesson of the period. */
-    uint16_t initial = (uint16_t)(in->target_students * (40 + rng_below(&g->rng, 31)) / 100);
-    for (uint16_t k = 0; k < initial; k++) {
-      setup_student(g, in, &in->students[k], 1);
-      in->students[k].enrolled_day = -1;
-    }
     order[i] = i;
   }
   /* Problem institutions: about 1%, at least one of each kind, chosen by the seed. */
@@ -715,6 +711,27 @@ static void setup_institutions(gen_t *g, uint32_t *order) {
     }
     in->id[17] = tw_credit_code_check_char(in->id);
     in->id[18] = '\0';
+    in->n_slots =
+        (uint16_t)(in->target_students +
+                   (in->problem == TW_GEN_CLOSURE_WITH_BALANCE ? EXTRA_SLOTS_SURGE : EXTRA_SLOTS));
+    slots += in->n_slots;
+  }
+  return slots;
+}
+
+/* setup_students: hand out the slots; students already there on day 0 renew before their first
+ * lesson of the period (so their prepaid fees are in the stream too). */
+static void setup_students(gen_t *g) {
+  gen_student_t *next_slots = g->students;
+  for (uint32_t i = 0; i < g->opts->institutions; i++) {
+    gen_inst_t *in = &g->inst[i];
+    in->students = next_slots;
+    next_slots += in->n_slots;
+    uint16_t initial = (uint16_t)(in->target_students * (40 + rng_below(&g->rng, 31)) / 100);
+    for (uint16_t k = 0; k < initial; k++) {
+      setup_student(g, in, &in->students[k], 1);
+      in->students[k].enrolled_day = -1;
+    }
   }
 }
 
@@ -925,18 +942,19 @@ static int write_event(gen_t *g, const gen_event_t *e, FILE *out) {
   size_t n = fields(g, e, &sc, kv);
   if (g->opts->format == TW_GEN_MSGPACK) {
     msgpack_sbuffer_clear(&g->sbuf);
-    msgpack_pack_map(&g->pk, n);
+    int bad = msgpack_pack_map(&g->pk, n);
     for (size_t k = 0; k < n; k++) {
       size_t klen = strlen(kv[k].key);
-      msgpack_pack_str(&g->pk, klen);
-      msgpack_pack_str_body(&g->pk, kv[k].key, klen);
+      bad |= msgpack_pack_str(&g->pk, klen);
+      bad |= msgpack_pack_str_body(&g->pk, kv[k].key, klen);
       if (kv[k].str != NULL) {
-        msgpack_pack_str(&g->pk, kv[k].len);
-        msgpack_pack_str_body(&g->pk, kv[k].str, kv[k].len);
+        bad |= msgpack_pack_str(&g->pk, kv[k].len);
+        bad |= msgpack_pack_str_body(&g->pk, kv[k].str, kv[k].len);
       } else {
-        msgpack_pack_int64(&g->pk, kv[k].num);
+        bad |= msgpack_pack_int64(&g->pk, kv[k].num);
       }
     }
+    if (bad != 0) return TW_ENOMEM; /* the sbuffer could not grow */
     if (fwrite(g->sbuf.data, 1, g->sbuf.size, out) != g->sbuf.size) return TW_EIO;
   } else {
     gen_line_t line;
@@ -1004,12 +1022,16 @@ int tw_gen_run(const tw_gen_opts_t *opts, FILE *out, FILE *truth, tw_gen_stats_t
   rng_seed(&g.rng, opts->seed);
   g.inst = calloc(opts->institutions, sizeof *g.inst);
   order = calloc(opts->institutions, sizeof *order);
-  g.students = calloc((size_t)opts->institutions * (80 + EXTRA_SLOTS), sizeof *g.students);
-  if (g.inst == NULL || order == NULL || g.students == NULL) {
+  if (g.inst == NULL || order == NULL) {
     rc = TW_ENOMEM;
     goto fail;
   }
-  setup_institutions(&g, order);
+  g.students = calloc(setup_institutions(&g, order), sizeof *g.students);
+  if (g.students == NULL) {
+    rc = TW_ENOMEM;
+    goto fail;
+  }
+  setup_students(&g);
 
   for (uint32_t d = 0; d < opts->days; d++) {
     int64_t day = opts->start_day + d;

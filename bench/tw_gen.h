@@ -103,8 +103,10 @@ void tw_gen_opts_default(tw_gen_opts_t *opts);
  *          unsupervised payment, the first storm complaint, the close/suspend event). A problem
  *          whose first event would fall after the period is not listed.
  *   stats  (out, may be NULL) counts of what was written; zeroed first.
- * Returns 0; TW_EINVAL when an option is out of range; TW_ENOMEM when the state cannot be
- * allocated (nothing is written then); TW_EIO when writing failed (output is then incomplete).
+ * Returns 0; TW_EINVAL when an option is out of range (nothing written); TW_ENOMEM when memory
+ * runs out (the state, about 1.5 KB per institution, is allocated before anything is written; a
+ * day buffer that cannot grow later leaves the output incomplete); TW_EIO when writing failed
+ * (output incomplete).
  * The caller flushes and closes out and truth.
  */
 int tw_gen_run(const tw_gen_opts_t *opts, FILE *out, FILE *truth, tw_gen_stats_t *stats);
