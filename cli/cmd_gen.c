@@ -35,7 +35,8 @@ static void usage(FILE *out) {
       "  --format F        jsonl (one JSON object per line) or msgpack (one map per event);\n"
       "                    default: msgpack when --out ends in .msgpack, else jsonl\n"
       "  --out FILE        where events go; '-' is stdout (default)\n"
-      "  --truth FILE      write one JSON line per injected problem institution:\n"
+      "  --truth FILE      write one JSON line per injected problem institution ('-' is\n"
+      "                    stdout, when --out names a file):\n"
       "                    {\"institution_id\",\"region\",\"problem\",\"first_ts\"}\n"
       "  -h, --help        show this help\n"
       "\n"
@@ -152,6 +153,8 @@ int tw_cmd_gen(int argc, char **argv) {
   }
   if (!have_n) return usage_error("--institutions N is required%s", "");
   if (!have_d) return usage_error("--days D is required%s", "");
+  if (truth_path != NULL && strcmp(truth_path, "-") == 0 && strcmp(out_path, "-") == 0)
+    return usage_error("--truth - needs --out FILE: events already go to stdout%s", "");
   if (format != NULL)
     opts.format = strcmp(format, "msgpack") == 0 ? TW_GEN_MSGPACK : TW_GEN_JSONL;
   else
@@ -165,7 +168,9 @@ int tw_cmd_gen(int argc, char **argv) {
     goto fail;
   }
   setvbuf(out, out_buf, _IOFBF, sizeof out_buf);
-  if (truth_path != NULL && (truth = fopen(truth_path, "w")) == NULL) {
+  if (truth_path != NULL && strcmp(truth_path, "-") == 0) {
+    truth = stdout;
+  } else if (truth_path != NULL && (truth = fopen(truth_path, "w")) == NULL) {
     fprintf(stderr, "tutorwatch gen: cannot open %s: %s\n", truth_path, strerror(errno));
     status = 1;
     goto fail;
@@ -191,6 +196,6 @@ int tw_cmd_gen(int argc, char **argv) {
 fail:
   if (out != NULL && out != stdout && fclose(out) != 0 && status == 0) status = 1;
   if (out == stdout && fflush(stdout) != 0 && status == 0) status = 1;
-  if (truth != NULL && fclose(truth) != 0 && status == 0) status = 1;
+  if (truth != NULL && truth != stdout && fclose(truth) != 0 && status == 0) status = 1;
   return status;
 }

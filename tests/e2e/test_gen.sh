@@ -34,6 +34,11 @@ expect_usage_error --institutions 5 --days 3 --format xml
 expect_usage_error --institutions 5 --days 3 --start 2025-02-30
 expect_usage_error --institutions 5 --days 3 --seed -1
 expect_usage_error --institutions 5 --days
+expect_usage_error --institutions 5 --days 3 --truth -
+
+# --truth - with --out FILE: the truth goes to stdout
+"$TW" gen --institutions 30 --days 10 --seed 42 --out g.jsonl --truth - >g.truth 2>/dev/null ||
+  fail "--truth - failed"
 
 # determinism: same arguments, same bytes (stdout and --out); another seed, other bytes
 "$TW" gen --institutions 30 --days 10 --seed 42 >a.jsonl 2>a.err || fail "gen to stdout failed"
@@ -60,6 +65,8 @@ while read -r line; do
   [ "${#id}" -eq 18 ] || fail "truth institution_id '$id' is not 18 characters"
   grep -q "\"institution_id\":\"$id\"" b.jsonl || fail "truth institution $id not in the stream"
 done <b.truth
+
+cmp -s b.truth g.truth || fail "--truth - differs from --truth FILE"
 
 # msgpack: chosen by extension, deterministic, not JSON
 "$TW" gen --institutions 30 --days 10 --seed 42 --out d.msgpack 2>/dev/null || fail "msgpack failed"
