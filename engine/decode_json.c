@@ -72,7 +72,7 @@ static int parse_error(const char *data, size_t len, const json_error_t *je,
       return tw__decode_fail(err, TW_EPARSE, "not_an_object", "",
                              "the event must be a JSON object");
     default:
-      return tw__decode_fail(err, TW_EPARSE, "invalid_json", field,
+      return tw__decode_fail(err, TW_EPARSE, "invalid_json", "",
                              "invalid JSON at line %d column %d: %s", je->line, je->column,
                              je->text);
   }
