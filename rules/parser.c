@@ -519,7 +519,10 @@ static tw_expr_t *parse_comparison(parser_t *p) {
   tw_expr_t *b = parse_arith(p, 0);
   if (b == NULL) return NULL;
   if (a->type != b->type) {
-    const tw_expr_t *bare = a->type == TW_V_INT ? a : b->type == TW_V_INT ? b : NULL;
+    /* a bare integer literal next to money or a duration: say how to write it */
+    const tw_expr_t *bare = (a->type == TW_V_INT && a->op == TW__OP_CONST)   ? a
+                            : (b->type == TW_V_INT && b->op == TW__OP_CONST) ? b
+                                                                              : NULL;
     int other = bare == a ? b->type : a->type;
     if (bare != NULL && other == TW_V_MONEY)
       tw__perr_set(p->err, TW_ETYPE, bare->pos, "compare money with money: write 5000yuan or 500000fen");
