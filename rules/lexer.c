@@ -274,7 +274,12 @@ int tw__lex_next(tw__lexer_t *lx, tw__token_t *tok, tw__perr_t *err) {
     default:
       if ((unsigned char)c >= 0x20 && (unsigned char)c < 0x7f)
         return tw__perr_set(err, TW_EPARSE, lx->pos, "unexpected character '%c'", c);
-      return tw__perr_set(err, TW_EPARSE, lx->pos, "unexpected character");
+      {
+        /* show the whole UTF-8 sequence, bounded by what is left of the source */
+        size_t w = (unsigned char)c >= 0xF0 ? 4 : (unsigned char)c >= 0xE0 ? 3 : (unsigned char)c >= 0xC0 ? 2 : 1;
+        if (w > lx->len - lx->pos) w = lx->len - lx->pos;
+        return tw__perr_set(err, TW_EPARSE, lx->pos, "unexpected character '%.*s'", (int)w, s + lx->pos);
+      }
   }
   lx->pos += tok->len;
   return 0;

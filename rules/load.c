@@ -186,7 +186,7 @@ static const char *suggest(const char *name, size_t len, const char *const *cand
   size_t best_d = (size_t)-1;
   for (size_t i = 0; i < n; i++) {
     size_t d = tw__edit_distance(name, len, cands[i], strlen(cands[i]));
-    if (d < best_d && d <= 2 && d < len) {
+    if (d < best_d && d <= (len / 3 > 2 ? len / 3 : 2) && d < len) {
       best = cands[i];
       best_d = d;
     }

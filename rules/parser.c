@@ -64,7 +64,7 @@ static const char *const function_names[] = {"now", "abs", "min", "max"};
 static void consider(const char *cand, const char *name, size_t len, const char **best,
                      size_t *best_d) {
   size_t d = tw__edit_distance(name, len, cand, strlen(cand));
-  if (d < *best_d && d <= 2 && d < len) {
+  if (d < *best_d && d <= (len / 3 > 2 ? len / 3 : 2) && d < len) {
     *best = cand;
     *best_d = d;
   }
