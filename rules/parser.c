@@ -1,0 +1,611 @@
+/*
+ * parser.c: expression parser, name resolution and type checker in one pass.
+ *
+ * Recursive descent over the grammar in docs/rules.md, lowest precedence first:
+ *   or < and < not < comparison / in / matches < + - < * / % < unary - < primary.
+ * Each node is built already type-checked and with its names resolved (field → slot,
+ * aggregate → index, list → sorted constants, regex → JIT code), so the tree needs no further
+ * pass. Work is bounded: recursion by TW__MAX_NESTING, tree depth by TW__MAX_TREE_DEPTH (so the
+ * evaluator's recursion is bounded too), list literals by TW__MAX_LIST_ITEMS.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "rules_internal.h"
+#include "tw_error.h"
+
+typedef struct parser {
+  tw__lexer_t lx;
+  tw__token_t tok;
+  const tw__env_t *env;
+  tw__perr_t *err;
+  int nesting;
+} parser_t;
+
+static int advance(parser_t *p) {
+  return tw__lex_next(&p->lx, &p->tok, p->err);
+}
+
+static tw_expr_t *new_node(parser_t *p, tw__op_t op, int type, size_t pos, const tw_expr_t *a,
+                           const tw_expr_t *b) {
+  int depth = 1;
+  if (a != NULL && a->depth + 1 > depth) depth = a->depth + 1;
+  if (b != NULL && b->depth + 1 > depth) depth = b->depth + 1;
+  if (depth > TW__MAX_TREE_DEPTH) {
+    tw__perr_set(p->err, TW_ETOOBIG, pos, "expression too deep (more than %d levels)",
+                 TW__MAX_TREE_DEPTH);
+    return NULL;
+  }
+  tw_expr_t *n = tw__arena_alloc(&p->env->rs->arena, sizeof *n);
+  if (n == NULL) {
+    tw__perr_set(p->err, TW_ENOMEM, pos, "out of memory");
+    return NULL;
+  }
+  n->op = (uint8_t)op;
+  n->type = (uint8_t)type;
+  n->depth = (uint16_t)depth;
+  n->pos = (uint32_t)pos;
+  n->a = a;
+  n->b = b;
+  return n;
+}
+
+static int expect(parser_t *p, tw__tok_t kind, const char *what) {
+  if (p->tok.kind != kind)
+    return tw__perr_set(p->err, TW_EPARSE, p->tok.pos, "expected %s, found %s", what,
+                        tw__tok_name(p->tok.kind));
+  return advance(p);
+}
+
+/* ---- names ---- */
+
+static const char *const function_names[] = {"now", "abs", "min", "max"};
+
+static void consider(const char *cand, const char *name, size_t len, const char **best,
+                     size_t *best_d) {
+  size_t d = tw__edit_distance(name, len, cand, strlen(cand));
+  if (d < *best_d && d <= (len / 3 > 2 ? len / 3 : 2) && d < len) {
+    *best = cand;
+    *best_d = d;
+  }
+}
+
+static const char *suggest_name(const tw__env_t *env, const char *name, size_t len, int funcs) {
+  const char *best = NULL;
+  size_t best_d = (size_t)-1;
+  if (funcs) {
+    for (size_t i = 0; i < sizeof function_names / sizeof function_names[0]; i++)
+      consider(function_names[i], name, len, &best, &best_d);
+    return best;
+  }
+  const tw_schema_t *sc = env->rs->schema;
+  for (uint32_t i = 0; i < sc->n_fields; i++) consider(sc->fields[i].name, name, len, &best, &best_d);
+  for (size_t i = 0; i < env->rs->n_aggs; i++) consider(env->rs->aggs[i].name, name, len, &best, &best_d);
+  for (size_t i = 0; i < env->rs->n_lists; i++) consider(env->rs->lists[i].name, name, len, &best, &best_d);
+  return best;
+}
+
+static int unknown_name(parser_t *p, const char *kind, const tw__token_t *t, int funcs) {
+  const char *s = suggest_name(p->env, t->s, t->slen, funcs);
+  int n = t->slen > 64 ? 64 : (int)t->slen;
+  if (s != NULL)
+    return tw__perr_set(p->err, TW_EINVAL, t->pos, "unknown %s '%.*s' (did you mean '%s'?)", kind, n,
+                        t->s, s);
+  return tw__perr_set(p->err, TW_EINVAL, t->pos, "unknown %s '%.*s'", kind, n, t->s);
+}
+
+static tw__list_t *find_list(const tw__env_t *env, const char *s, size_t len) {
+  for (size_t i = 0; i < env->rs->n_lists; i++)
+    if (strlen(env->rs->lists[i].name) == len && memcmp(env->rs->lists[i].name, s, len) == 0)
+      return &env->rs->lists[i];
+  return NULL;
+}
+
+static int find_agg(const tw__env_t *env, const char *s, size_t len) {
+  for (size_t i = 0; i < env->rs->n_aggs; i++)
+    if (strlen(env->rs->aggs[i].name) == len && memcmp(env->rs->aggs[i].name, s, len) == 0)
+      return (int)i;
+  return -1;
+}
+
+static int agg_type(const tw_agg_def_t *a, const tw_schema_t *sc) {
+  if (a->spec.fn == TW_AGG_COUNT) return TW_V_INT;
+  return sc->fields[a->arg_slot].kind == TW_FK_FEN ? TW_V_MONEY : TW_V_INT;
+}
+
+/* ---- grammar ---- */
+
+static tw_expr_t *parse_or(parser_t *p);
+
+static int is_numeric(int t) {
+  return t == TW_V_INT || t == TW_V_MONEY || t == TW_V_DURATION;
+}
+
+static int is_ordered(int t) {
+  return is_numeric(t) || t == TW_V_TIME;
+}
+
+static tw_expr_t *parse_call(parser_t *p, tw__token_t name) {
+  tw_expr_t *args[2] = {NULL, NULL};
+  size_t nargs = 0;
+  int fn = -1;
+  for (size_t i = 0; i < sizeof function_names / sizeof function_names[0]; i++)
+    if (strlen(function_names[i]) == name.slen && memcmp(function_names[i], name.s, name.slen) == 0)
+      fn = (int)i;
+  if (fn < 0) {
+    unknown_name(p, "function", &name, 1);
+    return NULL;
+  }
+  if (advance(p) != 0) return NULL; /* '(' */
+  if (p->tok.kind != TW__TK_RPAREN) {
+    for (;;) {
+      if (nargs == 2) {
+        tw__perr_set(p->err, TW_EPARSE, p->tok.pos, "too many arguments to %s()", function_names[fn]);
+        return NULL;
+      }
+      args[nargs] = parse_or(p);
+      if (args[nargs] == NULL) return NULL;
+      nargs++;
+      if (p->tok.kind != TW__TK_COMMA) break;
+      if (advance(p) != 0) return NULL;
+    }
+  }
+  if (expect(p, TW__TK_RPAREN, "')'") != 0) return NULL;
+  static const size_t arity[] = {0, 1, 2, 2};
+  if (nargs != arity[fn]) {
+    tw__perr_set(p->err, TW_EPARSE, name.pos, "%s() takes %zu argument%s, not %zu",
+                 function_names[fn], arity[fn], arity[fn] == 1 ? "" : "s", nargs);
+    return NULL;
+  }
+  switch (fn) {
+    case 0: return new_node(p, TW__OP_NOW, TW_V_TIME, name.pos, NULL, NULL);
+    case 1:
+      if (!is_numeric(args[0]->type)) {
+        tw__perr_set(p->err, TW_ETYPE, args[0]->pos, "abs() needs int, money or duration, not %s",
+                     tw__type_name(args[0]->type));
+        return NULL;
+      }
+      return new_node(p, TW__OP_ABS, args[0]->type, name.pos, args[0], NULL);
+    default:
+      if (args[0]->type != args[1]->type || !is_ordered(args[0]->type)) {
+        tw__perr_set(p->err, TW_ETYPE, name.pos,
+                     "%s() needs two values of the same type (int, money, duration or time), "
+                     "not %s and %s",
+                     function_names[fn], tw__type_name(args[0]->type), tw__type_name(args[1]->type));
+        return NULL;
+      }
+      return new_node(p, fn == 2 ? TW__OP_MIN : TW__OP_MAX, args[0]->type, name.pos, args[0],
+                      args[1]);
+  }
+}
+
+static tw_expr_t *parse_name(parser_t *p) {
+  tw__token_t t = p->tok;
+  if (advance(p) != 0) return NULL;
+  if (p->tok.kind == TW__TK_LPAREN) return parse_call(p, t);
+  const tw__env_t *env = p->env;
+  const tw_schema_t *sc = env->rs->schema;
+  int slot = tw_schema_field_slot(sc, t.s, t.slen);
+  if (slot >= 0) {
+    if (env->on_types != 0) {
+      int carried = 0;
+      for (uint32_t ty = 0; ty < sc->n_types && ty < 32; ty++)
+        if ((env->on_types & (1u << ty)) && (sc->types[ty].present_mask & ((uint64_t)1 << slot)))
+          carried = 1;
+      if (!carried) {
+        tw__perr_set(p->err, TW_EINVAL, t.pos,
+                     "field '%s' does not occur in the event types this runs on", sc->fields[slot].name);
+        return NULL;
+      }
+    }
+    tw_expr_t *n = new_node(p, TW__OP_FIELD, tw__field_type(sc->fields[slot].kind), t.pos, NULL, NULL);
+    if (n == NULL) return NULL;
+    n->u.field.slot = slot;
+    n->u.field.name = sc->fields[slot].name;
+    return n;
+  }
+  int agg = find_agg(env, t.s, t.slen);
+  if (agg >= 0) {
+    if (!env->allow_aggs) {
+      tw__perr_set(p->err, TW_EINVAL, t.pos, "aggregate '%s' cannot be used in an aggregate's 'where'",
+                   env->rs->aggs[agg].name);
+      return NULL;
+    }
+    tw_expr_t *n = new_node(p, TW__OP_AGG, agg_type(&env->rs->aggs[agg], sc), t.pos, NULL, NULL);
+    if (n == NULL) return NULL;
+    n->u.agg.index = (size_t)agg;
+    n->u.agg.name = env->rs->aggs[agg].name;
+    return n;
+  }
+  tw__list_t *list = find_list(env, t.s, t.slen);
+  if (list != NULL) {
+    tw__perr_set(p->err, TW_ETYPE, t.pos,
+                 "list '%s' can only be used after 'in' or inside 'matches any(...)'", list->name);
+    return NULL;
+  }
+  unknown_name(p, "field", &t, 0);
+  return NULL;
+}
+
+static tw_expr_t *parse_primary(parser_t *p) {
+  tw__token_t t = p->tok;
+  tw_expr_t *n;
+  switch (t.kind) {
+    case TW__TK_INT:
+    case TW__TK_MONEY:
+    case TW__TK_DURATION:
+    case TW__TK_TRUE:
+    case TW__TK_FALSE: {
+      int type = t.kind == TW__TK_INT        ? TW_V_INT
+                 : t.kind == TW__TK_MONEY    ? TW_V_MONEY
+                 : t.kind == TW__TK_DURATION ? TW_V_DURATION
+                                             : TW_V_BOOL;
+      n = new_node(p, TW__OP_CONST, type, t.pos, NULL, NULL);
+      if (n == NULL) return NULL;
+      n->u.k = tw_value_int((tw_vkind_t)type, type == TW_V_BOOL ? t.kind == TW__TK_TRUE : t.i);
+      if (advance(p) != 0) return NULL;
+      return n;
+    }
+    case TW__TK_STRING:
+      n = new_node(p, TW__OP_CONST, TW_V_STR, t.pos, NULL, NULL);
+      if (n == NULL) return NULL;
+      n->u.k = tw_value_str(t.s, (uint32_t)t.slen);
+      if (advance(p) != 0) return NULL;
+      return n;
+    case TW__TK_IDENT: return parse_name(p);
+    case TW__TK_LPAREN:
+      if (advance(p) != 0) return NULL;
+      n = parse_or(p);
+      if (n == NULL) return NULL;
+      if (expect(p, TW__TK_RPAREN, "')'") != 0) return NULL;
+      return n;
+    default:
+      tw__perr_set(p->err, TW_EPARSE, t.pos, "expected a value, found %s", tw__tok_name(t.kind));
+      return NULL;
+  }
+}
+
+static int enter(parser_t *p) {
+  if (++p->nesting > TW__MAX_NESTING)
+    return tw__perr_set(p->err, TW_ETOOBIG, p->tok.pos, "expression nested too deeply (limit %d)",
+                        TW__MAX_NESTING);
+  return 0;
+}
+
+static tw_expr_t *parse_unary(parser_t *p) {
+  if (p->tok.kind != TW__TK_MINUS) return parse_primary(p);
+  size_t pos = p->tok.pos;
+  if (enter(p) != 0 || advance(p) != 0) return NULL;
+  tw_expr_t *a = parse_unary(p);
+  p->nesting--;
+  if (a == NULL) return NULL;
+  if (!is_numeric(a->type)) {
+    tw__perr_set(p->err, TW_ETYPE, pos, "unary '-' needs int, money or duration, not %s",
+                 tw__type_name(a->type));
+    return NULL;
+  }
+  if (a->op == TW__OP_CONST) { /* fold, so `-5` is a constant (list items) */
+    if (a->u.k.u.i == INT64_MIN) {
+      tw__perr_set(p->err, TW_EPARSE, pos, "number too large");
+      return NULL;
+    }
+    tw_expr_t *n = new_node(p, TW__OP_CONST, a->type, pos, NULL, NULL);
+    if (n != NULL) n->u.k = tw_value_int((tw_vkind_t)a->type, -a->u.k.u.i);
+    return n;
+  }
+  return new_node(p, TW__OP_NEG, a->type, pos, a, NULL);
+}
+
+/* Result type of a op b for + - * / %, or -1. */
+static int arith_type(tw__tok_t op, int a, int b) {
+  switch (op) {
+    case TW__TK_PLUS:
+      if (a == b && is_numeric(a)) return a;
+      if ((a == TW_V_TIME && b == TW_V_DURATION) || (a == TW_V_DURATION && b == TW_V_TIME))
+        return TW_V_TIME;
+      return -1;
+    case TW__TK_MINUS:
+      if (a == b && is_numeric(a)) return a;
+      if (a == TW_V_TIME && b == TW_V_TIME) return TW_V_DURATION;
+      if (a == TW_V_TIME && b == TW_V_DURATION) return TW_V_TIME;
+      return -1;
+    case TW__TK_STAR:
+      if (a == TW_V_INT && is_numeric(b)) return b;
+      if (b == TW_V_INT && is_numeric(a)) return a;
+      return -1;
+    case TW__TK_SLASH:
+      if (a == b && is_numeric(a)) return TW_V_INT;
+      if (b == TW_V_INT && is_numeric(a)) return a;
+      return -1;
+    case TW__TK_PERCENT:
+      if (a == b && is_numeric(a)) return a;
+      return -1;
+    default: return -1;
+  }
+}
+
+static tw_expr_t *parse_binary_level(parser_t *p, int level);
+
+static tw_expr_t *parse_arith(parser_t *p, int mul_level) {
+  tw_expr_t *a = mul_level ? parse_unary(p) : parse_arith(p, 1);
+  while (a != NULL) {
+    tw__tok_t k = p->tok.kind;
+    int ok = mul_level ? (k == TW__TK_STAR || k == TW__TK_SLASH || k == TW__TK_PERCENT)
+                       : (k == TW__TK_PLUS || k == TW__TK_MINUS);
+    if (!ok) break;
+    size_t pos = p->tok.pos;
+    if (advance(p) != 0) return NULL;
+    tw_expr_t *b = mul_level ? parse_unary(p) : parse_arith(p, 1);
+    if (b == NULL) return NULL;
+    int t = arith_type(k, a->type, b->type);
+    if (t < 0) {
+      tw__perr_set(p->err, TW_ETYPE, pos, "cannot apply %s to %s and %s", tw__tok_name(k),
+                   tw__type_name(a->type), tw__type_name(b->type));
+      return NULL;
+    }
+    tw__op_t op = k == TW__TK_PLUS    ? TW__OP_ADD
+                  : k == TW__TK_MINUS ? TW__OP_SUB
+                  : k == TW__TK_STAR  ? TW__OP_MUL
+                  : k == TW__TK_SLASH ? TW__OP_DIV
+                                      : TW__OP_MOD;
+    a = new_node(p, op, t, pos, a, b);
+  }
+  return a;
+}
+
+static int cmp_str(const void *x, const void *y) {
+  const tw_str_t *a = x, *b = y;
+  if (a->len != b->len) return a->len < b->len ? -1 : 1;
+  return memcmp(a->ptr, b->ptr, a->len);
+}
+
+static int cmp_i64(const void *x, const void *y) {
+  int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+  return (a > b) - (a < b);
+}
+
+static tw_expr_t *parse_in(parser_t *p, tw_expr_t *a, size_t pos) {
+  if (p->tok.kind == TW__TK_IDENT) {
+    tw__token_t t = p->tok;
+    tw__list_t *list = find_list(p->env, t.s, t.slen);
+    if (list == NULL) {
+      unknown_name(p, "list", &t, 0);
+      return NULL;
+    }
+    if (a->type != TW_V_STR) {
+      tw__perr_set(p->err, TW_ETYPE, pos, "'in %s' needs a string on the left, not %s", list->name,
+                   tw__type_name(a->type));
+      return NULL;
+    }
+    if (advance(p) != 0) return NULL;
+    tw_expr_t *n = new_node(p, TW__OP_IN_STR, TW_V_BOOL, pos, a, NULL);
+    if (n == NULL) return NULL;
+    n->u.sset.items = list->items;
+    n->u.sset.n = list->n;
+    return n;
+  }
+  if (p->tok.kind != TW__TK_LBRACK) {
+    tw__perr_set(p->err, TW_EPARSE, p->tok.pos, "expected '[' or a list name after 'in', found %s",
+                 tw__tok_name(p->tok.kind));
+    return NULL;
+  }
+  if (a->type != TW_V_STR && !is_numeric(a->type)) {
+    tw__perr_set(p->err, TW_ETYPE, pos, "'in' needs a string, int, money or duration on the left, not %s",
+                 tw__type_name(a->type));
+    return NULL;
+  }
+  /* items are parsed twice: once to count, once to fill; both bounded by the source length */
+  tw__lexer_t save_lx = p->lx;
+  tw__token_t save_tok = p->tok;
+  size_t n_items = 0;
+  tw_expr_t **items = NULL;
+  for (int pass = 0; pass < 2; pass++) {
+    p->lx = save_lx;
+    p->tok = save_tok;
+    if (pass == 1) {
+      items = tw__arena_alloc(&p->env->rs->arena, (n_items ? n_items : 1) * sizeof *items);
+      if (items == NULL) {
+        tw__perr_set(p->err, TW_ENOMEM, pos, "out of memory");
+        return NULL;
+      }
+    }
+    size_t count = 0;
+    if (advance(p) != 0) return NULL; /* '[' */
+    while (p->tok.kind != TW__TK_RBRACK) {
+      if (count == TW__MAX_LIST_ITEMS) {
+        tw__perr_set(p->err, TW_ETOOBIG, p->tok.pos, "list has more than %d items", TW__MAX_LIST_ITEMS);
+        return NULL;
+      }
+      tw_expr_t *it = parse_unary(p);
+      if (it == NULL) return NULL;
+      if (it->op != TW__OP_CONST) {
+        tw__perr_set(p->err, TW_ETYPE, it->pos, "list items must be literals");
+        return NULL;
+      }
+      if (it->type != a->type) {
+        tw__perr_set(p->err, TW_ETYPE, it->pos, "list item is %s, but the left side is %s",
+                     tw__type_name(it->type), tw__type_name(a->type));
+        return NULL;
+      }
+      if (pass == 1) items[count] = it;
+      count++;
+      if (p->tok.kind == TW__TK_COMMA) {
+        if (advance(p) != 0) return NULL;
+      } else if (p->tok.kind != TW__TK_RBRACK) {
+        tw__perr_set(p->err, TW_EPARSE, p->tok.pos, "expected ',' or ']', found %s",
+                     tw__tok_name(p->tok.kind));
+        return NULL;
+      }
+    }
+    n_items = count;
+  }
+  if (advance(p) != 0) return NULL; /* ']' */
+  tw_expr_t *n = new_node(p, a->type == TW_V_STR ? TW__OP_IN_STR : TW__OP_IN_INT, TW_V_BOOL, pos, a, NULL);
+  if (n == NULL) return NULL;
+  if (a->type == TW_V_STR) {
+    tw_str_t *set = tw__arena_alloc(&p->env->rs->arena, (n_items ? n_items : 1) * sizeof *set);
+    if (set == NULL) goto oom;
+    for (size_t i = 0; i < n_items; i++) set[i] = items[i]->u.k.u.s;
+    qsort(set, n_items, sizeof *set, cmp_str);
+    n->u.sset.items = set;
+    n->u.sset.n = n_items;
+  } else {
+    int64_t *set = tw__arena_alloc(&p->env->rs->arena, (n_items ? n_items : 1) * sizeof *set);
+    if (set == NULL) goto oom;
+    for (size_t i = 0; i < n_items; i++) set[i] = items[i]->u.k.u.i;
+    qsort(set, n_items, sizeof *set, cmp_i64);
+    n->u.iset.items = set;
+    n->u.iset.n = n_items;
+  }
+  return n;
+oom:
+  tw__perr_set(p->err, TW_ENOMEM, pos, "out of memory");
+  return NULL;
+}
+
+static tw_expr_t *parse_matches(parser_t *p, tw_expr_t *a, size_t pos) {
+  if (a->type != TW_V_STR) {
+    tw__perr_set(p->err, TW_ETYPE, pos, "'matches' needs a string on the left, not %s",
+                 tw__type_name(a->type));
+    return NULL;
+  }
+  const tw__regex_t *re = NULL;
+  tw__token_t t = p->tok;
+  if (t.kind == TW__TK_STRING) {
+    if (tw__regex_compile(p->env->rs, t.s, t.slen, &re, p->err) != 0) {
+      p->err->pos = t.pos;
+      return NULL;
+    }
+    if (advance(p) != 0) return NULL;
+  } else if (t.kind == TW__TK_IDENT && t.slen == 3 && memcmp(t.s, "any", 3) == 0) {
+    if (advance(p) != 0 || expect(p, TW__TK_LPAREN, "'('") != 0) return NULL;
+    tw__token_t lt = p->tok;
+    if (lt.kind != TW__TK_IDENT) {
+      tw__perr_set(p->err, TW_EPARSE, lt.pos, "expected a list name in any(...), found %s",
+                   tw__tok_name(lt.kind));
+      return NULL;
+    }
+    tw__list_t *list = find_list(p->env, lt.s, lt.slen);
+    if (list == NULL) {
+      unknown_name(p, "list", &lt, 0);
+      return NULL;
+    }
+    if (tw__regex_compile_list(p->env->rs, list, &re, p->err) != 0) {
+      p->err->pos = lt.pos;
+      return NULL;
+    }
+    if (advance(p) != 0 || expect(p, TW__TK_RPAREN, "')'") != 0) return NULL;
+  } else {
+    tw__perr_set(p->err, TW_EPARSE, t.pos, "expected a regex string or any(list) after 'matches', found %s",
+                 tw__tok_name(t.kind));
+    return NULL;
+  }
+  tw_expr_t *n = new_node(p, TW__OP_MATCH, TW_V_BOOL, pos, a, NULL);
+  if (n != NULL) n->u.re = re;
+  return n;
+}
+
+static tw_expr_t *parse_comparison(parser_t *p) {
+  tw_expr_t *a = parse_arith(p, 0);
+  if (a == NULL) return NULL;
+  tw__tok_t k = p->tok.kind;
+  size_t pos = p->tok.pos;
+  if (k == TW__TK_IN || k == TW__TK_MATCHES) {
+    if (advance(p) != 0) return NULL;
+    return k == TW__TK_IN ? parse_in(p, a, pos) : parse_matches(p, a, pos);
+  }
+  if (k < TW__TK_EQ || k > TW__TK_GE) return a;
+  if (advance(p) != 0) return NULL;
+  tw_expr_t *b = parse_arith(p, 0);
+  if (b == NULL) return NULL;
+  if (a->type != b->type) {
+    /* a bare integer literal next to money or a duration: say how to write it */
+    const tw_expr_t *bare = (a->type == TW_V_INT && a->op == TW__OP_CONST)   ? a
+                            : (b->type == TW_V_INT && b->op == TW__OP_CONST) ? b
+                                                                              : NULL;
+    int other = bare == a ? b->type : a->type;
+    if (bare != NULL && other == TW_V_MONEY)
+      tw__perr_set(p->err, TW_ETYPE, bare->pos, "compare money with money: write 5000yuan or 500000fen");
+    else if (bare != NULL && other == TW_V_DURATION)
+      tw__perr_set(p->err, TW_ETYPE, bare->pos,
+                   "compare duration with duration: write 500ms, 15s, 30m, 12h or 7d");
+    else
+      tw__perr_set(p->err, TW_ETYPE, pos, "cannot compare %s with %s", tw__type_name(a->type),
+                   tw__type_name(b->type));
+    return NULL;
+  }
+  if (k != TW__TK_EQ && k != TW__TK_NE && !is_ordered(a->type)) {
+    tw__perr_set(p->err, TW_ETYPE, pos, "%s needs int, money, duration or time, not %s",
+                 tw__tok_name(k), tw__type_name(a->type));
+    return NULL;
+  }
+  tw__op_t op = (tw__op_t)(TW__OP_EQ + (k - TW__TK_EQ));
+  tw_expr_t *n = new_node(p, op, TW_V_BOOL, pos, a, b);
+  if (n != NULL && p->tok.kind >= TW__TK_EQ && p->tok.kind <= TW__TK_GE)
+    tw__perr_set(p->err, TW_EPARSE, p->tok.pos, "comparisons do not chain: use 'and'");
+  return p->err->code ? NULL : n;
+}
+
+static tw_expr_t *parse_not(parser_t *p) {
+  if (p->tok.kind != TW__TK_NOT) return parse_comparison(p);
+  size_t pos = p->tok.pos;
+  if (enter(p) != 0 || advance(p) != 0) return NULL;
+  tw_expr_t *a = parse_not(p);
+  p->nesting--;
+  if (a == NULL) return NULL;
+  if (a->type != TW_V_BOOL) {
+    tw__perr_set(p->err, TW_ETYPE, pos, "'not' needs bool, not %s", tw__type_name(a->type));
+    return NULL;
+  }
+  return new_node(p, TW__OP_NOT, TW_V_BOOL, pos, a, NULL);
+}
+
+/* level 0: or, level 1: and */
+static tw_expr_t *parse_binary_level(parser_t *p, int level) {
+  tw_expr_t *a = level ? parse_not(p) : parse_binary_level(p, 1);
+  tw__tok_t want = level ? TW__TK_AND : TW__TK_OR;
+  while (a != NULL && p->tok.kind == want) {
+    size_t pos = p->tok.pos;
+    if (advance(p) != 0) return NULL;
+    tw_expr_t *b = level ? parse_not(p) : parse_binary_level(p, 1);
+    if (b == NULL) return NULL;
+    const tw_expr_t *bad = a->type != TW_V_BOOL ? a : b->type != TW_V_BOOL ? b : NULL;
+    if (bad != NULL) {
+      tw__perr_set(p->err, TW_ETYPE, bad->pos, "%s needs bool on both sides, not %s",
+                   tw__tok_name(want), tw__type_name(bad->type));
+      return NULL;
+    }
+    a = new_node(p, level ? TW__OP_AND : TW__OP_OR, TW_V_BOOL, pos, a, b);
+  }
+  return a;
+}
+
+static tw_expr_t *parse_or(parser_t *p) {
+  if (enter(p) != 0) return NULL;
+  tw_expr_t *n = parse_binary_level(p, 0);
+  p->nesting--;
+  return n;
+}
+
+int tw__expr_compile(const tw__env_t *env, const char *src, size_t len, int want_type,
+                     tw_expr_t **out, tw__perr_t *err) {
+  parser_t p;
+  memset(&p, 0, sizeof p);
+  memset(err, 0, sizeof *err);
+  p.lx.src = src;
+  p.lx.len = len;
+  p.lx.arena = &env->rs->arena;
+  p.env = env;
+  p.err = err;
+  if (advance(&p) != 0) return err->code;
+  if (p.tok.kind == TW__TK_EOF) return tw__perr_set(err, TW_EPARSE, 0, "empty expression");
+  tw_expr_t *n = parse_or(&p);
+  if (n == NULL) return err->code ? err->code : TW_EPARSE;
+  if (p.tok.kind != TW__TK_EOF)
+    return tw__perr_set(err, TW_EPARSE, p.tok.pos, "unexpected %s", tw__tok_name(p.tok.kind));
+  if (want_type >= 0 && n->type != want_type)
+    return tw__perr_set(err, TW_ETYPE, 0, "condition must be %s, not %s", tw__type_name(want_type),
+                        tw__type_name(n->type));
+  *out = n;
+  return 0;
+}

@@ -1,0 +1,183 @@
+/*
+ * rules_internal.h: what the files of rules/ share and nobody else sees.
+ *
+ * A ruleset owns one bump arena: every string, list, expression node and template of a loaded
+ * file lives there and is freed at once by tw_rules_free, so nothing is freed piecemeal and
+ * evaluation never allocates. Compiled regexes are chained in the ruleset and freed with it.
+ *
+ * Expressions compile to a tree of tw_expr nodes whose names are already resolved: fields to
+ * schema slots, aggregates to indexes, lists to sorted constant arrays, regexes to JIT code.
+ * Every node carries its static type, checked at load. Parse errors carry a byte offset into
+ * the expression source; load.c maps it to the YAML file's line and column.
+ */
+#ifndef TW_RULES_INTERNAL_H
+#define TW_RULES_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tw_rules.h"
+
+#define TW__MAX_NESTING 64     /* parenthesis / operator nesting while parsing an expression */
+#define TW__MAX_TREE_DEPTH 256 /* depth of a compiled tree, so evaluation recursion is bounded */
+#define TW__MAX_LIST_ITEMS 10000
+#define TW__REGEX_DEPTH_LIMIT 10000
+
+/* ---- arena ---- */
+typedef struct tw__chunk tw__chunk_t;
+typedef struct tw__arena {
+  tw__chunk_t *head;
+} tw__arena_t;
+
+void *tw__arena_alloc(tw__arena_t *a, size_t size);          /* zeroed, 16-aligned; NULL on OOM */
+char *tw__arena_strndup(tw__arena_t *a, const char *s, size_t len); /* NUL-terminated copy */
+void tw__arena_free(tw__arena_t *a);
+
+/* ---- errors while compiling an expression or template ---- */
+typedef struct tw__perr {
+  int code;       /* TW_EPARSE, TW_ETYPE, TW_EINVAL, TW_ENOMEM */
+  size_t pos;     /* byte offset into the source text */
+  char msg[480];
+} tw__perr_t;
+
+int tw__perr_set(tw__perr_t *e, int code, size_t pos, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Levenshtein distance, bounded by the shorter work; used for "did you mean". */
+size_t tw__edit_distance(const char *a, size_t alen, const char *b, size_t blen);
+
+/* ---- regexes ---- */
+typedef struct tw__regex tw__regex_t;
+
+/* ---- named string lists ---- */
+typedef struct tw__list {
+  const char *name;
+  tw_str_t *items; /* sorted by (len, bytes) for binary search */
+  size_t n;
+  const tw__regex_t *alternation; /* compiled on first `matches any(name)`; NULL before */
+  int line, col;
+} tw__list_t;
+
+/* ---- the ruleset ---- */
+struct tw_ruleset {
+  const tw_schema_t *schema;
+  tw__arena_t arena;
+  tw__list_t *lists;
+  size_t n_lists;
+  tw_agg_def_t *aggs;
+  size_t n_aggs;
+  tw_rule_t *rules;
+  size_t n_rules;
+  tw__regex_t *regexes; /* chain of compiled regexes, freed with the ruleset */
+  void *match_ctx;      /* pcre2_match_context_8 *: match and depth limits, read-only */
+  char hash[65];
+};
+
+/* ---- expression tree ---- */
+typedef enum tw__op {
+  TW__OP_CONST = 0,
+  TW__OP_FIELD,
+  TW__OP_AGG,
+  TW__OP_NOW,
+  TW__OP_NOT,
+  TW__OP_NEG,
+  TW__OP_ABS,
+  TW__OP_AND,
+  TW__OP_OR,
+  TW__OP_EQ,
+  TW__OP_NE,
+  TW__OP_LT,
+  TW__OP_LE,
+  TW__OP_GT,
+  TW__OP_GE,
+  TW__OP_ADD,
+  TW__OP_SUB,
+  TW__OP_MUL,
+  TW__OP_DIV,
+  TW__OP_MOD,
+  TW__OP_MIN,
+  TW__OP_MAX,
+  TW__OP_IN_STR, /* a in sorted string set */
+  TW__OP_IN_INT, /* a in sorted int64 set (int, money, duration) */
+  TW__OP_MATCH   /* a matches regex */
+} tw__op_t;
+
+struct tw_expr {
+  uint8_t op;   /* tw__op_t */
+  uint8_t type; /* tw_vkind_t of the result */
+  uint16_t depth;
+  uint32_t pos; /* byte offset in the source, for errors */
+  const struct tw_expr *a, *b;
+  union {
+    tw_value_t k;                                       /* CONST */
+    struct { int slot; const char *name; } field;       /* FIELD */
+    struct { size_t index; const char *name; } agg;     /* AGG */
+    struct { const tw_str_t *items; size_t n; } sset;   /* IN_STR */
+    struct { const int64_t *items; size_t n; } iset;    /* IN_INT */
+    const tw__regex_t *re;                              /* MATCH */
+  } u;
+};
+
+/* What an expression may refer to while it is compiled. */
+typedef struct tw__env {
+  tw_ruleset_t *rs;
+  uint32_t on_types;  /* the event types it runs on: fields must be carried by one of them */
+  int allow_aggs;     /* 0 inside an aggregate's `where` */
+} tw__env_t;
+
+/* Compile src[0..len) to a tree whose result type is any (want_type < 0) or want_type. */
+int tw__expr_compile(const tw__env_t *env, const char *src, size_t len, int want_type,
+                     tw_expr_t **out, tw__perr_t *err);
+
+/* The type's name in messages: "int", "money", "duration", "time", "string", "bool", "null". */
+const char *tw__type_name(int kind);
+
+/* Static type of a schema field kind (TW_V_STR, TW_V_INT, TW_V_MONEY, TW_V_TIME). */
+int tw__field_type(tw_field_kind_t kind);
+
+/* Compile a regex (UTF, JIT) into the ruleset. err->pos is 0; the message names the offset. */
+int tw__regex_compile(tw_ruleset_t *rs, const char *pattern, size_t len,
+                      const tw__regex_t **out, tw__perr_t *err);
+/* Compile a list into one alternation of escaped words (cached in the list). */
+int tw__regex_compile_list(tw_ruleset_t *rs, tw__list_t *list, const tw__regex_t **out,
+                           tw__perr_t *err);
+/* 1 match, 0 no match, TW_ELIMIT (counted in ctx), TW_ENOMEM (no per-thread match data). */
+int tw__regex_match(const tw__regex_t *re, const char *s, size_t len, tw_eval_ctx_t *ctx);
+/* Free every compiled regex and the match context (before the arena that holds them). */
+void tw__regex_release(tw_ruleset_t *rs);
+
+/* Templates. */
+int tw__template_compile(const tw__env_t *env, const char *src, size_t len,
+                         const tw_template_t **out, tw__perr_t *err);
+/* Format one value as templates do; returns bytes that would be written (snprintf-like). */
+int tw__value_format(tw_value_t v, char *buf, size_t cap);
+
+/* ---- lexer (lexer.c) ---- */
+typedef enum tw__tok {
+  TW__TK_EOF = 0, TW__TK_INT, TW__TK_MONEY, TW__TK_DURATION, TW__TK_STRING, TW__TK_IDENT,
+  TW__TK_LPAREN, TW__TK_RPAREN, TW__TK_LBRACK, TW__TK_RBRACK, TW__TK_COMMA,
+  TW__TK_EQ, TW__TK_NE, TW__TK_LT, TW__TK_LE, TW__TK_GT, TW__TK_GE,
+  TW__TK_PLUS, TW__TK_MINUS, TW__TK_STAR, TW__TK_SLASH, TW__TK_PERCENT,
+  TW__TK_AND, TW__TK_OR, TW__TK_NOT, TW__TK_IN, TW__TK_MATCHES, TW__TK_TRUE, TW__TK_FALSE
+} tw__tok_t;
+
+typedef struct tw__token {
+  tw__tok_t kind;
+  size_t pos, len;  /* bytes of the token in the source */
+  int64_t i;        /* INT; MONEY in fen; DURATION in ms */
+  const char *s;    /* STRING: decoded, NUL-terminated, in the arena; IDENT: points into source */
+  size_t slen;
+} tw__token_t;
+
+typedef struct tw__lexer {
+  const char *src;
+  size_t len, pos;
+  tw__arena_t *arena;
+} tw__lexer_t;
+
+int tw__lex_next(tw__lexer_t *lx, tw__token_t *tok, tw__perr_t *err);
+const char *tw__tok_name(tw__tok_t kind);
+/* Parse a duration like "15s", "500ms", "7d" (whole string); 0 or TW_EINVAL / TW_EOVERFLOW. */
+int tw__parse_duration(const char *s, size_t len, int64_t *out_ms);
+
+#endif

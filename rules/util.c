@@ -1,0 +1,123 @@
+/*
+ * util.c: the ruleset's bump arena, compile-error formatting, edit distance for suggestions and
+ * type names. All of it runs at load time only.
+ *
+ * The arena hands out zeroed 16-byte-aligned blocks from 64 KiB chunks (larger requests get a
+ * chunk of their own); it is freed whole. Edit distance is the classic two-row Levenshtein over
+ * bytes, bounded by the names' lengths (names are short: fields ≤ 31 bytes).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rules_internal.h"
+#include "tw_error.h"
+
+#define TW__CHUNK_BYTES (64u * 1024u)
+
+struct tw__chunk {
+  tw__chunk_t *next;
+  size_t used, cap;
+  _Alignas(16) unsigned char data[];
+};
+
+void *tw__arena_alloc(tw__arena_t *a, size_t size) {
+  size = (size + 15u) & ~(size_t)15u;
+  if (size == 0) size = 16;
+  tw__chunk_t *c = a->head;
+  if (c == NULL || c->cap - c->used < size) {
+    size_t cap = size > TW__CHUNK_BYTES ? size : TW__CHUNK_BYTES;
+    c = malloc(sizeof *c + cap);
+    if (c == NULL) return NULL;
+    c->used = 0;
+    c->cap = cap;
+    if (a->head != NULL && size > TW__CHUNK_BYTES) {
+      /* a big block: keep the current chunk's free space for later small ones */
+      c->next = a->head->next;
+      a->head->next = c;
+    } else {
+      c->next = a->head;
+      a->head = c;
+    }
+  }
+  void *p = c->data + c->used;
+  c->used += size;
+  memset(p, 0, size);
+  return p;
+}
+
+char *tw__arena_strndup(tw__arena_t *a, const char *s, size_t len) {
+  char *p = tw__arena_alloc(a, len + 1);
+  if (p == NULL) return NULL;
+  if (len) memcpy(p, s, len);
+  p[len] = '\0';
+  return p;
+}
+
+void tw__arena_free(tw__arena_t *a) {
+  if (a == NULL) return;
+  tw__chunk_t *c = a->head;
+  while (c != NULL) {
+    tw__chunk_t *next = c->next;
+    free(c);
+    c = next;
+  }
+  a->head = NULL;
+}
+
+int tw__perr_set(tw__perr_t *e, int code, size_t pos, const char *fmt, ...) {
+  va_list ap;
+  e->code = code;
+  e->pos = pos;
+  va_start(ap, fmt);
+  vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+size_t tw__edit_distance(const char *a, size_t alen, const char *b, size_t blen) {
+  size_t row[65], prev[65];
+  if (alen > 64 || blen > 64) return (size_t)-1;
+  for (size_t j = 0; j <= blen; j++) prev[j] = j;
+  for (size_t i = 1; i <= alen; i++) {
+    row[0] = i;
+    for (size_t j = 1; j <= blen; j++) {
+      size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      size_t best = prev[j - 1] + cost;
+      if (prev[j] + 1 < best) best = prev[j] + 1;
+      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+      row[j] = best;
+    }
+    memcpy(prev, row, (blen + 1) * sizeof row[0]);
+  }
+  return prev[blen];
+}
+
+const char *tw__type_name(int kind) {
+  switch (kind) {
+    case TW_V_NULL: return "null";
+    case TW_V_BOOL: return "bool";
+    case TW_V_INT: return "int";
+    case TW_V_MONEY: return "money";
+    case TW_V_DURATION: return "duration";
+    case TW_V_TIME: return "time";
+    case TW_V_STR: return "string";
+    default: return "?";
+  }
+}
+
+int tw__field_type(tw_field_kind_t kind) {
+  switch (kind) {
+    case TW_FK_INT: return TW_V_INT;
+    case TW_FK_FEN: return TW_V_MONEY;
+    case TW_FK_TIME: return TW_V_TIME;
+    default: return TW_V_STR;
+  }
+}
+
+const char *tw_severity_name(tw_severity_t sev) {
+  static const char *const names[] = {"info", "low", "medium", "high", "critical"};
+  if ((unsigned)sev > TW_SEV_CRITICAL) return "unknown";
+  return names[sev];
+}

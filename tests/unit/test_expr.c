@@ -1,0 +1,617 @@
+/*
+ * test_expr.c: table tests of the expression language: expression, event, expected value and
+ * kind, or expected evaluation error; a table of compile errors with their exact message and
+ * byte position; null semantics, overflow, reads, regex limits (case 010) and templates.
+ *
+ * Expressions are compiled against a ruleset loaded from RULES below (its lists and aggregates),
+ * on the hand-built schema of rules_test_schema.h.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "rules_internal.h"
+#include "rules_test_schema.h"
+#include "tw_error.h"
+#include "tw_rules.h"
+
+static const char RULES[] =
+    "version: 1\n"
+    "lists:\n"
+    "  runaway_words: [跑路, 卷款, 关门, 停课, 联系不上, 退费难, 欠薪, \"a.b\"]\n"
+    "  closing_actions: [close, suspend, license_revoked]\n"
+    "aggregates:\n"
+    "  collected_all: {on: [payment], by: institution_id, fn: sum(amount_fen), window: all}\n"
+    "  refunded_all:  {on: [refund], where: 'status == \"paid\"', by: institution_id, fn: "
+    "sum(amount_fen), window: all}\n"
+    "  complaints_7d: {on: [complaint], by: institution_id, fn: count(), window: 7d}\n"
+    "  hours_all: {on: [payment], by: institution_id, fn: sum(class_hours), window: all}\n"
+    "rules: []\n";
+
+typedef struct fixture {
+  tw_schema_t schema;
+  tw_ruleset_t *rs;
+  tw_event_t pay, complaint, bare; /* bare: a payment with only the envelope */
+} fixture_t;
+
+static int agg_cb(void *ud, size_t index, int64_t *out) {
+  (void)ud;
+  static const int64_t values[] = {1000000, 200000, 4, 150};
+  if (index >= 4) return TW_EINVAL;
+  *out = values[index];
+  return 0;
+}
+
+static int setup(void **state) {
+  fixture_t *f = calloc(1, sizeof *f);
+  tw_rule_error_t err;
+  ts_build(&f->schema);
+  int rc = tw_rules_load_buffer("expr.yaml", RULES, strlen(RULES), &f->schema, &f->rs, &err);
+  if (rc != 0) {
+    fprintf(stderr, "%s:%d:%d: %s\n", err.file, err.line, err.col, err.message);
+    free(f);
+    return -1;
+  }
+  tw_event_init(&f->pay);
+  tw_event_init(&f->complaint);
+  tw_event_init(&f->bare);
+  ts_envelope(&f->pay, TT_PAYMENT, "p-1");
+  ts_set_int(&f->pay, TS_AMOUNT_FEN, TW_V_INT, 600000); /* decoders may tag money as INT */
+  ts_set_int(&f->pay, TS_CLASS_HOURS, TW_V_INT, 40);
+  ts_set_int(&f->pay, TS_SERVICE_DAYS, TW_V_INT, 120);
+  ts_set_str(&f->pay, TS_CHANNEL, "supervised");
+  ts_envelope(&f->complaint, TT_COMPLAINT, "c-1");
+  ts_set_str(&f->complaint, TS_TEXT, "家长反映机构老板跑路了，联系不上");
+  ts_set_str(&f->complaint, TS_CATEGORY, "refund");
+  ts_envelope(&f->bare, TT_PAYMENT, "p-2");
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture_t *f = *state;
+  tw_rules_free(f->rs);
+  tw_event_fini(&f->pay);
+  tw_event_fini(&f->complaint);
+  tw_event_fini(&f->bare);
+  free(f);
+  return 0;
+}
+
+static tw_expr_t *compile(fixture_t *f, const char *src, uint32_t on_types, tw__perr_t *err) {
+  tw__env_t env = {f->rs, on_types, 1};
+  tw_expr_t *e = NULL;
+  if (tw__expr_compile(&env, src, strlen(src), -1, &e, err) != 0) return NULL;
+  return e;
+}
+
+static void ctx_for(tw_eval_ctx_t *ctx, const tw_event_t *ev) {
+  memset(ctx, 0, sizeof *ctx);
+  ctx->ev = ev;
+  ctx->now_ms = ev->ts_ms;
+  ctx->agg_value = agg_cb;
+}
+
+/* ---- value table ---- */
+
+typedef struct vcase {
+  const char *expr;
+  char ev;     /* 'p' payment, 'c' complaint, 'b' bare payment (fields absent) */
+  int rc;      /* expected tw_expr_eval result */
+  int kind;    /* expected kind when rc == 0 */
+  int64_t i;   /* expected integer value */
+  const char *s; /* expected string value for TW_V_STR */
+} vcase_t;
+
+#define B(x) TW_V_BOOL, (x), NULL
+#define I(x) TW_V_INT, (x), NULL
+#define M(x) TW_V_MONEY, (x), NULL
+#define D(x) TW_V_DURATION, (x), NULL
+#define T(x) TW_V_TIME, (x), NULL
+#define N TW_V_NULL, 0, NULL
+#define S(x) TW_V_STR, 0, (x)
+
+static const vcase_t value_cases[] = {
+    /* literals */
+    {"60", 'p', 0, I(60)},
+    {"5000yuan", 'p', 0, M(500000)},
+    {"12.50yuan", 'p', 0, M(1250)},
+    {"12.5yuan", 'p', 0, M(1250)},
+    {"0.01yuan", 'p', 0, M(1)},
+    {"500000fen", 'p', 0, M(500000)},
+    {"500ms", 'p', 0, D(500)},
+    {"15s", 'p', 0, D(15000)},
+    {"30m", 'p', 0, D(1800000)},
+    {"12h", 'p', 0, D(43200000)},
+    {"7d", 'p', 0, D(604800000)},
+    {"true", 'p', 0, B(1)},
+    {"false", 'p', 0, B(0)},
+    {"\"a\\\"b\\\\c\"", 'p', 0, S("a\"b\\c")},
+    {"\"tab\\there\\n\"", 'p', 0, S("tab\there\n")},
+    {"\"\\u8dd1\\u8DEF\"", 'p', 0, S("跑路")},
+    {"-5", 'p', 0, I(-5)},
+    /* fields, with the schema's kind */
+    {"amount_fen", 'p', 0, M(600000)},
+    {"class_hours", 'p', 0, I(40)},
+    {"channel", 'p', 0, S("supervised")},
+    {"ts", 'p', 0, T(TS_T0_MS)},
+    {"institution_id", 'p', 0, S("52440106MJL17630G")},
+    /* the brief's prepaid cap rule */
+    {"amount_fen > 5000yuan or class_hours > 60 or service_days > 90", 'p', 0, B(1)},
+    {"amount_fen > 5000yuan", 'p', 0, B(1)},
+    {"amount_fen >= 6000yuan and amount_fen <= 6000yuan", 'p', 0, B(1)},
+    {"amount_fen > 6000yuan", 'p', 0, B(0)},
+    {"amount_fen == 600000fen", 'p', 0, B(1)},
+    {"amount_fen != 600000fen", 'p', 0, B(0)},
+    {"class_hours < 60 and not (service_days <= 90)", 'p', 0, B(1)},
+    /* arithmetic and its types */
+    {"amount_fen / 100", 'p', 0, M(6000)},
+    {"amount_fen / 1yuan", 'p', 0, I(6000)},
+    {"amount_fen * 2", 'p', 0, M(1200000)},
+    {"2 * amount_fen", 'p', 0, M(1200000)},
+    {"amount_fen + 1yuan - 50fen", 'p', 0, M(600050)},
+    {"amount_fen % 7yuan", 'p', 0, M(600000 % 700)},
+    {"1 + 2 * 3", 'p', 0, I(7)},
+    {"(1 + 2) * 3", 'p', 0, I(9)},
+    {"-7 / 2", 'p', 0, I(-3)}, /* toward zero */
+    {"-7 % 2", 'p', 0, I(-1)},
+    {"7 - -2", 'p', 0, I(9)},
+    {"-class_hours", 'p', 0, I(-40)},
+    {"now() - ts", 'p', 0, D(0)},
+    {"now() + 1h - ts", 'p', 0, D(3600000)},
+    {"ts + 1d", 'p', 0, T(TS_T0_MS + 86400000)},
+    {"1d + ts", 'p', 0, T(TS_T0_MS + 86400000)},
+    {"ts - 500ms", 'p', 0, T(TS_T0_MS - 500)},
+    {"now()", 'p', 0, T(TS_T0_MS)},
+    {"1h + 30m", 'p', 0, D(5400000)},
+    {"1d / 1h", 'p', 0, I(24)},
+    {"1d / 2", 'p', 0, D(43200000)},
+    {"now() - ts < 15m", 'p', 0, B(1)},
+    /* functions */
+    {"abs(-5)", 'p', 0, I(5)},
+    {"abs(0fen - amount_fen)", 'p', 0, M(600000)},
+    {"min(class_hours, service_days)", 'p', 0, I(40)},
+    {"max(class_hours, service_days)", 'p', 0, I(120)},
+    {"max(amount_fen, 10000yuan)", 'p', 0, M(1000000)},
+    /* in and matches */
+    {"channel in [\"supervised\", \"pay_after_class\"]", 'p', 0, B(1)},
+    {"channel in [\"unsupervised\"]", 'p', 0, B(0)},
+    {"channel in []", 'p', 0, B(0)},
+    {"channel in closing_actions", 'p', 0, B(0)},
+    {"\"suspend\" in closing_actions", 'p', 0, B(1)},
+    {"class_hours in [10, 40, -3]", 'p', 0, B(1)},
+    {"class_hours in [10, 41]", 'p', 0, B(0)},
+    {"amount_fen in [6000yuan, 1fen]", 'p', 0, B(1)},
+    {"text matches any(runaway_words)", 'c', 0, B(1)},
+    {"text matches \"老板.*跑路\"", 'c', 0, B(1)},
+    {"text matches \"^跑路\"", 'c', 0, B(0)},
+    {"category matches any(runaway_words)", 'c', 0, B(0)},
+    {"\"axb\" matches any(runaway_words)", 'c', 0, B(0)}, /* "a.b" is escaped: '.' is literal */
+    {"\"a.b\" matches any(runaway_words)", 'c', 0, B(1)},
+    {"text matches \"\\\\p{Han}{2}\"", 'c', 0, B(1)},
+    /* aggregates */
+    {"collected_all", 'p', 0, M(1000000)},
+    {"collected_all - refunded_all", 'p', 0, M(800000)},
+    {"collected_all / refunded_all", 'p', 0, I(5)},
+    {"complaints_7d >= 3", 'c', 0, B(1)},
+    {"hours_all", 'p', 0, I(150)},
+    /* null: absent fields */
+    {"amount_fen", 'b', 0, N},
+    {"amount_fen > 1yuan", 'b', 0, B(0)},
+    {"amount_fen <= 1yuan", 'b', 0, B(0)},
+    {"amount_fen == amount_fen", 'b', 0, B(0)},
+    {"amount_fen + 1yuan", 'b', 0, N},
+    {"amount_fen / 0", 'b', 0, N},
+    {"-amount_fen", 'b', 0, N},
+    {"abs(amount_fen)", 'b', 0, N},
+    {"min(amount_fen, 1yuan)", 'b', 0, N},
+    {"not (amount_fen > 1yuan)", 'b', 0, B(1)},
+    {"amount_fen > 1yuan or true", 'b', 0, B(1)},
+    {"amount_fen > 1yuan and true", 'b', 0, B(0)},
+    {"amount_fen in [1fen]", 'b', 0, B(0)},
+    {"channel in closing_actions", 'b', 0, B(0)},
+    {"text matches \".*\"", 'b', 0, B(0)},
+    /* errors at evaluation */
+    {"9223372036854775807 + 1", 'p', TW_EOVERFLOW, N},
+    {"-9223372036854775807 - 2", 'p', TW_EOVERFLOW, N},
+    {"9223372036854775807 * 2", 'p', TW_EOVERFLOW, N},
+    {"amount_fen * 9223372036854775807", 'p', TW_EOVERFLOW, N},
+    {"(-9223372036854775807 - 1) / -1", 'p', TW_EOVERFLOW, N},
+    {"abs(-9223372036854775807 - 1)", 'p', TW_EOVERFLOW, N},
+    {"class_hours / 0", 'p', TW_EDIVZERO, N},
+    {"class_hours % (class_hours - 40)", 'p', TW_EDIVZERO, N},
+    {"amount_fen / 0fen", 'p', TW_EDIVZERO, N},
+    {"false or class_hours / 0 > 1", 'p', TW_EDIVZERO, N},
+    {"true or class_hours / 0 > 1", 'p', 0, B(1)}, /* short circuit */
+    {"false and class_hours / 0 > 1", 'p', 0, B(0)},
+};
+
+static const tw_event_t *pick(fixture_t *f, char c) {
+  return c == 'p' ? &f->pay : c == 'c' ? &f->complaint : &f->bare;
+}
+
+static void test_values(void **state) {
+  fixture_t *f = *state;
+  int failures = 0;
+  for (size_t i = 0; i < sizeof value_cases / sizeof value_cases[0]; i++) {
+    const vcase_t *c = &value_cases[i];
+    tw__perr_t perr;
+    tw_expr_t *e = compile(f, c->expr, 0, &perr);
+    if (e == NULL) {
+      fprintf(stderr, "case %zu `%s`: compile error at %zu: %s\n", i, c->expr, perr.pos, perr.msg);
+      failures++;
+      continue;
+    }
+    tw_eval_ctx_t ctx;
+    tw_value_t v;
+    ctx_for(&ctx, pick(f, c->ev));
+    int rc = tw_expr_eval(e, &ctx, &v);
+    int ok = rc == c->rc;
+    if (ok && rc == 0) {
+      ok = v.kind == c->kind;
+      if (ok && c->kind == TW_V_STR)
+        ok = v.u.s.len == strlen(c->s) && memcmp(v.u.s.ptr, c->s, v.u.s.len) == 0;
+      else if (ok && c->kind != TW_V_NULL)
+        ok = v.u.i == c->i;
+    }
+    if (!ok) {
+      fprintf(stderr, "case %zu `%s`: got rc %d kind %d value %lld, want rc %d kind %d value %lld\n", i,
+              c->expr, rc, v.kind, (long long)(v.kind == TW_V_STR ? 0 : v.u.i), c->rc, c->kind,
+              (long long)c->i);
+      failures++;
+    }
+  }
+  assert_int_equal(failures, 0);
+}
+
+/* ---- compile error table ---- */
+
+typedef struct ecase {
+  const char *expr;
+  uint32_t on_types; /* 0: any */
+  int rc;
+  size_t pos;
+  const char *msg;
+} ecase_t;
+
+#define PAY (1u << TT_PAYMENT)
+
+static const ecase_t error_cases[] = {
+    {"amount_fen > 5000", 0, TW_ETYPE, 13, "compare money with money: write 5000yuan or 500000fen"},
+    {"5000 < amount_fen", 0, TW_ETYPE, 0, "compare money with money: write 5000yuan or 500000fen"},
+    {"now() - ts > 3600", 0, TW_ETYPE, 13,
+     "compare duration with duration: write 500ms, 15s, 30m, 12h or 7d"},
+    {"class_hours > 5yuan", 0, TW_ETYPE, 12, "cannot compare int with money"},
+    {"amout_fen > 5000yuan", 0, TW_EINVAL, 0, "unknown field 'amout_fen' (did you mean 'amount_fen'?)"},
+    {"class_hours > 1 and colected_all > 1yuan", 0, TW_EINVAL, 20,
+     "unknown field 'colected_all' (did you mean 'collected_all'?)"},
+    {"zzzzzz > 1", 0, TW_EINVAL, 0, "unknown field 'zzzzzz'"},
+    {"text in runaway_wordz", 0, TW_EINVAL, 8, "unknown list 'runaway_wordz' (did you mean 'runaway_words'?)"},
+    {"text matches any(closing_action)", 0, TW_EINVAL, 17,
+     "unknown list 'closing_action' (did you mean 'closing_actions'?)"},
+    {"runaway_words", 0, TW_ETYPE, 0, "list 'runaway_words' can only be used after 'in' or inside 'matches any(...)'"},
+    {"text", PAY, TW_EINVAL, 0, "field 'text' does not occur in the event types this runs on"},
+    {"12.505yuan > amount_fen", 0, TW_EPARSE, 0, "money has at most 2 decimals (fen)"},
+    {"1.5 > 1", 0, TW_EPARSE, 0, "decimal numbers need a unit: write 12.50yuan (there are no floats)"},
+    {"1.5d > 1d", 0, TW_EPARSE, 0, "only yuan amounts may have decimals"},
+    {"1e6 > 1", 0, TW_EPARSE, 1, "unknown unit 'e6' (write 5000yuan, 500000fen, 500ms, 15s, 30m, 12h or 7d)"},
+    {"99999999999999999999 > 1", 0, TW_EPARSE, 0, "number too large"},
+    {"99999999999999999yuan > 1yuan", 0, TW_EPARSE, 0, "amount too large"},
+    {"class_hours > ", 0, TW_EPARSE, 14, "expected a value, found end of expression"},
+    {"class_hours = 1", 0, TW_EPARSE, 12, "unexpected '=' (write '==' to compare)"},
+    {"class_hours > 1 && true", 0, TW_EPARSE, 16, "unexpected '&' (write 'and' / 'or')"},
+    {"(class_hours > 1", 0, TW_EPARSE, 16, "expected ')', found end of expression"},
+    {"class_hours > 1)", 0, TW_EPARSE, 15, "unexpected ')'"},
+    {"1 < 2 < 3", 0, TW_EPARSE, 6, "comparisons do not chain: use 'and'"},
+    {"", 0, TW_EPARSE, 0, "empty expression"},
+    {"\"abc", 0, TW_EPARSE, 0, "unterminated string"},
+    {"text matches \"\\d+\"", 0, TW_EPARSE, 14,
+     "unknown escape '\\d' (use \\\" \\\\ \\n \\t or \\uXXXX; in a regex write \\\\d for \\d)"},
+    {"text matches \"(a\"", 0, TW_EPARSE, 13, "invalid regex at offset 2: missing closing parenthesis"},
+    {"text matches 5", 0, TW_EPARSE, 13, "expected a regex string or any(list) after 'matches', found integer"},
+    {"amount_fen matches \"a\"", 0, TW_ETYPE, 11, "'matches' needs a string on the left, not money"},
+    {"class_hours in closing_actions", 0, TW_ETYPE, 12, "'in closing_actions' needs a string on the left, not int"},
+    {"channel in [\"a\", 1]", 0, TW_ETYPE, 17, "list item is int, but the left side is string"},
+    {"channel in [\"a\", channel]", 0, TW_ETYPE, 17, "list items must be literals"},
+    {"\"a\" < \"b\"", 0, TW_ETYPE, 4, "'<' needs int, money, duration or time, not string"},
+    {"now() - 5", 0, TW_ETYPE, 6, "cannot apply '-' to time and int"},
+    {"amount_fen * amount_fen", 0, TW_ETYPE, 11, "cannot apply '*' to money and money"},
+    {"ts + ts", 0, TW_ETYPE, 3, "cannot apply '+' to time and time"},
+    {"\"a\" + \"b\"", 0, TW_ETYPE, 4, "cannot apply '+' to string and string"},
+    {"not class_hours", 0, TW_ETYPE, 0, "'not' needs bool, not int"},
+    {"class_hours and true", 0, TW_ETYPE, 0, "'and' needs bool on both sides, not int"},
+    {"-channel", 0, TW_ETYPE, 0, "unary '-' needs int, money or duration, not string"},
+    {"abs(channel)", 0, TW_ETYPE, 4, "abs() needs int, money or duration, not string"},
+    {"max(class_hours, amount_fen)", 0, TW_ETYPE, 0,
+     "max() needs two values of the same type (int, money, duration or time), not int and money"},
+    {"abs(1, 2)", 0, TW_EPARSE, 0, "abs() takes 1 argument, not 2"},
+    {"now(1)", 0, TW_EPARSE, 0, "now() takes 0 arguments, not 1"},
+    {"mx(1, 2)", 0, TW_EINVAL, 0, "unknown function 'mx' (did you mean 'max'?)"},
+    {"class_hours > 1 #", 0, TW_EPARSE, 16, "unexpected character '#'"},
+};
+
+static void test_compile_errors(void **state) {
+  fixture_t *f = *state;
+  int failures = 0;
+  for (size_t i = 0; i < sizeof error_cases / sizeof error_cases[0]; i++) {
+    const ecase_t *c = &error_cases[i];
+    tw__perr_t perr;
+    memset(&perr, 0, sizeof perr);
+    tw_expr_t *e = compile(f, c->expr, c->on_types, &perr);
+    if (e != NULL || perr.code != c->rc || perr.pos != c->pos || strcmp(perr.msg, c->msg) != 0) {
+      fprintf(stderr, "case %zu `%s`:\n  got  %d @%zu %s\n  want %d @%zu %s\n", i, c->expr, perr.code,
+              perr.pos, perr.msg, c->rc, c->pos, c->msg);
+      failures++;
+    }
+  }
+  assert_int_equal(failures, 0);
+}
+
+static void test_condition_must_be_bool(void **state) {
+  fixture_t *f = *state;
+  tw__env_t env = {f->rs, 0, 1};
+  tw_expr_t *e = NULL;
+  tw__perr_t perr;
+  assert_int_equal(tw__expr_compile(&env, "class_hours + 1", 15, TW_V_BOOL, &e, &perr), TW_ETYPE);
+  assert_string_equal(perr.msg, "condition must be bool, not int");
+}
+
+static void test_nesting_limit(void **state) {
+  fixture_t *f = *state;
+  char buf[512];
+  size_t o = 0;
+  for (int i = 0; i < 70; i++) buf[o++] = '(';
+  buf[o++] = '1';
+  for (int i = 0; i < 70; i++) buf[o++] = ')';
+  buf[o] = '\0';
+  tw__perr_t perr;
+  assert_null(compile(f, buf, 0, &perr));
+  assert_int_equal(perr.code, TW_ETOOBIG);
+  assert_string_equal(perr.msg, "expression nested too deeply (limit 64)");
+  /* 60 levels are fine */
+  o = 0;
+  for (int i = 0; i < 60; i++) buf[o++] = '(';
+  buf[o++] = '1';
+  for (int i = 0; i < 60; i++) buf[o++] = ')';
+  buf[o] = '\0';
+  assert_non_null(compile(f, buf, 0, &perr));
+  /* a long flat chain grows the tree, not the parser's recursion: bounded by tree depth */
+  char *chain = malloc(4 * 400 + 8);
+  o = 0;
+  chain[o++] = '1';
+  for (int i = 0; i < 400; i++) o += (size_t)sprintf(chain + o, " + 1");
+  chain[o] = '\0';
+  assert_null(compile(f, chain, 0, &perr));
+  assert_string_equal(perr.msg, "expression too deep (more than 256 levels)");
+  free(chain);
+}
+
+static void test_reads(void **state) {
+  fixture_t *f = *state;
+  tw__perr_t perr;
+  tw_expr_t *e = compile(
+      f, "amount_fen > 5000yuan or class_hours > 60 or amount_fen > 1yuan or collected_all > 1fen",
+      0, &perr);
+  assert_non_null(e);
+  tw_eval_ctx_t ctx;
+  tw_value_t v;
+  ctx_for(&ctx, &f->bare); /* nothing present: every term is evaluated */
+  assert_int_equal(tw_expr_eval(e, &ctx, &v), 0);
+  assert_int_equal(v.u.i, 1);
+  assert_int_equal(ctx.n_reads, 3); /* amount_fen once, class_hours, collected_all */
+  assert_string_equal(ctx.reads[0].name, "amount_fen");
+  assert_int_equal(ctx.reads[0].value.kind, TW_V_NULL);
+  assert_string_equal(ctx.reads[1].name, "class_hours");
+  assert_string_equal(ctx.reads[2].name, "collected_all");
+  assert_int_equal(ctx.reads[2].value.kind, TW_V_MONEY);
+  assert_int_equal(ctx.reads[2].value.u.i, 1000000);
+  /* short circuit: the first true term stops the reads */
+  ctx_for(&ctx, &f->pay);
+  assert_int_equal(tw_expr_eval(e, &ctx, &v), 0);
+  assert_int_equal(ctx.n_reads, 1);
+  assert_int_equal(ctx.reads[0].value.kind, TW_V_MONEY);
+  assert_int_equal(ctx.reads[0].value.u.i, 600000);
+}
+
+static void test_no_agg_callback_is_null(void **state) {
+  fixture_t *f = *state;
+  tw__perr_t perr;
+  tw_expr_t *e = compile(f, "collected_all > 1fen", 0, &perr);
+  tw_eval_ctx_t ctx;
+  tw_value_t v;
+  ctx_for(&ctx, &f->pay);
+  ctx.agg_value = NULL;
+  assert_int_equal(tw_expr_eval(e, &ctx, &v), 0);
+  assert_int_equal(v.u.i, 0);
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Case 010: `(a+)+$` on "aaaa…a!" stops at the match limit within milliseconds. */
+static void test_redos_limit(void **state) {
+  fixture_t *f = *state;
+  tw_schema_t *schema = &f->schema;
+  static const char redos[] =
+      "version: 1\n"
+      "rules:\n"
+      "  - name: catastrophic\n"
+      "    on: [complaint]\n"
+      "    by: institution_id\n"
+      "    when: text matches \"(a+)+$\"\n"
+      "    severity: low\n";
+  tw_ruleset_t *rs = NULL;
+  tw_rule_error_t err;
+  assert_int_equal(tw_rules_load_buffer("010.yaml", redos, strlen(redos), schema, &rs, &err), 0);
+  const tw_rule_t *r = tw_rules_rule(rs, 0);
+  tw_event_t ev;
+  tw_event_init(&ev);
+  ts_envelope(&ev, TT_COMPLAINT, "c-redos");
+  char text[4001];
+  memset(text, 'a', 3999);
+  text[3999] = '!';
+  text[4000] = '\0';
+  ts_set_str(&ev, TS_TEXT, text);
+  tw_eval_ctx_t ctx;
+  tw_value_t v;
+  ctx_for(&ctx, &ev);
+  double t0 = now_ms();
+  assert_int_equal(tw_expr_eval(r->when, &ctx, &v), TW_ELIMIT);
+  double took = now_ms() - t0;
+  assert_int_equal(ctx.regex_limit_hits, 1);
+  assert_int_equal(v.kind, TW_V_BOOL);
+  assert_int_equal(v.u.i, 0); /* the condition is false */
+  assert_true(took < 250.0);   /* milliseconds, even under sanitizers */
+  /* a second evaluation reuses the per-thread match data and is bounded again */
+  assert_int_equal(tw_expr_eval(r->when, &ctx, &v), TW_ELIMIT);
+  assert_int_equal(ctx.regex_limit_hits, 2);
+  tw_event_fini(&ev);
+  tw_rules_free(rs);
+
+  /* the shared case file itself, when present */
+  const char *dir = getenv("TW_SHARED_CASES");
+  char path[1024];
+  if (dir != NULL) {
+    snprintf(path, sizeof path, "%s/010-redos-rules.yaml", dir);
+    FILE *fp = fopen(path, "r");
+    if (fp != NULL) {
+      fclose(fp);
+      assert_int_equal(tw_rules_load(path, schema, &rs, &err), 0);
+      assert_int_equal(tw_rules_n_rules(rs), 1);
+      tw_rules_free(rs);
+    }
+  }
+}
+
+/* ---- templates ---- */
+
+typedef struct tcase {
+  const char *tmpl;
+  char ev;
+  const char *want;
+} tcase_t;
+
+static const tcase_t template_cases[] = {
+    {"payment of {amount_fen / 100} yuan for {class_hours} class hours, {service_days} days", 'p',
+     "payment of 6000 yuan for 40 class hours, 120 days"},
+    {"plain text", 'p', "plain text"},
+    {"", 'p', ""},
+    {"{{literal}} and {{{class_hours}}}", 'p', "{literal} and {40}"},
+    {"{7d} {36h} {90s} {500ms} {1500ms} {0s} {-2h}", 'p', "7d 36h 90s 500ms 1500ms 0s -2h"},
+    {"at {ts}", 'p', "at 2025-03-01T10:00:00.000+08:00"},
+    {"{ts + 14h + 5ms}", 'p', "2025-03-02T00:00:00.005+08:00"},
+    {"{channel}/{institution_id}", 'p', "supervised/52440106MJL17630G"},
+    {"{amount_fen > 1yuan} {false}", 'p', "true false"},
+    {"missing: {amount_fen}", 'b', "missing: null"},
+    {"{text}", 'c', "家长反映机构老板跑路了，联系不上"},
+    {"{\"}\" + \"\"}", 'p', NULL}, /* compile error: string + string */
+    {"{\"a}b\"}", 'p', "a}b"},
+    {"{collected_all - refunded_all} fen", 'p', "800000 fen"},
+};
+
+static void test_templates(void **state) {
+  fixture_t *f = *state;
+  int failures = 0;
+  for (size_t i = 0; i < sizeof template_cases / sizeof template_cases[0]; i++) {
+    const tcase_t *c = &template_cases[i];
+    tw__env_t env = {f->rs, 0, 1};
+    const tw_template_t *t = NULL;
+    tw__perr_t perr;
+    int rc = tw__template_compile(&env, c->tmpl, strlen(c->tmpl), &t, &perr);
+    if (c->want == NULL) {
+      if (rc == 0) {
+        fprintf(stderr, "template %zu: expected a compile error\n", i);
+        failures++;
+      }
+      continue;
+    }
+    if (rc != 0) {
+      fprintf(stderr, "template %zu: compile error %s\n", i, perr.msg);
+      failures++;
+      continue;
+    }
+    tw_eval_ctx_t ctx;
+    char buf[256];
+    ctx_for(&ctx, pick(f, c->ev));
+    int n = tw_template_render(t, &ctx, buf, sizeof buf);
+    if (n != (int)strlen(c->want) || strcmp(buf, c->want) != 0) {
+      fprintf(stderr, "template %zu: got %d '%s', want '%s'\n", i, n, buf, c->want);
+      failures++;
+    }
+  }
+  assert_int_equal(failures, 0);
+}
+
+static void test_template_errors(void **state) {
+  fixture_t *f = *state;
+  static const struct {
+    const char *tmpl;
+    size_t pos;
+    const char *msg;
+  } cases[] = {
+      {"a } b", 2, "single '}' in message: write '}}' for a brace"},
+      {"a {class_hours", 2, "unclosed '{' in message"},
+      {"x {clas_hours}", 3, "unknown field 'clas_hours' (did you mean 'class_hours'?)"},
+      {"x {}", 3, "empty expression"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    tw__env_t env = {f->rs, 0, 1};
+    const tw_template_t *t = NULL;
+    tw__perr_t perr;
+    assert_int_not_equal(tw__template_compile(&env, cases[i].tmpl, strlen(cases[i].tmpl), &t, &perr), 0);
+    assert_string_equal(perr.msg, cases[i].msg);
+    assert_int_equal(perr.pos, cases[i].pos);
+  }
+}
+
+static void test_template_truncation(void **state) {
+  fixture_t *f = *state;
+  tw__env_t env = {f->rs, 0, 1};
+  const tw_template_t *t = NULL;
+  tw__perr_t perr;
+  const char *src = "跑路跑路跑路 {text}";
+  assert_int_equal(tw__template_compile(&env, src, strlen(src), &t, &perr), 0);
+  tw_eval_ctx_t ctx;
+  ctx_for(&ctx, &f->complaint);
+  char buf[12];
+  int n = tw_template_render(t, &ctx, buf, sizeof buf);
+  /* 11 bytes of room: two whole 3-byte characters, then "…" (3 bytes) */
+  assert_string_equal(buf, "跑路…");
+  assert_int_equal(n, 9);
+  char big[4];
+  n = tw_template_render(t, &ctx, big, sizeof big);
+  assert_true(n >= 0 && (size_t)n < sizeof big);
+  assert_string_equal(big, "…");
+  /* errors in holes are returned, the buffer stays a string */
+  const char *div = "x {class_hours / 0}";
+  assert_int_equal(tw__template_compile(&env, div, strlen(div), &t, &perr), 0);
+  ctx_for(&ctx, &f->pay);
+  assert_int_equal(tw_template_render(t, &ctx, buf, sizeof buf), TW_EDIVZERO);
+  assert_string_equal(buf, "x ");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_values),
+      cmocka_unit_test(test_compile_errors),
+      cmocka_unit_test(test_condition_must_be_bool),
+      cmocka_unit_test(test_nesting_limit),
+      cmocka_unit_test(test_reads),
+      cmocka_unit_test(test_no_agg_callback_is_null),
+      cmocka_unit_test(test_redos_limit),
+      cmocka_unit_test(test_templates),
+      cmocka_unit_test(test_template_errors),
+      cmocka_unit_test(test_template_truncation),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}

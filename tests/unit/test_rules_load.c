@@ -1,0 +1,429 @@
+/*
+ * test_rules_load.c: loading rule files: a valid file and what it compiles to, the rules firing
+ * on hand-built events, and a table of invalid rule texts with their EXACT error strings
+ * "name:line:col: message" (line/col point at the offending key, value or expression character).
+ * Also the bounds: YAML aliases (case 011, refused fast), file size, list size, nesting.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "rules_test_schema.h"
+#include "tw_error.h"
+#include "tw_rules.h"
+
+static tw_schema_t schema;
+
+static const char VALID[] =
+    "version: 1\n"
+    "lists:\n"
+    "  runaway_words: [跑路, 卷款, 关门, 停课, 联系不上, 退费难, 欠薪]\n"
+    "  closing_actions: [close, suspend, license_revoked]\n"
+    "aggregates:\n"
+    "  collected_all: {on: [payment], by: institution_id, fn: sum(amount_fen), window: all}\n"
+    "  refunded_all:  {on: [refund], where: 'status == \"paid\"', by: institution_id, fn: sum(amount_fen), window: all}\n"
+    "  complaints_7d: {on: [complaint], by: institution_id, fn: count(), window: 7d}\n"
+    "rules:\n"
+    "  - name: prepaid_over_cap\n"
+    "    description: one prepaid payment over 5,000 yuan, 60 class hours or 90 days of service\n"
+    "    source: \"2022 thirteen-department opinion on non-academic tutoring; 教监管函〔2021〕2号\"\n"
+    "    on: [payment]\n"
+    "    by: institution_id\n"
+    "    when: amount_fen > 5000yuan or class_hours > 60 or service_days > 90\n"
+    "    severity: high\n"
+    "    cooldown: 1d\n"
+    "    message: \"payment of {amount_fen / 100} yuan for {class_hours} class hours, {service_days} days\"\n"
+    "    labels: {family: collection_caps}\n"
+    "  - name: complaint_runaway_words\n"
+    "    on: [complaint]\n"
+    "    by: institution_id\n"
+    "    when: text matches any(runaway_words)\n"
+    "    severity: high\n"
+    "    message: \"complaint names running away or closure\"\n"
+    "  - name: complaint_storm\n"
+    "    on: [complaint]\n"
+    "    by: region\n"
+    "    when: |\n"
+    "      complaints_7d >= 3\n"
+    "        and collected_all - refunded_all > 10000yuan\n"
+    "    severity: critical\n"
+    "tests:\n"
+    "  - anything: goes here for now\n";
+
+static void test_valid_file(void **state) {
+  (void)state;
+  tw_ruleset_t *rs = NULL;
+  tw_rule_error_t err;
+  int rc = tw_rules_load_buffer("valid.yaml", VALID, strlen(VALID), &schema, &rs, &err);
+  if (rc != 0) fprintf(stderr, "%s:%d:%d: %s\n", err.file, err.line, err.col, err.message);
+  assert_int_equal(rc, 0);
+  assert_int_equal(tw_rules_n_aggregates(rs), 3);
+  const tw_agg_def_t *a = tw_rules_aggregate(rs, 0);
+  assert_string_equal(a->name, "collected_all");
+  assert_string_equal(a->spec.name, "collected_all");
+  assert_int_equal(a->spec.fn, TW_AGG_SUM);
+  assert_int_equal(a->spec.window_ms, 0);
+  assert_int_equal(a->on_types, 1u << TT_PAYMENT);
+  assert_int_equal(a->by_slot, TW_SLOT_INSTITUTION_ID);
+  assert_int_equal(a->arg_slot, TS_AMOUNT_FEN);
+  assert_null(a->where);
+  assert_int_equal(a->line, 6);
+  a = tw_rules_aggregate(rs, 1);
+  assert_non_null(a->where);
+  assert_int_equal(a->on_types, 1u << TT_REFUND);
+  a = tw_rules_aggregate(rs, 2);
+  assert_int_equal(a->spec.fn, TW_AGG_COUNT);
+  assert_int_equal(a->arg_slot, -1);
+  assert_int_equal(a->spec.window_ms, 7 * 86400000LL);
+  assert_null(tw_rules_aggregate(rs, 3));
+
+  assert_int_equal(tw_rules_n_rules(rs), 3);
+  const tw_rule_t *r = tw_rules_rule(rs, 0);
+  assert_string_equal(r->name, "prepaid_over_cap");
+  assert_string_equal(r->description,
+                      "one prepaid payment over 5,000 yuan, 60 class hours or 90 days of service");
+  assert_string_equal(r->source,
+                      "2022 thirteen-department opinion on non-academic tutoring; 教监管函〔2021〕2号");
+  assert_int_equal(r->on_types, 1u << TT_PAYMENT);
+  assert_int_equal(r->by_slot, TW_SLOT_INSTITUTION_ID);
+  assert_int_equal(r->severity, TW_SEV_HIGH);
+  assert_int_equal(r->cooldown_ms, 86400000LL);
+  assert_int_equal(r->n_labels, 1);
+  assert_string_equal(r->labels[0].key, "family");
+  assert_string_equal(r->labels[0].value, "collection_caps");
+  assert_int_equal(r->line, 10);
+  assert_non_null(r->message);
+  r = tw_rules_rule(rs, 1);
+  assert_int_equal(r->cooldown_ms, 0);
+  assert_string_equal(r->description, "");
+  assert_int_equal(r->n_labels, 0);
+  r = tw_rules_rule(rs, 2);
+  assert_int_equal(r->severity, TW_SEV_CRITICAL);
+  assert_int_equal(r->by_slot, TW_SLOT_REGION);
+  assert_null(r->message);
+
+  /* hash: SHA-256 of the bytes, lowercase hex */
+  unsigned char d[32];
+  char hex[65];
+  crypto_hash_sha256(d, (const unsigned char *)VALID, strlen(VALID));
+  sodium_bin2hex(hex, sizeof hex, d, sizeof d);
+  assert_string_equal(tw_rules_hash(rs), hex);
+  assert_int_equal(strlen(tw_rules_hash(rs)), 64);
+  tw_rules_free(rs);
+}
+
+static int agg_cb(void *ud, size_t index, int64_t *out) {
+  const int64_t *values = ud;
+  *out = values[index];
+  return 0;
+}
+
+static void test_rules_fire(void **state) {
+  (void)state;
+  tw_ruleset_t *rs = NULL;
+  tw_rule_error_t err;
+  assert_int_equal(tw_rules_load_buffer("valid.yaml", VALID, strlen(VALID), &schema, &rs, &err), 0);
+  tw_event_t ev;
+  tw_event_init(&ev);
+  ts_envelope(&ev, TT_PAYMENT, "p-1");
+  ts_set_int(&ev, TS_AMOUNT_FEN, TW_V_MONEY, 600000);
+  ts_set_int(&ev, TS_CLASS_HOURS, TW_V_INT, 40);
+  ts_set_int(&ev, TS_SERVICE_DAYS, TW_V_INT, 30);
+  int64_t aggs[3] = {2000000, 100000, 5};
+  tw_eval_ctx_t ctx;
+  memset(&ctx, 0, sizeof ctx);
+  ctx.ev = &ev;
+  ctx.now_ms = ev.ts_ms;
+  ctx.agg_value = agg_cb;
+  ctx.ud = aggs;
+  tw_value_t v;
+  const tw_rule_t *r = tw_rules_rule(rs, 0);
+  assert_int_equal(tw_expr_eval(r->when, &ctx, &v), 0);
+  assert_int_equal(v.kind, TW_V_BOOL);
+  assert_int_equal(v.u.i, 1);
+  assert_int_equal(ctx.n_reads, 1);
+  assert_string_equal(ctx.reads[0].name, "amount_fen");
+  char msg[256];
+  assert_true(tw_template_render(r->message, &ctx, msg, sizeof msg) > 0);
+  assert_string_equal(msg, "payment of 6000 yuan for 40 class hours, 30 days");
+  /* under every cap: no alert */
+  ts_set_int(&ev, TS_AMOUNT_FEN, TW_V_MONEY, 500000);
+  memset(ctx.reads, 0, sizeof ctx.reads);
+  ctx.n_reads = 0;
+  assert_int_equal(tw_expr_eval(r->when, &ctx, &v), 0);
+  assert_int_equal(v.u.i, 0);
+  assert_int_equal(ctx.n_reads, 3);
+
+  /* the literal-block rule over aggregates */
+  r = tw_rules_rule(rs, 2);
+  assert_int_equal(tw_expr_eval(r->when, &ctx, &v), 0);
+  assert_int_equal(v.u.i, 1);
+  aggs[2] = 2;
+  assert_int_equal(tw_expr_eval(r->when, &ctx, &v), 0);
+  assert_int_equal(v.u.i, 0);
+
+  /* the refund aggregate's where */
+  ts_envelope(&ev, TT_REFUND, "r-1");
+  ts_set_str(&ev, TS_STATUS, "paid");
+  assert_int_equal(tw_expr_eval(tw_rules_aggregate(rs, 1)->where, &ctx, &v), 0);
+  assert_int_equal(v.u.i, 1);
+  ts_envelope(&ev, TT_REFUND, "r-2");
+  ts_set_str(&ev, TS_STATUS, "requested");
+  assert_int_equal(tw_expr_eval(tw_rules_aggregate(rs, 1)->where, &ctx, &v), 0);
+  assert_int_equal(v.u.i, 0);
+
+  /* complaint words */
+  ts_envelope(&ev, TT_COMPLAINT, "c-1");
+  ts_set_str(&ev, TS_TEXT, "老师说机构要停课了");
+  r = tw_rules_rule(rs, 1);
+  assert_int_equal(tw_expr_eval(r->when, &ctx, &v), 0);
+  assert_int_equal(v.u.i, 1);
+  ts_set_str(&ev, TS_TEXT, "课程很好");
+  assert_int_equal(tw_expr_eval(r->when, &ctx, &v), 0);
+  assert_int_equal(v.u.i, 0);
+  tw_event_fini(&ev);
+  tw_rules_free(rs);
+}
+
+/* ---- invalid files: exact errors ---- */
+
+typedef struct bad {
+  const char *text;
+  int rc;
+  const char *want; /* "name:line:col: message" */
+} bad_t;
+
+#define HEAD "version: 1\nrules:\n  - name: r\n    on: [payment]\n    by: institution_id\n    severity: low\n"
+
+static const bad_t bad_cases[] = {
+    {"version: 2\n", TW_EINVAL, "bad.yaml:1:10: unsupported version '2': this tutorwatch reads version 1"},
+    {"rules: []\n", TW_EINVAL, "bad.yaml:1:1: missing 'version: 1'"},
+    {"", TW_EINVAL, "bad.yaml:1:1: empty rule file: expected 'version: 1'"},
+    {"- 1\n", TW_EINVAL, "bad.yaml:1:1: a rule file is a mapping with 'version: 1'"},
+    {"version: 1\nrulez: []\n", TW_EINVAL,
+     "bad.yaml:2:1: unknown key 'rulez' in the rule file (did you mean 'rules'?)"},
+    {"version: 1\nparams: {}\n", TW_EINVAL, "bad.yaml:2:1: unknown key 'params' in the rule file"},
+    {"version: 1\nversion: 1\n", TW_EINVAL, "bad.yaml:2:1: duplicate key 'version' (first at line 1)"},
+    {"version: 1\nrules: [\n", TW_EPARSE,
+     "bad.yaml:3:1: YAML: did not find expected node content while parsing a flow node"},
+    {HEAD "    when: amount_fen > 5000\n", TW_ETYPE,
+     "bad.yaml:7:24: compare money with money: write 5000yuan or 500000fen"},
+    {HEAD "    when: amout_fen > 5000yuan\n", TW_EINVAL,
+     "bad.yaml:7:11: unknown field 'amout_fen' (did you mean 'amount_fen'?)"},
+    {HEAD "    when: 'amount_fen > 5000'\n", TW_ETYPE,
+     "bad.yaml:7:25: compare money with money: write 5000yuan or 500000fen"},
+    {HEAD "    when: 'channel == ''x'' and amount_fen > 5000yuan'\n", TW_EPARSE,
+     "bad.yaml:7:23: unexpected character '''"},
+    {HEAD "    when: \"channel == \\\"x\\\" and amount_fen > 5000\"\n", TW_ETYPE,
+     "bad.yaml:7:46: compare money with money: write 5000yuan or 500000fen"},
+    {HEAD "    when: \"class_hours > 1 or \\u8dd1 == 1\"\n", TW_EPARSE,
+     "bad.yaml:7:31: unexpected character '跑'"},
+    {HEAD "    when: \"\\\"\\u8dd1\\\" == channel and amout_fen > 1yuan\"\n", TW_EINVAL,
+     "bad.yaml:7:38: unknown field 'amout_fen' (did you mean 'amount_fen'?)"},
+    {HEAD "    when: channel matches \"跑路\" or amout_fen > 1yuan\n", TW_EINVAL,
+     "bad.yaml:7:35: unknown field 'amout_fen' (did you mean 'amount_fen'?)"},
+    {HEAD "    when: |\n      amount_fen > 1yuan and\n        class_hours > 5000yuan\n", TW_ETYPE,
+     "bad.yaml:9:21: cannot compare int with money"},
+    {HEAD "    when: >\n      amount_fen > 1yuan and\n      class_hours > 5000yuan\n", TW_ETYPE,
+     "bad.yaml:7:11: cannot compare int with money"},
+    {HEAD "    when: channel matches \"(a\"\n", TW_EPARSE,
+     "bad.yaml:7:27: invalid regex at offset 2: missing closing parenthesis"},
+    {HEAD "    when: class_hours + 1\n", TW_ETYPE, "bad.yaml:7:11: condition must be bool, not int"},
+    {HEAD "    when: text == \"x\"\n", TW_EINVAL,
+     "bad.yaml:7:11: field 'text' does not occur in the event types this runs on"},
+    {HEAD "    when: true\n    message: \"{clas_hours} hours\"\n", TW_EINVAL,
+     "bad.yaml:8:16: unknown field 'clas_hours' (did you mean 'class_hours'?)"},
+    {HEAD "    when: true\n    message: \"a } b\"\n", TW_EPARSE,
+     "bad.yaml:8:17: single '}' in message: write '}}' for a brace"},
+    {HEAD, TW_EINVAL, "bad.yaml:3:5: rule 'r' is missing 'when'"},
+    {"version: 1\nrules:\n  - on: [payment]\n", TW_EINVAL, "bad.yaml:3:5: rule is missing 'name'"},
+    {HEAD "    when: true\n    severty: low\n", TW_EINVAL,
+     "bad.yaml:8:5: unknown key 'severty' in a rule (did you mean 'severity'?)"},
+    {"version: 1\nrules:\n  - name: r\n    on: [payment]\n    by: institution_id\n    when: true\n"
+     "    severity: hihg\n",
+     TW_EINVAL, "bad.yaml:7:15: unknown severity 'hihg' (did you mean 'high'?)"},
+    {"version: 1\nrules:\n  - name: r\n    on: [paymnt]\n    by: institution_id\n    when: true\n"
+     "    severity: low\n",
+     TW_EINVAL, "bad.yaml:4:10: unknown event type 'paymnt' (did you mean 'payment'?)"},
+    {"version: 1\nrules:\n  - name: r\n    on: [payment]\n    by: institution\n    when: true\n"
+     "    severity: low\n",
+     TW_EINVAL, "bad.yaml:5:9: unknown field 'institution' (did you mean 'institution_id'?)"},
+    {"version: 1\nrules:\n  - name: r\n    on: [payment]\n    by: amount_fen\n    when: true\n"
+     "    severity: low\n",
+     TW_ETYPE, "bad.yaml:5:9: 'by' must be a string field, and 'amount_fen' is money"},
+    {HEAD "    when: true\n    cooldown: 1 day\n", TW_EINVAL,
+     "bad.yaml:8:15: cooldown '1 day' is not a duration (write 500ms, 30s, 15m, 12h or 7d)"},
+    {"version: 1\nrules:\n  - {name: r, on: [payment], by: institution_id, when: true, severity: low}\n"
+     "  - {name: r, on: [payment], by: institution_id, when: true, severity: low}\n",
+     TW_EINVAL, "bad.yaml:4:12: duplicate rule name 'r' (first at line 3)"},
+    {"version: 1\nrules:\n  - {name: Bad-Name, on: [payment], by: institution_id, when: true, severity: low}\n",
+     TW_EINVAL, "bad.yaml:3:12: rule name 'Bad-Name' must be lowercase letters, digits and '_'"},
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: avg(amount_fen), window: all}\n",
+     TW_EINVAL,
+     "bad.yaml:3:46: unknown aggregate function 'avg' (this version has count() and sum(field))"},
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: sum(amout_fen), window: all}\n",
+     TW_EINVAL, "bad.yaml:3:50: unknown field 'amout_fen' (did you mean 'amount_fen'?)"},
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: sum(channel), window: all}\n",
+     TW_ETYPE, "bad.yaml:3:50: sum() needs an integer or money field, and 'channel' is string"},
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: count(), window: 7 days}\n",
+     TW_EINVAL, "bad.yaml:3:63: window '7 days' is not a duration (write 500ms, 30s, 15m, 12h or 7d)"},
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: count()}\n", TW_EINVAL,
+     "bad.yaml:3:3: aggregate 'a' is missing 'window'"},
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: count(), window: all, wher: x}\n",
+     TW_EINVAL, "bad.yaml:3:68: unknown key 'wher' in an aggregate (did you mean 'where'?)"},
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: count(), window: all}\n"
+     "  b: {on: [payment], by: institution_id, fn: count(), window: all, where: a > 1}\n",
+     TW_EINVAL, "bad.yaml:4:75: aggregate 'a' cannot be used in an aggregate's 'where'"},
+    {"version: 1\naggregates:\n  amount_fen: {on: [payment], by: institution_id, fn: count(), window: all}\n",
+     TW_EINVAL, "bad.yaml:3:3: aggregate 'amount_fen' has the name of a field"},
+    {"version: 1\nlists:\n  w: [a]\naggregates:\n  w: {on: [payment], by: institution_id, fn: count(), window: all}\n",
+     TW_EINVAL, "bad.yaml:5:3: aggregate 'w' is already defined"},
+    {"version: 1\nlists:\n  w: a\n", TW_EINVAL, "bad.yaml:3:6: list 'w' must be a sequence of words"},
+    {"version: 1\nlists:\n  w: [a, '']\n", TW_EINVAL, "bad.yaml:3:10: empty item in list 'w'"},
+    {"version: 1\nlists:\n  w: [a, [b]]\n", TW_EINVAL, "bad.yaml:3:10: list items must be words"},
+    {"version: 1\nlists: &x\n  w: [a]\n", TW_ETOOBIG,
+     "bad.yaml:2:8: YAML anchor '&x' refused: rule files may not use anchors or aliases"},
+    {"version: 1\n---\nversion: 1\n", TW_EPARSE, "bad.yaml:2:1: a rule file holds one YAML document"},
+};
+
+static void test_bad_files(void **state) {
+  (void)state;
+  int failures = 0;
+  for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++) {
+    const bad_t *c = &bad_cases[i];
+    tw_ruleset_t *rs = NULL;
+    tw_rule_error_t err;
+    int rc = tw_rules_load_buffer("bad.yaml", c->text, strlen(c->text), &schema, &rs, &err);
+    char got[1024];
+    snprintf(got, sizeof got, "%s:%d:%d: %s", err.file, err.line, err.col, err.message);
+    if (rc != c->rc || strcmp(got, c->want) != 0 || rs != NULL) {
+      fprintf(stderr, "case %zu:\n  got  %d %s\n  want %d %s\n", i, rc, got, c->rc, c->want);
+      failures++;
+    }
+    tw_rules_free(rs);
+  }
+  assert_int_equal(failures, 0);
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Case 011: a "billion laughs" through aliases is refused at its first anchor, fast. */
+static void test_alias_bomb(void **state) {
+  (void)state;
+  static const char bomb[] =
+      "version: 1\n"
+      "lists:\n"
+      "  a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n"
+      "  a1: &a1 [*a0,*a0,*a0,*a0,*a0,*a0,*a0,*a0,*a0]\n"
+      "  a2: &a2 [*a1,*a1,*a1,*a1,*a1,*a1,*a1,*a1,*a1]\n"
+      "rules: []\n";
+  tw_ruleset_t *rs = NULL;
+  tw_rule_error_t err;
+  double t0 = now_ms();
+  assert_int_equal(tw_rules_load_buffer("bomb.yaml", bomb, strlen(bomb), &schema, &rs, &err), TW_ETOOBIG);
+  assert_null(rs);
+  assert_int_equal(err.line, 3);
+  assert_int_equal(err.col, 7);
+  assert_string_equal(err.message, "YAML anchor '&a0' refused: rule files may not use anchors or aliases");
+  /* an alias without an anchor is refused too (libyaml reports it before resolving anything) */
+  static const char alias[] = "version: 1\nrules: *nothing\n";
+  assert_int_not_equal(tw_rules_load_buffer("alias.yaml", alias, strlen(alias), &schema, &rs, &err), 0);
+  assert_null(rs);
+  assert_string_equal(err.message, "YAML alias '*nothing' refused: rule files may not use anchors or aliases");
+
+  const char *dir = getenv("TW_SHARED_CASES");
+  if (dir != NULL) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/011-yaml-alias-bomb.yaml", dir);
+    FILE *fp = fopen(path, "r");
+    if (fp != NULL) {
+      fclose(fp);
+      assert_int_equal(tw_rules_load(path, &schema, &rs, &err), TW_ETOOBIG);
+      assert_non_null(strstr(err.message, "aliases"));
+    }
+  }
+  assert_true(now_ms() - t0 < 1000.0);
+}
+
+static void test_bounds(void **state) {
+  (void)state;
+  tw_ruleset_t *rs = NULL;
+  tw_rule_error_t err;
+  /* over TW_RULES_MAX_FILE_BYTES */
+  size_t big = TW_RULES_MAX_FILE_BYTES + 1u;
+  char *buf = malloc(big);
+  memset(buf, '#', big);
+  assert_int_equal(tw_rules_load_buffer("big.yaml", buf, big, &schema, &rs, &err), TW_ETOOBIG);
+  assert_string_equal(err.message, "rule file is larger than 4194304 bytes");
+  free(buf);
+  /* a list of 10,001 items */
+  size_t cap = 64 + 10001 * 3;
+  buf = malloc(cap);
+  size_t o = (size_t)sprintf(buf, "version: 1\nlists:\n  w: [");
+  for (int i = 0; i < 10001; i++) o += (size_t)sprintf(buf + o, "%s", i ? ",a" : "a");
+  o += (size_t)sprintf(buf + o, "]\n");
+  assert_int_equal(tw_rules_load_buffer("list.yaml", buf, o, &schema, &rs, &err), TW_ETOOBIG);
+  assert_string_equal(err.message, "more than 10000 items in one list");
+  free(buf);
+  /* YAML nesting */
+  char deep[256];
+  o = (size_t)sprintf(deep, "version: 1\ntests: ");
+  for (int i = 0; i < 40; i++) deep[o++] = '[';
+  for (int i = 0; i < 40; i++) deep[o++] = ']';
+  deep[o++] = '\n';
+  assert_int_equal(tw_rules_load_buffer("deep.yaml", deep, o, &schema, &rs, &err), TW_ETOOBIG);
+  assert_string_equal(err.message, "YAML nested deeper than 32 levels");
+  /* no such file */
+  assert_int_equal(tw_rules_load("/nonexistent/rules.yaml", &schema, &rs, &err), TW_ENOENT);
+  assert_string_equal(err.file, "/nonexistent/rules.yaml");
+  tw_rules_free(NULL);
+}
+
+static void test_load_from_file(void **state) {
+  (void)state;
+  char path[] = "/tmp/tw_rules_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  FILE *f = fdopen(fd, "w");
+  fputs(VALID, f);
+  fclose(f);
+  tw_ruleset_t *rs = NULL;
+  tw_rule_error_t err;
+  assert_int_equal(tw_rules_load(path, &schema, &rs, &err), 0);
+  assert_int_equal(tw_rules_n_rules(rs), 3);
+  tw_rules_free(rs);
+  remove(path);
+}
+
+static void test_severity_names(void **state) {
+  (void)state;
+  assert_string_equal(tw_severity_name(TW_SEV_INFO), "info");
+  assert_string_equal(tw_severity_name(TW_SEV_LOW), "low");
+  assert_string_equal(tw_severity_name(TW_SEV_MEDIUM), "medium");
+  assert_string_equal(tw_severity_name(TW_SEV_HIGH), "high");
+  assert_string_equal(tw_severity_name(TW_SEV_CRITICAL), "critical");
+  assert_string_equal(tw_severity_name((tw_severity_t)99), "unknown");
+}
+
+int main(void) {
+  ts_build(&schema);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_valid_file),     cmocka_unit_test(test_rules_fire),
+      cmocka_unit_test(test_bad_files),      cmocka_unit_test(test_alias_bomb),
+      cmocka_unit_test(test_bounds),         cmocka_unit_test(test_load_from_file),
+      cmocka_unit_test(test_severity_names),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
