@@ -30,18 +30,14 @@ const tw_sink_vt_t *tw_sink_find(const char *name) {
   return NULL;
 }
 
-/* The same names as tw_severity_name (rules/), kept here so the feed does not depend on the rule
- * loader being linked; the table order follows tw_severity_t. */
-static const char *const kSeverity[] = {"info", "low", "medium", "high", "critical"};
-
 int tw_feed_topic(const tw_alert_t *alert, char *buf, size_t cap) {
   if (alert == NULL || buf == NULL || alert->rule == NULL || alert->rule->name == NULL)
     return TW_EINVAL;
-  if ((unsigned)alert->rule->severity >= sizeof kSeverity / sizeof kSeverity[0]) return TW_EINVAL;
+  if ((unsigned)alert->rule->severity > TW_SEV_CRITICAL) return TW_EINVAL;
   if (alert->region.ptr == NULL || alert->region.len != 6) return TW_EINVAL;
   for (size_t i = 0; i < 6; i++)
     if (alert->region.ptr[i] < '0' || alert->region.ptr[i] > '9') return TW_EINVAL;
-  int n = snprintf(buf, cap, "%.6s/%s/%s", alert->region.ptr, kSeverity[alert->rule->severity],
+  int n = snprintf(buf, cap, "%.6s/%s/%s", alert->region.ptr, tw_severity_name(alert->rule->severity),
                    alert->rule->name);
   if (n < 0 || (size_t)n >= cap) {
     if (cap > 0) buf[0] = '\0';
