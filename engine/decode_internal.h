@@ -61,7 +61,9 @@ int tw__decode_fail(tw_decode_error_t *err, int code, const char *reason, const 
     ;
 
 /* Starts a raw event. */
-static inline void tw__raw_begin(tw__raw_event_t *raw) { raw->seen = 0; }
+static inline void tw__raw_begin(tw__raw_event_t *raw) {
+  raw->seen = 0;
+}
 
 /*
  * tw__raw_put: keep the value of top-level key[0..key_len). Unknown keys are ignored (returns

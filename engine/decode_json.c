@@ -25,8 +25,10 @@ static void key_before(const char *data, size_t len, size_t pos, char field[TW_N
   for (size_t i = 0; i < pos; i++) {
     char c = data[i];
     if (in_str) {
-      if (esc) esc = 0;
-      else if (c == '\\') esc = 1;
+      if (esc)
+        esc = 0;
+      else if (c == '\\')
+        esc = 1;
       else if (c == '"') {
         in_str = 0;
         if (depth == 1 && expect_key) {
@@ -40,11 +42,22 @@ static void key_before(const char *data, size_t len, size_t pos, char field[TW_N
       continue;
     }
     switch (c) {
-      case '"': in_str = 1, start = i + 1; break;
-      case '{': case '[': depth++, expect_key = depth == 1 && c == '{'; break;
-      case '}': case ']': depth--; break;
-      case ',': if (depth == 1) expect_key = 1; break;
-      default: break;
+      case '"':
+        in_str = 1, start = i + 1;
+        break;
+      case '{':
+      case '[':
+        depth++, expect_key = depth == 1 && c == '{';
+        break;
+      case '}':
+      case ']':
+        depth--;
+        break;
+      case ',':
+        if (depth == 1) expect_key = 1;
+        break;
+      default:
+        break;
     }
   }
 }
@@ -63,8 +76,8 @@ static int parse_error(const char *data, size_t len, const json_error_t *je,
       return tw__decode_fail(err, TW_EPARSE, "invalid_utf8", field,
                              "field '%s' is not valid UTF-8 (byte %zu of the line)", field, pos);
     case json_error_duplicate_key:
-      return tw__decode_fail(err, TW_EPARSE, "duplicate_key", field,
-                             "field '%s' appears twice", field);
+      return tw__decode_fail(err, TW_EPARSE, "duplicate_key", field, "field '%s' appears twice",
+                             field);
     case json_error_stack_overflow:
       return tw__decode_fail(err, TW_ETOOBIG, "too_deep", field,
                              "the event is nested deeper than %d levels", TW_EVENT_MAX_DEPTH);

@@ -23,9 +23,13 @@ static pthread_key_t zone_key;
 static pthread_once_t zone_once = PTHREAD_ONCE_INIT;
 static int zone_key_ok;
 
-static void zone_destroy(void *z) { msgpack_zone_free(z); }
+static void zone_destroy(void *z) {
+  msgpack_zone_free(z);
+}
 
-static void zone_key_init(void) { zone_key_ok = pthread_key_create(&zone_key, zone_destroy) == 0; }
+static void zone_key_init(void) {
+  zone_key_ok = pthread_key_create(&zone_key, zone_destroy) == 0;
+}
 
 static msgpack_zone *thread_zone(void) {
   pthread_once(&zone_once, zone_key_init);
@@ -109,8 +113,7 @@ static void to_raw(const msgpack_object *o, tw__raw_t *r) {
       break;
     case MSGPACK_OBJECT_EXT:
       r->kind = TW__RAW_OTHER;
-      if (o->via.ext.type == -1 && timestamp_ext(&o->via.ext, r) == 0)
-        r->kind = TW__RAW_TIMESTAMP;
+      if (o->via.ext.type == -1 && timestamp_ext(&o->via.ext, r) == 0) r->kind = TW__RAW_TIMESTAMP;
       break;
     default:
       r->kind = TW__RAW_OTHER;
@@ -135,10 +138,9 @@ int tw_decode_msgpack(const tw_schema_t *schema, const char *data, size_t len, t
                          "the event must be a msgpack map (first byte 0x%02x)", b0);
     goto fail;
   }
-  uint64_t n_keys = (b0 & 0xf0) == 0x80 ? (uint64_t)(b0 & 0x0f)
-                                          : len >= 5 || (b0 == 0xde && len >= 3)
-                                                ? be(data + 1, b0 == 0xde ? 2 : 4)
-                                                : 0;
+  uint64_t n_keys = (b0 & 0xf0) == 0x80                    ? (uint64_t)(b0 & 0x0f)
+                    : len >= 5 || (b0 == 0xde && len >= 3) ? be(data + 1, b0 == 0xde ? 2 : 4)
+                                                           : 0;
   if (n_keys > TW_EVENT_MAX_KEYS) {
     rc = tw__decode_fail(err, TW_ETOOBIG, "too_many_keys", "",
                          "the event declares %llu keys; at most %d allowed",
@@ -175,8 +177,8 @@ int tw_decode_msgpack(const tw_schema_t *schema, const char *data, size_t len, t
   for (uint32_t i = 0; i < root.via.map.size; i++) {
     const msgpack_object_kv *kv = &root.via.map.ptr[i];
     if (kv->key.type != MSGPACK_OBJECT_STR) {
-      rc = tw__decode_fail(err, TW_EPARSE, "wrong_type", "",
-                           "key %u of the event is not a string", i + 1);
+      rc = tw__decode_fail(err, TW_EPARSE, "wrong_type", "", "key %u of the event is not a string",
+                           i + 1);
       goto fail;
     }
     tw__raw_t r;

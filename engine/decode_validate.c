@@ -55,20 +55,29 @@ int tw__raw_put(const tw_schema_t *schema, tw__raw_event_t *raw, const char *key
 
 static const char *raw_kind_words(const tw__raw_t *r) {
   switch (r->kind) {
-    case TW__RAW_BOOL: return "a boolean";
-    case TW__RAW_INT: case TW__RAW_INT_BIG: return "a number";
-    case TW__RAW_FLOAT: return "a decimal number";
-    case TW__RAW_STR: return "a string";
-    case TW__RAW_TIMESTAMP: return "a timestamp";
-    case TW__RAW_NESTED: return "an object or array";
-    case TW__RAW_NULL: return "null";
-    default: return "binary or extension data";
+    case TW__RAW_BOOL:
+      return "a boolean";
+    case TW__RAW_INT:
+    case TW__RAW_INT_BIG:
+      return "a number";
+    case TW__RAW_FLOAT:
+      return "a decimal number";
+    case TW__RAW_STR:
+      return "a string";
+    case TW__RAW_TIMESTAMP:
+      return "a timestamp";
+    case TW__RAW_NESTED:
+      return "an object or array";
+    case TW__RAW_NULL:
+      return "null";
+    default:
+      return "binary or extension data";
   }
 }
 
 /* Copies s[0..len) and a NUL into the arena; the value points at the copy. */
-static int arena_str(tw_event_t *out, const char *s, uint32_t len, tw_value_t *v,
-                     const char *field, tw_decode_error_t *err) {
+static int arena_str(tw_event_t *out, const char *s, uint32_t len, tw_value_t *v, const char *field,
+                     tw_decode_error_t *err) {
   if (out->arena_cap - out->arena_used < (size_t)len + 1)
     return tw__decode_fail(err, TW_ETOOBIG, "too_long", field,
                            "field '%s' does not fit: the event's strings exceed its arena", field);
@@ -90,8 +99,8 @@ static int check_string(const tw__raw_t *r, const tw_field_spec_t *spec, const c
                            "field '%s' is %" PRIu32 " bytes long; at most %" PRIu32 " allowed",
                            field, r->len, spec->max_len_bytes);
   if (!r->utf8_checked && !tw_utf8_valid(r->u.s, r->len))
-    return tw__decode_fail(err, TW_EPARSE, "invalid_utf8", field,
-                           "field '%s' is not valid UTF-8", field);
+    return tw__decode_fail(err, TW_EPARSE, "invalid_utf8", field, "field '%s' is not valid UTF-8",
+                           field);
   if (memchr(r->u.s, '\0', r->len) != NULL)
     return tw__decode_fail(err, TW_EPARSE, "invalid_utf8", field,
                            "field '%s' contains a NUL character", field);
@@ -125,13 +134,12 @@ static int check_integer(const tw__raw_t *r, const tw_field_spec_t *spec, tw_fie
                              "field '%s' is a string; it must be %s written as a number", field,
                              what);
     default:
-      return tw__decode_fail(err, TW_ESCHEMA, "wrong_type", field,
-                             "field '%s' must be %s, not %s", field, what, raw_kind_words(r));
+      return tw__decode_fail(err, TW_ESCHEMA, "wrong_type", field, "field '%s' must be %s, not %s",
+                             field, what, raw_kind_words(r));
   }
 }
 
-static int check_time(const tw__raw_t *r, const char *field, int64_t *ms,
-                      tw_decode_error_t *err) {
+static int check_time(const tw__raw_t *r, const char *field, int64_t *ms, tw_decode_error_t *err) {
   switch (r->kind) {
     case TW__RAW_STR:
       if (tw_parse_rfc3339(r->u.s, r->len, ms) == 0) return 0;
@@ -145,7 +153,8 @@ static int check_time(const tw__raw_t *r, const char *field, int64_t *ms,
         return 0;
       }
       return tw__decode_fail(err, TW_ESCHEMA, "bad_timestamp", field,
-                             "field '%s' epoch milliseconds %" PRId64 " are outside years "
+                             "field '%s' epoch milliseconds %" PRId64
+                             " are outside years "
                              "0000..9999",
                              field, r->u.i);
     case TW__RAW_TIMESTAMP:
@@ -198,8 +207,8 @@ static int validate_field(const tw_schema_t *schema, int slot, const tw_field_sp
         char allowed[160] = "";
         size_t used = 0;
         for (int i = 0; i < spec->n_enum && used < sizeof allowed; i++)
-          used += (size_t)snprintf(allowed + used, sizeof allowed - used, "%s%s",
-                                   i ? ", " : "", spec->enum_values[i]);
+          used += (size_t)snprintf(allowed + used, sizeof allowed - used, "%s%s", i ? ", " : "",
+                                   spec->enum_values[i]);
         return tw__decode_fail(err, TW_ESCHEMA, "bad_enum", field,
                                "field '%s' is '%.*s'; expected one of: %s", field,
                                (int)(r->len > 40 ? 40 : r->len), r->u.s, allowed);
@@ -258,9 +267,8 @@ int tw__event_validate(const tw_schema_t *schema, const tw__raw_event_t *raw, tw
       }
     }
   if (type_id < 0)
-    return tw__decode_fail(err, TW_ESCHEMA, "unknown_type", "type",
-                           "unknown event type '%.*s'", (int)(traw->len > 40 ? 40 : traw->len),
-                           traw->u.s);
+    return tw__decode_fail(err, TW_ESCHEMA, "unknown_type", "type", "unknown event type '%.*s'",
+                           (int)(traw->len > 40 ? 40 : traw->len), traw->u.s);
   const tw_type_def_t *ty = &schema->types[type_id];
   uint64_t missing = ty->required_mask & ~seen;
   for (uint32_t s = 0; s < schema->n_fields; s++) {

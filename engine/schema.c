@@ -32,11 +32,11 @@ enum { NODE_SCALAR, NODE_SEQ, NODE_MAP };
 
 typedef struct ynode {
   int type;
-  int line, col;          /* 1-based */
-  char *val;              /* scalars: NUL-terminated */
-  size_t len;             /* scalars: bytes */
-  int plain;              /* scalars: unquoted */
-  struct ynode **kids;    /* maps: key, value, key, value, ... */
+  int line, col;       /* 1-based */
+  char *val;           /* scalars: NUL-terminated */
+  size_t len;          /* scalars: bytes */
+  int plain;           /* scalars: unquoted */
+  struct ynode **kids; /* maps: key, value, key, value, ... */
   size_t n, cap;
 } ynode_t;
 
@@ -234,8 +234,7 @@ static int parse_i64(loader_t *ld, const ynode_t *n, const char *what, int64_t *
     return fail_at(ld, TW_ESCHEMA, n->line, n->col, "%s must be an integer, not '%s'", what,
                    n->val);
   if (errno == ERANGE)
-    return fail_at(ld, TW_ESCHEMA, n->line, n->col, "%s %s does not fit in 64 bits", what,
-                   n->val);
+    return fail_at(ld, TW_ESCHEMA, n->line, n->col, "%s %s does not fit in 64 bits", what, n->val);
   *out = (int64_t)v;
   return 0;
 }
@@ -272,12 +271,12 @@ static int check_keys(loader_t *ld, const ynode_t *map, const char *const *allow
       return fail_at(ld, TW_ESCHEMA, k->line, k->col, "keys in %s must be scalars", where);
     for (size_t j = 0; j < i; j += 2)
       if (strcmp(map->kids[j]->val, k->val) == 0)
-        return fail_at(ld, TW_ESCHEMA, k->line, k->col, "duplicate key '%s' in %s", k->val,
-                       where);
+        return fail_at(ld, TW_ESCHEMA, k->line, k->col, "duplicate key '%s' in %s", k->val, where);
     if (allowed == NULL) continue;
     int ok = 0;
     for (const char *const *a = allowed; *a != NULL && !ok; a++) ok = strcmp(*a, k->val) == 0;
-    if (!ok) return fail_at(ld, TW_ESCHEMA, k->line, k->col, "unknown key '%s' in %s", k->val, where);
+    if (!ok)
+      return fail_at(ld, TW_ESCHEMA, k->line, k->col, "unknown key '%s' in %s", k->val, where);
   }
   return 0;
 }
@@ -368,16 +367,14 @@ static int parse_field(loader_t *ld, tw_schema_t *s, const ynode_t *name, const 
         if ((rc = check_name(ld, e, "enum value")) != 0) return rc;
         for (size_t q = 0; q < j; q++)
           if (strcmp(spec->enum_values[q], e->val) == 0)
-            return fail_at(ld, TW_ESCHEMA, e->line, e->col, "enum value '%s' listed twice",
-                           e->val);
+            return fail_at(ld, TW_ESCHEMA, e->line, e->col, "enum value '%s' listed twice", e->val);
         memcpy(spec->enum_values[j], e->val, e->len + 1);
       }
       spec->n_enum = (uint8_t)v->n;
     }
   }
   if (kind == TW_FK_ENUM && spec->n_enum == 0)
-    return fail_at(ld, TW_ESCHEMA, def->line, def->col, "enum field '%s' has no values",
-                   name->val);
+    return fail_at(ld, TW_ESCHEMA, def->line, def->col, "enum field '%s' has no values", name->val);
   if (kind == TW_FK_FEN && spec->min < 0)
     return fail_at(ld, TW_ESCHEMA, def->line, def->col,
                    "fen field '%s' cannot allow negative money (min %" PRId64 ")", name->val,
@@ -427,8 +424,7 @@ static int build(loader_t *ld, const ynode_t *root, tw_schema_t *s) {
                      "institution_id, region)",
                      i + 1, kEnvelope[i].name);
     int slot;
-    if ((rc = parse_field(ld, s, k, env->kids[2 * i + 1], 1, &env_spec[i], &slot)) != 0)
-      return rc;
+    if ((rc = parse_field(ld, s, k, env->kids[2 * i + 1], 1, &env_spec[i], &slot)) != 0) return rc;
     if (s->fields[slot].kind != kEnvelope[i].kind)
       return fail_at(ld, TW_ESCHEMA, k->line, k->col, "envelope field '%s' must have kind %s",
                      kEnvelope[i].name, kKindNames[kEnvelope[i].kind]);
@@ -523,4 +519,6 @@ fail:
   return rc;
 }
 
-void tw_schema_free(tw_schema_t *schema) { free(schema); }
+void tw_schema_free(tw_schema_t *schema) {
+  free(schema);
+}

@@ -36,7 +36,9 @@ static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
   *y = (int64_t)yoe + era * 400 + (*m <= 2);
 }
 
-static int is_leap(int64_t y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+static int is_leap(int64_t y) {
+  return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
 
 static unsigned days_in_month(int64_t y, unsigned m) {
   static const unsigned kDays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
@@ -57,8 +59,7 @@ int tw_parse_rfc3339(const char *s, size_t len, int64_t *out_ms) {
   /* Shortest form: YYYY-MM-DDTHH:MM:SSZ (20 bytes); longest with 9 fraction digits and an
    * offset: 35 bytes. Anything longer is not a time. */
   if (s == NULL || len < 20 || len > 35) return TW_EINVAL;
-  if (s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' ||
-      s[16] != ':')
+  if (s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' || s[16] != ':')
     return TW_EINVAL;
   int y = digits(s, 4), mo = digits(s + 5, 2), d = digits(s + 8, 2);
   int h = digits(s + 11, 2), mi = digits(s + 14, 2), se = digits(s + 17, 2);
@@ -118,8 +119,7 @@ int tw_format_rfc3339(int64_t ms, int offset_min, char *buf, size_t cap) {
   if (y < 0 || y > 9999) return TW_EINVAL;
   int h = (int)(rem / 3600000), mi = (int)(rem / 60000 % 60), se = (int)(rem / 1000 % 60);
   int frac = (int)(rem % 1000);
-  int n = snprintf(buf, cap, "%04d-%02u-%02uT%02d:%02d:%02d.%03d", (int)y, mo, d, h, mi, se,
-                   frac);
+  int n = snprintf(buf, cap, "%04d-%02u-%02uT%02d:%02d:%02d.%03d", (int)y, mo, d, h, mi, se, frac);
   if (offset_min == 0) {
     n += snprintf(buf + n, cap - (size_t)n, "Z");
   } else {
@@ -154,12 +154,16 @@ int tw_utf8_valid(const char *data, size_t len) {
       n = 2;
     } else if (c >= 0xe0 && c <= 0xef) {
       n = 3;
-      if (c == 0xe0) lo = 0xa0;      /* overlong */
-      else if (c == 0xed) hi = 0x9f; /* UTF-16 surrogates */
+      if (c == 0xe0)
+        lo = 0xa0; /* overlong */
+      else if (c == 0xed)
+        hi = 0x9f; /* UTF-16 surrogates */
     } else if (c >= 0xf0 && c <= 0xf4) {
       n = 4;
-      if (c == 0xf0) lo = 0x90;      /* overlong */
-      else if (c == 0xf4) hi = 0x8f; /* above U+10FFFF */
+      if (c == 0xf0)
+        lo = 0x90; /* overlong */
+      else if (c == 0xf4)
+        hi = 0x8f; /* above U+10FFFF */
     } else {
       return 0; /* continuation byte, 0xc0/0xc1 overlong lead, or 0xf5..0xff */
     }

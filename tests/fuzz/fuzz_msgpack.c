@@ -28,7 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   tw_decode_error_t err;
   if (tw_decode_msgpack(schema, (const char *)data, size, &ev, &err) == 0) {
-    if (ev.type >= schema->n_types || ev.f[TW_SLOT_TS].u.i != ev.ts_ms || (ev.present & 0x1f) != 0x1f)
+    if (ev.type >= schema->n_types || ev.f[TW_SLOT_TS].u.i != ev.ts_ms ||
+        (ev.present & 0x1f) != 0x1f)
       abort();
   }
   return 0;

@@ -32,8 +32,9 @@
 #define ENV                                                                              \
   "\"event_id\":\"e-1\",\"ts\":\"2025-03-01T10:00:00+08:00\",\"institution_id\":\"" CODE \
   "\",\"region\":\"440106\""
-#define PAY_REST \
-  "\"student_id\":\"S1\",\"course_id\":\"C1\",\"class_hours\":20,\"service_days\":30,\"channel\":\"supervised\""
+#define PAY_REST                                                                                   \
+  "\"student_id\":\"S1\",\"course_id\":\"C1\",\"class_hours\":20,\"service_days\":30,\"channel\":" \
+  "\"supervised\""
 #define PAY(amount) "{" ENV ",\"type\":\"payment\"," PAY_REST ",\"amount_fen\":" amount "}"
 #define INST(action) "{" ENV ",\"type\":\"institution\",\"action\":" action "}"
 
@@ -100,11 +101,21 @@ static void pack_json(msgpack_packer *pk, const json_t *v) {
     case JSON_STRING:
       msgpack_pack_str_with_body(pk, json_string_value(v), json_string_length(v));
       break;
-    case JSON_INTEGER: msgpack_pack_int64(pk, json_integer_value(v)); break;
-    case JSON_REAL: msgpack_pack_double(pk, json_real_value(v)); break;
-    case JSON_TRUE: msgpack_pack_true(pk); break;
-    case JSON_FALSE: msgpack_pack_false(pk); break;
-    default: msgpack_pack_nil(pk); break;
+    case JSON_INTEGER:
+      msgpack_pack_int64(pk, json_integer_value(v));
+      break;
+    case JSON_REAL:
+      msgpack_pack_double(pk, json_real_value(v));
+      break;
+    case JSON_TRUE:
+      msgpack_pack_true(pk);
+      break;
+    case JSON_FALSE:
+      msgpack_pack_false(pk);
+      break;
+    default:
+      msgpack_pack_nil(pk);
+      break;
   }
 }
 
@@ -112,7 +123,7 @@ static const struct {
   const char *line;
   const char *reason; /* NULL: accepted */
   const char *field;
-  int json_only;      /* the error is found by the JSON parser and has no msgpack form */
+  int json_only; /* the error is found by the JSON parser and has no msgpack form */
 } kCases[] = {
     {PAY("500000"), NULL, NULL, 0},
     {PAY("0"), NULL, NULL, 0},
@@ -153,15 +164,18 @@ static const struct {
     {"{" ENV ",\"type\":\"consumption\",\"student_id\":\"S\",\"course_id\":\"C\",\"amount_fen\":1,"
      "\"class_hours\":1}",
      NULL, NULL, 0},
-    {"{" ENV ",\"type\":\"enrollment\",\"student_id\":\"S\",\"course_id\":\"C\",\"action\":\"enroll\","
+    {"{" ENV
+     ",\"type\":\"enrollment\",\"student_id\":\"S\",\"course_id\":\"C\",\"action\":\"enroll\","
      "\"course_title\":\"\xe5\xb0\x8f\xe5\x8d\x87\xe5\x88\x9d\"}",
      NULL, NULL, 0},
-    {"{" ENV ",\"type\":\"complaint\",\"complaint_id\":\"K\",\"category\":\"refund\"}", NULL, NULL, 0},
+    {"{" ENV ",\"type\":\"complaint\",\"complaint_id\":\"K\",\"category\":\"refund\"}", NULL, NULL,
+     0},
     {"{" ENV ",\"type\":\"refund_request\"}", "unknown_type", "type", 0},
     {"{" ENV "}", "missing_field", "type", 0},
     {"{" ENV ",\"type\":7}", "wrong_type", "type", 0},
     {"{\"type\":\"institution\",\"action\":\"open\"}", "missing_field", "event_id", 0},
-    {"{\"event_id\":\"e\",\"type\":\"institution\",\"ts\":\"2025-03-01T10:00:00\",\"institution_id\":"
+    {"{\"event_id\":\"e\",\"type\":\"institution\",\"ts\":\"2025-03-01T10:00:00\",\"institution_"
+     "id\":"
      "\"" CODE "\",\"region\":\"440106\",\"action\":\"open\"}",
      "bad_timestamp", "ts", 0},
     {"{\"event_id\":\"e\",\"type\":\"institution\",\"ts\":1.5e12,\"institution_id\":"
@@ -170,16 +184,20 @@ static const struct {
     {"{\"event_id\":\"e\",\"type\":\"institution\",\"ts\":1740844800000,\"institution_id\":"
      "\"" CODE "\",\"region\":\"440106\",\"action\":\"open\"}",
      NULL, NULL, 0},
-    {"{\"event_id\":\"e\",\"type\":\"institution\",\"ts\":\"2025-03-01T10:00:00Z\",\"institution_id\":"
+    {"{\"event_id\":\"e\",\"type\":\"institution\",\"ts\":\"2025-03-01T10:00:00Z\",\"institution_"
+     "id\":"
      "\"52440106MJL17630G\",\"region\":\"440106\",\"action\":\"open\"}",
      "bad_credit_code", "institution_id", 0},
-    {"{\"event_id\":\"e\",\"type\":\"institution\",\"ts\":\"2025-03-01T10:00:00Z\",\"institution_id\":"
+    {"{\"event_id\":\"e\",\"type\":\"institution\",\"ts\":\"2025-03-01T10:00:00Z\",\"institution_"
+     "id\":"
      "\"52440106MJL17630G3\",\"region\":\"440106\",\"action\":\"open\"}",
      "bad_credit_code", "institution_id", 0},
-    {"{\"event_id\":\"e\",\"type\":\"institution\",\"ts\":\"2025-03-01T10:00:00Z\",\"institution_id\":"
+    {"{\"event_id\":\"e\",\"type\":\"institution\",\"ts\":\"2025-03-01T10:00:00Z\",\"institution_"
+     "id\":"
      "\"" CODE "\",\"region\":\"990106\",\"action\":\"open\"}",
      "bad_region", "region", 0},
-    {"{\"event_id\":\"e\",\"type\":\"institution\",\"ts\":\"2025-03-01T10:00:00Z\",\"institution_id\":"
+    {"{\"event_id\":\"e\",\"type\":\"institution\",\"ts\":\"2025-03-01T10:00:00Z\",\"institution_"
+     "id\":"
      "\"" CODE "\",\"region\":440106,\"action\":\"open\"}",
      "wrong_type", "region", 0},
     {"{\"event_id\":\"0123456789012345678901234567890123456789012345678901234567890123X\","
@@ -250,7 +268,8 @@ static void test_accepted_values(void **state) {
   fixture_t *fx = *state;
   tw_event_t *ev = &fx->ev;
   tw_decode_error_t err;
-  const char *line = "{" ENV ",\"type\":\"payment\"," PAY_REST ",\"amount_fen\":9007199254740993,"
+  const char *line = "{" ENV ",\"type\":\"payment\"," PAY_REST
+                     ",\"amount_fen\":9007199254740993,"
                      "\"list_price_fen\":100}";
   assert_int_equal(tw_decode_json(fx->schema, line, strlen(line), ev, &err), 0);
   const tw_schema_t *s = fx->schema;
@@ -343,8 +362,8 @@ static void test_case005_invalid_utf8(void **state) {
 }
 
 static void case007_line(fixture_t *fx, int n, const char *line, size_t len) {
-  static const char *const kReason[] = {"not_integer", "wrong_type", "out_of_range",
-                                        "out_of_range", NULL, "not_integer", NULL};
+  static const char *const kReason[] = {
+      "not_integer", "wrong_type", "out_of_range", "out_of_range", NULL, "not_integer", NULL};
   tw_decode_error_t err;
   int rc = tw_decode_json(fx->schema, line, len, &fx->ev, &err);
   if (kReason[n] == NULL) {
@@ -436,7 +455,9 @@ static void mp_str(mp_t *m, const char *k, const char *v, size_t vlen) {
   msgpack_pack_str_with_body(&m->pk, v, vlen);
 }
 
-static void mp_key(mp_t *m, const char *k) { msgpack_pack_str_with_body(&m->pk, k, strlen(k)); }
+static void mp_key(mp_t *m, const char *k) {
+  msgpack_pack_str_with_body(&m->pk, k, strlen(k));
+}
 
 /* institution event with everything but ts (and extra keys packed by the caller) */
 static void mp_inst(mp_t *m, size_t extra) {
@@ -637,8 +658,10 @@ static void test_ten_megabyte_string(void **state) {
   tw_decode_error_t err;
   size_t n = 10u << 20;
   char *line = malloc(n + 256);
-  int head = snprintf(line, 256, "{" ENV ",\"type\":\"complaint\",\"complaint_id\":\"K\","
-                                 "\"category\":\"refund\",\"text\":\"");
+  int head = snprintf(line, 256,
+                      "{" ENV
+                      ",\"type\":\"complaint\",\"complaint_id\":\"K\","
+                      "\"category\":\"refund\",\"text\":\"");
   memset(line + head, 'a', n);
   memcpy(line + head + n, "\"}", 2);
   struct timespec t0, t1;
@@ -662,7 +685,8 @@ static void test_ten_megabyte_string(void **state) {
   text[4096] = '\0';
   char buf[8192];
   snprintf(buf, sizeof buf,
-           "{" ENV ",\"type\":\"complaint\",\"complaint_id\":\"K\",\"category\":\"r\","
+           "{" ENV
+           ",\"type\":\"complaint\",\"complaint_id\":\"K\",\"category\":\"r\","
            "\"text\":\"%s\"}",
            text);
   assert_int_equal(tw_decode_json(fx->schema, buf, strlen(buf), &fx->ev, &err), 0);

@@ -115,14 +115,15 @@ static void test_apply(void **state) {
   tw_value_t v = tw_event_get(&ev, slot);
   char want[TW_PSEUDO_LEN + 1];
   tw_pseudo_hash(&k, "S1001-secret", 12, want);
-  int ok = rc == 0 && v.kind == TW_V_STR && v.u.s.len == TW_PSEUDO_LEN &&
-           strcmp(v.u.s.ptr, want) == 0;
+  int ok =
+      rc == 0 && v.kind == TW_V_STR && v.u.s.len == TW_PSEUDO_LEN && strcmp(v.u.s.ptr, want) == 0;
   /* the raw id is nowhere in the arena any more */
   int leaked = 0;
   for (size_t i = 0; i + 12 <= ev.arena_used; i++)
     if (memcmp(ev.arena + i, "S1001-secret", 12) == 0) leaked = 1;
   /* course_id, not a pseudonym field, is untouched */
-  int course_ok = strcmp(tw_event_get(&ev, tw_schema_field_slot(s, "course_id", 9)).u.s.ptr, "C") == 0;
+  int course_ok =
+      strcmp(tw_event_get(&ev, tw_schema_field_slot(s, "course_id", 9)).u.s.ptr, "C") == 0;
   tw_event_fini(&ev);
   tw_schema_free(s);
   assert_true(ok);

@@ -37,8 +37,8 @@ static void test_shipped_schema(void **state) {
   assert_int_equal(s->fields[TW_SLOT_INSTITUTION_ID].kind, TW_FK_CREDIT_CODE);
   assert_int_equal(s->fields[TW_SLOT_REGION].kind, TW_FK_REGION);
   assert_int_equal(s->n_types, 8);
-  const char *types[] = {"payment", "refund",      "consumption", "enrollment",
-                         "complaint", "institution", "escrow",     "staff"};
+  const char *types[] = {"payment",   "refund",      "consumption", "enrollment",
+                         "complaint", "institution", "escrow",      "staff"};
   for (int i = 0; i < 8; i++) assert_true(tw_schema_type_id(s, types[i], strlen(types[i])) >= 0);
 
   int amount = tw_schema_field_slot(s, "amount_fen", 10);
@@ -76,13 +76,13 @@ static void test_shipped_schema(void **state) {
   tw_schema_free(NULL);
 }
 
-#define HEAD                                                                 \
-  "version: 1\n"                                                             \
-  "envelope:\n"                                                              \
-  "  event_id: {kind: string, max_len_bytes: 64}\n"                          \
-  "  type: {kind: string}\n"                                                 \
-  "  ts: {kind: time}\n"                                                     \
-  "  institution_id: {kind: credit_code}\n"                                  \
+#define HEAD                                        \
+  "version: 1\n"                                    \
+  "envelope:\n"                                     \
+  "  event_id: {kind: string, max_len_bytes: 64}\n" \
+  "  type: {kind: string}\n"                        \
+  "  ts: {kind: time}\n"                            \
+  "  institution_id: {kind: credit_code}\n"         \
   "  region: {kind: region}\n"
 
 static const struct {
@@ -113,8 +113,8 @@ static const struct {
      "field name 'Amount'"},
     {HEAD "types:\n  payment:\n    fields:\n      ts: {kind: time}\n", TW_ESCHEMA, 11, 7,
      "envelope field"},
-    {HEAD "types:\n  payment:\n    fields:\n      a: {kind: enum, values: [x, y, x]}\n",
-     TW_ESCHEMA, 0, 0, "enum value 'x' listed twice"},
+    {HEAD "types:\n  payment:\n    fields:\n      a: {kind: enum, values: [x, y, x]}\n", TW_ESCHEMA,
+     0, 0, "enum value 'x' listed twice"},
     {"version: 1\nenvelope:\n  type: {kind: string}\n  event_id: {kind: string}\n"
      "  ts: {kind: time}\n  institution_id: {kind: credit_code}\n  region: {kind: region}\n"
      "types: {p: {}}\n",

@@ -39,18 +39,18 @@ static const struct {
 static const char *const kBad[] = {
     "",
     "2025-03-01",
-    "2025-03-01T10:00:00",         /* no offset: ambiguous local time */
-    "2025-03-01 10:00:00Z",        /* space separator */
-    "2025-03-01T10:00:00+0800",    /* offset without colon */
-    "2025-03-01T10:00:00+08",      /* short offset */
-    "2025-13-01T10:00:00Z",        /* month 13 */
-    "2025-02-29T10:00:00Z",        /* not a leap year */
-    "1900-02-29T10:00:00Z",        /* century, not leap */
-    "2025-04-31T10:00:00Z",        /* April has 30 days */
+    "2025-03-01T10:00:00",      /* no offset: ambiguous local time */
+    "2025-03-01 10:00:00Z",     /* space separator */
+    "2025-03-01T10:00:00+0800", /* offset without colon */
+    "2025-03-01T10:00:00+08",   /* short offset */
+    "2025-13-01T10:00:00Z",     /* month 13 */
+    "2025-02-29T10:00:00Z",     /* not a leap year */
+    "1900-02-29T10:00:00Z",     /* century, not leap */
+    "2025-04-31T10:00:00Z",     /* April has 30 days */
     "2025-03-01T24:00:00Z",
     "2025-03-01T10:60:00Z",
     "2025-03-01T10:00:60Z",
-    "2025-03-01T10:00:00.Z",       /* empty fraction */
+    "2025-03-01T10:00:00.Z",           /* empty fraction */
     "2025-03-01T10:00:00.1234567890Z", /* 10 fraction digits */
     "2025-03-01T10:00:00Zjunk",
     "2025-03-01T10:00:00+24:00",
@@ -118,26 +118,26 @@ static const struct {
 } kUtf8[] = {
     {"", 0, 1},
     {"plain ascii, long enough for the 8-byte path", 44, 1},
-    {"\xe9\x80\x80\xe8\xb4\xb9", 6, 1},           /* 退费 */
-    {"\xc2\x80", 2, 1},                           /* U+0080 */
-    {"\xf0\x9f\x98\x80", 4, 1},                   /* U+1F600 */
-    {"\xf4\x8f\xbf\xbf", 4, 1},                   /* U+10FFFF */
-    {"\xed\x9f\xbf", 3, 1},                       /* U+D7FF */
-    {"\xee\x80\x80", 3, 1},                       /* U+E000 */
-    {"\xc0\xaf", 2, 0},                           /* overlong '/' */
-    {"\xc1\xbf", 2, 0},                           /* overlong */
-    {"\xe0\x80\xaf", 3, 0},                       /* overlong 3-byte */
-    {"\xf0\x80\x80\xaf", 4, 0},                   /* overlong 4-byte */
-    {"\xed\xa0\x80", 3, 0},                       /* surrogate U+D800 */
-    {"\xed\xbf\xbf", 3, 0},                       /* surrogate U+DFFF */
-    {"\xf4\x90\x80\x80", 4, 0},                   /* U+110000 */
+    {"\xe9\x80\x80\xe8\xb4\xb9", 6, 1}, /* 退费 */
+    {"\xc2\x80", 2, 1},                 /* U+0080 */
+    {"\xf0\x9f\x98\x80", 4, 1},         /* U+1F600 */
+    {"\xf4\x8f\xbf\xbf", 4, 1},         /* U+10FFFF */
+    {"\xed\x9f\xbf", 3, 1},             /* U+D7FF */
+    {"\xee\x80\x80", 3, 1},             /* U+E000 */
+    {"\xc0\xaf", 2, 0},                 /* overlong '/' */
+    {"\xc1\xbf", 2, 0},                 /* overlong */
+    {"\xe0\x80\xaf", 3, 0},             /* overlong 3-byte */
+    {"\xf0\x80\x80\xaf", 4, 0},         /* overlong 4-byte */
+    {"\xed\xa0\x80", 3, 0},             /* surrogate U+D800 */
+    {"\xed\xbf\xbf", 3, 0},             /* surrogate U+DFFF */
+    {"\xf4\x90\x80\x80", 4, 0},         /* U+110000 */
     {"\xf5\x80\x80\x80", 4, 0},
     {"\xff", 1, 0},
     {"\xfe", 1, 0},
-    {"\x80", 1, 0},                               /* lone continuation */
-    {"\xe9\x80", 2, 0},                           /* truncated at end */
+    {"\x80", 1, 0},                                          /* lone continuation */
+    {"\xe9\x80", 2, 0},                                      /* truncated at end */
     {"\xe9\x80\x80\xe8\xb4\xb9\xe9\x9a\xbe\xc0\xaf", 11, 0}, /* case 005 c-bad-1 */
-    {"abcdefgh\xe9\x80zzzzzzzz", 18, 0},          /* bad continuation after the fast path */
+    {"abcdefgh\xe9\x80zzzzzzzz", 18, 0}, /* bad continuation after the fast path */
 };
 
 static void test_utf8(void **state) {
