@@ -323,7 +323,7 @@ static int parse_field(loader_t *ld, tw_schema_t *s, const ynode_t *name, const 
   const ynode_t *kn = map_get(def, "kind");
   if (kn == NULL)
     return fail_at(ld, TW_ESCHEMA, def->line, def->col, "field '%s' has no kind", name->val);
-  tw_field_kind_t kind;
+  tw_field_kind_t kind = TW_FK_STRING;
   if ((rc = parse_kind(ld, kn, &kind)) != 0) return rc;
   memset(spec, 0, sizeof *spec);
   spec->required = (uint8_t)envelope;
