@@ -163,7 +163,9 @@ static int parse_yaml(loader_t *L, ynode_t **root) {
     if (rc == 0 && n != NULL) {
       if (depth > 0) {
         ynode_t *parent = stack[depth - 1];
-        if (parent->kind == YN_SEQ && parent->n >= TW__MAX_LIST_ITEMS)
+        if (parent->kind == YN_MAP && parent->n % 2 == 0 && n->kind != YN_SCALAR)
+          rc = fail_at(L, TW_EINVAL, n, "mapping keys must be plain names");
+        else if (parent->kind == YN_SEQ && parent->n >= TW__MAX_LIST_ITEMS)
           rc = fail_at(L, TW_ETOOBIG, n, "more than %d items in one list", TW__MAX_LIST_ITEMS);
         else add_child(parent, n);
       } else if (*root == NULL) {

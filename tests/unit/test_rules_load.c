@@ -291,6 +291,7 @@ static const bad_t bad_cases[] = {
     {"version: 1\nlists:\n  w: [a, [b]]\n", TW_EINVAL, "bad.yaml:3:10: list items must be words"},
     {"version: 1\nlists: &x\n  w: [a]\n", TW_ETOOBIG,
      "bad.yaml:2:8: YAML anchor '&x' refused: rule files may not use anchors or aliases"},
+    {"version: 1\naggregates:\n ? {a: 1}\n : 2\n", TW_EINVAL, "bad.yaml:3:4: mapping keys must be plain names"},
     {"version: 1\n---\nversion: 1\n", TW_EPARSE, "bad.yaml:2:1: a rule file holds one YAML document"},
 };
 
