@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -600,6 +601,43 @@ static void test_template_truncation(void **state) {
   assert_string_equal(buf, "x ");
 }
 
+/* The ruleset is shared read-only; each thread matches with its own cached match data. */
+typedef struct thread_arg {
+  fixture_t *f;
+  const tw_expr_t *e;
+  int hits;
+} thread_arg_t;
+
+static void *match_thread(void *p) {
+  thread_arg_t *a = p;
+  for (int i = 0; i < 2000; i++) {
+    tw_eval_ctx_t ctx;
+    tw_value_t v;
+    ctx_for(&ctx, &a->f->complaint);
+    if (tw_expr_eval(a->e, &ctx, &v) == 0 && v.u.i == 1) a->hits++;
+  }
+  return NULL;
+}
+
+static void test_threads_share_ruleset(void **state) {
+  fixture_t *f = *state;
+  tw__perr_t perr;
+  const tw_expr_t *e = compile(f, "text matches any(runaway_words) and text matches \"老板\"", 0, &perr);
+  assert_non_null(e);
+  pthread_t th[4];
+  thread_arg_t args[4];
+  for (int i = 0; i < 4; i++) {
+    args[i].f = f;
+    args[i].e = e;
+    args[i].hits = 0;
+    assert_int_equal(pthread_create(&th[i], NULL, match_thread, &args[i]), 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(args[i].hits, 2000);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_values),
@@ -612,6 +650,7 @@ int main(void) {
       cmocka_unit_test(test_templates),
       cmocka_unit_test(test_template_errors),
       cmocka_unit_test(test_template_truncation),
+      cmocka_unit_test(test_threads_share_ruleset),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

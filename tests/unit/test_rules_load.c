@@ -418,13 +418,42 @@ static void test_severity_names(void **state) {
   assert_string_equal(tw_severity_name((tw_severity_t)99), "unknown");
 }
 
+/* Every ```yaml block of docs/rules.md loads: the docs cannot drift from the code. */
+static void test_docs_examples(void **state) {
+  (void)state;
+  const char *root = getenv("TW_SOURCE_DIR");
+  char path[1024];
+  snprintf(path, sizeof path, "%s/docs/rules.md", root ? root : TW_SOURCE_DIR);
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  static char doc[1 << 16];
+  size_t n = fread(doc, 1, sizeof doc - 1, f);
+  fclose(f);
+  doc[n] = '\0';
+  int blocks = 0;
+  for (char *p = strstr(doc, "```yaml\n"); p != NULL; p = strstr(p, "```yaml\n")) {
+    p += 8;
+    char *end = strstr(p, "```");
+    assert_non_null(end);
+    tw_ruleset_t *rs = NULL;
+    tw_rule_error_t err;
+    int rc = tw_rules_load_buffer("docs/rules.md", p, (size_t)(end - p), &schema, &rs, &err);
+    if (rc != 0) fprintf(stderr, "block %d: %d:%d: %s\n", blocks, err.line, err.col, err.message);
+    assert_int_equal(rc, 0);
+    tw_rules_free(rs);
+    blocks++;
+    p = end + 3;
+  }
+  assert_true(blocks >= 3);
+}
+
 int main(void) {
   ts_build(&schema);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_valid_file),     cmocka_unit_test(test_rules_fire),
       cmocka_unit_test(test_bad_files),      cmocka_unit_test(test_alias_bomb),
       cmocka_unit_test(test_bounds),         cmocka_unit_test(test_load_from_file),
-      cmocka_unit_test(test_severity_names),
+      cmocka_unit_test(test_severity_names), cmocka_unit_test(test_docs_examples),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
