@@ -269,6 +269,8 @@ static size_t utf8_len(unsigned char c) {
 /* Byte offset in the file of (line, col), 1-based, col in characters; len when out of range. */
 static size_t source_offset(const loader_t *L, int line, int col) {
   size_t i = 0;
+  /* libyaml does not count a UTF-8 byte order mark in columns */
+  if (L->len >= 3 && memcmp(L->data, "\xEF\xBB\xBF", 3) == 0) i = 3;
   for (int l = 1; l < line && i < L->len; i++) {
     if (L->data[i] == '\n')
       l++;

@@ -617,6 +617,16 @@ int tw__expr_compile(const tw__env_t *env, const char *src, size_t len, int want
   if (p.tok.kind == TW__TK_EOF) return tw__perr_set(err, TW_EPARSE, 0, "empty expression");
   tw_expr_t *n = parse_or(&p);
   if (n == NULL) return err->code ? err->code : TW_EPARSE;
+  if (p.tok.kind == TW__TK_IDENT) {
+    static const char *const units[] = {"yuan", "fen", "ms", "s", "m", "h", "d"};
+    int nl = p.tok.slen > 64 ? 64 : (int)p.tok.slen;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+      if (strlen(units[i]) == p.tok.slen && memcmp(units[i], p.tok.s, p.tok.slen) == 0)
+        return tw__perr_set(err, TW_EPARSE, p.tok.pos,
+                            "unexpected name '%.*s' (write a unit without a space: 5000yuan, 7d)",
+                            nl, p.tok.s);
+    return tw__perr_set(err, TW_EPARSE, p.tok.pos, "unexpected name '%.*s'", nl, p.tok.s);
+  }
   if (p.tok.kind != TW__TK_EOF)
     return tw__perr_set(err, TW_EPARSE, p.tok.pos, "unexpected %s", tw__tok_name(p.tok.kind));
   if (want_type >= 0 && n->type != want_type)

@@ -346,6 +346,10 @@ static const ecase_t error_cases[] = {
     {"now(1)", 0, TW_EPARSE, 0, "now() takes 0 arguments, not 1"},
     {"mx(1, 2)", 0, TW_EINVAL, 0, "unknown function 'mx' (did you mean 'max'?)"},
     {"class_hours > 1 #", 0, TW_EPARSE, 16, "unexpected character '#'"},
+    {"class_hours > 5000 yuan", 0, TW_EPARSE, 19,
+     "unexpected name 'yuan' (write a unit without a space: 5000yuan, 7d)"},
+    {"class_hours > 1 class_hours", 0, TW_EPARSE, 16, "unexpected name 'class_hours'"},
+    {"text matches \"跑\" or 跑", 0, TW_EPARSE, 22, "unexpected character '跑'"},
 };
 
 static void test_compile_errors(void **state) {

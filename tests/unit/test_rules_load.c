@@ -312,6 +312,9 @@ static const bad_t bad_cases[] = {
      "bad.yaml:2:8: YAML anchor '&x' refused: rule files may not use anchors or aliases"},
     {"version: 1\naggregates:\n ? {a: 1}\n : 2\n", TW_EINVAL,
      "bad.yaml:3:4: mapping keys must be plain names"},
+    {"\xEF\xBB\xBF{version: 1, rules: [{name: r, on: [payment], by: region, severity: low, when: "
+     "'x'}]}\n",
+     TW_EINVAL, "bad.yaml:1:81: unknown field 'x'"},
     {"version: 1\n---\nversion: 1\n", TW_EPARSE,
      "bad.yaml:2:1: a rule file holds one YAML document"},
 };
