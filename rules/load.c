@@ -695,6 +695,14 @@ static int load_rules_section(loader_t *L, const ynode_t *seq) {
   return 0;
 }
 
+/* A top-level section; an empty one (`rules:` with nothing after it) is the same as none. */
+static const ynode_t *section(const ynode_t *root, const char *key) {
+  const ynode_t *n = get(root, key);
+  if (n != NULL && n->kind == YN_SCALAR && n->len == 0 && n->style == YAML_PLAIN_SCALAR_STYLE)
+    return NULL;
+  return n;
+}
+
 static const char *const top_keys[] = {"version", "lists", "aggregates", "rules", "tests"};
 
 static int load_tree(loader_t *L, const ynode_t *root) {
@@ -708,9 +716,9 @@ static int load_tree(loader_t *L, const ynode_t *root) {
     return fail_at(L, TW_EINVAL, v, "unsupported version '%.16s': this tutorwatch reads version 1",
                    v->kind == YN_SCALAR ? v->s : "?");
   const ynode_t *n;
-  if ((n = get(root, "lists")) != NULL && (rc = load_lists(L, n)) != 0) return rc;
-  if ((n = get(root, "aggregates")) != NULL && (rc = load_aggregates(L, n)) != 0) return rc;
-  if ((n = get(root, "rules")) != NULL && (rc = load_rules_section(L, n)) != 0) return rc;
+  if ((n = section(root, "lists")) != NULL && (rc = load_lists(L, n)) != 0) return rc;
+  if ((n = section(root, "aggregates")) != NULL && (rc = load_aggregates(L, n)) != 0) return rc;
+  if ((n = section(root, "rules")) != NULL && (rc = load_rules_section(L, n)) != 0) return rc;
   return 0;
 }
 

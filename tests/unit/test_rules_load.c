@@ -420,6 +420,24 @@ static void test_bounds(void **state) {
   tw_rules_free(NULL);
 }
 
+static void test_empty_sections(void **state) {
+  (void)state;
+  static const char text[] = "version: 1\nlists:\naggregates:\nrules:\ntests:\n";
+  tw_ruleset_t *rs = NULL;
+  tw_rule_error_t err;
+  assert_int_equal(tw_rules_load_buffer("empty.yaml", text, strlen(text), &schema, &rs, &err), 0);
+  assert_int_equal(tw_rules_n_rules(rs), 0);
+  assert_int_equal(tw_rules_n_aggregates(rs), 0);
+  assert_null(tw_rules_rule(rs, 0));
+  tw_rules_free(rs);
+  static const char quoted[] = "version: 1\nrules: ''\n";
+  assert_int_equal(tw_rules_load_buffer("q.yaml", quoted, strlen(quoted), &schema, &rs, &err),
+                   TW_EINVAL);
+  assert_string_equal(err.message, "'rules' must be a sequence of rules");
+  assert_int_equal(err.line, 2);
+  assert_int_equal(err.col, 8);
+}
+
 static void test_load_from_file(void **state) {
   (void)state;
   char path[] = "/tmp/tw_rules_XXXXXX";
@@ -481,7 +499,8 @@ int main(void) {
       cmocka_unit_test(test_valid_file),     cmocka_unit_test(test_rules_fire),
       cmocka_unit_test(test_bad_files),      cmocka_unit_test(test_alias_bomb),
       cmocka_unit_test(test_bounds),         cmocka_unit_test(test_load_from_file),
-      cmocka_unit_test(test_severity_names), cmocka_unit_test(test_docs_examples),
+      cmocka_unit_test(test_empty_sections), cmocka_unit_test(test_severity_names),
+      cmocka_unit_test(test_docs_examples),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
