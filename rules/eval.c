@@ -47,10 +47,13 @@ static int in_str(const tw_str_t *set, size_t n, tw_str_t s) {
   size_t lo = 0, hi = n;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
-    int c = set[mid].len != s.len ? (set[mid].len < s.len ? -1 : 1) : memcmp(set[mid].ptr, s.ptr, s.len);
+    int c = set[mid].len != s.len ? (set[mid].len < s.len ? -1 : 1)
+                                  : memcmp(set[mid].ptr, s.ptr, s.len);
     if (c == 0) return 1;
-    if (c < 0) lo = mid + 1;
-    else hi = mid;
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return 0;
 }
@@ -60,8 +63,10 @@ static int in_int(const int64_t *set, size_t n, int64_t x) {
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
     if (set[mid] == x) return 1;
-    if (set[mid] < x) lo = mid + 1;
-    else hi = mid;
+    if (set[mid] < x)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return 0;
 }
@@ -73,8 +78,10 @@ static int eval_field(const tw_expr_t *e, tw_eval_ctx_t *ctx, tw_value_t *out) {
   if (v.kind != TW_V_NULL) {
     /* the decoder may tag numbers loosely; the schema's kind decides the type */
     int is_str = v.kind == TW_V_STR;
-    if (is_str != (e->type == TW_V_STR) || v.kind == TW_V_BOOL) v = null_value();
-    else if (!is_str) v.kind = e->type;
+    if (is_str != (e->type == TW_V_STR) || v.kind == TW_V_BOOL)
+      v = null_value();
+    else if (!is_str)
+      v.kind = e->type;
   }
   record_read(ctx, e->u.field.name, v);
   *out = v;
@@ -99,7 +106,8 @@ static int eval_arith(const tw_expr_t *e, tw_value_t a, tw_value_t b, tw_value_t
       if (x == INT64_MIN && y == -1) return TW_EOVERFLOW;
       r = e->op == TW__OP_DIV ? x / y : x % y; /* C truncates toward zero */
       break;
-    default: return TW_EINVAL;
+    default:
+      return TW_EINVAL;
   }
   *out = tw_value_int((tw_vkind_t)e->type, r);
   return 0;
@@ -112,12 +120,18 @@ static int compare(const tw_expr_t *e, tw_value_t a, tw_value_t b) {
   }
   int64_t x = a.u.i, y = b.u.i;
   switch ((tw__op_t)e->op) {
-    case TW__OP_EQ: return x == y;
-    case TW__OP_NE: return x != y;
-    case TW__OP_LT: return x < y;
-    case TW__OP_LE: return x <= y;
-    case TW__OP_GT: return x > y;
-    default: return x >= y;
+    case TW__OP_EQ:
+      return x == y;
+    case TW__OP_NE:
+      return x != y;
+    case TW__OP_LT:
+      return x < y;
+    case TW__OP_LE:
+      return x <= y;
+    case TW__OP_GT:
+      return x > y;
+    default:
+      return x >= y;
   }
 }
 
@@ -125,8 +139,11 @@ static int eval_node(const tw_expr_t *e, tw_eval_ctx_t *ctx, tw_value_t *out) {
   tw_value_t a, b;
   int rc;
   switch ((tw__op_t)e->op) {
-    case TW__OP_CONST: *out = e->u.k; return 0;
-    case TW__OP_FIELD: return eval_field(e, ctx, out);
+    case TW__OP_CONST:
+      *out = e->u.k;
+      return 0;
+    case TW__OP_FIELD:
+      return eval_field(e, ctx, out);
     case TW__OP_AGG: {
       int64_t v;
       if (ctx->agg_value == NULL) {
@@ -138,7 +155,9 @@ static int eval_node(const tw_expr_t *e, tw_eval_ctx_t *ctx, tw_value_t *out) {
       record_read(ctx, e->u.agg.name, *out);
       return 0;
     }
-    case TW__OP_NOW: *out = tw_value_int(TW_V_TIME, ctx->now_ms); return 0;
+    case TW__OP_NOW:
+      *out = tw_value_int(TW_V_TIME, ctx->now_ms);
+      return 0;
     case TW__OP_NOT:
       if ((rc = eval_node(e->a, ctx, &a)) != 0) return rc;
       *out = bool_value(!is_true(a));
@@ -193,8 +212,10 @@ static int eval_node(const tw_expr_t *e, tw_eval_ctx_t *ctx, tw_value_t *out) {
     case TW__OP_MAX:
       if ((rc = eval_node(e->a, ctx, &a)) != 0) return rc;
       if ((rc = eval_node(e->b, ctx, &b)) != 0) return rc;
-      if (a.kind == TW_V_NULL || b.kind == TW_V_NULL) *out = null_value();
-      else *out = ((a.u.i < b.u.i) == (e->op == TW__OP_MIN)) ? a : b;
+      if (a.kind == TW_V_NULL || b.kind == TW_V_NULL)
+        *out = null_value();
+      else
+        *out = ((a.u.i < b.u.i) == (e->op == TW__OP_MIN)) ? a : b;
       return 0;
     case TW__OP_IN_STR:
       if ((rc = eval_node(e->a, ctx, &a)) != 0) return rc;

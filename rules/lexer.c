@@ -25,10 +25,35 @@ static int is_ident(char c) {
 }
 
 const char *tw__tok_name(tw__tok_t kind) {
-  static const char *const names[] = {
-      "end of expression", "integer", "money", "duration", "string", "name", "'('", "')'",
-      "'['", "']'", "','", "'=='", "'!='", "'<'", "'<='", "'>'", "'>='", "'+'", "'-'", "'*'",
-      "'/'", "'%'", "'and'", "'or'", "'not'", "'in'", "'matches'", "'true'", "'false'"};
+  static const char *const names[] = {"end of expression",
+                                      "integer",
+                                      "money",
+                                      "duration",
+                                      "string",
+                                      "name",
+                                      "'('",
+                                      "')'",
+                                      "'['",
+                                      "']'",
+                                      "','",
+                                      "'=='",
+                                      "'!='",
+                                      "'<'",
+                                      "'<='",
+                                      "'>'",
+                                      "'>='",
+                                      "'+'",
+                                      "'-'",
+                                      "'*'",
+                                      "'/'",
+                                      "'%'",
+                                      "'and'",
+                                      "'or'",
+                                      "'not'",
+                                      "'in'",
+                                      "'matches'",
+                                      "'true'",
+                                      "'false'"};
   if ((unsigned)kind >= sizeof names / sizeof names[0]) return "?";
   return names[kind];
 }
@@ -38,11 +63,16 @@ static int64_t duration_unit_ms(const char *u, size_t n) {
   if (n == 2 && memcmp(u, "ms", 2) == 0) return 1;
   if (n != 1) return 0;
   switch (u[0]) {
-    case 's': return 1000;
-    case 'm': return 60 * 1000;
-    case 'h': return 3600 * 1000;
-    case 'd': return 24 * 3600 * 1000;
-    default: return 0;
+    case 's':
+      return 1000;
+    case 'm':
+      return 60 * 1000;
+    case 'h':
+      return 3600 * 1000;
+    case 'd':
+      return 24 * 3600 * 1000;
+    default:
+      return 0;
   }
 }
 
@@ -66,7 +96,8 @@ static int lex_number(tw__lexer_t *lx, tw__token_t *tok, tw__perr_t *err) {
   size_t start = lx->pos, i = lx->pos;
   int64_t whole = 0;
   while (i < lx->len && is_digit(s[i])) {
-    if (__builtin_mul_overflow(whole, 10, &whole) || __builtin_add_overflow(whole, s[i] - '0', &whole))
+    if (__builtin_mul_overflow(whole, 10, &whole) ||
+        __builtin_add_overflow(whole, s[i] - '0', &whole))
       return tw__perr_set(err, TW_EPARSE, start, "number too large");
     i++;
   }
@@ -88,7 +119,8 @@ static int lex_number(tw__lexer_t *lx, tw__token_t *tok, tw__perr_t *err) {
       return tw__perr_set(err, TW_EPARSE, start, "money has at most 2 decimals (fen)");
     int64_t frac = 0;
     for (size_t k = 0; k < 2; k++) frac = frac * 10 + (k < frac_len ? s[frac_start + k] - '0' : 0);
-    if (__builtin_mul_overflow(whole, 100, &tok->i) || __builtin_add_overflow(tok->i, frac, &tok->i))
+    if (__builtin_mul_overflow(whole, 100, &tok->i) ||
+        __builtin_add_overflow(tok->i, frac, &tok->i))
       return tw__perr_set(err, TW_EPARSE, start, "amount too large");
     tok->kind = TW__TK_MONEY;
     return 0;
@@ -111,9 +143,10 @@ static int lex_number(tw__lexer_t *lx, tw__token_t *tok, tw__perr_t *err) {
   }
   int64_t ms = duration_unit_ms(unit, unit_len);
   if (ms == 0)
-    return tw__perr_set(err, TW_EPARSE, unit_start,
-                        "unknown unit '%.*s' (write 5000yuan, 500000fen, 500ms, 15s, 30m, 12h or 7d)",
-                        (int)(unit_len > 32 ? 32 : unit_len), unit);
+    return tw__perr_set(
+        err, TW_EPARSE, unit_start,
+        "unknown unit '%.*s' (write 5000yuan, 500000fen, 500ms, 15s, 30m, 12h or 7d)",
+        (int)(unit_len > 32 ? 32 : unit_len), unit);
   if (__builtin_mul_overflow(whole, ms, &tok->i))
     return tw__perr_set(err, TW_EPARSE, start, "duration too large");
   tok->kind = TW__TK_DURATION;
@@ -170,10 +203,22 @@ static int lex_string(tw__lexer_t *lx, tw__token_t *tok, tw__perr_t *err) {
     }
     char e = lx->src[i + 1];
     switch (e) {
-      case '"': out[o++] = '"'; i += 2; break;
-      case '\\': out[o++] = '\\'; i += 2; break;
-      case 'n': out[o++] = '\n'; i += 2; break;
-      case 't': out[o++] = '\t'; i += 2; break;
+      case '"':
+        out[o++] = '"';
+        i += 2;
+        break;
+      case '\\':
+        out[o++] = '\\';
+        i += 2;
+        break;
+      case 'n':
+        out[o++] = '\n';
+        i += 2;
+        break;
+      case 't':
+        out[o++] = '\t';
+        i += 2;
+        break;
       case 'u': {
         uint32_t cp;
         if (hex4(lx->src + i + 2, end - (i + 2), &cp) != 0)
@@ -204,14 +249,14 @@ static int lex_string(tw__lexer_t *lx, tw__token_t *tok, tw__perr_t *err) {
 static const struct {
   const char *word;
   tw__tok_t kind;
-} keywords[] = {{"and", TW__TK_AND},     {"or", TW__TK_OR},     {"not", TW__TK_NOT},
-                {"in", TW__TK_IN},       {"matches", TW__TK_MATCHES},
-                {"true", TW__TK_TRUE},   {"false", TW__TK_FALSE}};
+} keywords[] = {{"and", TW__TK_AND},    {"or", TW__TK_OR},           {"not", TW__TK_NOT},
+                {"in", TW__TK_IN},      {"matches", TW__TK_MATCHES}, {"true", TW__TK_TRUE},
+                {"false", TW__TK_FALSE}};
 
 int tw__lex_next(tw__lexer_t *lx, tw__token_t *tok, tw__perr_t *err) {
   const char *s = lx->src;
-  while (lx->pos < lx->len && (s[lx->pos] == ' ' || s[lx->pos] == '\t' || s[lx->pos] == '\n' ||
-                               s[lx->pos] == '\r'))
+  while (lx->pos < lx->len &&
+         (s[lx->pos] == ' ' || s[lx->pos] == '\t' || s[lx->pos] == '\n' || s[lx->pos] == '\r'))
     lx->pos++;
   memset(tok, 0, sizeof *tok);
   tok->pos = lx->pos;
@@ -238,16 +283,36 @@ int tw__lex_next(tw__lexer_t *lx, tw__token_t *tok, tw__perr_t *err) {
   char n = lx->pos + 1 < lx->len ? s[lx->pos + 1] : '\0';
   tok->len = 1;
   switch (c) {
-    case '(': tok->kind = TW__TK_LPAREN; break;
-    case ')': tok->kind = TW__TK_RPAREN; break;
-    case '[': tok->kind = TW__TK_LBRACK; break;
-    case ']': tok->kind = TW__TK_RBRACK; break;
-    case ',': tok->kind = TW__TK_COMMA; break;
-    case '+': tok->kind = TW__TK_PLUS; break;
-    case '-': tok->kind = TW__TK_MINUS; break;
-    case '*': tok->kind = TW__TK_STAR; break;
-    case '/': tok->kind = TW__TK_SLASH; break;
-    case '%': tok->kind = TW__TK_PERCENT; break;
+    case '(':
+      tok->kind = TW__TK_LPAREN;
+      break;
+    case ')':
+      tok->kind = TW__TK_RPAREN;
+      break;
+    case '[':
+      tok->kind = TW__TK_LBRACK;
+      break;
+    case ']':
+      tok->kind = TW__TK_RBRACK;
+      break;
+    case ',':
+      tok->kind = TW__TK_COMMA;
+      break;
+    case '+':
+      tok->kind = TW__TK_PLUS;
+      break;
+    case '-':
+      tok->kind = TW__TK_MINUS;
+      break;
+    case '*':
+      tok->kind = TW__TK_STAR;
+      break;
+    case '/':
+      tok->kind = TW__TK_SLASH;
+      break;
+    case '%':
+      tok->kind = TW__TK_PERCENT;
+      break;
     case '=':
       if (n != '=')
         return tw__perr_set(err, TW_EPARSE, lx->pos, "unexpected '=' (write '==' to compare)");
@@ -276,9 +341,13 @@ int tw__lex_next(tw__lexer_t *lx, tw__token_t *tok, tw__perr_t *err) {
         return tw__perr_set(err, TW_EPARSE, lx->pos, "unexpected character '%c'", c);
       {
         /* show the whole UTF-8 sequence, bounded by what is left of the source */
-        size_t w = (unsigned char)c >= 0xF0 ? 4 : (unsigned char)c >= 0xE0 ? 3 : (unsigned char)c >= 0xC0 ? 2 : 1;
+        size_t w = (unsigned char)c >= 0xF0   ? 4
+                   : (unsigned char)c >= 0xE0 ? 3
+                   : (unsigned char)c >= 0xC0 ? 2
+                                              : 1;
         if (w > lx->len - lx->pos) w = lx->len - lx->pos;
-        return tw__perr_set(err, TW_EPARSE, lx->pos, "unexpected character '%.*s'", (int)w, s + lx->pos);
+        return tw__perr_set(err, TW_EPARSE, lx->pos, "unexpected character '%.*s'", (int)w,
+                            s + lx->pos);
       }
   }
   lx->pos += tok->len;

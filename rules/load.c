@@ -32,10 +32,10 @@ enum { YN_SCALAR, YN_SEQ, YN_MAP };
 
 typedef struct ynode {
   int kind;
-  int line, col;     /* 1-based start */
-  int end_line;      /* 1-based end (scalars) */
-  int style;         /* yaml_scalar_style_t */
-  char *s;           /* scalar value, NUL-terminated */
+  int line, col; /* 1-based start */
+  int end_line;  /* 1-based end (scalars) */
+  int style;     /* yaml_scalar_style_t */
+  char *s;       /* scalar value, NUL-terminated */
   size_t len;
   struct ynode *child, *last, *next; /* maps: children alternate key, value */
   size_t n;
@@ -88,8 +88,10 @@ static ynode_t *new_ynode(loader_t *L, int kind, yaml_mark_t m) {
 }
 
 static void add_child(ynode_t *parent, ynode_t *c) {
-  if (parent->last) parent->last->next = c;
-  else parent->child = c;
+  if (parent->last)
+    parent->last->next = c;
+  else
+    parent->child = c;
   parent->last = c;
   parent->n++;
 }
@@ -110,20 +112,25 @@ static int parse_yaml(loader_t *L, ynode_t **root) {
   yaml_parser_set_input_string(&parser, (const unsigned char *)L->data, L->len);
   while (!done) {
     if (!yaml_parser_parse(&parser, &ev)) {
-      rc = fail(L, TW_EPARSE, (int)parser.problem_mark.line + 1, (int)parser.problem_mark.column + 1,
-                "YAML: %s%s%s", parser.problem ? parser.problem : "syntax error",
-                parser.context ? " " : "", parser.context ? parser.context : "");
+      rc =
+          fail(L, TW_EPARSE, (int)parser.problem_mark.line + 1, (int)parser.problem_mark.column + 1,
+               "YAML: %s%s%s", parser.problem ? parser.problem : "syntax error",
+               parser.context ? " " : "", parser.context ? parser.context : "");
       break;
     }
     ynode_t *n = NULL;
     switch (ev.type) {
-      case YAML_STREAM_END_EVENT: done = 1; break;
+      case YAML_STREAM_END_EVENT:
+        done = 1;
+        break;
       case YAML_DOCUMENT_START_EVENT:
         if (++docs > 1)
           rc = fail(L, TW_EPARSE, (int)ev.start_mark.line + 1, (int)ev.start_mark.column + 1,
                     "a rule file holds one YAML document");
         break;
-      case YAML_ALIAS_EVENT: rc = refuse_anchor(L, ev.start_mark, "alias", ev.data.alias.anchor); break;
+      case YAML_ALIAS_EVENT:
+        rc = refuse_anchor(L, ev.start_mark, "alias", ev.data.alias.anchor);
+        break;
       case YAML_SCALAR_EVENT:
         if (ev.data.scalar.anchor) {
           rc = refuse_anchor(L, ev.start_mark, "anchor", ev.data.scalar.anchor);
@@ -157,15 +164,21 @@ static int parse_yaml(loader_t *L, ynode_t **root) {
         break;
       }
       case YAML_SEQUENCE_END_EVENT:
-      case YAML_MAPPING_END_EVENT: depth--; break;
-      default: break;
+      case YAML_MAPPING_END_EVENT:
+        depth--;
+        break;
+      default:
+        break;
     }
     if (rc == 0 && n != NULL) {
       if (depth > 0) {
         ynode_t *parent = stack[depth - 1];
-        if (parent->kind == YN_SEQ && parent->n >= TW__MAX_LIST_ITEMS)
+        if (parent->kind == YN_MAP && parent->n % 2 == 0 && n->kind != YN_SCALAR)
+          rc = fail_at(L, TW_EINVAL, n, "mapping keys must be plain names");
+        else if (parent->kind == YN_SEQ && parent->n >= TW__MAX_LIST_ITEMS)
           rc = fail_at(L, TW_ETOOBIG, n, "more than %d items in one list", TW__MAX_LIST_ITEMS);
-        else add_child(parent, n);
+        else
+          add_child(parent, n);
       } else if (*root == NULL) {
         *root = n;
       }
@@ -175,7 +188,8 @@ static int parse_yaml(loader_t *L, ynode_t **root) {
     if (rc != 0) break;
   }
   yaml_parser_delete(&parser);
-  if (rc == 0 && *root == NULL) rc = fail(L, TW_EINVAL, 1, 1, "empty rule file: expected 'version: 1'");
+  if (rc == 0 && *root == NULL)
+    rc = fail(L, TW_EINVAL, 1, 1, "empty rule file: expected 'version: 1'");
   return rc;
 }
 
@@ -204,7 +218,9 @@ static int check_keys(loader_t *L, const ynode_t *map, const char *what, const c
       if (strcmp(k->s, keys[i]) == 0) known = 1;
     if (!known) {
       const char *s = suggest(k->s, k->len, keys, n_keys);
-      if (s) return fail_at(L, TW_EINVAL, k, "unknown key '%.64s' in %s (did you mean '%s'?)", k->s, what, s);
+      if (s)
+        return fail_at(L, TW_EINVAL, k, "unknown key '%.64s' in %s (did you mean '%s'?)", k->s,
+                       what, s);
       return fail_at(L, TW_EINVAL, k, "unknown key '%.64s' in %s", k->s, what);
     }
     for (const ynode_t *j = map->child; j != k; j = j->next->next)
@@ -253,9 +269,13 @@ static size_t utf8_len(unsigned char c) {
 /* Byte offset in the file of (line, col), 1-based, col in characters; len when out of range. */
 static size_t source_offset(const loader_t *L, int line, int col) {
   size_t i = 0;
+  /* libyaml does not count a UTF-8 byte order mark in columns */
+  if (L->len >= 3 && memcmp(L->data, "\xEF\xBB\xBF", 3) == 0) i = 3;
   for (int l = 1; l < line && i < L->len; i++) {
-    if (L->data[i] == '\n') l++;
-    else if (L->data[i] == '\r' && !(i + 1 < L->len && L->data[i + 1] == '\n')) l++;
+    if (L->data[i] == '\n')
+      l++;
+    else if (L->data[i] == '\r' && !(i + 1 < L->len && L->data[i + 1] == '\n'))
+      l++;
   }
   for (int c = 1; c < col && i < L->len; c++) i += utf8_len((unsigned char)L->data[i]);
   return i < L->len ? i : L->len;
@@ -271,15 +291,22 @@ static size_t dq_escape(const char *src, size_t avail, size_t *src_chars) {
   if (hex == 0) {
     *src_chars = 2;
     switch (src[1]) {
-      case 'N': case '_': return 2;
-      case 'L': case 'P': return 3;
-      default: return 1;
+      case 'N':
+      case '_':
+        return 2;
+      case 'L':
+      case 'P':
+        return 3;
+      default:
+        return 1;
     }
   }
   unsigned long cp = 0;
   for (size_t k = 0; k < hex && 2 + k < avail; k++) {
     char c = src[2 + k];
-    cp = cp * 16 + (unsigned long)(isdigit((unsigned char)c) ? c - '0' : (tolower((unsigned char)c) - 'a' + 10));
+    cp = cp * 16 + (unsigned long)(isdigit((unsigned char)c)
+                                       ? c - '0'
+                                       : (tolower((unsigned char)c) - 'a' + 10));
   }
   *src_chars = 2 + hex;
   return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
@@ -292,7 +319,8 @@ static void expr_location(const loader_t *L, const ynode_t *n, size_t off, int *
   if (n->style == YAML_PLAIN_SCALAR_STYLE && n->end_line == n->line) {
     *col = n->col + (int)utf8_chars(n->s, off);
   } else if ((n->style == YAML_SINGLE_QUOTED_SCALAR_STYLE ||
-              n->style == YAML_DOUBLE_QUOTED_SCALAR_STYLE) && n->end_line == n->line) {
+              n->style == YAML_DOUBLE_QUOTED_SCALAR_STYLE) &&
+             n->end_line == n->line) {
     size_t i = source_offset(L, n->line, n->col) + 1, v = 0;
     int c = n->col + 1;
     while (v < off && i < L->len) {
@@ -358,7 +386,8 @@ static int find_agg(const tw_ruleset_t *rs, const char *name) {
 /* A new list/aggregate name must be a valid name and must not shadow a field or another name. */
 static int check_new_name(loader_t *L, const ynode_t *k, const char *what) {
   if (!valid_name(k->s))
-    return fail_at(L, TW_EINVAL, k, "%s name '%.64s' must be lowercase letters, digits and '_'", what, k->s);
+    return fail_at(L, TW_EINVAL, k, "%s name '%.64s' must be lowercase letters, digits and '_'",
+                   what, k->s);
   if (tw_schema_field_slot(L->schema, k->s, k->len) >= 0)
     return fail_at(L, TW_EINVAL, k, "%s '%s' has the name of a field", what, k->s);
   if (find_list(L->rs, k->s) != NULL || find_agg(L->rs, k->s) >= 0)
@@ -373,7 +402,8 @@ static int cmp_str(const void *x, const void *y) {
 }
 
 static int load_lists(loader_t *L, const ynode_t *map) {
-  if (map->kind != YN_MAP) return fail_at(L, TW_EINVAL, map, "'lists' must map names to lists of words");
+  if (map->kind != YN_MAP)
+    return fail_at(L, TW_EINVAL, map, "'lists' must map names to lists of words");
   tw_ruleset_t *rs = L->rs;
   rs->lists = tw__arena_alloc(&rs->arena, (map->n / 2 + 1) * sizeof *rs->lists);
   if (rs->lists == NULL) return fail(L, TW_ENOMEM, 0, 0, "out of memory");
@@ -381,7 +411,8 @@ static int load_lists(loader_t *L, const ynode_t *map) {
     const ynode_t *v = k->next;
     int rc = check_new_name(L, k, "list");
     if (rc != 0) return rc;
-    if (v->kind != YN_SEQ) return fail_at(L, TW_EINVAL, v, "list '%s' must be a sequence of words", k->s);
+    if (v->kind != YN_SEQ)
+      return fail_at(L, TW_EINVAL, v, "list '%s' must be a sequence of words", k->s);
     tw__list_t *list = &rs->lists[rs->n_lists];
     list->name = keep(L, k->s);
     list->items = tw__arena_alloc(&rs->arena, (v->n ? v->n : 1) * sizeof *list->items);
@@ -411,9 +442,11 @@ static int parse_types(loader_t *L, const ynode_t *n, uint32_t *out) {
     int id = tw_schema_type_id(L->schema, t->s, t->len);
     if (id < 0 || id >= 32) {
       const char *cands[TW_MAX_TYPES];
-      for (uint32_t i = 0; i < L->schema->n_types && i < TW_MAX_TYPES; i++) cands[i] = L->schema->types[i].name;
+      for (uint32_t i = 0; i < L->schema->n_types && i < TW_MAX_TYPES; i++)
+        cands[i] = L->schema->types[i].name;
       const char *s = suggest(t->s, t->len, cands, L->schema->n_types);
-      if (s) return fail_at(L, TW_EINVAL, t, "unknown event type '%.64s' (did you mean '%s'?)", t->s, s);
+      if (s)
+        return fail_at(L, TW_EINVAL, t, "unknown event type '%.64s' (did you mean '%s'?)", t->s, s);
       return fail_at(L, TW_EINVAL, t, "unknown event type '%.64s'", t->s);
     }
     *out |= 1u << id;
@@ -431,13 +464,16 @@ static int resolve_field(loader_t *L, const ynode_t *n, const char *name, size_t
     for (uint32_t i = 0; i < sc->n_fields && i < TW_MAX_FIELDS; i++) cands[i] = sc->fields[i].name;
     const char *sg = suggest(name, len, cands, sc->n_fields);
     int nl = len > 64 ? 64 : (int)len;
-    if (sg) return fail(L, TW_EINVAL, n->line, n->col + col_off, "unknown field '%.*s' (did you mean '%s'?)", nl, name, sg);
+    if (sg)
+      return fail(L, TW_EINVAL, n->line, n->col + col_off,
+                  "unknown field '%.*s' (did you mean '%s'?)", nl, name, sg);
     return fail(L, TW_EINVAL, n->line, n->col + col_off, "unknown field '%.*s'", nl, name);
   }
-  for (uint32_t t = 0; t < sc->n_types && t < 32; t++)
+  for (uint32_t t = 0; t < sc->n_types && t < 32 && s > TW_SLOT_REGION; t++)
     if ((types & (1u << t)) && !(sc->types[t].present_mask & ((uint64_t)1 << s)))
-      return fail(L, TW_EINVAL, n->line, n->col + col_off, "field '%s' does not occur in event type '%s'",
-                  sc->fields[s].name, sc->types[t].name);
+      return fail(L, TW_EINVAL, n->line, n->col + col_off,
+                  "field '%s' does not occur in event type '%s'", sc->fields[s].name,
+                  sc->types[t].name);
   *slot = s;
   return 0;
 }
@@ -457,8 +493,8 @@ static int parse_duration_node(loader_t *L, const ynode_t *n, const char *what, 
   rc = tw__parse_duration(n->s, n->len, ms);
   if (rc == TW_EOVERFLOW) return fail_at(L, TW_EINVAL, n, "%s '%.64s' is too long", what, n->s);
   if (rc != 0)
-    return fail_at(L, TW_EINVAL, n, "%s '%.64s' is not a duration (write 500ms, 30s, 15m, 12h or 7d)",
-                   what, n->s);
+    return fail_at(L, TW_EINVAL, n,
+                   "%s '%.64s' is not a duration (write 500ms, 30s, 15m, 12h or 7d)", what, n->s);
   return 0;
 }
 
@@ -493,14 +529,16 @@ static int parse_fn(loader_t *L, const ynode_t *n, tw_agg_def_t *a) {
     a->spec.fn = TW_AGG_SUM;
     return 0;
   }
-  return fail_at(L, TW_EINVAL, n, "unknown aggregate function '%.*s' (this version has count() and sum(field))",
+  return fail_at(L, TW_EINVAL, n,
+                 "unknown aggregate function '%.*s' (this version has count() and sum(field))",
                  (int)(name_len > 32 ? 32 : name_len), s);
 }
 
 static const char *const agg_keys[] = {"on", "where", "by", "fn", "window"};
 
 static int load_aggregates(loader_t *L, const ynode_t *map) {
-  if (map->kind != YN_MAP) return fail_at(L, TW_EINVAL, map, "'aggregates' must map names to definitions");
+  if (map->kind != YN_MAP)
+    return fail_at(L, TW_EINVAL, map, "'aggregates' must map names to definitions");
   tw_ruleset_t *rs = L->rs;
   size_t cap = map->n / 2 + 1;
   rs->aggs = tw__arena_alloc(&rs->arena, cap * sizeof *rs->aggs);
@@ -509,7 +547,8 @@ static int load_aggregates(loader_t *L, const ynode_t *map) {
     const ynode_t *v = k->next;
     int rc = check_new_name(L, k, "aggregate");
     if (rc != 0) return rc;
-    if (v->kind != YN_MAP) return fail_at(L, TW_EINVAL, v, "aggregate '%s' must be a mapping", k->s);
+    if (v->kind != YN_MAP)
+      return fail_at(L, TW_EINVAL, v, "aggregate '%s' must be a mapping", k->s);
     if ((rc = check_keys(L, v, "an aggregate", agg_keys, 5)) != 0) return rc;
     static const char *const required[] = {"on", "by", "fn", "window"};
     for (size_t i = 0; i < 4; i++)
@@ -525,9 +564,12 @@ static int load_aggregates(loader_t *L, const ynode_t *map) {
     if ((rc = parse_fn(L, get(v, "fn"), a)) != 0) return rc;
     const ynode_t *w = get(v, "window");
     if ((rc = want_scalar(L, w, "'window'")) != 0) return rc;
-    if (strcmp(w->s, "all") == 0) a->spec.window_ms = 0;
-    else if ((rc = parse_duration_node(L, w, "window", &a->spec.window_ms)) != 0) return rc;
-    else if (a->spec.window_ms <= 0) return fail_at(L, TW_EINVAL, w, "window must be longer than 0");
+    if (strcmp(w->s, "all") == 0)
+      a->spec.window_ms = 0;
+    else if ((rc = parse_duration_node(L, w, "window", &a->spec.window_ms)) != 0)
+      return rc;
+    else if (a->spec.window_ms <= 0)
+      return fail_at(L, TW_EINVAL, w, "window must be longer than 0");
     const ynode_t *where = get(v, "where");
     if (where != NULL) {
       tw__env_t env = {rs, a->on_types, 0};
@@ -541,19 +583,21 @@ static int load_aggregates(loader_t *L, const ynode_t *map) {
   return 0;
 }
 
-static const char *const rule_keys[] = {"name", "description", "source", "on", "by", "when",
-                                        "severity", "cooldown", "message", "labels"};
+static const char *const rule_keys[] = {"name", "description", "source",   "on",      "by",
+                                        "when", "severity",    "cooldown", "message", "labels"};
 
 static int load_rule(loader_t *L, const ynode_t *m, tw_rule_t *r) {
   tw_ruleset_t *rs = L->rs;
   int rc;
   if (m->kind != YN_MAP) return fail_at(L, TW_EINVAL, m, "a rule must be a mapping");
-  if ((rc = check_keys(L, m, "a rule", rule_keys, sizeof rule_keys / sizeof rule_keys[0])) != 0) return rc;
+  if ((rc = check_keys(L, m, "a rule", rule_keys, sizeof rule_keys / sizeof rule_keys[0])) != 0)
+    return rc;
   const ynode_t *name = get(m, "name");
   if (name == NULL) return fail_at(L, TW_EINVAL, m, "rule is missing 'name'");
   if ((rc = want_scalar(L, name, "'name'")) != 0) return rc;
   if (!valid_name(name->s))
-    return fail_at(L, TW_EINVAL, name, "rule name '%.64s' must be lowercase letters, digits and '_'", name->s);
+    return fail_at(L, TW_EINVAL, name,
+                   "rule name '%.64s' must be lowercase letters, digits and '_'", name->s);
   for (size_t i = 0; i < rs->n_rules; i++)
     if (strcmp(rs->rules[i].name, name->s) == 0)
       return fail_at(L, TW_EINVAL, name, "duplicate rule name '%s' (first at line %d)", name->s,
@@ -573,8 +617,10 @@ static int load_rule(loader_t *L, const ynode_t *m, tw_rule_t *r) {
       if ((rc = want_scalar(L, t, texts[i])) != 0) return rc;
       if ((s = keep(L, t->s)) == NULL) return fail(L, TW_ENOMEM, 0, 0, "out of memory");
     }
-    if (i == 0) r->description = s;
-    else r->source = s;
+    if (i == 0)
+      r->description = s;
+    else
+      r->source = s;
   }
   if ((rc = parse_types(L, get(m, "on"), &r->on_types)) != 0) return rc;
   if ((rc = parse_by(L, get(m, "by"), r->on_types, &r->by_slot)) != 0) return rc;
@@ -589,8 +635,11 @@ static int load_rule(loader_t *L, const ynode_t *m, tw_rule_t *r) {
   if (!found) {
     static const char *const sevs[] = {"info", "low", "medium", "high", "critical"};
     const char *sg = suggest(sev->s, sev->len, sevs, 5);
-    if (sg) return fail_at(L, TW_EINVAL, sev, "unknown severity '%.64s' (did you mean '%s'?)", sev->s, sg);
-    return fail_at(L, TW_EINVAL, sev, "unknown severity '%.64s' (info, low, medium, high or critical)", sev->s);
+    if (sg)
+      return fail_at(L, TW_EINVAL, sev, "unknown severity '%.64s' (did you mean '%s'?)", sev->s,
+                     sg);
+    return fail_at(L, TW_EINVAL, sev,
+                   "unknown severity '%.64s' (info, low, medium, high or critical)", sev->s);
   }
   const ynode_t *cd = get(m, "cooldown");
   if (cd != NULL && (rc = parse_duration_node(L, cd, "cooldown", &r->cooldown_ms)) != 0) return rc;
@@ -612,14 +661,16 @@ static int load_rule(loader_t *L, const ynode_t *m, tw_rule_t *r) {
   }
   const ynode_t *labels = get(m, "labels");
   if (labels != NULL) {
-    if (labels->kind != YN_MAP) return fail_at(L, TW_EINVAL, labels, "'labels' must map names to values");
+    if (labels->kind != YN_MAP)
+      return fail_at(L, TW_EINVAL, labels, "'labels' must map names to values");
     tw_label_t *ls = tw__arena_alloc(&rs->arena, (labels->n / 2 + 1) * sizeof *ls);
     if (ls == NULL) return fail(L, TW_ENOMEM, 0, 0, "out of memory");
     for (const ynode_t *k = labels->child; k != NULL; k = k->next->next) {
       if (k->kind != YN_SCALAR || k->next->kind != YN_SCALAR)
         return fail_at(L, TW_EINVAL, k, "labels are names with single values");
       for (size_t i = 0; i < r->n_labels; i++)
-        if (strcmp(ls[i].key, k->s) == 0) return fail_at(L, TW_EINVAL, k, "duplicate label '%s'", k->s);
+        if (strcmp(ls[i].key, k->s) == 0)
+          return fail_at(L, TW_EINVAL, k, "duplicate label '%s'", k->s);
       ls[r->n_labels].key = keep(L, k->s);
       ls[r->n_labels].value = keep(L, k->next->s);
       if (ls[r->n_labels].key == NULL || ls[r->n_labels].value == NULL)
@@ -644,11 +695,20 @@ static int load_rules_section(loader_t *L, const ynode_t *seq) {
   return 0;
 }
 
+/* A top-level section; an empty one (`rules:` with nothing after it) is the same as none. */
+static const ynode_t *section(const ynode_t *root, const char *key) {
+  const ynode_t *n = get(root, key);
+  if (n != NULL && n->kind == YN_SCALAR && n->len == 0 && n->style == YAML_PLAIN_SCALAR_STYLE)
+    return NULL;
+  return n;
+}
+
 static const char *const top_keys[] = {"version", "lists", "aggregates", "rules", "tests"};
 
 static int load_tree(loader_t *L, const ynode_t *root) {
   int rc;
-  if (root->kind != YN_MAP) return fail_at(L, TW_EINVAL, root, "a rule file is a mapping with 'version: 1'");
+  if (root->kind != YN_MAP)
+    return fail_at(L, TW_EINVAL, root, "a rule file is a mapping with 'version: 1'");
   if ((rc = check_keys(L, root, "the rule file", top_keys, 5)) != 0) return rc;
   const ynode_t *v = get(root, "version");
   if (v == NULL) return fail_at(L, TW_EINVAL, root, "missing 'version: 1'");
@@ -656,9 +716,9 @@ static int load_tree(loader_t *L, const ynode_t *root) {
     return fail_at(L, TW_EINVAL, v, "unsupported version '%.16s': this tutorwatch reads version 1",
                    v->kind == YN_SCALAR ? v->s : "?");
   const ynode_t *n;
-  if ((n = get(root, "lists")) != NULL && (rc = load_lists(L, n)) != 0) return rc;
-  if ((n = get(root, "aggregates")) != NULL && (rc = load_aggregates(L, n)) != 0) return rc;
-  if ((n = get(root, "rules")) != NULL && (rc = load_rules_section(L, n)) != 0) return rc;
+  if ((n = section(root, "lists")) != NULL && (rc = load_lists(L, n)) != 0) return rc;
+  if ((n = section(root, "aggregates")) != NULL && (rc = load_aggregates(L, n)) != 0) return rc;
+  if ((n = section(root, "rules")) != NULL && (rc = load_rules_section(L, n)) != 0) return rc;
   return 0;
 }
 

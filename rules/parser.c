@@ -79,9 +79,12 @@ static const char *suggest_name(const tw__env_t *env, const char *name, size_t l
     return best;
   }
   const tw_schema_t *sc = env->rs->schema;
-  for (uint32_t i = 0; i < sc->n_fields; i++) consider(sc->fields[i].name, name, len, &best, &best_d);
-  for (size_t i = 0; i < env->rs->n_aggs; i++) consider(env->rs->aggs[i].name, name, len, &best, &best_d);
-  for (size_t i = 0; i < env->rs->n_lists; i++) consider(env->rs->lists[i].name, name, len, &best, &best_d);
+  for (uint32_t i = 0; i < sc->n_fields; i++)
+    consider(sc->fields[i].name, name, len, &best, &best_d);
+  for (size_t i = 0; i < env->rs->n_aggs; i++)
+    consider(env->rs->aggs[i].name, name, len, &best, &best_d);
+  for (size_t i = 0; i < env->rs->n_lists; i++)
+    consider(env->rs->lists[i].name, name, len, &best, &best_d);
   return best;
 }
 
@@ -89,8 +92,8 @@ static int unknown_name(parser_t *p, const char *kind, const tw__token_t *t, int
   const char *s = suggest_name(p->env, t->s, t->slen, funcs);
   int n = t->slen > 64 ? 64 : (int)t->slen;
   if (s != NULL)
-    return tw__perr_set(p->err, TW_EINVAL, t->pos, "unknown %s '%.*s' (did you mean '%s'?)", kind, n,
-                        t->s, s);
+    return tw__perr_set(p->err, TW_EINVAL, t->pos, "unknown %s '%.*s' (did you mean '%s'?)", kind,
+                        n, t->s, s);
   return tw__perr_set(p->err, TW_EINVAL, t->pos, "unknown %s '%.*s'", kind, n, t->s);
 }
 
@@ -140,7 +143,8 @@ static tw_expr_t *parse_call(parser_t *p, tw__token_t name) {
   if (p->tok.kind != TW__TK_RPAREN) {
     for (;;) {
       if (nargs == 2) {
-        tw__perr_set(p->err, TW_EPARSE, p->tok.pos, "too many arguments to %s()", function_names[fn]);
+        tw__perr_set(p->err, TW_EPARSE, p->tok.pos, "too many arguments to %s()",
+                     function_names[fn]);
         return NULL;
       }
       args[nargs] = parse_or(p);
@@ -158,7 +162,8 @@ static tw_expr_t *parse_call(parser_t *p, tw__token_t name) {
     return NULL;
   }
   switch (fn) {
-    case 0: return new_node(p, TW__OP_NOW, TW_V_TIME, name.pos, NULL, NULL);
+    case 0:
+      return new_node(p, TW__OP_NOW, TW_V_TIME, name.pos, NULL, NULL);
     case 1:
       if (!is_numeric(args[0]->type)) {
         tw__perr_set(p->err, TW_ETYPE, args[0]->pos, "abs() needs int, money or duration, not %s",
@@ -171,7 +176,8 @@ static tw_expr_t *parse_call(parser_t *p, tw__token_t name) {
         tw__perr_set(p->err, TW_ETYPE, name.pos,
                      "%s() needs two values of the same type (int, money, duration or time), "
                      "not %s and %s",
-                     function_names[fn], tw__type_name(args[0]->type), tw__type_name(args[1]->type));
+                     function_names[fn], tw__type_name(args[0]->type),
+                     tw__type_name(args[1]->type));
         return NULL;
       }
       return new_node(p, fn == 2 ? TW__OP_MIN : TW__OP_MAX, args[0]->type, name.pos, args[0],
@@ -187,18 +193,20 @@ static tw_expr_t *parse_name(parser_t *p) {
   const tw_schema_t *sc = env->rs->schema;
   int slot = tw_schema_field_slot(sc, t.s, t.slen);
   if (slot >= 0) {
-    if (env->on_types != 0) {
+    if (env->on_types != 0 && slot > TW_SLOT_REGION) { /* the envelope is in every event */
       int carried = 0;
       for (uint32_t ty = 0; ty < sc->n_types && ty < 32; ty++)
         if ((env->on_types & (1u << ty)) && (sc->types[ty].present_mask & ((uint64_t)1 << slot)))
           carried = 1;
       if (!carried) {
         tw__perr_set(p->err, TW_EINVAL, t.pos,
-                     "field '%s' does not occur in the event types this runs on", sc->fields[slot].name);
+                     "field '%s' does not occur in the event types this runs on",
+                     sc->fields[slot].name);
         return NULL;
       }
     }
-    tw_expr_t *n = new_node(p, TW__OP_FIELD, tw__field_type(sc->fields[slot].kind), t.pos, NULL, NULL);
+    tw_expr_t *n =
+        new_node(p, TW__OP_FIELD, tw__field_type(sc->fields[slot].kind), t.pos, NULL, NULL);
     if (n == NULL) return NULL;
     n->u.field.slot = slot;
     n->u.field.name = sc->fields[slot].name;
@@ -207,7 +215,8 @@ static tw_expr_t *parse_name(parser_t *p) {
   int agg = find_agg(env, t.s, t.slen);
   if (agg >= 0) {
     if (!env->allow_aggs) {
-      tw__perr_set(p->err, TW_EINVAL, t.pos, "aggregate '%s' cannot be used in an aggregate's 'where'",
+      tw__perr_set(p->err, TW_EINVAL, t.pos,
+                   "aggregate '%s' cannot be used in an aggregate's 'where'",
                    env->rs->aggs[agg].name);
       return NULL;
     }
@@ -252,7 +261,8 @@ static tw_expr_t *parse_primary(parser_t *p) {
       n->u.k = tw_value_str(t.s, (uint32_t)t.slen);
       if (advance(p) != 0) return NULL;
       return n;
-    case TW__TK_IDENT: return parse_name(p);
+    case TW__TK_IDENT:
+      return parse_name(p);
     case TW__TK_LPAREN:
       if (advance(p) != 0) return NULL;
       n = parse_or(p);
@@ -320,7 +330,8 @@ static int arith_type(tw__tok_t op, int a, int b) {
     case TW__TK_PERCENT:
       if (a == b && is_numeric(a)) return a;
       return -1;
-    default: return -1;
+    default:
+      return -1;
   }
 }
 
@@ -390,7 +401,8 @@ static tw_expr_t *parse_in(parser_t *p, tw_expr_t *a, size_t pos) {
     return NULL;
   }
   if (a->type != TW_V_STR && !is_numeric(a->type)) {
-    tw__perr_set(p->err, TW_ETYPE, pos, "'in' needs a string, int, money or duration on the left, not %s",
+    tw__perr_set(p->err, TW_ETYPE, pos,
+                 "'in' needs a string, int, money or duration on the left, not %s",
                  tw__type_name(a->type));
     return NULL;
   }
@@ -413,7 +425,8 @@ static tw_expr_t *parse_in(parser_t *p, tw_expr_t *a, size_t pos) {
     if (advance(p) != 0) return NULL; /* '[' */
     while (p->tok.kind != TW__TK_RBRACK) {
       if (count == TW__MAX_LIST_ITEMS) {
-        tw__perr_set(p->err, TW_ETOOBIG, p->tok.pos, "list has more than %d items", TW__MAX_LIST_ITEMS);
+        tw__perr_set(p->err, TW_ETOOBIG, p->tok.pos, "list has more than %d items",
+                     TW__MAX_LIST_ITEMS);
         return NULL;
       }
       tw_expr_t *it = parse_unary(p);
@@ -440,7 +453,8 @@ static tw_expr_t *parse_in(parser_t *p, tw_expr_t *a, size_t pos) {
     n_items = count;
   }
   if (advance(p) != 0) return NULL; /* ']' */
-  tw_expr_t *n = new_node(p, a->type == TW_V_STR ? TW__OP_IN_STR : TW__OP_IN_INT, TW_V_BOOL, pos, a, NULL);
+  tw_expr_t *n =
+      new_node(p, a->type == TW_V_STR ? TW__OP_IN_STR : TW__OP_IN_INT, TW_V_BOOL, pos, a, NULL);
   if (n == NULL) return NULL;
   if (a->type == TW_V_STR) {
     tw_str_t *set = tw__arena_alloc(&p->env->rs->arena, (n_items ? n_items : 1) * sizeof *set);
@@ -496,7 +510,8 @@ static tw_expr_t *parse_matches(parser_t *p, tw_expr_t *a, size_t pos) {
     }
     if (advance(p) != 0 || expect(p, TW__TK_RPAREN, "')'") != 0) return NULL;
   } else {
-    tw__perr_set(p->err, TW_EPARSE, t.pos, "expected a regex string or any(list) after 'matches', found %s",
+    tw__perr_set(p->err, TW_EPARSE, t.pos,
+                 "expected a regex string or any(list) after 'matches', found %s",
                  tw__tok_name(t.kind));
     return NULL;
   }
@@ -522,10 +537,11 @@ static tw_expr_t *parse_comparison(parser_t *p) {
     /* a bare integer literal next to money or a duration: say how to write it */
     const tw_expr_t *bare = (a->type == TW_V_INT && a->op == TW__OP_CONST)   ? a
                             : (b->type == TW_V_INT && b->op == TW__OP_CONST) ? b
-                                                                              : NULL;
+                                                                             : NULL;
     int other = bare == a ? b->type : a->type;
     if (bare != NULL && other == TW_V_MONEY)
-      tw__perr_set(p->err, TW_ETYPE, bare->pos, "compare money with money: write 5000yuan or 500000fen");
+      tw__perr_set(p->err, TW_ETYPE, bare->pos,
+                   "compare money with money: write 5000yuan or 500000fen");
     else if (bare != NULL && other == TW_V_DURATION)
       tw__perr_set(p->err, TW_ETYPE, bare->pos,
                    "compare duration with duration: write 500ms, 15s, 30m, 12h or 7d");
@@ -601,6 +617,16 @@ int tw__expr_compile(const tw__env_t *env, const char *src, size_t len, int want
   if (p.tok.kind == TW__TK_EOF) return tw__perr_set(err, TW_EPARSE, 0, "empty expression");
   tw_expr_t *n = parse_or(&p);
   if (n == NULL) return err->code ? err->code : TW_EPARSE;
+  if (p.tok.kind == TW__TK_IDENT) {
+    static const char *const units[] = {"yuan", "fen", "ms", "s", "m", "h", "d"};
+    int nl = p.tok.slen > 64 ? 64 : (int)p.tok.slen;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+      if (strlen(units[i]) == p.tok.slen && memcmp(units[i], p.tok.s, p.tok.slen) == 0)
+        return tw__perr_set(err, TW_EPARSE, p.tok.pos,
+                            "unexpected name '%.*s' (write a unit without a space: 5000yuan, 7d)",
+                            nl, p.tok.s);
+    return tw__perr_set(err, TW_EPARSE, p.tok.pos, "unexpected name '%.*s'", nl, p.tok.s);
+  }
   if (p.tok.kind != TW__TK_EOF)
     return tw__perr_set(err, TW_EPARSE, p.tok.pos, "unexpected %s", tw__tok_name(p.tok.kind));
   if (want_type >= 0 && n->type != want_type)

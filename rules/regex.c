@@ -45,8 +45,10 @@ static _Thread_local md_slot_t *md_mine;
 static void md_destroy(void *p) {
   md_slot_t *s = p;
   pthread_mutex_lock(&md_lock);
-  if (s->prev) s->prev->next = s->next;
-  else md_all = s->next;
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    md_all = s->next;
   if (s->next) s->next->prev = s->prev;
   pthread_mutex_unlock(&md_lock);
   pcre2_match_data_free(s->md);
@@ -153,8 +155,8 @@ int tw__regex_match(const tw__regex_t *re, const char *s, size_t len, tw_eval_ct
   int rc = pcre2_match(re->code, (PCRE2_SPTR)s, len, 0, PCRE2_NO_UTF_CHECK, md, re->mctx);
   if (rc >= 0) return 1;
   if (rc == PCRE2_ERROR_NOMATCH) return 0;
-  if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT ||
-      rc == PCRE2_ERROR_HEAPLIMIT || rc == PCRE2_ERROR_JIT_STACKLIMIT) {
+  if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT || rc == PCRE2_ERROR_HEAPLIMIT ||
+      rc == PCRE2_ERROR_JIT_STACKLIMIT) {
     ctx->regex_limit_hits++;
     return TW_ELIMIT;
   }

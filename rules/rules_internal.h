@@ -29,14 +29,14 @@ typedef struct tw__arena {
   tw__chunk_t *head;
 } tw__arena_t;
 
-void *tw__arena_alloc(tw__arena_t *a, size_t size);          /* zeroed, 16-aligned; NULL on OOM */
+void *tw__arena_alloc(tw__arena_t *a, size_t size); /* zeroed, 16-aligned; NULL on OOM */
 char *tw__arena_strndup(tw__arena_t *a, const char *s, size_t len); /* NUL-terminated copy */
 void tw__arena_free(tw__arena_t *a);
 
 /* ---- errors while compiling an expression or template ---- */
 typedef struct tw__perr {
-  int code;       /* TW_EPARSE, TW_ETYPE, TW_EINVAL, TW_ENOMEM */
-  size_t pos;     /* byte offset into the source text */
+  int code;   /* TW_EPARSE, TW_ETYPE, TW_EINVAL, TW_ENOMEM */
+  size_t pos; /* byte offset into the source text */
   char msg[480];
 } tw__perr_t;
 
@@ -109,20 +109,32 @@ struct tw_expr {
   uint32_t pos; /* byte offset in the source, for errors */
   const struct tw_expr *a, *b;
   union {
-    tw_value_t k;                                       /* CONST */
-    struct { int slot; const char *name; } field;       /* FIELD */
-    struct { size_t index; const char *name; } agg;     /* AGG */
-    struct { const tw_str_t *items; size_t n; } sset;   /* IN_STR */
-    struct { const int64_t *items; size_t n; } iset;    /* IN_INT */
-    const tw__regex_t *re;                              /* MATCH */
+    tw_value_t k; /* CONST */
+    struct {
+      int slot;
+      const char *name;
+    } field; /* FIELD */
+    struct {
+      size_t index;
+      const char *name;
+    } agg; /* AGG */
+    struct {
+      const tw_str_t *items;
+      size_t n;
+    } sset; /* IN_STR */
+    struct {
+      const int64_t *items;
+      size_t n;
+    } iset;                /* IN_INT */
+    const tw__regex_t *re; /* MATCH */
   } u;
 };
 
 /* What an expression may refer to while it is compiled. */
 typedef struct tw__env {
   tw_ruleset_t *rs;
-  uint32_t on_types;  /* the event types it runs on: fields must be carried by one of them */
-  int allow_aggs;     /* 0 inside an aggregate's `where` */
+  uint32_t on_types; /* the event types it runs on: fields must be carried by one of them */
+  int allow_aggs;    /* 0 inside an aggregate's `where` */
 } tw__env_t;
 
 /* Compile src[0..len) to a tree whose result type is any (want_type < 0) or want_type. */
@@ -136,8 +148,8 @@ const char *tw__type_name(int kind);
 int tw__field_type(tw_field_kind_t kind);
 
 /* Compile a regex (UTF, JIT) into the ruleset. err->pos is 0; the message names the offset. */
-int tw__regex_compile(tw_ruleset_t *rs, const char *pattern, size_t len,
-                      const tw__regex_t **out, tw__perr_t *err);
+int tw__regex_compile(tw_ruleset_t *rs, const char *pattern, size_t len, const tw__regex_t **out,
+                      tw__perr_t *err);
 /* Compile a list into one alternation of escaped words (cached in the list). */
 int tw__regex_compile_list(tw_ruleset_t *rs, tw__list_t *list, const tw__regex_t **out,
                            tw__perr_t *err);
@@ -154,18 +166,42 @@ int tw__value_format(tw_value_t v, char *buf, size_t cap);
 
 /* ---- lexer (lexer.c) ---- */
 typedef enum tw__tok {
-  TW__TK_EOF = 0, TW__TK_INT, TW__TK_MONEY, TW__TK_DURATION, TW__TK_STRING, TW__TK_IDENT,
-  TW__TK_LPAREN, TW__TK_RPAREN, TW__TK_LBRACK, TW__TK_RBRACK, TW__TK_COMMA,
-  TW__TK_EQ, TW__TK_NE, TW__TK_LT, TW__TK_LE, TW__TK_GT, TW__TK_GE,
-  TW__TK_PLUS, TW__TK_MINUS, TW__TK_STAR, TW__TK_SLASH, TW__TK_PERCENT,
-  TW__TK_AND, TW__TK_OR, TW__TK_NOT, TW__TK_IN, TW__TK_MATCHES, TW__TK_TRUE, TW__TK_FALSE
+  TW__TK_EOF = 0,
+  TW__TK_INT,
+  TW__TK_MONEY,
+  TW__TK_DURATION,
+  TW__TK_STRING,
+  TW__TK_IDENT,
+  TW__TK_LPAREN,
+  TW__TK_RPAREN,
+  TW__TK_LBRACK,
+  TW__TK_RBRACK,
+  TW__TK_COMMA,
+  TW__TK_EQ,
+  TW__TK_NE,
+  TW__TK_LT,
+  TW__TK_LE,
+  TW__TK_GT,
+  TW__TK_GE,
+  TW__TK_PLUS,
+  TW__TK_MINUS,
+  TW__TK_STAR,
+  TW__TK_SLASH,
+  TW__TK_PERCENT,
+  TW__TK_AND,
+  TW__TK_OR,
+  TW__TK_NOT,
+  TW__TK_IN,
+  TW__TK_MATCHES,
+  TW__TK_TRUE,
+  TW__TK_FALSE
 } tw__tok_t;
 
 typedef struct tw__token {
   tw__tok_t kind;
-  size_t pos, len;  /* bytes of the token in the source */
-  int64_t i;        /* INT; MONEY in fen; DURATION in ms */
-  const char *s;    /* STRING: decoded, NUL-terminated, in the arena; IDENT: points into source */
+  size_t pos, len; /* bytes of the token in the source */
+  int64_t i;       /* INT; MONEY in fen; DURATION in ms */
+  const char *s;   /* STRING: decoded, NUL-terminated, in the arena; IDENT: points into source */
   size_t slen;
 } tw__token_t;
 

@@ -46,8 +46,10 @@ static int split(const tw__env_t *env, const char *src, size_t len, tw__part_t *
       size_t start = ++i;
       int in_str = 0;
       while (i < len && (in_str || src[i] != '}')) {
-        if (src[i] == '"') in_str = !in_str;
-        else if (in_str && src[i] == '\\') i++;
+        if (src[i] == '"')
+          in_str = !in_str;
+        else if (in_str && src[i] == '\\')
+          i++;
         i++;
       }
       if (i >= len) return tw__perr_set(err, TW_EPARSE, start - 1, "unclosed '{' in message");
@@ -69,7 +71,8 @@ static int split(const tw__env_t *env, const char *src, size_t len, tw__part_t *
       i += 2;
       continue;
     }
-    if (c == '}') return tw__perr_set(err, TW_EPARSE, i, "single '}' in message: write '}}' for a brace");
+    if (c == '}')
+      return tw__perr_set(err, TW_EPARSE, i, "single '}' in message: write '}}' for a brace");
     if (lit) lit[o] = c;
     o++;
     i++;
@@ -86,7 +89,8 @@ int tw__template_compile(const tw__env_t *env, const char *src, size_t len,
   tw_template_t *t = tw__arena_alloc(&env->rs->arena, sizeof *t);
   char *lit = tw__arena_alloc(&env->rs->arena, len + 1);
   tw__part_t *parts = tw__arena_alloc(&env->rs->arena, (n ? n : 1) * sizeof *parts);
-  if (t == NULL || lit == NULL || parts == NULL) return tw__perr_set(err, TW_ENOMEM, 0, "out of memory");
+  if (t == NULL || lit == NULL || parts == NULL)
+    return tw__perr_set(err, TW_ENOMEM, 0, "out of memory");
   if (split(env, src, len, parts, lit, &n, err) != 0) return err->code;
   t->parts = parts;
   t->n = n;
@@ -133,19 +137,26 @@ static int format_duration(int64_t ms, char *buf, size_t cap) {
   } units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}};
   if (ms == 0) return snprintf(buf, cap, "0s");
   for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-    if (ms % units[i].ms == 0) return snprintf(buf, cap, "%" PRId64 "%s", ms / units[i].ms, units[i].unit);
+    if (ms % units[i].ms == 0)
+      return snprintf(buf, cap, "%" PRId64 "%s", ms / units[i].ms, units[i].unit);
   return snprintf(buf, cap, "%" PRId64 "ms", ms);
 }
 
 int tw__value_format(tw_value_t v, char *buf, size_t cap) {
   switch (v.kind) {
-    case TW_V_BOOL: return snprintf(buf, cap, "%s", v.u.i ? "true" : "false");
+    case TW_V_BOOL:
+      return snprintf(buf, cap, "%s", v.u.i ? "true" : "false");
     case TW_V_INT:
-    case TW_V_MONEY: return snprintf(buf, cap, "%" PRId64, v.u.i);
-    case TW_V_DURATION: return format_duration(v.u.i, buf, cap);
-    case TW_V_TIME: return format_time(v.u.i, buf, cap);
-    case TW_V_STR: return snprintf(buf, cap, "%.*s", (int)v.u.s.len, v.u.s.ptr);
-    default: return snprintf(buf, cap, "null");
+    case TW_V_MONEY:
+      return snprintf(buf, cap, "%" PRId64, v.u.i);
+    case TW_V_DURATION:
+      return format_duration(v.u.i, buf, cap);
+    case TW_V_TIME:
+      return format_time(v.u.i, buf, cap);
+    case TW_V_STR:
+      return snprintf(buf, cap, "%.*s", (int)v.u.s.len, v.u.s.ptr);
+    default:
+      return snprintf(buf, cap, "null");
   }
 }
 

@@ -96,23 +96,35 @@ size_t tw__edit_distance(const char *a, size_t alen, const char *b, size_t blen)
 
 const char *tw__type_name(int kind) {
   switch (kind) {
-    case TW_V_NULL: return "null";
-    case TW_V_BOOL: return "bool";
-    case TW_V_INT: return "int";
-    case TW_V_MONEY: return "money";
-    case TW_V_DURATION: return "duration";
-    case TW_V_TIME: return "time";
-    case TW_V_STR: return "string";
-    default: return "?";
+    case TW_V_NULL:
+      return "null";
+    case TW_V_BOOL:
+      return "bool";
+    case TW_V_INT:
+      return "int";
+    case TW_V_MONEY:
+      return "money";
+    case TW_V_DURATION:
+      return "duration";
+    case TW_V_TIME:
+      return "time";
+    case TW_V_STR:
+      return "string";
+    default:
+      return "?";
   }
 }
 
 int tw__field_type(tw_field_kind_t kind) {
   switch (kind) {
-    case TW_FK_INT: return TW_V_INT;
-    case TW_FK_FEN: return TW_V_MONEY;
-    case TW_FK_TIME: return TW_V_TIME;
-    default: return TW_V_STR;
+    case TW_FK_INT:
+      return TW_V_INT;
+    case TW_FK_FEN:
+      return TW_V_MONEY;
+    case TW_FK_TIME:
+      return TW_V_TIME;
+    default:
+      return TW_V_STR;
   }
 }
 

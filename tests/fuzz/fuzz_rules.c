@@ -72,7 +72,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (tw_rules_load_buffer("fuzz.yaml", (const char *)data, size, &schema, &rs, &err) == 0) {
     for (size_t i = 0; i < tw_rules_n_rules(rs); i++)
       eval_all(tw_rules_rule(rs, i)->when, tw_rules_rule(rs, i)->message);
-    for (size_t i = 0; i < tw_rules_n_aggregates(rs); i++) eval_all(tw_rules_aggregate(rs, i)->where, NULL);
+    for (size_t i = 0; i < tw_rules_n_aggregates(rs); i++)
+      eval_all(tw_rules_aggregate(rs, i)->where, NULL);
     tw_rules_free(rs);
   }
   if (size <= 4096) {
@@ -81,7 +82,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (compiled_bytes > (64u << 20)) {
       tw_rules_free(fixed);
       fixed = NULL;
-      if (tw_rules_load_buffer("fixed.yaml", FIXED, strlen(FIXED), &schema, &fixed, &err) != 0) abort();
+      if (tw_rules_load_buffer("fixed.yaml", FIXED, strlen(FIXED), &schema, &fixed, &err) != 0)
+        abort();
       compiled_bytes = 0;
     }
     compiled_bytes += size * 8 + 64;

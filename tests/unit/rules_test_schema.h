@@ -15,13 +15,34 @@
 #include "tw_schema.h"
 
 enum {
-  TS_STUDENT_ID = 5, TS_COURSE_ID, TS_AMOUNT_FEN, TS_CLASS_HOURS, TS_SERVICE_DAYS, TS_CHANNEL,
-  TS_LIST_PRICE_FEN, TS_REQUEST_ID, TS_STATUS, TS_ACTION, TS_COMPLAINT_ID, TS_CATEGORY, TS_TEXT,
-  TS_STAFF_ID, TS_N_FIELDS
+  TS_STUDENT_ID = 5,
+  TS_COURSE_ID,
+  TS_AMOUNT_FEN,
+  TS_CLASS_HOURS,
+  TS_SERVICE_DAYS,
+  TS_CHANNEL,
+  TS_LIST_PRICE_FEN,
+  TS_REQUEST_ID,
+  TS_STATUS,
+  TS_ACTION,
+  TS_COMPLAINT_ID,
+  TS_CATEGORY,
+  TS_TEXT,
+  TS_STAFF_ID,
+  TS_N_FIELDS
 };
 
-enum { TT_PAYMENT = 0, TT_REFUND, TT_CONSUMPTION, TT_ENROLLMENT, TT_COMPLAINT, TT_INSTITUTION,
-       TT_ESCROW, TT_STAFF, TT_N_TYPES };
+enum {
+  TT_PAYMENT = 0,
+  TT_REFUND,
+  TT_CONSUMPTION,
+  TT_ENROLLMENT,
+  TT_COMPLAINT,
+  TT_INSTITUTION,
+  TT_ESCROW,
+  TT_STAFF,
+  TT_N_TYPES
+};
 
 static inline void ts_field(tw_schema_t *s, int slot, const char *name, tw_field_kind_t kind) {
   strncpy(s->fields[slot].name, name, TW_NAME_MAX - 1);
@@ -57,8 +78,8 @@ static inline void ts_build(tw_schema_t *s) {
   ts_field(s, TS_TEXT, "text", TW_FK_TEXT);
   ts_field(s, TS_STAFF_ID, "staff_id", TW_FK_STRING);
   s->n_fields = TS_N_FIELDS;
-  static const int payment[] = {TS_STUDENT_ID, TS_COURSE_ID, TS_AMOUNT_FEN, TS_CLASS_HOURS,
-                                TS_SERVICE_DAYS, TS_CHANNEL, TS_LIST_PRICE_FEN, -1};
+  static const int payment[] = {TS_STUDENT_ID,   TS_COURSE_ID, TS_AMOUNT_FEN,     TS_CLASS_HOURS,
+                                TS_SERVICE_DAYS, TS_CHANNEL,   TS_LIST_PRICE_FEN, -1};
   static const int refund[] = {TS_REQUEST_ID, TS_STUDENT_ID, TS_AMOUNT_FEN, TS_STATUS, -1};
   static const int consumption[] = {TS_STUDENT_ID, TS_COURSE_ID, TS_AMOUNT_FEN, TS_CLASS_HOURS, -1};
   static const int enrollment[] = {TS_STUDENT_ID, TS_COURSE_ID, TS_ACTION, -1};

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -103,10 +104,10 @@ static void ctx_for(tw_eval_ctx_t *ctx, const tw_event_t *ev) {
 
 typedef struct vcase {
   const char *expr;
-  char ev;     /* 'p' payment, 'c' complaint, 'b' bare payment (fields absent) */
-  int rc;      /* expected tw_expr_eval result */
-  int kind;    /* expected kind when rc == 0 */
-  int64_t i;   /* expected integer value */
+  char ev;       /* 'p' payment, 'c' complaint, 'b' bare payment (fields absent) */
+  int rc;        /* expected tw_expr_eval result */
+  int kind;      /* expected kind when rc == 0 */
+  int64_t i;     /* expected integer value */
   const char *s; /* expected string value for TW_V_STR */
 } vcase_t;
 
@@ -262,7 +263,8 @@ static void test_values(void **state) {
         ok = v.u.i == c->i;
     }
     if (!ok) {
-      fprintf(stderr, "case %zu `%s`: got rc %d kind %d value %lld, want rc %d kind %d value %lld\n", i,
+      fprintf(stderr,
+              "case %zu `%s`: got rc %d kind %d value %lld, want rc %d kind %d value %lld\n", i,
               c->expr, rc, v.kind, (long long)(v.kind == TW_V_STR ? 0 : v.u.i), c->rc, c->kind,
               (long long)c->i);
       failures++;
@@ -289,19 +291,24 @@ static const ecase_t error_cases[] = {
     {"now() - ts > 3600", 0, TW_ETYPE, 13,
      "compare duration with duration: write 500ms, 15s, 30m, 12h or 7d"},
     {"class_hours > 5yuan", 0, TW_ETYPE, 12, "cannot compare int with money"},
-    {"amout_fen > 5000yuan", 0, TW_EINVAL, 0, "unknown field 'amout_fen' (did you mean 'amount_fen'?)"},
+    {"amout_fen > 5000yuan", 0, TW_EINVAL, 0,
+     "unknown field 'amout_fen' (did you mean 'amount_fen'?)"},
     {"class_hours > 1 and colected_all > 1yuan", 0, TW_EINVAL, 20,
      "unknown field 'colected_all' (did you mean 'collected_all'?)"},
     {"zzzzzz > 1", 0, TW_EINVAL, 0, "unknown field 'zzzzzz'"},
-    {"text in runaway_wordz", 0, TW_EINVAL, 8, "unknown list 'runaway_wordz' (did you mean 'runaway_words'?)"},
+    {"text in runaway_wordz", 0, TW_EINVAL, 8,
+     "unknown list 'runaway_wordz' (did you mean 'runaway_words'?)"},
     {"text matches any(closing_action)", 0, TW_EINVAL, 17,
      "unknown list 'closing_action' (did you mean 'closing_actions'?)"},
-    {"runaway_words", 0, TW_ETYPE, 0, "list 'runaway_words' can only be used after 'in' or inside 'matches any(...)'"},
+    {"runaway_words", 0, TW_ETYPE, 0,
+     "list 'runaway_words' can only be used after 'in' or inside 'matches any(...)'"},
     {"text", PAY, TW_EINVAL, 0, "field 'text' does not occur in the event types this runs on"},
     {"12.505yuan > amount_fen", 0, TW_EPARSE, 0, "money has at most 2 decimals (fen)"},
-    {"1.5 > 1", 0, TW_EPARSE, 0, "decimal numbers need a unit: write 12.50yuan (there are no floats)"},
+    {"1.5 > 1", 0, TW_EPARSE, 0,
+     "decimal numbers need a unit: write 12.50yuan (there are no floats)"},
     {"1.5d > 1d", 0, TW_EPARSE, 0, "only yuan amounts may have decimals"},
-    {"1e6 > 1", 0, TW_EPARSE, 1, "unknown unit 'e6' (write 5000yuan, 500000fen, 500ms, 15s, 30m, 12h or 7d)"},
+    {"1e6 > 1", 0, TW_EPARSE, 1,
+     "unknown unit 'e6' (write 5000yuan, 500000fen, 500ms, 15s, 30m, 12h or 7d)"},
     {"99999999999999999999 > 1", 0, TW_EPARSE, 0, "number too large"},
     {"99999999999999999yuan > 1yuan", 0, TW_EPARSE, 0, "amount too large"},
     {"class_hours > ", 0, TW_EPARSE, 14, "expected a value, found end of expression"},
@@ -314,10 +321,14 @@ static const ecase_t error_cases[] = {
     {"\"abc", 0, TW_EPARSE, 0, "unterminated string"},
     {"text matches \"\\d+\"", 0, TW_EPARSE, 14,
      "unknown escape '\\d' (use \\\" \\\\ \\n \\t or \\uXXXX; in a regex write \\\\d for \\d)"},
-    {"text matches \"(a\"", 0, TW_EPARSE, 13, "invalid regex at offset 2: missing closing parenthesis"},
-    {"text matches 5", 0, TW_EPARSE, 13, "expected a regex string or any(list) after 'matches', found integer"},
-    {"amount_fen matches \"a\"", 0, TW_ETYPE, 11, "'matches' needs a string on the left, not money"},
-    {"class_hours in closing_actions", 0, TW_ETYPE, 12, "'in closing_actions' needs a string on the left, not int"},
+    {"text matches \"(a\"", 0, TW_EPARSE, 13,
+     "invalid regex at offset 2: missing closing parenthesis"},
+    {"text matches 5", 0, TW_EPARSE, 13,
+     "expected a regex string or any(list) after 'matches', found integer"},
+    {"amount_fen matches \"a\"", 0, TW_ETYPE, 11,
+     "'matches' needs a string on the left, not money"},
+    {"class_hours in closing_actions", 0, TW_ETYPE, 12,
+     "'in closing_actions' needs a string on the left, not int"},
     {"channel in [\"a\", 1]", 0, TW_ETYPE, 17, "list item is int, but the left side is string"},
     {"channel in [\"a\", channel]", 0, TW_ETYPE, 17, "list items must be literals"},
     {"\"a\" < \"b\"", 0, TW_ETYPE, 4, "'<' needs int, money, duration or time, not string"},
@@ -335,6 +346,10 @@ static const ecase_t error_cases[] = {
     {"now(1)", 0, TW_EPARSE, 0, "now() takes 0 arguments, not 1"},
     {"mx(1, 2)", 0, TW_EINVAL, 0, "unknown function 'mx' (did you mean 'max'?)"},
     {"class_hours > 1 #", 0, TW_EPARSE, 16, "unexpected character '#'"},
+    {"class_hours > 5000 yuan", 0, TW_EPARSE, 19,
+     "unexpected name 'yuan' (write a unit without a space: 5000yuan, 7d)"},
+    {"class_hours > 1 class_hours", 0, TW_EPARSE, 16, "unexpected name 'class_hours'"},
+    {"text matches \"跑\" or 跑", 0, TW_EPARSE, 22, "unexpected character '跑'"},
 };
 
 static void test_compile_errors(void **state) {
@@ -346,8 +361,8 @@ static void test_compile_errors(void **state) {
     memset(&perr, 0, sizeof perr);
     tw_expr_t *e = compile(f, c->expr, c->on_types, &perr);
     if (e != NULL || perr.code != c->rc || perr.pos != c->pos || strcmp(perr.msg, c->msg) != 0) {
-      fprintf(stderr, "case %zu `%s`:\n  got  %d @%zu %s\n  want %d @%zu %s\n", i, c->expr, perr.code,
-              perr.pos, perr.msg, c->rc, c->pos, c->msg);
+      fprintf(stderr, "case %zu `%s`:\n  got  %d @%zu %s\n  want %d @%zu %s\n", i, c->expr,
+              perr.code, perr.pos, perr.msg, c->rc, c->pos, c->msg);
       failures++;
     }
   }
@@ -471,7 +486,7 @@ static void test_redos_limit(void **state) {
   assert_int_equal(ctx.regex_limit_hits, 1);
   assert_int_equal(v.kind, TW_V_BOOL);
   assert_int_equal(v.u.i, 0); /* the condition is false */
-  assert_true(took < 250.0);   /* milliseconds, even under sanitizers */
+  assert_true(took < 250.0);  /* milliseconds, even under sanitizers */
   /* a second evaluation reuses the per-thread match data and is bounded again */
   assert_int_equal(tw_expr_eval(r->when, &ctx, &v), TW_ELIMIT);
   assert_int_equal(ctx.regex_limit_hits, 2);
@@ -568,7 +583,8 @@ static void test_template_errors(void **state) {
     tw__env_t env = {f->rs, 0, 1};
     const tw_template_t *t = NULL;
     tw__perr_t perr;
-    assert_int_not_equal(tw__template_compile(&env, cases[i].tmpl, strlen(cases[i].tmpl), &t, &perr), 0);
+    assert_int_not_equal(
+        tw__template_compile(&env, cases[i].tmpl, strlen(cases[i].tmpl), &t, &perr), 0);
     assert_string_equal(perr.msg, cases[i].msg);
     assert_int_equal(perr.pos, cases[i].pos);
   }
@@ -600,6 +616,44 @@ static void test_template_truncation(void **state) {
   assert_string_equal(buf, "x ");
 }
 
+/* The ruleset is shared read-only; each thread matches with its own cached match data. */
+typedef struct thread_arg {
+  fixture_t *f;
+  const tw_expr_t *e;
+  int hits;
+} thread_arg_t;
+
+static void *match_thread(void *p) {
+  thread_arg_t *a = p;
+  for (int i = 0; i < 2000; i++) {
+    tw_eval_ctx_t ctx;
+    tw_value_t v;
+    ctx_for(&ctx, &a->f->complaint);
+    if (tw_expr_eval(a->e, &ctx, &v) == 0 && v.u.i == 1) a->hits++;
+  }
+  return NULL;
+}
+
+static void test_threads_share_ruleset(void **state) {
+  fixture_t *f = *state;
+  tw__perr_t perr;
+  const tw_expr_t *e =
+      compile(f, "text matches any(runaway_words) and text matches \"老板\"", 0, &perr);
+  assert_non_null(e);
+  pthread_t th[4];
+  thread_arg_t args[4];
+  for (int i = 0; i < 4; i++) {
+    args[i].f = f;
+    args[i].e = e;
+    args[i].hits = 0;
+    assert_int_equal(pthread_create(&th[i], NULL, match_thread, &args[i]), 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(args[i].hits, 2000);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_values),
@@ -612,6 +666,7 @@ int main(void) {
       cmocka_unit_test(test_templates),
       cmocka_unit_test(test_template_errors),
       cmocka_unit_test(test_template_truncation),
+      cmocka_unit_test(test_threads_share_ruleset),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -29,18 +29,21 @@ static const char VALID[] =
     "  closing_actions: [close, suspend, license_revoked]\n"
     "aggregates:\n"
     "  collected_all: {on: [payment], by: institution_id, fn: sum(amount_fen), window: all}\n"
-    "  refunded_all:  {on: [refund], where: 'status == \"paid\"', by: institution_id, fn: sum(amount_fen), window: all}\n"
+    "  refunded_all:  {on: [refund], where: 'status == \"paid\"', by: institution_id, fn: "
+    "sum(amount_fen), window: all}\n"
     "  complaints_7d: {on: [complaint], by: institution_id, fn: count(), window: 7d}\n"
     "rules:\n"
     "  - name: prepaid_over_cap\n"
     "    description: one prepaid payment over 5,000 yuan, 60 class hours or 90 days of service\n"
-    "    source: \"2022 thirteen-department opinion on non-academic tutoring; 教监管函〔2021〕2号\"\n"
+    "    source: \"2022 thirteen-department opinion on non-academic tutoring; "
+    "教监管函〔2021〕2号\"\n"
     "    on: [payment]\n"
     "    by: institution_id\n"
     "    when: amount_fen > 5000yuan or class_hours > 60 or service_days > 90\n"
     "    severity: high\n"
     "    cooldown: 1d\n"
-    "    message: \"payment of {amount_fen / 100} yuan for {class_hours} class hours, {service_days} days\"\n"
+    "    message: \"payment of {amount_fen / 100} yuan for {class_hours} class hours, "
+    "{service_days} days\"\n"
     "    labels: {family: collection_caps}\n"
     "  - name: complaint_runaway_words\n"
     "    on: [complaint]\n"
@@ -90,8 +93,8 @@ static void test_valid_file(void **state) {
   assert_string_equal(r->name, "prepaid_over_cap");
   assert_string_equal(r->description,
                       "one prepaid payment over 5,000 yuan, 60 class hours or 90 days of service");
-  assert_string_equal(r->source,
-                      "2022 thirteen-department opinion on non-academic tutoring; 教监管函〔2021〕2号");
+  assert_string_equal(
+      r->source, "2022 thirteen-department opinion on non-academic tutoring; 教监管函〔2021〕2号");
   assert_int_equal(r->on_types, 1u << TT_PAYMENT);
   assert_int_equal(r->by_slot, TW_SLOT_INSTITUTION_ID);
   assert_int_equal(r->severity, TW_SEV_HIGH);
@@ -201,17 +204,21 @@ typedef struct bad {
   const char *want; /* "name:line:col: message" */
 } bad_t;
 
-#define HEAD "version: 1\nrules:\n  - name: r\n    on: [payment]\n    by: institution_id\n    severity: low\n"
+#define HEAD                                                                                   \
+  "version: 1\nrules:\n  - name: r\n    on: [payment]\n    by: institution_id\n    severity: " \
+  "low\n"
 
 static const bad_t bad_cases[] = {
-    {"version: 2\n", TW_EINVAL, "bad.yaml:1:10: unsupported version '2': this tutorwatch reads version 1"},
+    {"version: 2\n", TW_EINVAL,
+     "bad.yaml:1:10: unsupported version '2': this tutorwatch reads version 1"},
     {"rules: []\n", TW_EINVAL, "bad.yaml:1:1: missing 'version: 1'"},
     {"", TW_EINVAL, "bad.yaml:1:1: empty rule file: expected 'version: 1'"},
     {"- 1\n", TW_EINVAL, "bad.yaml:1:1: a rule file is a mapping with 'version: 1'"},
     {"version: 1\nrulez: []\n", TW_EINVAL,
      "bad.yaml:2:1: unknown key 'rulez' in the rule file (did you mean 'rules'?)"},
     {"version: 1\nparams: {}\n", TW_EINVAL, "bad.yaml:2:1: unknown key 'params' in the rule file"},
-    {"version: 1\nversion: 1\n", TW_EINVAL, "bad.yaml:2:1: duplicate key 'version' (first at line 1)"},
+    {"version: 1\nversion: 1\n", TW_EINVAL,
+     "bad.yaml:2:1: duplicate key 'version' (first at line 1)"},
     {"version: 1\nrules: [\n", TW_EPARSE,
      "bad.yaml:3:1: YAML: did not find expected node content while parsing a flow node"},
     {HEAD "    when: amount_fen > 5000\n", TW_ETYPE,
@@ -236,7 +243,8 @@ static const bad_t bad_cases[] = {
      "bad.yaml:7:11: cannot compare int with money"},
     {HEAD "    when: channel matches \"(a\"\n", TW_EPARSE,
      "bad.yaml:7:27: invalid regex at offset 2: missing closing parenthesis"},
-    {HEAD "    when: class_hours + 1\n", TW_ETYPE, "bad.yaml:7:11: condition must be bool, not int"},
+    {HEAD "    when: class_hours + 1\n", TW_ETYPE,
+     "bad.yaml:7:11: condition must be bool, not int"},
     {HEAD "    when: text == \"x\"\n", TW_EINVAL,
      "bad.yaml:7:11: field 'text' does not occur in the event types this runs on"},
     {HEAD "    when: true\n    message: \"{clas_hours} hours\"\n", TW_EINVAL,
@@ -261,37 +269,54 @@ static const bad_t bad_cases[] = {
      TW_ETYPE, "bad.yaml:5:9: 'by' must be a string field, and 'amount_fen' is money"},
     {HEAD "    when: true\n    cooldown: 1 day\n", TW_EINVAL,
      "bad.yaml:8:15: cooldown '1 day' is not a duration (write 500ms, 30s, 15m, 12h or 7d)"},
-    {"version: 1\nrules:\n  - {name: r, on: [payment], by: institution_id, when: true, severity: low}\n"
+    {"version: 1\nrules:\n  - {name: r, on: [payment], by: institution_id, when: true, severity: "
+     "low}\n"
      "  - {name: r, on: [payment], by: institution_id, when: true, severity: low}\n",
      TW_EINVAL, "bad.yaml:4:12: duplicate rule name 'r' (first at line 3)"},
-    {"version: 1\nrules:\n  - {name: Bad-Name, on: [payment], by: institution_id, when: true, severity: low}\n",
+    {"version: 1\nrules:\n  - {name: Bad-Name, on: [payment], by: institution_id, when: true, "
+     "severity: low}\n",
      TW_EINVAL, "bad.yaml:3:12: rule name 'Bad-Name' must be lowercase letters, digits and '_'"},
-    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: avg(amount_fen), window: all}\n",
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: avg(amount_fen), "
+     "window: all}\n",
      TW_EINVAL,
      "bad.yaml:3:46: unknown aggregate function 'avg' (this version has count() and sum(field))"},
-    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: sum(amout_fen), window: all}\n",
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: sum(amout_fen), "
+     "window: all}\n",
      TW_EINVAL, "bad.yaml:3:50: unknown field 'amout_fen' (did you mean 'amount_fen'?)"},
-    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: sum(channel), window: all}\n",
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: sum(channel), window: "
+     "all}\n",
      TW_ETYPE, "bad.yaml:3:50: sum() needs an integer or money field, and 'channel' is string"},
-    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: count(), window: 7 days}\n",
-     TW_EINVAL, "bad.yaml:3:63: window '7 days' is not a duration (write 500ms, 30s, 15m, 12h or 7d)"},
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: count(), window: 7 "
+     "days}\n",
+     TW_EINVAL,
+     "bad.yaml:3:63: window '7 days' is not a duration (write 500ms, 30s, 15m, 12h or 7d)"},
     {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: count()}\n", TW_EINVAL,
      "bad.yaml:3:3: aggregate 'a' is missing 'window'"},
-    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: count(), window: all, wher: x}\n",
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: count(), window: all, "
+     "wher: x}\n",
      TW_EINVAL, "bad.yaml:3:68: unknown key 'wher' in an aggregate (did you mean 'where'?)"},
     {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: count(), window: all}\n"
      "  b: {on: [payment], by: institution_id, fn: count(), window: all, where: a > 1}\n",
      TW_EINVAL, "bad.yaml:4:75: aggregate 'a' cannot be used in an aggregate's 'where'"},
-    {"version: 1\naggregates:\n  amount_fen: {on: [payment], by: institution_id, fn: count(), window: all}\n",
+    {"version: 1\naggregates:\n  amount_fen: {on: [payment], by: institution_id, fn: count(), "
+     "window: all}\n",
      TW_EINVAL, "bad.yaml:3:3: aggregate 'amount_fen' has the name of a field"},
-    {"version: 1\nlists:\n  w: [a]\naggregates:\n  w: {on: [payment], by: institution_id, fn: count(), window: all}\n",
+    {"version: 1\nlists:\n  w: [a]\naggregates:\n  w: {on: [payment], by: institution_id, fn: "
+     "count(), window: all}\n",
      TW_EINVAL, "bad.yaml:5:3: aggregate 'w' is already defined"},
-    {"version: 1\nlists:\n  w: a\n", TW_EINVAL, "bad.yaml:3:6: list 'w' must be a sequence of words"},
+    {"version: 1\nlists:\n  w: a\n", TW_EINVAL,
+     "bad.yaml:3:6: list 'w' must be a sequence of words"},
     {"version: 1\nlists:\n  w: [a, '']\n", TW_EINVAL, "bad.yaml:3:10: empty item in list 'w'"},
     {"version: 1\nlists:\n  w: [a, [b]]\n", TW_EINVAL, "bad.yaml:3:10: list items must be words"},
     {"version: 1\nlists: &x\n  w: [a]\n", TW_ETOOBIG,
      "bad.yaml:2:8: YAML anchor '&x' refused: rule files may not use anchors or aliases"},
-    {"version: 1\n---\nversion: 1\n", TW_EPARSE, "bad.yaml:2:1: a rule file holds one YAML document"},
+    {"version: 1\naggregates:\n ? {a: 1}\n : 2\n", TW_EINVAL,
+     "bad.yaml:3:4: mapping keys must be plain names"},
+    {"\xEF\xBB\xBF{version: 1, rules: [{name: r, on: [payment], by: region, severity: low, when: "
+     "'x'}]}\n",
+     TW_EINVAL, "bad.yaml:1:81: unknown field 'x'"},
+    {"version: 1\n---\nversion: 1\n", TW_EPARSE,
+     "bad.yaml:2:1: a rule file holds one YAML document"},
 };
 
 static void test_bad_files(void **state) {
@@ -332,16 +357,20 @@ static void test_alias_bomb(void **state) {
   tw_ruleset_t *rs = NULL;
   tw_rule_error_t err;
   double t0 = now_ms();
-  assert_int_equal(tw_rules_load_buffer("bomb.yaml", bomb, strlen(bomb), &schema, &rs, &err), TW_ETOOBIG);
+  assert_int_equal(tw_rules_load_buffer("bomb.yaml", bomb, strlen(bomb), &schema, &rs, &err),
+                   TW_ETOOBIG);
   assert_null(rs);
   assert_int_equal(err.line, 3);
   assert_int_equal(err.col, 7);
-  assert_string_equal(err.message, "YAML anchor '&a0' refused: rule files may not use anchors or aliases");
+  assert_string_equal(err.message,
+                      "YAML anchor '&a0' refused: rule files may not use anchors or aliases");
   /* an alias without an anchor is refused too (libyaml reports it before resolving anything) */
   static const char alias[] = "version: 1\nrules: *nothing\n";
-  assert_int_not_equal(tw_rules_load_buffer("alias.yaml", alias, strlen(alias), &schema, &rs, &err), 0);
+  assert_int_not_equal(tw_rules_load_buffer("alias.yaml", alias, strlen(alias), &schema, &rs, &err),
+                       0);
   assert_null(rs);
-  assert_string_equal(err.message, "YAML alias '*nothing' refused: rule files may not use anchors or aliases");
+  assert_string_equal(err.message,
+                      "YAML alias '*nothing' refused: rule files may not use anchors or aliases");
 
   const char *dir = getenv("TW_SHARED_CASES");
   if (dir != NULL) {
@@ -391,6 +420,24 @@ static void test_bounds(void **state) {
   tw_rules_free(NULL);
 }
 
+static void test_empty_sections(void **state) {
+  (void)state;
+  static const char text[] = "version: 1\nlists:\naggregates:\nrules:\ntests:\n";
+  tw_ruleset_t *rs = NULL;
+  tw_rule_error_t err;
+  assert_int_equal(tw_rules_load_buffer("empty.yaml", text, strlen(text), &schema, &rs, &err), 0);
+  assert_int_equal(tw_rules_n_rules(rs), 0);
+  assert_int_equal(tw_rules_n_aggregates(rs), 0);
+  assert_null(tw_rules_rule(rs, 0));
+  tw_rules_free(rs);
+  static const char quoted[] = "version: 1\nrules: ''\n";
+  assert_int_equal(tw_rules_load_buffer("q.yaml", quoted, strlen(quoted), &schema, &rs, &err),
+                   TW_EINVAL);
+  assert_string_equal(err.message, "'rules' must be a sequence of rules");
+  assert_int_equal(err.line, 2);
+  assert_int_equal(err.col, 8);
+}
+
 static void test_load_from_file(void **state) {
   (void)state;
   char path[] = "/tmp/tw_rules_XXXXXX";
@@ -417,13 +464,43 @@ static void test_severity_names(void **state) {
   assert_string_equal(tw_severity_name((tw_severity_t)99), "unknown");
 }
 
+/* Every ```yaml block of docs/rules.md loads: the docs cannot drift from the code. */
+static void test_docs_examples(void **state) {
+  (void)state;
+  const char *root = getenv("TW_SOURCE_DIR");
+  char path[1024];
+  snprintf(path, sizeof path, "%s/docs/rules.md", root ? root : TW_SOURCE_DIR);
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  static char doc[1 << 16];
+  size_t n = fread(doc, 1, sizeof doc - 1, f);
+  fclose(f);
+  doc[n] = '\0';
+  int blocks = 0;
+  for (char *p = strstr(doc, "```yaml\n"); p != NULL; p = strstr(p, "```yaml\n")) {
+    p += 8;
+    char *end = strstr(p, "```");
+    assert_non_null(end);
+    tw_ruleset_t *rs = NULL;
+    tw_rule_error_t err;
+    int rc = tw_rules_load_buffer("docs/rules.md", p, (size_t)(end - p), &schema, &rs, &err);
+    if (rc != 0) fprintf(stderr, "block %d: %d:%d: %s\n", blocks, err.line, err.col, err.message);
+    assert_int_equal(rc, 0);
+    tw_rules_free(rs);
+    blocks++;
+    p = end + 3;
+  }
+  assert_true(blocks >= 3);
+}
+
 int main(void) {
   ts_build(&schema);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_valid_file),     cmocka_unit_test(test_rules_fire),
       cmocka_unit_test(test_bad_files),      cmocka_unit_test(test_alias_bomb),
       cmocka_unit_test(test_bounds),         cmocka_unit_test(test_load_from_file),
-      cmocka_unit_test(test_severity_names),
+      cmocka_unit_test(test_empty_sections), cmocka_unit_test(test_severity_names),
+      cmocka_unit_test(test_docs_examples),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
