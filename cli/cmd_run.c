@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -290,6 +291,24 @@ int tw_cmd_run(int argc, char **argv) {
   if (feed != NULL && open_sink(p, "zmq-pub", feed) != 0) {
     status = 1;
     goto done;
+  }
+  if (input != NULL && strcmp(input, "-") != 0) {
+    struct stat st;
+    if (stat(input, &st) == 0 && S_ISREG(st.st_mode)) {
+      rc = tw_pipeline_track_input(p, input, &so.start_offset_bytes, &so.start_line);
+      if (rc != 0) {
+        fprintf(stderr, "tutorwatch run: cannot read the position of '%s' in the state: %s\n",
+                input, tw_strerror(rc));
+        status = rc == TW_EIO ? 1 : 70;
+        goto done;
+      }
+      if (so.start_offset_bytes > 0)
+        fprintf(stderr,
+                "tutorwatch run: state %s already holds %s up to %s %llu (byte %llu); "
+                "resuming after it\n",
+                po.state_dir, input, so.format == TW_FORMAT_MSGPACK ? "record" : "line",
+                (unsigned long long)so.start_line, (unsigned long long)so.start_offset_bytes);
+    }
   }
   const char *kind = listen_ep ? "zmq-pull" : "file";
   const char *target = listen_ep ? listen_ep : input;

@@ -73,7 +73,7 @@ int tw_cmd_send(int argc, char **argv) {
       {NULL, 0, NULL, 0},
   };
   const char *endpoint = NULL, *path = "-";
-  tw_source_opts_t opts = {TW_FORMAT_AUTO, 0};
+  tw_source_opts_t opts = {.format = TW_FORMAT_AUTO};
   int timeout_ms = SEND_DEFAULT_TIMEOUT_MS, ch;
   optind = 1;
   opterr = 0;

@@ -82,18 +82,24 @@ static void put_int(jbuf_t *b, int64_t v) {
   put(b, num, (size_t)n);
 }
 
-static void put_value(jbuf_t *b, const tw_value_t *v) {
+/* A time as RFC 3339 in Asia/Shanghai; outside years 0000-9999, as epoch ms. */
+static void put_time(jbuf_t *b, int64_t ms) {
   char ts[40];
+  if (tw_format_rfc3339(ms, TW_TZ_OFFSET_MIN, ts, sizeof ts) < 0) {
+    put_int(b, ms);
+    return;
+  }
+  put_jstr(b, ts, strlen(ts));
+}
+
+static void put_value(jbuf_t *b, const tw_value_t *v) {
   switch ((tw_vkind_t)v->kind) {
     case TW_V_NULL: puts_(b, "null"); break;
     case TW_V_BOOL: puts_(b, v->u.i ? "true" : "false"); break;
     case TW_V_INT:
     case TW_V_MONEY:
     case TW_V_DURATION: put_int(b, v->u.i); break;
-    case TW_V_TIME:
-      tw_format_rfc3339(v->u.i, TW_TZ_OFFSET_MIN, ts, sizeof ts);
-      put_jstr(b, ts, strlen(ts));
-      break;
+    case TW_V_TIME: put_time(b, v->u.i); break;
     case TW_V_STR: put_jstr(b, v->u.s.ptr, v->u.s.len); break;
   }
 }
@@ -106,7 +112,6 @@ static void put_key(jbuf_t *b, const char *key, int first) {
 
 int tw_alert_to_json(const tw_alert_t *a, char *buf, size_t cap) {
   jbuf_t b = {buf, 0, cap, 0};
-  char ts[40];
   if (cap == 0) return TW_ETOOBIG;
   buf[0] = '\0';
   put(&b, "{", 1);
@@ -127,8 +132,7 @@ int tw_alert_to_json(const tw_alert_t *a, char *buf, size_t cap) {
   put_key(&b, "region", 0);
   put_jstr(&b, a->region.ptr, a->region.len);
   put_key(&b, "event_time", 0);
-  tw_format_rfc3339(a->event_time_ms, TW_TZ_OFFSET_MIN, ts, sizeof ts);
-  put_jstr(&b, ts, strlen(ts));
+  put_time(&b, a->event_time_ms);
   put_key(&b, "message", 0);
   put_jstr(&b, a->message, strlen(a->message));
   put_key(&b, "values", 0);

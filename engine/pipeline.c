@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "tw_alert.h"
 #include "tw_error.h"
@@ -27,6 +29,9 @@
 #define TW_PIPELINE_MAX_SINKS 8
 #define TW_DEAD_LETTER_RAW_MAX 4096 /* bytes of the raw input kept in a dead-letter line */
 #define TW_EVAL_ERROR_LOG_MAX 20    /* evaluation errors logged in full; the rest are counted */
+#define TW_INPUT_PROBE_BYTES 4096   /* bytes hashed at the head and before the resume offset */
+#define TW_INPUT_META "input_position"
+#define TW_INPUT_META_VERSION 1
 
 /* An alert made durable by the next commit, then published. Strings live in pipeline->pend_buf
  * at the recorded offsets (the buffer may move while it grows). */
@@ -62,6 +67,11 @@ struct tw_pipeline {
   char *pend_buf;
   size_t pend_used, pend_cap;
   char json[TW_ALERT_JSON_MAX];
+  /* The tracked input file (tw_pipeline_track_input): -1 when none. */
+  int input_fd;
+  uint8_t input_head_hash[16];
+  uint32_t input_head_len;
+  uint64_t input_offset, input_line; /* end of the last processed record */
 };
 
 static void errf(char *buf, size_t cap, const char *fmt, const char *a, const char *b) {
@@ -105,6 +115,7 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   int rc;
   tw_pipeline_t *p = calloc(1, sizeof *p);
   if (p == NULL) return TW_ENOMEM;
+  p->input_fd = -1;
   if (opts->schema_path != NULL) {
     snprintf(schema_path, sizeof schema_path, "%s", opts->schema_path);
   } else {
@@ -380,6 +391,8 @@ int tw_pipeline_record(void *ud, const tw_record_t *rec) {
   tw_decode_error_t derr;
   int rc;
   p->stats.read++;
+  p->input_offset = rec->offset_bytes + rec->full_len_bytes;
+  p->input_line = rec->line;
   if (rec->flags & (TW_REC_TRUNCATED | TW_REC_BROKEN)) {
     char msg[256];
     snprintf(msg, sizeof msg,
@@ -411,6 +424,87 @@ int tw_pipeline_record(void *ud, const tw_record_t *rec) {
   return 0;
 }
 
+/* ---- input position ------------------------------------------------------------------------ */
+
+/* Hash len bytes of fd at offset (BLAKE2b-128). Returns 0 or TW_EIO on a short read. */
+static int hash_range(int fd, uint64_t offset, size_t len, uint8_t out[16]) {
+  unsigned char buf[TW_INPUT_PROBE_BYTES];
+  size_t got = 0;
+  while (got < len) {
+    ssize_t r = pread(fd, buf + got, len - got, (off_t)(offset + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return TW_EIO;
+    got += (size_t)r;
+  }
+  crypto_generichash(out, 16, buf, len, NULL, 0);
+  return 0;
+}
+
+/* The record: version(1) head_len(4) head_hash(16) tail_hash(16) offset(8) line(8), LE. */
+#define INPUT_META_BYTES (1 + 4 + 16 + 16 + 8 + 8)
+
+static void put_le(uint8_t *p, uint64_t v, int n) {
+  for (int i = 0; i < n; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le(const uint8_t *p, int n) {
+  uint64_t v = 0;
+  for (int i = n - 1; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
+
+static size_t tail_len(uint64_t offset) {
+  return offset < TW_INPUT_PROBE_BYTES ? (size_t)offset : TW_INPUT_PROBE_BYTES;
+}
+
+static int put_input_position(tw_pipeline_t *p) {
+  uint8_t rec[INPUT_META_BYTES];
+  size_t n = tail_len(p->input_offset);
+  rec[0] = TW_INPUT_META_VERSION;
+  put_le(rec + 1, p->input_head_len, 4);
+  memcpy(rec + 5, p->input_head_hash, 16);
+  if (hash_range(p->input_fd, p->input_offset - n, n, rec + 21) != 0) return TW_EIO;
+  put_le(rec + 37, p->input_offset, 8);
+  put_le(rec + 45, p->input_line, 8);
+  return tw_state_meta_put(p->state, TW_INPUT_META, rec, sizeof rec);
+}
+
+int tw_pipeline_track_input(tw_pipeline_t *p, const char *path, uint64_t *start_offset_bytes,
+                            uint64_t *start_line) {
+  struct stat st;
+  *start_offset_bytes = 0;
+  *start_line = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return TW_EIO;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return TW_EIO;
+  }
+  if (p->input_fd >= 0) close(p->input_fd);
+  p->input_fd = fd;
+  p->input_head_len = (uint32_t)tail_len((uint64_t)st.st_size);
+  int rc = hash_range(fd, 0, p->input_head_len, p->input_head_hash);
+  if (rc != 0) return rc;
+  uint8_t rec[INPUT_META_BYTES];
+  size_t len = 0;
+  rc = tw_state_meta_get(p->state, TW_INPUT_META, rec, sizeof rec, &len);
+  if (rc == TW_ENOENT) return 0;
+  if (rc != 0) return rc == TW_ETOOBIG ? 0 : rc;
+  if (len != sizeof rec || rec[0] != TW_INPUT_META_VERSION) return 0;
+  uint32_t head_len = (uint32_t)get_le(rec + 1, 4);
+  uint64_t offset = get_le(rec + 37, 8);
+  uint8_t h[16];
+  if (offset > (uint64_t)st.st_size || head_len > (uint64_t)st.st_size) return 0;
+  if (hash_range(fd, 0, head_len, h) != 0 || memcmp(h, rec + 5, 16) != 0) return 0;
+  size_t n = tail_len(offset);
+  if (hash_range(fd, offset - n, n, h) != 0 || memcmp(h, rec + 21, 16) != 0) return 0;
+  p->input_offset = offset;
+  p->input_line = get_le(rec + 45, 8);
+  *start_offset_bytes = offset;
+  *start_line = p->input_line;
+  return 0;
+}
+
 /* ---- group commit and publication ----------------------------------------------------------- */
 
 static void publish(tw_pipeline_t *p) {
@@ -431,7 +525,8 @@ static void publish(tw_pipeline_t *p) {
 }
 
 int tw_pipeline_commit(tw_pipeline_t *p) {
-  int rc = tw_state_commit(p->state);
+  int rc = p->input_fd >= 0 ? put_input_position(p) : 0;
+  if (rc == 0) rc = tw_state_commit(p->state);
   if (rc != 0) {
     fprintf(stderr, "tutorwatch: group commit failed: %s\n", tw_strerror(rc));
     return rc;
@@ -464,6 +559,7 @@ int tw_pipeline_close(tw_pipeline_t *p) {
   free(p->pend);
   free(p->pend_buf);
   tw_event_fini(&p->ev);
+  if (p->input_fd >= 0) close(p->input_fd);
   tw_state_close(p->state);
   tw_rules_free(p->rules);
   tw_schema_free(p->schema);

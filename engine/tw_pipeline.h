@@ -66,6 +66,18 @@ int tw_pipeline_add_sink(tw_pipeline_t *p, tw_sink_t *sink);
  */
 int tw_pipeline_record(void *p, const tw_record_t *rec);
 
+/*
+ * tw_pipeline_track_input: make the position in the input file part of every group commit, and
+ * say where a run on this state should resume. path must name a regular file. A committed
+ * position is reused only for the same file: the BLAKE2b hashes of its first 4 KiB and of the
+ * 4 KiB before the committed offset must match what was committed (a file that has grown since
+ * matches; a different or rewritten file does not and is read from the start). On return
+ * *start_offset_bytes and *start_line are the resume point (both 0 = from the start).
+ * Returns 0, TW_EIO (cannot open or read path), TW_ESTATE, TW_ENOMEM.
+ */
+int tw_pipeline_track_input(tw_pipeline_t *p, const char *path, uint64_t *start_offset_bytes,
+                            uint64_t *start_line);
+
 /* tw_pipeline_commit: group commit now (state + journal + meta), then publish the alerts it made
  * durable and flush the sinks. Returns 0 or TW_ESTATE / TW_EIO. */
 int tw_pipeline_commit(tw_pipeline_t *p);

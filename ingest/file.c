@@ -85,6 +85,24 @@ static int fill(file_source_t *fs) {
   }
 }
 
+/* resume_at: position a regular file just after a record that was already processed. A JSONL
+ * line terminator there belongs to that record, so it is skipped without counting a line. */
+static int resume_at(file_source_t *fs, uint64_t offset, uint64_t line) {
+  if (lseek(fs->fd, (off_t)offset, SEEK_SET) == (off_t)-1) return TW_EIO;
+  fs->buf_offset = offset;
+  fs->line = line;
+  if (fs->format != TW_FORMAT_JSONL) return 0;
+  int rc = fill(fs);
+  if (rc != 0) return rc;
+  if (fs->start < fs->end && fs->buf[fs->start] == '\r') fs->start++;
+  if (fs->start == fs->end && !fs->eof) {
+    rc = fill(fs);
+    if (rc != 0) return rc;
+  }
+  if (fs->start < fs->end && fs->buf[fs->start] == '\n') fs->start++;
+  return 0;
+}
+
 static void rec_init(const file_source_t *fs, tw_record_t *rec, uint64_t offset) {
   memset(rec, 0, sizeof *rec);
   rec->format = fs->format;
@@ -292,6 +310,10 @@ static int file_open(const char *target, const tw_source_opts_t *opts, tw_source
       goto fail;
     }
     fs->owns_fd = 1;
+    if (opts != NULL && opts->start_offset_bytes > 0) {
+      rc = resume_at(fs, opts->start_offset_bytes, opts->start_line);
+      if (rc != 0) goto fail;
+    }
   }
   *out = &fs->base;
   return 0;

@@ -49,6 +49,11 @@ typedef int (*tw_record_cb)(void *ud, const tw_record_t *rec);
 typedef struct tw_source_opts {
   tw_format_t format;        /* AUTO: from the path's extension (files) or per message */
   size_t max_record_bytes;   /* 0 = TW_EVENT_MAX_BYTES */
+  /* Resume (regular files only): start reading at this byte offset, which is the end of a record
+   * already processed (a JSONL line's terminator there is skipped), numbering the next record
+   * start_line + 1. Both 0 = from the beginning. Ignored for stdin and sockets. */
+  uint64_t start_offset_bytes;
+  uint64_t start_line;
 } tw_source_opts_t;
 
 typedef struct tw_source tw_source_t;

@@ -98,36 +98,12 @@ int tw__template_compile(const tw__env_t *env, const char *src, size_t len,
   return 0;
 }
 
-/* Proleptic Gregorian date from days since 1970-01-01 (H. Hinnant's civil_from_days). */
-static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
-  z += 719468;
-  int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  unsigned doe = (unsigned)(z - era * 146097);
-  unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  int64_t yy = (int64_t)yoe + era * 400;
-  unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  unsigned mp = (5 * doy + 2) / 153;
-  *d = doy - (153 * mp + 2) / 5 + 1;
-  *m = mp < 10 ? mp + 3 : mp - 9;
-  *y = yy + (*m <= 2);
-}
 
+/* Times print in Asia/Shanghai (UTC+8, no daylight saving); beyond years 0000-9999 as epoch ms. */
 static int format_time(int64_t ms, char *buf, size_t cap) {
-  const int64_t offset_ms = 8 * 3600 * 1000; /* Asia/Shanghai, no daylight saving */
-  if (ms > INT64_MAX - offset_ms) return snprintf(buf, cap, "%" PRId64, ms);
-  int64_t local = ms + offset_ms;
-  int64_t day_ms = 86400000;
-  int64_t days = local / day_ms, rem = local % day_ms;
-  if (rem < 0) {
-    rem += day_ms;
-    days--;
-  }
-  int64_t y;
-  unsigned mo, d;
-  civil_from_days(days, &y, &mo, &d);
-  return snprintf(buf, cap, "%04" PRId64 "-%02u-%02uT%02d:%02d:%02d.%03d+08:00", y, mo, d,
-                  (int)(rem / 3600000), (int)(rem / 60000 % 60), (int)(rem / 1000 % 60),
-                  (int)(rem % 1000));
+  char tmp[40];
+  if (tw_format_rfc3339(ms, 480, tmp, sizeof tmp) < 0) return snprintf(buf, cap, "%" PRId64, ms);
+  return snprintf(buf, cap, "%s", tmp);
 }
 
 static int format_duration(int64_t ms, char *buf, size_t cap) {

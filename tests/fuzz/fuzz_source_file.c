@@ -60,8 +60,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   check_t c = {data + 1, size - 1, kMax[(data[0] >> 1) & 7], 0, 0};
   if (ftruncate(fd, 0) != 0) abort();
   if (c.size > 0 && pwrite(fd, c.input, c.size, 0) != (ssize_t)c.size) abort();
-  tw_source_opts_t opts = {(data[0] & 1) ? TW_FORMAT_MSGPACK : TW_FORMAT_JSONL,
-                           c.max_record_bytes};
+  tw_source_opts_t opts = {.format = (data[0] & 1) ? TW_FORMAT_MSGPACK : TW_FORMAT_JSONL,
+                           .max_record_bytes = c.max_record_bytes};
   const tw_source_vt_t *vt = tw_source_find("file");
   tw_source_t *src = NULL;
   if (vt->open(path, &opts, &src) != 0) abort();

@@ -112,7 +112,7 @@ static void path_in_dir(char *buf, size_t cap, const char *name) {
 static tw_source_t *open_file(const char *path, tw_format_t format, size_t max_record_bytes) {
   const tw_source_vt_t *vt = tw_source_find("file");
   assert_non_null(vt);
-  tw_source_opts_t opts = {format, max_record_bytes};
+  tw_source_opts_t opts = {.format = format, .max_record_bytes = max_record_bytes};
   tw_source_t *src = NULL;
   assert_int_equal(vt->open(path, &opts, &src), 0);
   assert_non_null(src);

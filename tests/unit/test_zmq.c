@@ -85,7 +85,7 @@ static void test_pull_source(void **state) {
   endpoint(ep, sizeof ep, "pull.sock");
   const tw_source_vt_t *vt = tw_source_find("zmq-pull");
   assert_non_null(vt);
-  tw_source_opts_t opts = {TW_FORMAT_AUTO, 1000};
+  tw_source_opts_t opts = {.format = TW_FORMAT_AUTO, .max_record_bytes = 1000};
   tw_source_t *src = NULL;
   assert_int_equal(vt->open(ep, &opts, &src), 0);
   /* Nothing sent yet: poll returns 0 without blocking. */
@@ -151,7 +151,7 @@ static void test_pull_forced_format_and_bind_error(void **state) {
   char ep[512];
   endpoint(ep, sizeof ep, "pull2.sock");
   const tw_source_vt_t *vt = tw_source_find("zmq-pull");
-  tw_source_opts_t opts = {TW_FORMAT_MSGPACK, 0};
+  tw_source_opts_t opts = {.format = TW_FORMAT_MSGPACK};
   tw_source_t *src = NULL, *again = NULL;
   assert_int_equal(vt->open(ep, &opts, &src), 0);
   assert_int_equal(vt->open("tcp://no-such-host-xyz:1", &opts, &again), TW_EZMQ);
@@ -186,7 +186,7 @@ static void test_push_file_to_pull(void **state) {
   assert_int_equal(vt->open(ep, NULL, &src), 0);
 
   tw_push_stats_t st;
-  tw_source_opts_t fopts = {TW_FORMAT_AUTO, 0};
+  tw_source_opts_t fopts = {.format = TW_FORMAT_AUTO};
   /* The engine's PULL socket queues what arrives, so one thread can do both ends. */
   assert_int_equal(tw_push_file(path, &fopts, ep, 5000, &st), 0);
   assert_int_equal(st.records, 3);
