@@ -18,11 +18,14 @@
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
+#include <zmq.h>
+#include <errno.h>
 
 #include "tw_cli.h"
 #include "tw_error.h"
 #include "tw_pipeline.h"
 #include "tw_sink.h"
+#include "tw_sink_zmq.h"
 #include "tw_source.h"
 
 #define RUN_POLL_BATCH 4096       /* records per source poll */
@@ -165,38 +168,72 @@ static int serve(tw_source_t *src, tw_pipeline_t *p, const char *endpoint) {
 
 /* ---- the command ---------------------------------------------------------------------------- */
 
-static int open_sink(tw_pipeline_t *p, const char *kind, const char *target) {
+/* A plain reason for a failed open: the system's or ZeroMQ's own words where there are some. */
+static const char *open_error(int rc, const char *target) {
+  static char buf[256];
+  int e = errno;
+  if (rc == TW_EZMQ && e != 0) {
+    snprintf(buf, sizeof buf, "%s%s", zmq_strerror(e),
+             strstr(target, "://") == NULL ? " (an endpoint looks like tcp://127.0.0.1:7600)" : "");
+    return buf;
+  }
+  if ((rc == TW_EIO || rc == TW_ENOENT) && e != 0) return strerror(e);
+  return tw_strerror(rc);
+}
+
+static int open_sink(tw_pipeline_t *p, const char *kind, const char *target, tw_sink_t **opened) {
   const tw_sink_vt_t *vt = tw_sink_find(kind);
   tw_sink_t *sink = NULL;
+  errno = 0;
   int rc = vt ? vt->open(target, &sink) : TW_ENOENT;
   if (rc != 0) {
     fprintf(stderr, "tutorwatch run: cannot open %s output '%s': %s\n", kind, target,
-            tw_strerror(rc));
+            open_error(rc, target));
     return rc;
   }
   rc = tw_pipeline_add_sink(p, sink);
-  if (rc != 0) vt->close(sink);
-  return rc;
+  if (rc != 0) {
+    vt->close(sink);
+    return rc;
+  }
+  if (opened != NULL) *opened = sink;
+  return 0;
 }
 
-static void print_summary(const tw_pipeline_t *p, double secs, const char *state_dir,
-                          int temp_state) {
+static const char *plural(uint64_t n, const char *one, const char *many) {
+  return n == 1 ? one : many;
+}
+
+static void print_summary(const tw_pipeline_t *p, const tw_sink_t *feed, double secs,
+                          const char *state_dir, int temp_state, int served) {
   tw_pipeline_stats_t st;
   tw_pipeline_stats(p, &st);
-  char rej[4200] = "";
+  char rej[4200] = "", extra[256] = "", rate[96] = "";
   if (st.rejected > 0)
     snprintf(rej, sizeof rej, " (dead-letter: %s)", tw_pipeline_dead_letter_path(p));
-  char extra[128] = "";
   if (st.eval_errors > 0)
-    snprintf(extra, sizeof extra, ", %llu rule evaluation errors",
-             (unsigned long long)st.eval_errors);
+    snprintf(extra, sizeof extra, ", %llu rule evaluation %s", (unsigned long long)st.eval_errors,
+             plural(st.eval_errors, "error", "errors"));
+  if (feed != NULL) {
+    uint64_t dropped = tw_sink_zmq_pub_dropped((tw_sink_t *)feed);
+    size_t n = strlen(extra);
+    snprintf(extra + n, sizeof extra - n, ", %llu dropped by the feed for slow subscribers",
+             (unsigned long long)dropped);
+  }
+  /* Served time includes idle waiting, so a rate over it would mislead. */
+  if (served)
+    snprintf(rate, sizeof rate, "served %.2f s", secs);
+  else
+    snprintf(rate, sizeof rate, "in %.2f s (%.0f events/s)", secs,
+             secs > 0 ? (double)st.read / secs : 0.0);
   fprintf(stderr,
-          "tutorwatch run: %llu events read, %llu accepted, %llu rejected%s, %llu alerts "
-          "(%llu held back by cooldown)%s in %.2f s (%.0f events/s), %llu commits, state %s%s\n",
-          (unsigned long long)st.read, (unsigned long long)st.accepted,
-          (unsigned long long)st.rejected, rej, (unsigned long long)st.alerts,
-          (unsigned long long)st.suppressed, extra, secs,
-          secs > 0 ? (double)st.read / secs : 0.0, (unsigned long long)st.commits, state_dir,
+          "tutorwatch run: %llu %s read, %llu accepted, %llu rejected%s, %llu %s "
+          "(%llu held back by cooldown)%s %s, %llu group %s, state %s%s\n",
+          (unsigned long long)st.read, plural(st.read, "event", "events"),
+          (unsigned long long)st.accepted, (unsigned long long)st.rejected, rej,
+          (unsigned long long)st.alerts, plural(st.alerts, "alert", "alerts"),
+          (unsigned long long)st.suppressed, extra, rate, (unsigned long long)st.commits,
+          plural(st.commits, "commit", "commits"), state_dir,
           temp_state ? " (temporary, removed)" : "");
 }
 
@@ -247,7 +284,9 @@ int tw_cmd_run(int argc, char **argv) {
         have_format = 1;
         break;
       case 'h': usage(stdout); return 0;
-      default: usage(stderr); return 2;
+      default:
+        fprintf(stderr, "'tutorwatch run --help' lists the options\n");
+        return 2;
     }
   }
   if (optind < argc) {
@@ -255,8 +294,9 @@ int tw_cmd_run(int argc, char **argv) {
     return 2;
   }
   if (po.rules_path == NULL || (input == NULL) == (listen_ep == NULL)) {
-    fprintf(stderr, "tutorwatch run: need --rules FILE and exactly one of --input or --listen\n\n");
-    usage(stderr);
+    fprintf(stderr,
+            "tutorwatch run: need --rules FILE and exactly one of --input or --listen\n"
+            "'tutorwatch run --help' lists the options\n");
     return 2;
   }
   if (input != NULL && !have_format) so.format = tw_format_from_path(input);
@@ -275,6 +315,7 @@ int tw_cmd_run(int argc, char **argv) {
   double t0 = 0;
   tw_pipeline_t *p = NULL;
   tw_source_t *src = NULL;
+  tw_sink_t *feed_sink = NULL; /* owned by the pipeline */
   char err[4096];
   int rc = tw_pipeline_open(&po, &p, err, sizeof err);
   if (rc != 0) {
@@ -283,12 +324,12 @@ int tw_cmd_run(int argc, char **argv) {
     goto done;
   }
   if (alerts != NULL || feed == NULL) {
-    if (open_sink(p, "jsonl", alerts ? alerts : "-") != 0) {
+    if (open_sink(p, "jsonl", alerts ? alerts : "-", NULL) != 0) {
       status = 1;
       goto done;
     }
   }
-  if (feed != NULL && open_sink(p, "zmq-pub", feed) != 0) {
+  if (feed != NULL && open_sink(p, "zmq-pub", feed, &feed_sink) != 0) {
     status = 1;
     goto done;
   }
@@ -312,10 +353,11 @@ int tw_cmd_run(int argc, char **argv) {
   }
   const char *kind = listen_ep ? "zmq-pull" : "file";
   const char *target = listen_ep ? listen_ep : input;
+  errno = 0;
   rc = tw_source_find(kind)->open(target, &so, &src);
   if (rc != 0) {
     fprintf(stderr, "tutorwatch run: cannot open %s '%s': %s\n", listen_ep ? "endpoint" : "input",
-            target, tw_strerror(rc));
+            target, open_error(rc, target));
     status = 1;
     goto done;
   }
@@ -340,7 +382,7 @@ int tw_cmd_run(int argc, char **argv) {
   }
   crc = tw_pipeline_commit(p);
   if (crc != 0 && status == 0) status = 70;
-  print_summary(p, now_s() - t0, po.state_dir, temp_state);
+  print_summary(p, feed_sink, now_s() - t0, po.state_dir, temp_state, listen_ep != NULL);
 done:
   if (src != NULL) src->vt->close(src);
   crc = tw_pipeline_close(p);

@@ -149,7 +149,9 @@ int tw_cmd_send(int argc, char **argv) {
                 "(is `tutorwatch run` listening there?)\n",
                 endpoint, timeout_ms);
       else
-        fprintf(stderr, "tutorwatch send: %s: %s\n", endpoint, zmq_strerror(err));
+        fprintf(stderr, "tutorwatch send: %s: %s%s\n", endpoint, zmq_strerror(err),
+                strstr(endpoint, "://") == NULL ? " (an endpoint looks like tcp://127.0.0.1:7600)"
+                                                : "");
       return 1;
     case TW_ENOMEM:
       fprintf(stderr, "tutorwatch send: out of memory\n");

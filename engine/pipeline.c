@@ -78,6 +78,15 @@ static void errf(char *buf, size_t cap, const char *fmt, const char *a, const ch
   if (buf != NULL && cap > 0) snprintf(buf, cap, fmt, a, b);
 }
 
+/* "file:line:col: message", or "file: message" when the position is not known. */
+static void located(char *buf, size_t cap, const char *file, int line, int col, const char *msg) {
+  if (buf == NULL || cap == 0) return;
+  if (line > 0)
+    snprintf(buf, cap, "%s:%d:%d: %s", file, line, col, msg);
+  else
+    snprintf(buf, cap, "%s: %s", file, msg);
+}
+
 static int file_exists(const char *path) {
   struct stat st;
   return stat(path, &st) == 0 && S_ISREG(st.st_mode);
@@ -124,17 +133,15 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   tw_schema_error_t serr = {0};
   rc = tw_schema_load(schema_path, &p->schema, &serr);
   if (rc != 0) {
-    if (errbuf != NULL && errcap > 0)
-      snprintf(errbuf, errcap, "%s:%d:%d: %s", serr.file[0] ? serr.file : schema_path, serr.line,
-               serr.col, serr.message);
+    located(errbuf, errcap, serr.file[0] ? serr.file : schema_path, serr.line, serr.col,
+            serr.message);
     goto fail;
   }
   tw_rule_error_t rerr = {0};
   rc = tw_rules_load(opts->rules_path, p->schema, &p->rules, &rerr);
   if (rc != 0) {
-    if (errbuf != NULL && errcap > 0)
-      snprintf(errbuf, errcap, "%s:%d:%d: %s", rerr.file[0] ? rerr.file : opts->rules_path,
-               rerr.line, rerr.col, rerr.message);
+    located(errbuf, errcap, rerr.file[0] ? rerr.file : opts->rules_path, rerr.line, rerr.col,
+            rerr.message);
     goto fail;
   }
   tw_state_opts_t sopts = {0};

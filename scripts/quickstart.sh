@@ -4,9 +4,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-scripts/install-deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
-cmake --build build -j"$(nproc)" --target tutorwatch
+# Everything but the alerts goes to stderr, so `scripts/quickstart.sh > alerts.jsonl` keeps them clean.
+scripts/install-deps.sh >&2
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >&2
+cmake --build build -j"$(nproc)" --target tutorwatch >&2
 mkdir -p sample
 rm -rf sample/state sample/dead-letter.jsonl
 build/tutorwatch gen --institutions 200 --days 60 --seed 7 --out sample/events.jsonl \

@@ -21,7 +21,7 @@ cmp a.jsonl a2.jsonl || fail "msgpack input gave other alerts than JSON Lines"
 # Which rules show each kind of injected problem.
 rules_for() {
   case "$1" in
-    over_cap) echo "prepaid_over_amount_cap prepaid_over_hours_cap prepaid_over_period_cap" ;;
+    over_cap) echo "prepaid_over_cap" ;;
     unsupervised) echo "payment_outside_supervised_account" ;;
     complaint_storm) echo "complaint_spike complaint_runaway_words" ;;
     closure_with_balance) echo "closure_with_prepaid_balance" ;;
