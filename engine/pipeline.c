@@ -402,11 +402,14 @@ int tw_pipeline_record(void *ud, const tw_record_t *rec) {
   p->input_line = rec->line;
   if (rec->flags & (TW_REC_TRUNCATED | TW_REC_BROKEN)) {
     char msg[256];
-    snprintf(msg, sizeof msg,
-             (rec->flags & TW_REC_TRUNCATED)
-                 ? "record of %llu bytes exceeds the %u-byte limit of one event"
-                 : "malformed input after %llu bytes; the rest of this input cannot be framed",
-             (unsigned long long)rec->full_len_bytes, TW_EVENT_MAX_BYTES);
+    if (rec->flags & TW_REC_TRUNCATED)
+      snprintf(msg, sizeof msg, "record of %llu bytes exceeds the %u-byte limit of one event",
+               (unsigned long long)rec->full_len_bytes, TW_EVENT_MAX_BYTES);
+    else
+      snprintf(msg, sizeof msg,
+               "malformed msgpack at byte %llu: no object boundary can be found after it, so "
+               "the rest of this input is not read",
+               (unsigned long long)rec->offset_bytes);
     return dead_letter(p, rec, rec->reason ? rec->reason : "too_long", NULL, msg);
   }
   memset(&derr, 0, sizeof derr);

@@ -85,6 +85,17 @@ int tw_decode_json(const tw_schema_t *schema, const char *data, size_t len, tw_e
 int tw_msgpack_frame(const char *buf, size_t len, size_t *obj_len, tw_decode_error_t *err);
 
 /*
+ * tw_msgpack_extent: the extent of the first msgpack object in buf at any depth, up to max_bytes,
+ * so a source can step over an object the decoder will reject (too deep, too large) and go on.
+ * One counter of pending elements replaces a stack; declared counts and lengths are checked
+ * against max_bytes; nothing is allocated. Returns 0 with *obj_len set; TW_EAGAIN when buf ends
+ * inside the object; TW_ETOOBIG when the object would exceed max_bytes; TW_EPARSE (byte 0xc1);
+ * err is filled on TW_ETOOBIG and TW_EPARSE.
+ */
+int tw_msgpack_extent(const char *buf, size_t len, size_t max_bytes, size_t *obj_len,
+                      tw_decode_error_t *err);
+
+/*
  * tw_decode_msgpack: decode one msgpack map (exactly data[0..len), as framed by
  * tw_msgpack_frame) with msgpack-c and validate it like tw_decode_json. Keys are strings;
  * `ts` may also be the msgpack timestamp extension (-1). Returns as tw_decode_json.

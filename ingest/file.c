@@ -212,7 +212,9 @@ static int msgpack_step(file_source_t *fs, tw_record_cb cb, void *ud, int *deliv
   }
   size_t n = 0;
   tw_decode_error_t err;
-  int rc = tw_msgpack_frame(p, avail, &n, &err);
+  /* Any depth and up to the whole buffer: an object the decoder will refuse (too deep, over
+   * max_record_bytes) is still stepped over, so the objects after it are not lost. */
+  int rc = tw_msgpack_extent(p, avail, fs->cap, &n, &err);
   if (rc == 0) {
     fs->line++;
     rec_init(fs, &rec, fs->buf_offset + fs->start);

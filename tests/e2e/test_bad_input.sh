@@ -41,3 +41,31 @@ jq -e -s 'map(select(.reason == "missing_field"))[0] | .field == "ts" and .line 
 [ "$(wc -c < dl.jsonl)" -lt 200000 ] || fail "dead-letter file holds the whole 10 MB line"
 grep -q "rejected" log.txt || fail "summary does not count rejected events"
 echo "bad input dead-lettered, good input alerted"
+
+# msgpack: an object the decoder refuses (nested too deep, or over 64 KiB) is dead-lettered and
+# stepped over; the events after it are still read. Garbage that cannot be framed ends the input
+# with one dead-letter line that says so.
+"$TW" gen --institutions 12 --days 3 --seed 5 --out a.msgpack 2>/dev/null
+"$TW" gen --institutions 12 --days 3 --seed 6 --out b.msgpack 2>/dev/null
+"$TW" run --rules "$RULES" --input a.msgpack --state sa --alerts /dev/null 2>ca.txt
+"$TW" run --rules "$RULES" --input b.msgpack --state sb --alerts /dev/null 2>cb.txt
+na=$(grep -o '[0-9]* events read' ca.txt | cut -d' ' -f1)
+nb=$(grep -o '[0-9]* events read' cb.txt | cut -d' ' -f1)
+{
+  cat a.msgpack
+  printf '\x81\xa1x\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x01'          # 10 nested arrays
+  printf '\x81\xa4text\xdb\x00\x01\x11\x70'; head -c 70000 /dev/zero | tr '\0' 'a'  # 70 kB string
+  cat b.msgpack
+} > mixed.msgpack
+"$TW" run --rules "$RULES" --input mixed.msgpack --state sm --alerts /dev/null \
+  --dead-letter dlm.jsonl 2>cm.txt || { cat cm.txt; fail "run failed on mixed msgpack"; }
+grep -q "$((na + nb + 2)) events read, $((na + nb)) accepted, 2 rejected" cm.txt \
+  || { cat cm.txt; fail "events after a refused msgpack object were lost"; }
+grep -q '"reason":"too_deep"' dlm.jsonl || fail "no too_deep dead-letter line"
+grep -q '"reason":"too_long"' dlm.jsonl || fail "no too_long dead-letter line"
+{ cat a.msgpack; printf '\xc1\xc1\xc1'; cat b.msgpack; } > broken.msgpack
+"$TW" run --rules "$RULES" --input broken.msgpack --state sx --alerts /dev/null \
+  --dead-letter dlx.jsonl 2>cx.txt || fail "run failed on broken msgpack"
+grep -q "$((na + 1)) events read" cx.txt || { cat cx.txt; fail "broken msgpack not reported once"; }
+grep -q "rest of this input is not read" dlx.jsonl || fail "the dead-letter line does not say input ended"
+echo "msgpack: refused objects stepped over, unframeable input reported"
