@@ -30,6 +30,7 @@
 
 #define RUN_POLL_BATCH 4096       /* records per source poll */
 #define RUN_TICK_MS 100           /* listen mode: drain + commit interval */
+#define RUN_DRAIN_BATCHES 16      /* listen mode: polls per loop turn before yielding */
 
 static void usage(FILE *out) {
   fprintf(out,
@@ -51,7 +52,7 @@ static void usage(FILE *out) {
 "  --feed ENDPOINT       publish alerts on a ZeroMQ PUB regulator feed (e.g. tcp://127.0.0.1:7601);\n"
 "                        topic '<region>/<severity>/<rule>', so `feed --topic 44` gets Guangdong\n"
 "  --dead-letter FILE    append rejected events, one JSON line each with the reason, position and\n"
-"                        raw input (default: dead-letter.jsonl, created on the first rejection)\n"
+"                        raw input (default: dead-letter.jsonl in the current directory)\n"
 "\n"
 "state and rules:\n"
 "  --rules FILE          the YAML rule file (e.g. rules/packs/default.yaml)\n"
@@ -92,9 +93,13 @@ typedef struct serve {
   tw_source_t *src;
   tw_pipeline_t *p;
   int rc;
+  int stopping; /* a signal arrived: take nothing more, commit, exit */
 } serve_t;
 
+static void on_tick(uv_timer_t *h);
+
 static void serve_stop(serve_t *s) {
+  s->stopping = 1;
   uv_poll_stop(&s->poll);
   uv_timer_stop(&s->timer);
   uv_signal_stop(&s->sigint);
@@ -105,8 +110,15 @@ static void serve_stop(serve_t *s) {
   uv_close((uv_handle_t *)&s->sigterm, NULL);
 }
 
+/* Drain what the socket holds, at most RUN_DRAIN_BATCHES polls per call so a sender that never
+ * pauses cannot starve the loop (signals, commits). When the bound is hit the timer is re-armed
+ * to fire at once: ZMQ_FD is edge-triggered and would not wake us for what is left. */
 static void serve_drain(serve_t *s) {
-  for (;;) {
+  for (int i = 0; !s->stopping; i++) {
+    if (i == RUN_DRAIN_BATCHES) {
+      uv_timer_start(&s->timer, on_tick, 0, RUN_TICK_MS);
+      return;
+    }
     int n = s->src->vt->poll(s->src, RUN_POLL_BATCH, tw_pipeline_record, s->p);
     if (n == 0) return;
     if (n < 0) {
@@ -137,10 +149,11 @@ static void on_tick(uv_timer_t *h) {
 
 static void on_signal(uv_signal_t *h, int signum) {
   serve_t *s = h->data;
+  if (s->stopping) return;
   fprintf(stderr, "tutorwatch run: %s received, shutting down\n",
           signum == SIGINT ? "SIGINT" : "SIGTERM");
-  serve_drain(s);
-  if (uv_is_active((uv_handle_t *)&s->timer)) serve_stop(s);
+  /* What was received is processed; what is still queued in ZeroMQ is not taken. */
+  serve_stop(s);
 }
 
 static int serve(tw_source_t *src, tw_pipeline_t *p, const char *endpoint) {
@@ -382,6 +395,16 @@ int tw_cmd_run(int argc, char **argv) {
   }
   crc = tw_pipeline_commit(p);
   if (crc != 0 && status == 0) status = 70;
+  tw_pipeline_stats_t fin;
+  tw_pipeline_stats(p, &fin);
+  if (fin.sink_errors > 0) {
+    fprintf(stderr,
+            "tutorwatch run: %llu alert %s failed (is the output full or closed?); %s\n",
+            (unsigned long long)fin.sink_errors, plural(fin.sink_errors, "write", "writes"),
+            temp_state ? "run with --state DIR to keep every alert in an alert journal"
+                       : "every alert is kept in the alert journal of the state directory");
+    if (status == 0) status = 1;
+  }
   print_summary(p, feed_sink, now_s() - t0, po.state_dir, temp_state, listen_ep != NULL);
 done:
   if (src != NULL) src->vt->close(src);

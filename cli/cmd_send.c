@@ -15,6 +15,8 @@
 #include <zmq.h>
 
 #include "tw_cli.h"
+
+#define SEND_MAX_RECORD_BYTES (16u << 20) /* the engine's ZMQ_MAXMSGSIZE */
 #include "tw_error.h"
 #include "tw_push.h"
 #include "tw_source.h"
@@ -73,7 +75,9 @@ int tw_cmd_send(int argc, char **argv) {
       {NULL, 0, NULL, 0},
   };
   const char *endpoint = NULL, *path = "-";
-  tw_source_opts_t opts = {.format = TW_FORMAT_AUTO};
+  /* Read whole records up to ZeroMQ's 16 MiB message bound, so the engine sees an over-long
+   * record's true length and dead-letters it as too_long rather than as cut-off JSON. */
+  tw_source_opts_t opts = {.format = TW_FORMAT_AUTO, .max_record_bytes = SEND_MAX_RECORD_BYTES};
   int timeout_ms = SEND_DEFAULT_TIMEOUT_MS, ch;
   optind = 1;
   opterr = 0;

@@ -164,6 +164,14 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   snprintf(p->dead_letter_path, sizeof p->dead_letter_path, "%s",
            opts->dead_letter_path ? opts->dead_letter_path : "dead-letter.jsonl");
   p->batch_events = opts->batch_events ? opts->batch_events : 10000;
+  /* Opened now, so an unwritable path stops the start, not the first bad event hours later. */
+  p->dead_letter = fopen(p->dead_letter_path, "a");
+  if (p->dead_letter == NULL) {
+    rc = TW_EIO;
+    errf(errbuf, errcap, "cannot open the dead-letter file '%s': %s", p->dead_letter_path,
+         strerror(errno));
+    goto fail;
+  }
   *out = p;
   return 0;
 fail:
@@ -183,14 +191,6 @@ int tw_pipeline_add_sink(tw_pipeline_t *p, tw_sink_t *sink) {
 static int dead_letter(tw_pipeline_t *p, const tw_record_t *rec, const char *reason,
                        const char *field, const char *message) {
   p->stats.rejected++;
-  if (p->dead_letter == NULL) {
-    p->dead_letter = fopen(p->dead_letter_path, "a");
-    if (p->dead_letter == NULL) {
-      fprintf(stderr, "tutorwatch: cannot open dead-letter file '%s': %s\n", p->dead_letter_path,
-              strerror(errno));
-      return TW_EIO;
-    }
-  }
   size_t raw_len = rec->len_bytes < TW_DEAD_LETTER_RAW_MAX ? rec->len_bytes : TW_DEAD_LETTER_RAW_MAX;
   /* Cut at a UTF-8 boundary so a valid text stays valid when shortened. */
   if (raw_len < rec->len_bytes)
@@ -222,7 +222,12 @@ static int dead_letter(tw_pipeline_t *p, const tw_record_t *rec, const char *rea
   if (line == NULL) return TW_ENOMEM;
   int ok = fputs(line, p->dead_letter) >= 0 && fputc('\n', p->dead_letter) != EOF;
   free(line);
-  return ok ? 0 : TW_EIO;
+  if (!ok) {
+    fprintf(stderr, "tutorwatch: cannot write the dead-letter file '%s': %s\n",
+            p->dead_letter_path, strerror(errno));
+    return TW_EIO;
+  }
+  return 0;
 }
 
 /* ---- evaluation ----------------------------------------------------------------------------- */
@@ -416,7 +421,10 @@ int tw_pipeline_record(void *ud, const tw_record_t *rec) {
   if (rec->format == TW_FORMAT_MSGPACK) {
     rc = tw_decode_msgpack(p->schema, rec->data, rec->len_bytes, &p->ev, &derr);
   } else {
-    rc = tw_decode_json(p->schema, rec->data, rec->len_bytes, &p->ev, &derr);
+    const char *data = rec->data;
+    size_t len = rec->len_bytes;
+    if (len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0) data += 3, len -= 3; /* UTF-8 BOM */
+    rc = tw_decode_json(p->schema, data, len, &p->ev, &derr);
   }
   if (rc != 0) {
     if (rc == TW_ENOMEM) return rc;
@@ -546,7 +554,11 @@ int tw_pipeline_commit(tw_pipeline_t *p) {
   publish(p);
   for (size_t s = 0; s < p->n_sinks; s++)
     if (p->sinks[s]->vt->flush(p->sinks[s]) != 0) p->stats.sink_errors++;
-  if (p->dead_letter != NULL && fflush(p->dead_letter) != 0) return TW_EIO;
+  if (p->dead_letter != NULL && fflush(p->dead_letter) != 0) {
+    fprintf(stderr, "tutorwatch: cannot write the dead-letter file '%s': %s\n",
+            p->dead_letter_path, strerror(errno));
+    return TW_EIO;
+  }
   return 0;
 }
 

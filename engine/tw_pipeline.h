@@ -28,8 +28,8 @@ typedef struct tw_pipeline_opts {
   const char *rules_path;       /* required: the YAML rule file */
   const char *schema_path;      /* NULL: schema.yaml beside the rules file, else the shipped one */
   const char *state_dir;        /* required: LMDB state and the pseudonym key live here */
-  const char *dead_letter_path; /* NULL: "dead-letter.jsonl" in the current directory; the file
-                                   is opened (append) only when the first event is rejected */
+  const char *dead_letter_path; /* NULL: "dead-letter.jsonl" in the current directory; opened
+                                   (append, created if absent) at open, so a bad path fails early */
   size_t batch_events;          /* group commit every N accepted events; 0 = 10,000 */
   bool no_sync;                 /* LMDB without fsync (tests, benchmarks) */
 } tw_pipeline_opts_t;

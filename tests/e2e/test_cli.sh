@@ -18,4 +18,21 @@ set -e
 expect_eq "bad rule file status" "$st" 1
 grep -q "bad.yaml:6:" err.txt || { cat err.txt; fail "rule error does not name file:line"; }
 grep -q "amount_fen" err.txt || { cat err.txt; fail "rule error suggests no correction"; }
+
+# Output that cannot be written is an error, not a silent loss.
+g="$TW_SOURCE_DIR/tests/golden/basic/events.jsonl"
+set +e
+"$TW" run --rules "$RULES" --input "$g" --alerts /dev/full 2>full.txt; st=$?
+set -e
+expect_eq "status when alerts cannot be written" "$st" 1
+grep -q "alert writes failed" full.txt || { cat full.txt; fail "no message about failed alert writes"; }
+set +e
+"$TW" run --rules "$RULES" --input "$g" --dead-letter /nonexistent-dir/dl.jsonl 2>dl.txt; st=$?
+set -e
+expect_eq "status with an unwritable dead-letter path" "$st" 1
+grep -q "cannot open the dead-letter file" dl.txt || { cat dl.txt; fail "no dead-letter path error"; }
+# A UTF-8 byte order mark at the start of a JSON Lines file is not an error.
+{ printf '\xef\xbb\xbf'; cat "$g"; } > bom.jsonl
+"$TW" run --rules "$RULES" --input bom.jsonl --alerts bom-alerts.jsonl 2>bom.txt
+grep -q "26 accepted, 0 rejected" bom.txt || { cat bom.txt; fail "a BOM broke the first event"; }
 echo "cli help and errors ok"
