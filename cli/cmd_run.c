@@ -28,42 +28,51 @@
 #include "tw_sink_zmq.h"
 #include "tw_source.h"
 
-#define RUN_POLL_BATCH 4096       /* records per source poll */
-#define RUN_TICK_MS 100           /* listen mode: drain + commit interval */
-#define RUN_DRAIN_BATCHES 16      /* listen mode: polls per loop turn before yielding */
+#define RUN_POLL_BATCH 4096  /* records per source poll */
+#define RUN_TICK_MS 100      /* listen mode: drain + commit interval */
+#define RUN_DRAIN_BATCHES 16 /* listen mode: polls per loop turn before yielding */
 
 static void usage(FILE *out) {
-  fprintf(out,
-"usage: tutorwatch run --rules FILE (--input FILE|- | --listen ENDPOINT) [options]\n"
-"\n"
-"Evaluate the rules in FILE over payment, refund, consumption, enrollment, complaint,\n"
-"institution, escrow and staff events, keep aggregate state in LMDB, and write alerts.\n"
-"\n"
-"input (exactly one):\n"
-"  --input FILE|-        read events from FILE or stdin, process to the end, then exit\n"
-"  --listen ENDPOINT     bind a ZeroMQ PULL socket (e.g. tcp://127.0.0.1:7600) and serve until\n"
-"                        SIGINT/SIGTERM; send events to it with `tutorwatch send`\n"
-"  --format FMT          jsonl | msgpack | auto (default: from the file extension, .msgpack =\n"
-"                        msgpack; for --listen, detected per message)\n"
-"\n"
-"output:\n"
-"  --alerts FILE|-       append alerts as JSON lines to FILE, or stdout with '-' (default: stdout\n"
-"                        when no --feed is given)\n"
-"  --feed ENDPOINT       publish alerts on a ZeroMQ PUB regulator feed (e.g. tcp://127.0.0.1:7601);\n"
-"                        topic '<region>/<severity>/<rule>', so `feed --topic 44` gets Guangdong\n"
-"  --dead-letter FILE    append rejected events, one JSON line each with the reason, position and\n"
-"                        raw input (default: dead-letter.jsonl in the current directory)\n"
-"\n"
-"state and rules:\n"
-"  --rules FILE          the YAML rule file (e.g. rules/packs/default.yaml)\n"
-"  --schema FILE         the event schema (default: schema.yaml beside the rule file)\n"
-"  --state DIR           LMDB state directory; a second run on it continues its aggregates and\n"
-"                        cooldowns (default: a temporary directory removed at exit)\n"
-"  --batch N             group commit every N accepted events (default 10000)\n"
-"  --no-sync             do not fsync LMDB commits (faster; a crash may lose the last commits)\n"
-"\n"
-"A one-line summary goes to stderr. Exit status: 0 done, 1 bad rules/schema or unreadable\n"
-"input, 2 usage error, 70 internal failure (state store, out of memory).\n");
+  fprintf(
+      out,
+      "usage: tutorwatch run --rules FILE (--input FILE|- | --listen ENDPOINT) [options]\n"
+      "\n"
+      "Evaluate the rules in FILE over payment, refund, consumption, enrollment, complaint,\n"
+      "institution, escrow and staff events, keep aggregate state in LMDB, and write alerts.\n"
+      "\n"
+      "input (exactly one):\n"
+      "  --input FILE|-        read events from FILE or stdin, process to the end, then exit\n"
+      "  --listen ENDPOINT     bind a ZeroMQ PULL socket (e.g. tcp://127.0.0.1:7600) and serve "
+      "until\n"
+      "                        SIGINT/SIGTERM; send events to it with `tutorwatch send`\n"
+      "  --format FMT          jsonl | msgpack | auto (default: from the file extension, .msgpack "
+      "=\n"
+      "                        msgpack; for --listen, detected per message)\n"
+      "\n"
+      "output:\n"
+      "  --alerts FILE|-       append alerts as JSON lines to FILE, or stdout with '-' (default: "
+      "stdout\n"
+      "                        when no --feed is given)\n"
+      "  --feed ENDPOINT       publish alerts on a ZeroMQ PUB regulator feed (e.g. "
+      "tcp://127.0.0.1:7601);\n"
+      "                        topic '<region>/<severity>/<rule>', so `feed --topic 44` gets "
+      "Guangdong\n"
+      "  --dead-letter FILE    append rejected events, one JSON line each with the reason, "
+      "position and\n"
+      "                        raw input (default: dead-letter.jsonl in the current directory)\n"
+      "\n"
+      "state and rules:\n"
+      "  --rules FILE          the YAML rule file (e.g. rules/packs/default.yaml)\n"
+      "  --schema FILE         the event schema (default: schema.yaml beside the rule file)\n"
+      "  --state DIR           LMDB state directory; a second run on it continues its aggregates "
+      "and\n"
+      "                        cooldowns (default: a temporary directory removed at exit)\n"
+      "  --batch N             group commit every N accepted events (default 10000)\n"
+      "  --no-sync             do not fsync LMDB commits (faster; a crash may lose the last "
+      "commits)\n"
+      "\n"
+      "A one-line summary goes to stderr. Exit status: 0 done, 1 bad rules/schema or unreadable\n"
+      "input, 2 usage error, 70 internal failure (state store, out of memory).\n");
 }
 
 static volatile sig_atomic_t g_stop;
@@ -251,14 +260,19 @@ static void print_summary(const tw_pipeline_t *p, const tw_sink_t *feed, double 
 }
 
 int tw_cmd_run(int argc, char **argv) {
-  static const struct option longopts[] = {
-      {"rules", required_argument, NULL, 'r'},   {"input", required_argument, NULL, 'i'},
-      {"format", required_argument, NULL, 'f'},  {"listen", required_argument, NULL, 'l'},
-      {"feed", required_argument, NULL, 'F'},    {"alerts", required_argument, NULL, 'a'},
-      {"dead-letter", required_argument, NULL, 'd'}, {"state", required_argument, NULL, 's'},
-      {"schema", required_argument, NULL, 'S'},  {"batch", required_argument, NULL, 'b'},
-      {"no-sync", no_argument, NULL, 'n'},       {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0}};
+  static const struct option longopts[] = {{"rules", required_argument, NULL, 'r'},
+                                           {"input", required_argument, NULL, 'i'},
+                                           {"format", required_argument, NULL, 'f'},
+                                           {"listen", required_argument, NULL, 'l'},
+                                           {"feed", required_argument, NULL, 'F'},
+                                           {"alerts", required_argument, NULL, 'a'},
+                                           {"dead-letter", required_argument, NULL, 'd'},
+                                           {"state", required_argument, NULL, 's'},
+                                           {"schema", required_argument, NULL, 'S'},
+                                           {"batch", required_argument, NULL, 'b'},
+                                           {"no-sync", no_argument, NULL, 'n'},
+                                           {"help", no_argument, NULL, 'h'},
+                                           {NULL, 0, NULL, 0}};
   const char *input = NULL, *listen_ep = NULL, *feed = NULL, *alerts = NULL;
   char state_tmp[] = "/tmp/tutorwatch-state-XXXXXX";
   tw_pipeline_opts_t po;
@@ -269,15 +283,33 @@ int tw_cmd_run(int argc, char **argv) {
   optind = 1;
   while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
-      case 'r': po.rules_path = optarg; break;
-      case 'i': input = optarg; break;
-      case 'l': listen_ep = optarg; break;
-      case 'F': feed = optarg; break;
-      case 'a': alerts = optarg; break;
-      case 'd': po.dead_letter_path = optarg; break;
-      case 's': po.state_dir = optarg; break;
-      case 'S': po.schema_path = optarg; break;
-      case 'n': po.no_sync = true; break;
+      case 'r':
+        po.rules_path = optarg;
+        break;
+      case 'i':
+        input = optarg;
+        break;
+      case 'l':
+        listen_ep = optarg;
+        break;
+      case 'F':
+        feed = optarg;
+        break;
+      case 'a':
+        alerts = optarg;
+        break;
+      case 'd':
+        po.dead_letter_path = optarg;
+        break;
+      case 's':
+        po.state_dir = optarg;
+        break;
+      case 'S':
+        po.schema_path = optarg;
+        break;
+      case 'n':
+        po.no_sync = true;
+        break;
       case 'b': {
         char *end;
         long long n = strtoll(optarg, &end, 10);
@@ -291,12 +323,15 @@ int tw_cmd_run(int argc, char **argv) {
       }
       case 'f':
         if (tw_format_parse(optarg, &so.format) != 0) {
-          fprintf(stderr, "tutorwatch run: unknown --format '%s' (jsonl, msgpack or auto)\n", optarg);
+          fprintf(stderr, "tutorwatch run: unknown --format '%s' (jsonl, msgpack or auto)\n",
+                  optarg);
           return 2;
         }
         have_format = 1;
         break;
-      case 'h': usage(stdout); return 0;
+      case 'h':
+        usage(stdout);
+        return 0;
       default:
         fprintf(stderr, "'tutorwatch run --help' lists the options\n");
         return 2;
@@ -398,8 +433,7 @@ int tw_cmd_run(int argc, char **argv) {
   tw_pipeline_stats_t fin;
   tw_pipeline_stats(p, &fin);
   if (fin.sink_errors > 0) {
-    fprintf(stderr,
-            "tutorwatch run: %llu alert %s failed (is the output full or closed?); %s\n",
+    fprintf(stderr, "tutorwatch run: %llu alert %s failed (is the output full or closed?); %s\n",
             (unsigned long long)fin.sink_errors, plural(fin.sink_errors, "write", "writes"),
             temp_state ? "run with --state DIR to keep every alert in an alert journal"
                        : "every alert is kept in the alert journal of the state directory");

@@ -48,7 +48,9 @@ static void put(jbuf_t *b, const char *s, size_t n) {
   b->p[b->len] = '\0';
 }
 
-static void puts_(jbuf_t *b, const char *s) { put(b, s, strlen(s)); }
+static void puts_(jbuf_t *b, const char *s) {
+  put(b, s, strlen(s));
+}
 
 /* A JSON string: quotes, escapes for '"', '\\' and control characters; UTF-8 passes through
  * (every string here was validated as UTF-8 at decode or comes from the rule file). */
@@ -62,11 +64,21 @@ static void put_jstr(jbuf_t *b, const char *s, size_t n) {
     run = i + 1;
     char esc[8];
     switch (c) {
-      case '"': put(b, "\\\"", 2); break;
-      case '\\': put(b, "\\\\", 2); break;
-      case '\n': put(b, "\\n", 2); break;
-      case '\r': put(b, "\\r", 2); break;
-      case '\t': put(b, "\\t", 2); break;
+      case '"':
+        put(b, "\\\"", 2);
+        break;
+      case '\\':
+        put(b, "\\\\", 2);
+        break;
+      case '\n':
+        put(b, "\\n", 2);
+        break;
+      case '\r':
+        put(b, "\\r", 2);
+        break;
+      case '\t':
+        put(b, "\\t", 2);
+        break;
       default:
         snprintf(esc, sizeof esc, "\\u%04x", c);
         put(b, esc, 6);
@@ -94,13 +106,23 @@ static void put_time(jbuf_t *b, int64_t ms) {
 
 static void put_value(jbuf_t *b, const tw_value_t *v) {
   switch ((tw_vkind_t)v->kind) {
-    case TW_V_NULL: puts_(b, "null"); break;
-    case TW_V_BOOL: puts_(b, v->u.i ? "true" : "false"); break;
+    case TW_V_NULL:
+      puts_(b, "null");
+      break;
+    case TW_V_BOOL:
+      puts_(b, v->u.i ? "true" : "false");
+      break;
     case TW_V_INT:
     case TW_V_MONEY:
-    case TW_V_DURATION: put_int(b, v->u.i); break;
-    case TW_V_TIME: put_time(b, v->u.i); break;
-    case TW_V_STR: put_jstr(b, v->u.s.ptr, v->u.s.len); break;
+    case TW_V_DURATION:
+      put_int(b, v->u.i);
+      break;
+    case TW_V_TIME:
+      put_time(b, v->u.i);
+      break;
+    case TW_V_STR:
+      put_jstr(b, v->u.s.ptr, v->u.s.len);
+      break;
   }
 }
 

@@ -53,28 +53,78 @@ static int element(const unsigned char *p, size_t avail, size_t *head, uint64_t 
   }
   int n = 0, kind = 0; /* width of the length/count field; 1 array, 2 map, 3 ext */
   switch (b) {
-    case 0xc4: case 0xd9: n = 1; break;                 /* bin8, str8 */
-    case 0xc5: case 0xda: n = 2; break;                 /* bin16, str16 */
-    case 0xc6: case 0xdb: n = 4; break;                 /* bin32, str32 */
-    case 0xc7: n = 1, kind = 3; break;                  /* ext8 */
-    case 0xc8: n = 2, kind = 3; break;                  /* ext16 */
-    case 0xc9: n = 4, kind = 3; break;                  /* ext32 */
-    case 0xca: *payload = 4; return 0;                  /* float32 */
-    case 0xcb: *payload = 8; return 0;                  /* float64 */
-    case 0xcc: case 0xd0: *payload = 1; return 0;
-    case 0xcd: case 0xd1: *payload = 2; return 0;
-    case 0xce: case 0xd2: *payload = 4; return 0;
-    case 0xcf: case 0xd3: *payload = 8; return 0;
-    case 0xd4: *payload = 2; return 0;                  /* fixext1: type + 1 */
-    case 0xd5: *payload = 3; return 0;
-    case 0xd6: *payload = 5; return 0;
-    case 0xd7: *payload = 9; return 0;
-    case 0xd8: *payload = 17; return 0;
-    case 0xdc: n = 2, kind = 1; break;                  /* array16 */
-    case 0xdd: n = 4, kind = 1; break;                  /* array32 */
-    case 0xde: n = 2, kind = 2; break;                  /* map16 */
-    case 0xdf: n = 4, kind = 2; break;                  /* map32 */
-    default: return TW_EPARSE;                          /* 0xc1, never used */
+    case 0xc4:
+    case 0xd9:
+      n = 1;
+      break; /* bin8, str8 */
+    case 0xc5:
+    case 0xda:
+      n = 2;
+      break; /* bin16, str16 */
+    case 0xc6:
+    case 0xdb:
+      n = 4;
+      break; /* bin32, str32 */
+    case 0xc7:
+      n = 1, kind = 3;
+      break; /* ext8 */
+    case 0xc8:
+      n = 2, kind = 3;
+      break; /* ext16 */
+    case 0xc9:
+      n = 4, kind = 3;
+      break; /* ext32 */
+    case 0xca:
+      *payload = 4;
+      return 0; /* float32 */
+    case 0xcb:
+      *payload = 8;
+      return 0; /* float64 */
+    case 0xcc:
+    case 0xd0:
+      *payload = 1;
+      return 0;
+    case 0xcd:
+    case 0xd1:
+      *payload = 2;
+      return 0;
+    case 0xce:
+    case 0xd2:
+      *payload = 4;
+      return 0;
+    case 0xcf:
+    case 0xd3:
+      *payload = 8;
+      return 0;
+    case 0xd4:
+      *payload = 2;
+      return 0; /* fixext1: type + 1 */
+    case 0xd5:
+      *payload = 3;
+      return 0;
+    case 0xd6:
+      *payload = 5;
+      return 0;
+    case 0xd7:
+      *payload = 9;
+      return 0;
+    case 0xd8:
+      *payload = 17;
+      return 0;
+    case 0xdc:
+      n = 2, kind = 1;
+      break; /* array16 */
+    case 0xdd:
+      n = 4, kind = 1;
+      break; /* array32 */
+    case 0xde:
+      n = 2, kind = 2;
+      break; /* map16 */
+    case 0xdf:
+      n = 4, kind = 2;
+      break; /* map32 */
+    default:
+      return TW_EPARSE; /* 0xc1, never used */
   }
   if (avail < 1 + (size_t)n) return TW_EAGAIN;
   uint64_t v = be(p + 1, n);

@@ -111,7 +111,8 @@ static int plan_build(tw_pipeline_t *p) {
     tp->rules = calloc(nr ? nr : 1, sizeof *tp->rules);
     if (tp->aggs == NULL || tp->rules == NULL) return TW_ENOMEM;
     for (size_t i = 0; i < na; i++)
-      if (tw_rules_aggregate(p->rules, i)->on_types & (1u << t)) tp->aggs[tp->n_aggs++] = (uint16_t)i;
+      if (tw_rules_aggregate(p->rules, i)->on_types & (1u << t))
+        tp->aggs[tp->n_aggs++] = (uint16_t)i;
     for (size_t i = 0; i < nr; i++)
       if (tw_rules_rule(p->rules, i)->on_types & (1u << t)) tp->rules[tp->n_rules++] = (uint16_t)i;
   }
@@ -191,7 +192,8 @@ int tw_pipeline_add_sink(tw_pipeline_t *p, tw_sink_t *sink) {
 static int dead_letter(tw_pipeline_t *p, const tw_record_t *rec, const char *reason,
                        const char *field, const char *message) {
   p->stats.rejected++;
-  size_t raw_len = rec->len_bytes < TW_DEAD_LETTER_RAW_MAX ? rec->len_bytes : TW_DEAD_LETTER_RAW_MAX;
+  size_t raw_len =
+      rec->len_bytes < TW_DEAD_LETTER_RAW_MAX ? rec->len_bytes : TW_DEAD_LETTER_RAW_MAX;
   /* Cut at a UTF-8 boundary so a valid text stays valid when shortened. */
   if (raw_len < rec->len_bytes)
     while (raw_len > 0 && ((unsigned char)rec->data[raw_len] & 0xC0) == 0x80) raw_len--;
@@ -223,8 +225,8 @@ static int dead_letter(tw_pipeline_t *p, const tw_record_t *rec, const char *rea
   int ok = fputs(line, p->dead_letter) >= 0 && fputc('\n', p->dead_letter) != EOF;
   free(line);
   if (!ok) {
-    fprintf(stderr, "tutorwatch: cannot write the dead-letter file '%s': %s\n",
-            p->dead_letter_path, strerror(errno));
+    fprintf(stderr, "tutorwatch: cannot write the dead-letter file '%s': %s\n", p->dead_letter_path,
+            strerror(errno));
     return TW_EIO;
   }
   return 0;
@@ -256,10 +258,10 @@ static void log_eval_error(tw_pipeline_t *p, const char *what, const char *name,
   p->stats.eval_errors++;
   if (p->stats.eval_errors <= TW_EVAL_ERROR_LOG_MAX) {
     tw_value_t id = tw_event_get(&p->ev, TW_SLOT_EVENT_ID);
-    fprintf(stderr, "tutorwatch: %s '%s' on event '%s': %s%s\n", what, name,
-            id.kind == TW_V_STR ? id.u.s.ptr : "?", tw_strerror(rc),
-            p->stats.eval_errors == TW_EVAL_ERROR_LOG_MAX ? " (further errors are only counted)"
-                                                           : "");
+    fprintf(
+        stderr, "tutorwatch: %s '%s' on event '%s': %s%s\n", what, name,
+        id.kind == TW_V_STR ? id.u.s.ptr : "?", tw_strerror(rc),
+        p->stats.eval_errors == TW_EVAL_ERROR_LOG_MAX ? " (further errors are only counted)" : "");
   }
 }
 
@@ -337,7 +339,8 @@ static int stage_alert(tw_pipeline_t *p, const tw_alert_t *a, int json_len) {
 static int fire(tw_pipeline_t *p, const tw_rule_t *r, tw_eval_ctx_t *ctx, const char *key,
                 size_t key_len) {
   bool allowed = true;
-  int rc = tw_state_cooldown(p->state, r->name, key, key_len, p->ev.ts_ms, r->cooldown_ms, &allowed);
+  int rc =
+      tw_state_cooldown(p->state, r->name, key, key_len, p->ev.ts_ms, r->cooldown_ms, &allowed);
   if (rc != 0) return rc;
   if (!allowed) {
     p->stats.suppressed++;
@@ -555,18 +558,24 @@ int tw_pipeline_commit(tw_pipeline_t *p) {
   for (size_t s = 0; s < p->n_sinks; s++)
     if (p->sinks[s]->vt->flush(p->sinks[s]) != 0) p->stats.sink_errors++;
   if (p->dead_letter != NULL && fflush(p->dead_letter) != 0) {
-    fprintf(stderr, "tutorwatch: cannot write the dead-letter file '%s': %s\n",
-            p->dead_letter_path, strerror(errno));
+    fprintf(stderr, "tutorwatch: cannot write the dead-letter file '%s': %s\n", p->dead_letter_path,
+            strerror(errno));
     return TW_EIO;
   }
   return 0;
 }
 
-uint64_t tw_pipeline_pending(const tw_pipeline_t *p) { return p->pending_events; }
+uint64_t tw_pipeline_pending(const tw_pipeline_t *p) {
+  return p->pending_events;
+}
 
-void tw_pipeline_stats(const tw_pipeline_t *p, tw_pipeline_stats_t *out) { *out = p->stats; }
+void tw_pipeline_stats(const tw_pipeline_t *p, tw_pipeline_stats_t *out) {
+  *out = p->stats;
+}
 
-const char *tw_pipeline_dead_letter_path(const tw_pipeline_t *p) { return p->dead_letter_path; }
+const char *tw_pipeline_dead_letter_path(const tw_pipeline_t *p) {
+  return p->dead_letter_path;
+}
 
 int tw_pipeline_close(tw_pipeline_t *p) {
   int rc = 0;

@@ -33,10 +33,10 @@ typedef struct tw_alert {
   tw_str_t institution_id, region; /* borrowed from the event */
   int64_t event_time_ms;
   char message[TW_ALERT_MESSAGE_MAX];
-  const tw_eval_read_t *values;    /* borrowed from the evaluation context */
+  const tw_eval_read_t *values; /* borrowed from the evaluation context */
   size_t n_values;
-  tw_str_t event_id;               /* the triggering event */
-  uint64_t seq;                    /* journal sequence number (0 until journaled) */
+  tw_str_t event_id; /* the triggering event */
+  uint64_t seq;      /* journal sequence number (0 until journaled) */
 } tw_alert_t;
 
 /*

@@ -14,24 +14,24 @@
 #define TW_ERROR_H
 
 /* X(name, value, message) */
-#define TW_ERRORS(X)                                                          \
-  X(TW_OK, 0, "success")                                                      \
-  X(TW_ENOMEM, -1, "out of memory")                                           \
-  X(TW_EINVAL, -2, "invalid argument or input")                               \
-  X(TW_EIO, -3, "input/output error")                                         \
-  X(TW_ENOENT, -4, "no such file, key or name")                               \
-  X(TW_EOF, -5, "end of input")                                               \
-  X(TW_EAGAIN, -6, "no data available now; try again")                        \
-  X(TW_ETOOBIG, -7, "input exceeds a configured bound")                       \
-  X(TW_EPARSE, -8, "syntax error")                                            \
-  X(TW_ETYPE, -9, "type error")                                               \
-  X(TW_ESCHEMA, -10, "event does not match the schema")                       \
-  X(TW_EOVERFLOW, -11, "integer overflow")                                    \
-  X(TW_ELIMIT, -12, "evaluation limit reached (regex match limit, depth)")    \
-  X(TW_ESTATE, -13, "state store (LMDB) error")                               \
-  X(TW_EZMQ, -14, "ZeroMQ error")                                             \
-  X(TW_EEXIST, -15, "already exists")                                         \
-  X(TW_EDIVZERO, -16, "division by zero")                                     \
+#define TW_ERRORS(X)                                                       \
+  X(TW_OK, 0, "success")                                                   \
+  X(TW_ENOMEM, -1, "out of memory")                                        \
+  X(TW_EINVAL, -2, "invalid argument or input")                            \
+  X(TW_EIO, -3, "input/output error")                                      \
+  X(TW_ENOENT, -4, "no such file, key or name")                            \
+  X(TW_EOF, -5, "end of input")                                            \
+  X(TW_EAGAIN, -6, "no data available now; try again")                     \
+  X(TW_ETOOBIG, -7, "input exceeds a configured bound")                    \
+  X(TW_EPARSE, -8, "syntax error")                                         \
+  X(TW_ETYPE, -9, "type error")                                            \
+  X(TW_ESCHEMA, -10, "event does not match the schema")                    \
+  X(TW_EOVERFLOW, -11, "integer overflow")                                 \
+  X(TW_ELIMIT, -12, "evaluation limit reached (regex match limit, depth)") \
+  X(TW_ESTATE, -13, "state store (LMDB) error")                            \
+  X(TW_EZMQ, -14, "ZeroMQ error")                                          \
+  X(TW_EEXIST, -15, "already exists")                                      \
+  X(TW_EDIVZERO, -16, "division by zero")                                  \
   X(TW_ECRYPTO, -17, "cryptography (libsodium) error")
 
 enum {

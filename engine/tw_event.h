@@ -26,11 +26,11 @@
 #define TW_EVENT_ID_MAX 64 /* bytes */
 
 typedef struct tw_event {
-  uint16_t type;      /* schema type id */
-  int64_t ts_ms;      /* event time, epoch ms UTC (also f[TW_SLOT_TS] as TW_V_TIME) */
-  uint64_t present;   /* bit s set when f[s] holds a value */
+  uint16_t type;    /* schema type id */
+  int64_t ts_ms;    /* event time, epoch ms UTC (also f[TW_SLOT_TS] as TW_V_TIME) */
+  uint64_t present; /* bit s set when f[s] holds a value */
   tw_value_t f[TW_MAX_FIELDS];
-  char *arena;        /* owned; strings of f[] point here */
+  char *arena; /* owned; strings of f[] point here */
   size_t arena_used, arena_cap;
 } tw_event_t;
 

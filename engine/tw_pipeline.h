@@ -35,14 +35,14 @@ typedef struct tw_pipeline_opts {
 } tw_pipeline_opts_t;
 
 typedef struct tw_pipeline_stats {
-  uint64_t read;             /* records offered */
-  uint64_t accepted;         /* decoded, valid, processed */
-  uint64_t rejected;         /* dead-lettered */
-  uint64_t alerts;           /* alerts raised (after cooldown) */
-  uint64_t suppressed;       /* rule matches held back by a cooldown */
-  uint64_t eval_errors;      /* rule evaluations that failed (overflow, regex limit...) */
-  uint64_t commits;          /* group commits */
-  uint64_t sink_errors;      /* failed sink writes */
+  uint64_t read;        /* records offered */
+  uint64_t accepted;    /* decoded, valid, processed */
+  uint64_t rejected;    /* dead-lettered */
+  uint64_t alerts;      /* alerts raised (after cooldown) */
+  uint64_t suppressed;  /* rule matches held back by a cooldown */
+  uint64_t eval_errors; /* rule evaluations that failed (overflow, regex limit...) */
+  uint64_t commits;     /* group commits */
+  uint64_t sink_errors; /* failed sink writes */
 } tw_pipeline_stats_t;
 
 /*

@@ -47,10 +47,10 @@ typedef enum tw_field_kind {
 
 /* How one field appears in one type. */
 typedef struct tw_field_spec {
-  uint8_t required;                        /* 1 if the type requires the field */
-  uint8_t n_enum;                          /* TW_FK_ENUM: number of values */
-  uint32_t max_len_bytes;                  /* strings: bound in bytes (UTF-8) */
-  int64_t min, max;                        /* INT/FEN: inclusive bounds */
+  uint8_t required;       /* 1 if the type requires the field */
+  uint8_t n_enum;         /* TW_FK_ENUM: number of values */
+  uint32_t max_len_bytes; /* strings: bound in bytes (UTF-8) */
+  int64_t min, max;       /* INT/FEN: inclusive bounds */
   char enum_values[TW_MAX_ENUM][TW_NAME_MAX];
 } tw_field_spec_t;
 
@@ -61,8 +61,8 @@ typedef struct tw_field_def {
 
 typedef struct tw_type_def {
   char name[TW_NAME_MAX];
-  uint64_t present_mask;  /* slots the type may carry */
-  uint64_t required_mask; /* slots the type must carry */
+  uint64_t present_mask;               /* slots the type may carry */
+  uint64_t required_mask;              /* slots the type must carry */
   tw_field_spec_t spec[TW_MAX_FIELDS]; /* indexed by slot; meaningful where present_mask is set */
 } tw_type_def_t;
 

@@ -37,9 +37,9 @@ typedef enum tw_agg_fn {
 
 /* What identifies an aggregate's state: its name (stable across runs), function and window. */
 typedef struct tw_window_spec {
-  const char *name;  /* aggregate name, NUL-terminated, ≤ 64 bytes (TW_STATE_NAME_MAX enforced);
-                        not owned. The state is keyed by (name, fn, window_ms, key): changing
-                        an aggregate's fn or window starts a fresh series. */
+  const char *name; /* aggregate name, NUL-terminated, ≤ 64 bytes (TW_STATE_NAME_MAX enforced);
+                       not owned. The state is keyed by (name, fn, window_ms, key): changing
+                       an aggregate's fn or window starts a fresh series. */
   tw_agg_fn_t fn;
   int64_t window_ms; /* sliding window width; 0 means `all` (since the beginning) */
 } tw_window_spec_t;
@@ -72,8 +72,8 @@ void tw_state_close(tw_state_t *st);
  * TW_ESTATE (LMDB read failed or the stored entry is corrupt), TW_ENOMEM.
  * No allocation for a key already in memory once its bucket array reached its size.
  */
-int tw_state_agg_add(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
-                     size_t key_len, int64_t ts_ms, int64_t value);
+int tw_state_agg_add(tw_state_t *st, const tw_window_spec_t *spec, const char *key, size_t key_len,
+                     int64_t ts_ms, int64_t value);
 
 /*
  * tw_state_agg_value: the value of (spec, key) for the window ending at at_ms (see above);
@@ -128,12 +128,12 @@ int tw_state_journal_foreach(tw_state_t *st, uint64_t since, tw_state_journal_cb
 /* Counters for the summary and for tests. */
 typedef struct tw_state_stats {
   uint64_t keys_in_memory;
-  uint64_t keys_loaded;   /* read back from LMDB */
+  uint64_t keys_loaded; /* read back from LMDB */
   uint64_t commits;
   uint64_t entries_written;
-  uint64_t journal_seq;   /* last sequence number assigned */
-  uint64_t too_old;       /* agg_add events older than the whole window of the newest; ignored */
-  uint64_t map_grows;     /* times the LMDB map was doubled on MDB_MAP_FULL */
+  uint64_t journal_seq; /* last sequence number assigned */
+  uint64_t too_old;     /* agg_add events older than the whole window of the newest; ignored */
+  uint64_t map_grows;   /* times the LMDB map was doubled on MDB_MAP_FULL */
   uint64_t map_size_bytes;
 } tw_state_stats_t;
 void tw_state_stats(const tw_state_t *st, tw_state_stats_t *out);

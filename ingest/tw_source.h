@@ -24,31 +24,33 @@ int tw_format_parse(const char *s, tw_format_t *out);
 tw_format_t tw_format_from_path(const char *path);
 
 /* Record flags. */
-#define TW_REC_TRUNCATED 1u /* record exceeded the source's bound; data holds its first bytes,
-                               full_len_bytes its real length; it must be dead-lettered */
-#define TW_REC_BROKEN 2u    /* framing failed (malformed msgpack); data holds what was skipped */
-#define TW_REC_HEAD_BYTES 4096u /* a truncated or broken record carries at most this many of its
-                                   first bytes, enough for the dead-letter file */
+#define TW_REC_TRUNCATED                                                                    \
+  1u                     /* record exceeded the source's bound; data holds its first bytes, \
+                            full_len_bytes its real length; it must be dead-lettered */
+#define TW_REC_BROKEN 2u /* framing failed (malformed msgpack); data holds what was skipped */
+#define TW_REC_HEAD_BYTES                                                \
+  4096u /* a truncated or broken record carries at most this many of its \
+           first bytes, enough for the dead-letter file */
 
 typedef struct tw_record {
-  const char *data;        /* borrowed for the callback's duration */
+  const char *data; /* borrowed for the callback's duration */
   size_t len_bytes;
   uint64_t full_len_bytes; /* == len_bytes unless TW_REC_TRUNCATED */
   tw_format_t format;      /* never AUTO when delivered */
   uint32_t flags;
-  const char *reason;      /* for TW_REC_BROKEN/TRUNCATED: a reason code ("too_long", ...) */
+  const char *reason; /* for TW_REC_BROKEN/TRUNCATED: a reason code ("too_long", ...) */
   /* input position, for the dead-letter file and resume */
-  const char *origin;      /* file path, "-" for stdin, or the endpoint */
-  uint64_t offset_bytes;   /* byte offset of the record in a file or stream */
-  uint64_t line;           /* 1-based line (JSONL), or record number (msgpack, messages) */
+  const char *origin;    /* file path, "-" for stdin, or the endpoint */
+  uint64_t offset_bytes; /* byte offset of the record in a file or stream */
+  uint64_t line;         /* 1-based line (JSONL), or record number (msgpack, messages) */
 } tw_record_t;
 
 /* Called once per record; a non-zero return stops the poll and is returned by it. */
 typedef int (*tw_record_cb)(void *ud, const tw_record_t *rec);
 
 typedef struct tw_source_opts {
-  tw_format_t format;        /* AUTO: from the path's extension (files) or per message */
-  size_t max_record_bytes;   /* 0 = TW_EVENT_MAX_BYTES */
+  tw_format_t format;      /* AUTO: from the path's extension (files) or per message */
+  size_t max_record_bytes; /* 0 = TW_EVENT_MAX_BYTES */
   /* Resume (regular files only): start reading at this byte offset, which is the end of a record
    * already processed (a JSONL line's terminator there is skipped), numbering the next record
    * start_line + 1. Both 0 = from the beginning. Ignored for stdin and sockets. */

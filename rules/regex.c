@@ -97,8 +97,8 @@ int tw__regex_compile(tw_ruleset_t *rs, const char *pattern, size_t len, const t
   int errcode = 0;
   PCRE2_SIZE erroff = 0;
   if (ensure_match_ctx(rs, err) != 0) return err->code;
-  pcre2_code *code = pcre2_compile((PCRE2_SPTR)pattern, len, PCRE2_UTF | PCRE2_NEVER_BACKSLASH_C, &errcode,
-                                     &erroff, NULL);
+  pcre2_code *code = pcre2_compile((PCRE2_SPTR)pattern, len, PCRE2_UTF | PCRE2_NEVER_BACKSLASH_C,
+                                   &errcode, &erroff, NULL);
   if (code == NULL) {
     PCRE2_UCHAR buf[256];
     if (pcre2_get_error_message(errcode, buf, sizeof buf) < 0) strcpy((char *)buf, "error");

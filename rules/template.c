@@ -98,7 +98,6 @@ int tw__template_compile(const tw__env_t *env, const char *src, size_t len,
   return 0;
 }
 
-
 /* Times print in Asia/Shanghai (UTC+8, no daylight saving); beyond years 0000-9999 as epoch ms. */
 static int format_time(int64_t ms, char *buf, size_t cap) {
   char tmp[40];

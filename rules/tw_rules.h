@@ -42,13 +42,13 @@ typedef struct tw_expr tw_expr_t;         /* compiled expression (opaque) */
 typedef struct tw_template tw_template_t; /* compiled message template (opaque) */
 
 typedef struct tw_agg_def {
-  const char *name;         /* aggregate name */
-  uint32_t on_types;        /* bit t set: events of schema type t feed it */
-  const tw_expr_t *where;   /* optional filter; NULL = every event of those types */
-  int by_slot;              /* key field slot (institution_id in the first cut) */
-  int arg_slot;             /* field summed by SUM; -1 for COUNT */
-  tw_window_spec_t spec;    /* name, fn, window_ms (0 = all) for tw_state */
-  int line;                 /* where it was defined in the rule file */
+  const char *name;       /* aggregate name */
+  uint32_t on_types;      /* bit t set: events of schema type t feed it */
+  const tw_expr_t *where; /* optional filter; NULL = every event of those types */
+  int by_slot;            /* key field slot (institution_id in the first cut) */
+  int arg_slot;           /* field summed by SUM; -1 for COUNT */
+  tw_window_spec_t spec;  /* name, fn, window_ms (0 = all) for tw_state */
+  int line;               /* where it was defined in the rule file */
 } tw_agg_def_t;
 
 typedef struct tw_label {
@@ -58,12 +58,12 @@ typedef struct tw_label {
 typedef struct tw_rule {
   const char *name;
   const char *description;
-  const char *source;       /* the regulation, local measure or documented case */
-  uint32_t on_types;        /* triggering event types (bit per schema type id) */
-  int by_slot;              /* key field slot; the alert's `by` is its field name */
-  const tw_expr_t *when;    /* the condition; must type-check to bool */
+  const char *source;    /* the regulation, local measure or documented case */
+  uint32_t on_types;     /* triggering event types (bit per schema type id) */
+  int by_slot;           /* key field slot; the alert's `by` is its field name */
+  const tw_expr_t *when; /* the condition; must type-check to bool */
   tw_severity_t severity;
-  int64_t cooldown_ms;      /* 0 = fire on every matching event */
+  int64_t cooldown_ms; /* 0 = fire on every matching event */
   const tw_template_t *message;
   const tw_label_t *labels;
   size_t n_labels;

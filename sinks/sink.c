@@ -37,8 +37,8 @@ int tw_feed_topic(const tw_alert_t *alert, char *buf, size_t cap) {
   if (alert->region.ptr == NULL || alert->region.len != 6) return TW_EINVAL;
   for (size_t i = 0; i < 6; i++)
     if (alert->region.ptr[i] < '0' || alert->region.ptr[i] > '9') return TW_EINVAL;
-  int n = snprintf(buf, cap, "%.6s/%s/%s", alert->region.ptr, tw_severity_name(alert->rule->severity),
-                   alert->rule->name);
+  int n = snprintf(buf, cap, "%.6s/%s/%s", alert->region.ptr,
+                   tw_severity_name(alert->rule->severity), alert->rule->name);
   if (n < 0 || (size_t)n >= cap) {
     if (cap > 0) buf[0] = '\0';
     return TW_ETOOBIG;

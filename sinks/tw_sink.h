@@ -22,8 +22,8 @@ typedef struct tw_sink_vt {
    * sink cannot represent (no topic; a JSON line containing '\n'). A feed with no subscriber,
    * or a slow one past its high-water mark, drops without blocking and counts the drop. */
   int (*write)(tw_sink_t *sink, const tw_alert_t *alert, const char *json, size_t len);
-  int (*flush)(tw_sink_t *sink);   /* make written alerts durable/visible; 0 or TW_EIO */
-  void (*close)(tw_sink_t *sink);  /* flush and free; NULL accepted */
+  int (*flush)(tw_sink_t *sink);  /* make written alerts durable/visible; 0 or TW_EIO */
+  void (*close)(tw_sink_t *sink); /* flush and free; NULL accepted */
 } tw_sink_vt_t;
 
 struct tw_sink {

@@ -78,9 +78,10 @@ static void test_json_shape_and_values(void **state) {
   assert_int_equal((size_t)len, strlen(buf));
   assert_null(strchr(buf, '\n'));
   /* fixed key order */
-  const char *order[] = {"\"alert_id\":", "\"rule\":", "\"severity\":", "\"by\":", "\"key\":",
-                         "\"institution_id\":", "\"region\":", "\"event_time\":", "\"message\":",
-                         "\"values\":", "\"event_ids\":", "\"source\":"};
+  const char *order[] = {
+      "\"alert_id\":", "\"rule\":",           "\"severity\":",  "\"by\":",
+      "\"key\":",      "\"institution_id\":", "\"region\":",    "\"event_time\":",
+      "\"message\":",  "\"values\":",         "\"event_ids\":", "\"source\":"};
   const char *prev = buf;
   for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
     const char *at = strstr(buf, order[i]);
