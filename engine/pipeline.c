@@ -87,22 +87,6 @@ static void located(char *buf, size_t cap, const char *file, int line, int col, 
     snprintf(buf, cap, "%s: %s", file, msg);
 }
 
-static int file_exists(const char *path) {
-  struct stat st;
-  return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-/* schema.yaml beside the rule file, else the shipped schema. */
-static void default_schema_path(const char *rules_path, char *out, size_t cap) {
-  const char *slash = strrchr(rules_path, '/');
-  if (slash != NULL) {
-    snprintf(out, cap, "%.*s/schema.yaml", (int)(slash - rules_path), rules_path);
-  } else {
-    snprintf(out, cap, "schema.yaml");
-  }
-  if (!file_exists(out)) snprintf(out, cap, "%s", tw_schema_default_path());
-}
-
 static int plan_build(tw_pipeline_t *p) {
   size_t na = tw_rules_n_aggregates(p->rules), nr = tw_rules_n_rules(p->rules);
   for (uint32_t t = 0; t < p->schema->n_types; t++) {
@@ -129,7 +113,7 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   if (opts->schema_path != NULL) {
     snprintf(schema_path, sizeof schema_path, "%s", opts->schema_path);
   } else {
-    default_schema_path(opts->rules_path, schema_path, sizeof schema_path);
+    tw_schema_path_for_rules(opts->rules_path, schema_path, sizeof schema_path);
   }
   tw_schema_error_t serr = {0};
   rc = tw_schema_load(schema_path, &p->schema, &serr);

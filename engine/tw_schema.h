@@ -106,4 +106,11 @@ int tw_schema_type_id(const tw_schema_t *schema, const char *name, size_t len);
  */
 const char *tw_schema_default_path(void);
 
+/*
+ * tw_schema_path_for_rules: the schema that goes with a rule file: schema.yaml in the rule
+ * file's directory when it exists, else tw_schema_default_path(). Writes the path into out
+ * (cap bytes, NUL-terminated). Returns 0, or TW_ETOOBIG when cap is too small.
+ */
+int tw_schema_path_for_rules(const char *rules_path, char *out, size_t cap);
+
 #endif
