@@ -75,6 +75,31 @@ static void usage(FILE *out) {
       "input, 2 usage error, 70 internal failure (state store, out of memory).\n");
 }
 
+/* A duration "500ms", "90s", "15m", "2h", "1d" (or a bare "0") in ms; 0 or -1. */
+static int parse_duration_ms(const char *s, int64_t *out) {
+  char *end;
+  errno = 0;
+  long long n = strtoll(s, &end, 10);
+  if (end == s || errno != 0 || n < 0) return -1;
+  int64_t unit;
+  if (strcmp(end, "ms") == 0) {
+    unit = 1;
+  } else if (strcmp(end, "s") == 0 || (*end == '\0' && n == 0)) {
+    unit = 1000;
+  } else if (strcmp(end, "m") == 0) {
+    unit = 60000;
+  } else if (strcmp(end, "h") == 0) {
+    unit = 3600000;
+  } else if (strcmp(end, "d") == 0) {
+    unit = 86400000;
+  } else {
+    return -1;
+  }
+  if (n > INT64_MAX / unit / 4) return -1;
+  *out = (int64_t)n * unit;
+  return 0;
+}
+
 static volatile sig_atomic_t g_stop;
 static void on_stop_signal(int sig) {
   (void)sig;
@@ -144,9 +169,23 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   serve_drain(h->data);
 }
 
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void on_tick(uv_timer_t *h) {
   serve_t *s = h->data;
   serve_drain(s);
+  if (s->rc == 0 && !s->stopping) {
+    int rc = tw_pipeline_tick(s->p, wall_ms());
+    if (rc != 0) {
+      s->rc = rc;
+      serve_stop(s);
+      return;
+    }
+  }
   if (s->rc == 0 && tw_pipeline_pending(s->p) > 0) {
     int rc = tw_pipeline_commit(s->p);
     if (rc != 0) {
@@ -233,9 +272,12 @@ static void print_summary(const tw_pipeline_t *p, const tw_sink_t *feed, double 
   char rej[4200] = "", extra[256] = "", rate[96] = "";
   if (st.rejected > 0)
     snprintf(rej, sizeof rej, " (dead-letter: %s)", tw_pipeline_dead_letter_path(p));
+  if (st.late > 0)
+    snprintf(extra, sizeof extra, ", %llu late (behind the watermark, processed at once)",
+             (unsigned long long)st.late);
   if (st.eval_errors > 0)
-    snprintf(extra, sizeof extra, ", %llu rule evaluation %s", (unsigned long long)st.eval_errors,
-             plural(st.eval_errors, "error", "errors"));
+    snprintf(extra + strlen(extra), sizeof extra - strlen(extra), ", %llu rule evaluation %s",
+             (unsigned long long)st.eval_errors, plural(st.eval_errors, "error", "errors"));
   if (feed != NULL) {
     uint64_t dropped = tw_sink_zmq_pub_dropped((tw_sink_t *)feed);
     size_t n = strlen(extra);
@@ -271,6 +313,8 @@ int tw_cmd_run(int argc, char **argv) {
                                            {"schema", required_argument, NULL, 'S'},
                                            {"batch", required_argument, NULL, 'b'},
                                            {"no-sync", no_argument, NULL, 'n'},
+                                           {"allowed-lateness", required_argument, NULL, 'L'},
+                                           {"max-future-skew", required_argument, NULL, 'K'},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
   const char *input = NULL, *listen_ep = NULL, *feed = NULL, *alerts = NULL;
@@ -279,6 +323,8 @@ int tw_cmd_run(int argc, char **argv) {
   tw_source_opts_t so;
   memset(&po, 0, sizeof po);
   memset(&so, 0, sizeof so);
+  po.allowed_lateness_ms = -1; /* the defaults */
+  po.max_future_skew_ms = -1;
   int c, have_format = 0;
   optind = 1;
   while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -310,6 +356,22 @@ int tw_cmd_run(int argc, char **argv) {
       case 'n':
         po.no_sync = true;
         break;
+      case 'L':
+      case 'K': {
+        int64_t ms;
+        if (parse_duration_ms(optarg, &ms) != 0) {
+          fprintf(stderr,
+                  "tutorwatch run: --%s wants a duration such as 0s, 90s, 15m, 1h or 1d, not "
+                  "'%s'\n",
+                  c == 'L' ? "allowed-lateness" : "max-future-skew", optarg);
+          return 2;
+        }
+        if (c == 'L')
+          po.allowed_lateness_ms = ms;
+        else
+          po.max_future_skew_ms = ms;
+        break;
+      }
       case 'b': {
         char *end;
         long long n = strtoll(optarg, &end, 10);
@@ -358,6 +420,7 @@ int tw_cmd_run(int argc, char **argv) {
     temp_state = 1;
   }
   if (po.batch_events == 0 && listen_ep != NULL) po.batch_events = 1000;
+  po.live = listen_ep != NULL;
 
   int status = 0, crc;
   double t0 = 0;
@@ -427,6 +490,15 @@ int tw_cmd_run(int argc, char **argv) {
   if (rc != 0) {
     fprintf(stderr, "tutorwatch run: stopped: %s\n", tw_strerror(rc));
     status = (rc == TW_EIO) ? 1 : 70;
+  }
+  /* The input has ended or the engine is stopping: what waits for the watermark is processed
+   * now (an engine failure above leaves it unprocessed and uncommitted, for the next run). */
+  if (rc == 0) {
+    rc = tw_pipeline_flush(p);
+    if (rc != 0) {
+      fprintf(stderr, "tutorwatch run: stopped: %s\n", tw_strerror(rc));
+      status = 70;
+    }
   }
   crc = tw_pipeline_commit(p);
   if (crc != 0 && status == 0) status = 70;

@@ -15,11 +15,13 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tw_alert.h"
 #include "tw_error.h"
 #include "tw_event.h"
+#include "tw_order.h"
 #include "tw_pipeline.h"
 #include "tw_pseudo.h"
 #include "tw_rules.h"
@@ -32,6 +34,11 @@
 #define TW_INPUT_PROBE_BYTES 4096   /* bytes hashed at the head and before the resume offset */
 #define TW_INPUT_META "input_position"
 #define TW_INPUT_META_VERSION 1
+#define TW_SUSPECTS_MAX 16     /* events held as suspected future timestamps at once */
+#define TW_SUSPECT_PATIENCE 64 /* later events after which an unconfirmed suspect is refused */
+#define TW_RECENT 64           /* event times kept to measure the stream's recent span */
+#define TW_SPAN_FACTOR 10      /* a jump beyond 10x the recent span (and the skew) is suspect */
+#define TW_IDLE_MS 1000        /* live: no record for this long = idle */
 
 /* An alert made durable by the next commit, then published. Strings live in pipeline->pend_buf
  * at the recorded offsets (the buffer may move while it grows). */
@@ -40,6 +47,25 @@ typedef struct pending_alert {
   size_t json_off, json_len;
   size_t key_off, inst_off, region_off, event_id_off;
 } pending_alert_t;
+
+/* A record read but not yet finished: where it starts, so a resume can re-read it. */
+typedef struct arrival {
+  uint64_t offset_bytes, line;
+  uint8_t done;
+} arrival_t;
+
+/* An event held because its time jumps far ahead of the stream: its raw record, so it can be
+ * decoded again when confirmed or dead-lettered when refused. */
+typedef struct suspect {
+  uint64_t arrival;
+  int64_t ts_ms;
+  unsigned age; /* accepted events since it arrived */
+  char *raw;
+  size_t raw_len;
+  uint64_t full_len_bytes, offset_bytes, line;
+  tw_format_t format;
+  char *origin;
+} suspect_t;
 
 typedef struct type_plan {
   uint16_t *aggs; /* aggregate indices fed by this type */
@@ -71,7 +97,25 @@ struct tw_pipeline {
   int input_fd;
   uint8_t input_head_hash[16];
   uint32_t input_head_len;
-  uint64_t input_offset, input_line; /* end of the last processed record */
+  uint64_t input_offset, input_line; /* end of the last record read */
+  /* Event time. */
+  tw_order_t *order; /* events waiting for the watermark */
+  int64_t lateness_ms, skew_ms, retention_ms;
+  bool live;
+  bool have_max;
+  int64_t max_seen_ms; /* newest event time accepted */
+  int64_t wm_floor_ms; /* live: watermark moved by the wall clock while idle */
+  int64_t last_record_wall_ms;
+  int64_t recent[TW_RECENT]; /* event times of the last accepted events, circular */
+  size_t n_recent;
+  suspect_t suspects[TW_SUSPECTS_MAX];
+  size_t n_suspects;
+  /* Records read and not yet finished (held in the buffer or as suspects), in arrival order:
+   * the committed input position stops before the oldest one. A ring; arrival numbers are
+   * arr_base .. arr_base + arr_count - 1. */
+  arrival_t *arr;
+  size_t arr_cap, arr_head, arr_count;
+  uint64_t arr_base;
 };
 
 static void errf(char *buf, size_t cap, const char *fmt, const char *a, const char *b) {
@@ -149,6 +193,18 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   snprintf(p->dead_letter_path, sizeof p->dead_letter_path, "%s",
            opts->dead_letter_path ? opts->dead_letter_path : "dead-letter.jsonl");
   p->batch_events = opts->batch_events ? opts->batch_events : 10000;
+  p->lateness_ms =
+      opts->allowed_lateness_ms < 0 ? TW_DEFAULT_ALLOWED_LATENESS_MS : opts->allowed_lateness_ms;
+  p->skew_ms =
+      opts->max_future_skew_ms < 0 ? TW_DEFAULT_MAX_FUTURE_SKEW_MS : opts->max_future_skew_ms;
+  p->live = opts->live;
+  p->wm_floor_ms = INT64_MIN;
+  for (size_t i = 0; i < tw_rules_n_aggregates(p->rules); i++) {
+    int64_t w = tw_rules_aggregate(p->rules, i)->spec.window_ms;
+    if (w > p->retention_ms) p->retention_ms = w;
+  }
+  rc = tw_order_new(&p->order);
+  if (rc != 0) goto fail;
   /* Opened now, so an unwritable path stops the start, not the first bad event hours later. */
   p->dead_letter = fopen(p->dead_letter_path, "a");
   if (p->dead_letter == NULL) {
@@ -385,13 +441,248 @@ static int evaluate_rules(tw_pipeline_t *p, const type_plan_t *tp) {
   return 0;
 }
 
-int tw_pipeline_record(void *ud, const tw_record_t *rec) {
-  tw_pipeline_t *p = ud;
-  tw_decode_error_t derr;
+/* ---- event time: arrivals, reorder buffer, watermark, suspects --------------------------------
+ */
+
+static int64_t wall_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* arrival_push: remember a record read; its number is returned in *seq. */
+static int arrival_push(tw_pipeline_t *p, const tw_record_t *rec, uint64_t *seq) {
+  if (p->arr_count == p->arr_cap) {
+    size_t cap = p->arr_cap ? 2 * p->arr_cap : 4096;
+    arrival_t *na = malloc(cap * sizeof *na);
+    if (na == NULL) return TW_ENOMEM;
+    for (size_t i = 0; i < p->arr_count; i++) na[i] = p->arr[(p->arr_head + i) & (p->arr_cap - 1)];
+    free(p->arr);
+    p->arr = na;
+    p->arr_cap = cap;
+    p->arr_head = 0;
+  }
+  arrival_t *a = &p->arr[(p->arr_head + p->arr_count) & (p->arr_cap - 1)];
+  a->offset_bytes = rec->offset_bytes;
+  a->line = rec->line;
+  a->done = 0;
+  *seq = p->arr_base + p->arr_count++;
+  return 0;
+}
+
+/* arrival_done: the record is finished (processed or rejected); drop finished ones at the head. */
+static void arrival_done(tw_pipeline_t *p, uint64_t seq) {
+  p->arr[(p->arr_head + (size_t)(seq - p->arr_base)) & (p->arr_cap - 1)].done = 1;
+  while (p->arr_count > 0 && p->arr[p->arr_head].done) {
+    p->arr_head = (p->arr_head + 1) & (p->arr_cap - 1);
+    p->arr_count--;
+    p->arr_base++;
+  }
+}
+
+static int64_t watermark(const tw_pipeline_t *p) {
+  int64_t wm = p->have_max ? p->max_seen_ms - p->lateness_ms : INT64_MIN;
+  return wm > p->wm_floor_ms ? wm : p->wm_floor_ms;
+}
+
+/* process_event: aggregates and rules for the event in p->ev (in event-time order). */
+static int process_event(tw_pipeline_t *p) {
+  p->stats.accepted++;
+  const type_plan_t *tp = &p->plan[p->ev.type];
+  int rc = update_aggregates(p, tp);
+  if (rc == 0) rc = evaluate_rules(p, tp);
+  return rc;
+}
+
+/* release: process, in event-time order, every held event at or before limit. */
+static int release(tw_pipeline_t *p, int64_t limit) {
+  int64_t ts;
+  uint64_t seq;
+  while (tw_order_peek_ts(p->order, &ts) == 0 && ts <= limit) {
+    tw_order_pop(p->order, &p->ev, &seq);
+    int rc = process_event(p);
+    if (rc != 0) return rc;
+    arrival_done(p, seq);
+  }
+  return 0;
+}
+
+/* place: the event in p->ev is accepted as evidence of time: too late, late, or held until the
+ * watermark passes it. */
+static int place(tw_pipeline_t *p, const tw_record_t *rec, uint64_t seq) {
+  int64_t ts = p->ev.ts_ms, wm = watermark(p);
+  if (wm != INT64_MIN && p->retention_ms > 0 && ts < wm - p->retention_ms) {
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "event time is %lld ms behind the watermark, beyond the longest window (%lld ms): "
+             "state no longer holds its buckets",
+             (long long)(wm - ts), (long long)p->retention_ms);
+    p->stats.too_late++;
+    arrival_done(p, seq);
+    return dead_letter(p, rec, "too_late", "ts", msg);
+  }
+  if (wm != INT64_MIN && ts < wm) {
+    p->stats.late++;
+    int rc = process_event(p);
+    arrival_done(p, seq);
+    return rc;
+  }
+  int rc = tw_order_push(p->order, &p->ev, seq);
+  if (rc != 0) return rc;
+  if (!p->have_max || ts > p->max_seen_ms) p->max_seen_ms = ts;
+  p->have_max = true;
+  p->recent[p->n_recent++ % TW_RECENT] = ts;
+  return 0;
+}
+
+/* How far ahead of the newest event time an event may jump before it is held as a suspect. */
+static int64_t suspect_margin(const tw_pipeline_t *p) {
+  size_t n = p->n_recent < TW_RECENT ? p->n_recent : TW_RECENT;
+  int64_t oldest = p->max_seen_ms;
+  for (size_t i = 0; i < n; i++)
+    if (p->recent[i] < oldest) oldest = p->recent[i];
+  int64_t span = p->max_seen_ms - oldest;
+  int64_t m = span > INT64_MAX / TW_SPAN_FACTOR ? INT64_MAX : span * TW_SPAN_FACTOR;
+  return m > p->skew_ms ? m : p->skew_ms;
+}
+
+static void suspect_free(suspect_t *s) {
+  free(s->raw);
+  free(s->origin);
+  memset(s, 0, sizeof *s);
+}
+
+static tw_record_t suspect_record(const suspect_t *s) {
+  tw_record_t r;
+  memset(&r, 0, sizeof r);
+  r.data = s->raw;
+  r.len_bytes = s->raw_len;
+  r.full_len_bytes = s->full_len_bytes;
+  r.format = s->format;
+  r.origin = s->origin;
+  r.offset_bytes = s->offset_bytes;
+  r.line = s->line;
+  return r;
+}
+
+/* suspect_refuse: dead-letter suspect i as future_skew and remove it. */
+static int suspect_refuse(tw_pipeline_t *p, size_t i, const char *why) {
+  suspect_t *s = &p->suspects[i];
+  tw_record_t r = suspect_record(s);
+  char msg[256];
+  snprintf(msg, sizeof msg,
+           "event time jumps %lld ms ahead of the stream (newest accepted event time) and %s",
+           (long long)(s->ts_ms - p->max_seen_ms), why);
+  p->stats.future_skew++;
+  int rc = dead_letter(p, &r, "future_skew", "ts", msg);
+  arrival_done(p, s->arrival);
+  suspect_free(s);
+  p->suspects[i] = p->suspects[--p->n_suspects];
+  return rc;
+}
+
+/* Does an event at ts confirm a held jump (it lands within the skew before it, or after it)? */
+static bool corroborates(const tw_pipeline_t *p, int64_t ts) {
+  for (size_t i = 0; i < p->n_suspects; i++)
+    if (ts >= p->suspects[i].ts_ms - p->skew_ms) return true;
+  return false;
+}
+
+static int suspect_hold(tw_pipeline_t *p, const tw_record_t *rec, uint64_t seq) {
+  if (p->n_suspects == TW_SUSPECTS_MAX) {
+    int rc = suspect_refuse(p, 0, "too many suspects are held");
+    if (rc != 0) return rc;
+  }
+  suspect_t *s = &p->suspects[p->n_suspects];
+  memset(s, 0, sizeof *s);
+  s->raw = malloc(rec->len_bytes ? rec->len_bytes : 1);
+  s->origin = strdup(rec->origin ? rec->origin : "-");
+  if (s->raw == NULL || s->origin == NULL) {
+    suspect_free(s);
+    return TW_ENOMEM;
+  }
+  memcpy(s->raw, rec->data, rec->len_bytes);
+  s->raw_len = rec->len_bytes;
+  s->full_len_bytes = rec->full_len_bytes;
+  s->offset_bytes = rec->offset_bytes;
+  s->line = rec->line;
+  s->format = rec->format;
+  s->arrival = seq;
+  s->ts_ms = p->ev.ts_ms;
+  p->n_suspects++;
+  return 0;
+}
+
+static int decode_record(tw_pipeline_t *p, const tw_record_t *rec, tw_decode_error_t *derr);
+
+/* confirm_suspects: an event at ts corroborates the held jumps it lands within the skew before,
+ * or after: they are accepted, earliest first, before that event is placed (so they are not
+ * counted late against it). Overwrites p->ev. */
+static int confirm_suspects(tw_pipeline_t *p, int64_t ts) {
+  for (;;) {
+    size_t pick = p->n_suspects;
+    for (size_t i = 0; i < p->n_suspects; i++)
+      if (ts >= p->suspects[i].ts_ms - p->skew_ms &&
+          (pick == p->n_suspects || p->suspects[i].ts_ms < p->suspects[pick].ts_ms))
+        pick = i;
+    if (pick == p->n_suspects) return 0;
+    suspect_t *s = &p->suspects[pick];
+    tw_decode_error_t derr;
+    tw_record_t r = suspect_record(s);
+    uint64_t seq = s->arrival;
+    int rc = decode_record(p, &r, &derr);
+    if (rc == 0) rc = place(p, &r, seq);
+    suspect_free(s);
+    p->suspects[pick] = p->suspects[--p->n_suspects];
+    if (rc != 0) return rc;
+  }
+}
+
+/* age_suspects: an accepted event stayed behind every held jump; refuse those it was the
+ * TW_SUSPECT_PATIENCE-th to contradict. */
+static int age_suspects(tw_pipeline_t *p) {
+  for (size_t i = 0; i < p->n_suspects;) {
+    if (++p->suspects[i].age >= TW_SUSPECT_PATIENCE) {
+      int rc = suspect_refuse(p, i, "no later event confirmed it");
+      if (rc != 0) return rc;
+      continue;
+    }
+    i++;
+  }
+  return 0;
+}
+
+/* decode_record: decode, validate and pseudonymise rec into p->ev. 0, or TW_EINVAL after the
+ * record was dead-lettered (with *derr), or an engine failure. */
+static int decode_record(tw_pipeline_t *p, const tw_record_t *rec, tw_decode_error_t *derr) {
   int rc;
-  p->stats.read++;
-  p->input_offset = rec->offset_bytes + rec->full_len_bytes;
-  p->input_line = rec->line;
+  memset(derr, 0, sizeof *derr);
+  if (rec->format == TW_FORMAT_MSGPACK) {
+    rc = tw_decode_msgpack(p->schema, rec->data, rec->len_bytes, &p->ev, derr);
+  } else {
+    const char *data = rec->data;
+    size_t len = rec->len_bytes;
+    if (len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0) data += 3, len -= 3; /* UTF-8 BOM */
+    rc = tw_decode_json(p->schema, data, len, &p->ev, derr);
+  }
+  if (rc == TW_ENOMEM) return rc;
+  if (rc != 0) {
+    if (!derr->reason[0]) snprintf(derr->reason, sizeof derr->reason, "invalid");
+    if (!derr->message[0]) snprintf(derr->message, sizeof derr->message, "%s", tw_strerror(rc));
+    return TW_EINVAL;
+  }
+  if (tw_pseudo_apply(&p->pseudo_key, p->schema, &p->ev) != 0) {
+    snprintf(derr->reason, sizeof derr->reason, "too_long");
+    snprintf(derr->message, sizeof derr->message, "no room to pseudonymise the event");
+    return TW_EINVAL;
+  }
+  return 0;
+}
+
+static int admit(tw_pipeline_t *p, const tw_record_t *rec) {
+  uint64_t seq;
+  int rc = arrival_push(p, rec, &seq);
+  if (rc != 0) return rc;
   if (rec->flags & (TW_REC_TRUNCATED | TW_REC_BROKEN)) {
     char msg[256];
     if (rec->flags & TW_REC_TRUNCATED)
@@ -402,31 +693,86 @@ int tw_pipeline_record(void *ud, const tw_record_t *rec) {
                "malformed msgpack at byte %llu: no object boundary can be found after it, so "
                "the rest of this input is not read",
                (unsigned long long)rec->offset_bytes);
+    arrival_done(p, seq);
     return dead_letter(p, rec, rec->reason ? rec->reason : "too_long", NULL, msg);
   }
-  memset(&derr, 0, sizeof derr);
-  if (rec->format == TW_FORMAT_MSGPACK) {
-    rc = tw_decode_msgpack(p->schema, rec->data, rec->len_bytes, &p->ev, &derr);
-  } else {
-    const char *data = rec->data;
-    size_t len = rec->len_bytes;
-    if (len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0) data += 3, len -= 3; /* UTF-8 BOM */
-    rc = tw_decode_json(p->schema, data, len, &p->ev, &derr);
-  }
+  tw_decode_error_t derr;
+  rc = decode_record(p, rec, &derr);
   if (rc != 0) {
-    if (rc == TW_ENOMEM) return rc;
-    return dead_letter(p, rec, derr.reason[0] ? derr.reason : "invalid", derr.field,
-                       derr.message[0] ? derr.message : tw_strerror(rc));
+    if (rc != TW_EINVAL) return rc;
+    arrival_done(p, seq);
+    return dead_letter(p, rec, derr.reason, derr.field, derr.message);
   }
-  rc = tw_pseudo_apply(&p->pseudo_key, p->schema, &p->ev);
-  if (rc != 0) return dead_letter(p, rec, "too_long", NULL, "no room to pseudonymise the event");
-  p->stats.accepted++;
-  const type_plan_t *tp = &p->plan[p->ev.type];
-  rc = update_aggregates(p, tp);
-  if (rc == 0) rc = evaluate_rules(p, tp);
+  int64_t ts = p->ev.ts_ms;
+  if (p->live) {
+    int64_t now = wall_now_ms();
+    if (ts > now + p->skew_ms) {
+      char msg[200];
+      snprintf(msg, sizeof msg,
+               "event time is %lld ms ahead of the wall clock, more than the allowed %lld ms",
+               (long long)(ts - now), (long long)p->skew_ms);
+      p->stats.future_skew++;
+      arrival_done(p, seq);
+      return dead_letter(p, rec, "future_skew", "ts", msg);
+    }
+  } else if (p->have_max && ts > p->max_seen_ms && ts - p->max_seen_ms > suspect_margin(p) &&
+             !corroborates(p, ts)) {
+    return suspect_hold(p, rec, seq);
+  }
+  if (p->n_suspects > 0 && corroborates(p, ts)) {
+    /* The held jumps go first; then this record is decoded again (p->ev was reused). */
+    rc = confirm_suspects(p, ts);
+    if (rc == 0) rc = decode_record(p, rec, &derr);
+    if (rc != 0) return rc;
+  }
+  rc = place(p, rec, seq);
+  if (rc == 0 && p->n_suspects > 0) rc = age_suspects(p);
+  if (rc == 0) rc = release(p, watermark(p));
+  return rc;
+}
+
+int tw_pipeline_record(void *ud, const tw_record_t *rec) {
+  tw_pipeline_t *p = ud;
+  p->stats.read++;
+  p->input_offset = rec->offset_bytes + rec->full_len_bytes;
+  p->input_line = rec->line;
+  if (p->live) p->last_record_wall_ms = wall_now_ms();
+  int rc = admit(p, rec);
   if (rc != 0) return rc;
   if (++p->pending_events >= p->batch_events) return tw_pipeline_commit(p);
   return 0;
+}
+
+int tw_pipeline_flush(tw_pipeline_t *p) {
+  /* At the end, a jump that no later event stayed behind is accepted (the input may simply have
+   * ended after a quiet spell); one that later events contradicted is refused. */
+  while (p->n_suspects > 0) {
+    suspect_t *s = &p->suspects[p->n_suspects - 1];
+    if (s->age > 0) {
+      int rc = suspect_refuse(p, p->n_suspects - 1, "the later events stayed behind it");
+      if (rc != 0) return rc;
+      continue;
+    }
+    tw_decode_error_t derr;
+    tw_record_t r = suspect_record(s);
+    uint64_t seq = s->arrival;
+    int rc = decode_record(p, &r, &derr);
+    if (rc == 0) rc = place(p, &r, seq);
+    suspect_free(s);
+    p->n_suspects--;
+    if (rc != 0) return rc;
+  }
+  return release(p, INT64_MAX);
+}
+
+int tw_pipeline_tick(tw_pipeline_t *p, int64_t wall_ms) {
+  /* A pause in a live stream ends the wait: what is held is processed now, as if every event up
+   * to the newest had arrived. Event time does not run ahead of the newest event (so a replay of
+   * old events through a live engine is not turned away); the wall clock will drive the
+   * watermark further once scheduled rules need it. */
+  if (!p->live || !p->have_max || wall_ms - p->last_record_wall_ms < TW_IDLE_MS) return 0;
+  if (p->max_seen_ms > p->wm_floor_ms) p->wm_floor_ms = p->max_seen_ms;
+  return release(p, watermark(p));
 }
 
 /* ---- input position ------------------------------------------------------------------------ */
@@ -462,15 +808,31 @@ static size_t tail_len(uint64_t offset) {
   return offset < TW_INPUT_PROBE_BYTES ? (size_t)offset : TW_INPUT_PROBE_BYTES;
 }
 
+/* The committed position: before the oldest record not yet finished (held in the reorder buffer
+ * or as a suspect), else after the last record read. A resume re-reads from there; events that
+ * were processed after it are then skipped by the dedup by event_id. */
+static void resume_point(const tw_pipeline_t *p, uint64_t *offset, uint64_t *line) {
+  if (p->arr_count > 0) {
+    const arrival_t *a = &p->arr[p->arr_head];
+    *offset = a->offset_bytes;
+    *line = a->line > 0 ? a->line - 1 : 0;
+  } else {
+    *offset = p->input_offset;
+    *line = p->input_line;
+  }
+}
+
 static int put_input_position(tw_pipeline_t *p) {
   uint8_t rec[INPUT_META_BYTES];
-  size_t n = tail_len(p->input_offset);
+  uint64_t offset, line;
+  resume_point(p, &offset, &line);
+  size_t n = tail_len(offset);
   rec[0] = TW_INPUT_META_VERSION;
   put_le(rec + 1, p->input_head_len, 4);
   memcpy(rec + 5, p->input_head_hash, 16);
-  if (hash_range(p->input_fd, p->input_offset - n, n, rec + 21) != 0) return TW_EIO;
-  put_le(rec + 37, p->input_offset, 8);
-  put_le(rec + 45, p->input_line, 8);
+  if (hash_range(p->input_fd, offset - n, n, rec + 21) != 0) return TW_EIO;
+  put_le(rec + 37, offset, 8);
+  put_le(rec + 45, line, 8);
   return tw_state_meta_put(p->state, TW_INPUT_META, rec, sizeof rec);
 }
 
@@ -555,6 +917,7 @@ uint64_t tw_pipeline_pending(const tw_pipeline_t *p) {
 
 void tw_pipeline_stats(const tw_pipeline_t *p, tw_pipeline_stats_t *out) {
   *out = p->stats;
+  out->held = tw_order_size(p->order) + p->n_suspects;
 }
 
 const char *tw_pipeline_dead_letter_path(const tw_pipeline_t *p) {
@@ -573,6 +936,9 @@ int tw_pipeline_close(tw_pipeline_t *p) {
   }
   free(p->pend);
   free(p->pend_buf);
+  tw_order_free(p->order);
+  for (size_t i = 0; i < p->n_suspects; i++) suspect_free(&p->suspects[i]);
+  free(p->arr);
   tw_event_fini(&p->ev);
   if (p->input_fd >= 0) close(p->input_fd);
   tw_state_close(p->state);

@@ -6,7 +6,7 @@
  *   rules the event triggers → alerts (cooldown, deterministic ids) → alert journal (same LMDB
  *   transaction as the state, in group commits) → sinks, after the commit that made them durable.
  *
- * A group commit happens every batch_events accepted events, on tw_pipeline_commit, and at close.
+ * A group commit happens every batch_events records, on tw_pipeline_commit, and at close.
  * Alerts are handed to the sinks only after the commit that journals them succeeds, so nothing a
  * subscriber saw can be lost from the journal by a crash.
  *
@@ -30,9 +30,17 @@ typedef struct tw_pipeline_opts {
   const char *state_dir;        /* required: LMDB state and the pseudonym key live here */
   const char *dead_letter_path; /* NULL: "dead-letter.jsonl" in the current directory; opened
                                    (append, created if absent) at open, so a bad path fails early */
-  size_t batch_events;          /* group commit every N accepted events; 0 = 10,000 */
+  size_t batch_events;          /* group commit every N records; 0 = 10,000 */
   bool no_sync;                 /* LMDB without fsync (tests, benchmarks) */
+  /* Event time (docs/engine.md). Watermark = newest event time seen - allowed lateness. */
+  int64_t allowed_lateness_ms; /* < 0: the default, 1 h */
+  int64_t max_future_skew_ms;  /* < 0: the default, 10 min */
+  bool live;                   /* serving (wall clock bounds the future; an idle stream's
+                                  watermark follows the wall clock) rather than replaying */
 } tw_pipeline_opts_t;
+
+#define TW_DEFAULT_ALLOWED_LATENESS_MS (60 * 60 * 1000)
+#define TW_DEFAULT_MAX_FUTURE_SKEW_MS (10 * 60 * 1000)
 
 typedef struct tw_pipeline_stats {
   uint64_t read;        /* records offered */
@@ -43,6 +51,10 @@ typedef struct tw_pipeline_stats {
   uint64_t eval_errors; /* rule evaluations that failed (overflow, regex limit...) */
   uint64_t commits;     /* group commits */
   uint64_t sink_errors; /* failed sink writes */
+  uint64_t late;        /* accepted behind the watermark (inside retention), processed at once */
+  uint64_t too_late;    /* rejected: older than the watermark minus the longest window */
+  uint64_t future_skew; /* rejected: too far ahead of the wall clock or of the stream */
+  uint64_t held;        /* events waiting in the reorder buffer or as suspects now */
 } tw_pipeline_stats_t;
 
 /*
@@ -77,6 +89,22 @@ int tw_pipeline_record(void *p, const tw_record_t *rec);
  */
 int tw_pipeline_track_input(tw_pipeline_t *p, const char *path, uint64_t *start_offset_bytes,
                             uint64_t *start_line);
+
+/*
+ * tw_pipeline_flush: the input has ended (or the engine is stopping): events held as suspected
+ * future timestamps that no later event contradicted are accepted, and every event in the reorder
+ * buffer is processed in event-time order. Returns 0 or an engine failure (TW_ESTATE, TW_ENOMEM,
+ * TW_EIO).
+ */
+int tw_pipeline_flush(tw_pipeline_t *p);
+
+/*
+ * tw_pipeline_tick: called periodically when serving (live) with the wall clock in epoch ms;
+ * when no record has arrived for 1 s, the watermark advances to the newest event time seen and
+ * the events held are processed (a pause ends the wait for stragglers). No effect when not live.
+ * Returns as tw_pipeline_flush.
+ */
+int tw_pipeline_tick(tw_pipeline_t *p, int64_t wall_ms);
 
 /* tw_pipeline_commit: group commit now (state + journal + meta), then publish the alerts it made
  * durable and flush the sinks. Returns 0 or TW_ESTATE / TW_EIO. */
