@@ -17,6 +17,7 @@ static const command_t kCommands[] = {
     {"gen", tw_cmd_gen, "generate a realistic synthetic event stream with injected problems"},
     {"send", tw_cmd_send, "push events from a file or stdin to a running engine (ZeroMQ PUSH)"},
     {"feed", tw_cmd_feed, "subscribe to the regulator feed and print alerts as JSON lines"},
+    {"journal", tw_cmd_journal, "print the committed alert journal of a state directory"},
 };
 
 static void usage(FILE *out) {

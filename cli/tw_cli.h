@@ -12,5 +12,6 @@ int tw_cmd_run(int argc, char **argv);
 int tw_cmd_gen(int argc, char **argv);
 int tw_cmd_send(int argc, char **argv);
 int tw_cmd_feed(int argc, char **argv);
+int tw_cmd_journal(int argc, char **argv);
 
 #endif
