@@ -12,6 +12,7 @@
  * memory is one line buffer of at most TW_STATE_JOURNAL_MAX + 32 bytes.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdint.h>
@@ -121,6 +122,25 @@ static int check_state_dir(const char *dir) {
   return 0;
 }
 
+/* A closed standard descriptor would be reused by LMDB's open(2) of lock.mdb or data.mdb, and
+ * output meant for stdout or stderr would then be written into the state. stdin and stderr are
+ * pointed at /dev/null when closed; a closed stdout is an error, as there is nowhere to print. */
+static int check_std_fds(void) {
+  for (int fd = 0; fd <= 2; fd++) {
+    if (fcntl(fd, F_GETFD) != -1) continue;
+    if (fd == STDOUT_FILENO) {
+      fprintf(stderr, "tutorwatch journal: standard output is closed\n");
+      return 1;
+    }
+    int nfd = open("/dev/null", fd == STDIN_FILENO ? O_RDONLY : O_WRONLY);
+    if (nfd != fd) {
+      if (nfd >= 0) close(nfd);
+      return 1;
+    }
+  }
+  return 0;
+}
+
 int tw_cmd_journal(int argc, char **argv) {
   static const struct option longopts[] = {{"state", required_argument, NULL, 's'},
                                            {"since", required_argument, NULL, 'S'},
@@ -171,7 +191,7 @@ int tw_cmd_journal(int argc, char **argv) {
             "'tutorwatch journal --help' lists the options\n");
     return 2;
   }
-  if (check_state_dir(dir) != 0) return 1;
+  if (check_std_fds() != 0 || check_state_dir(dir) != 0) return 1;
 
   int status = 0;
   tw_state_t *st = NULL;
