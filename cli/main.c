@@ -17,7 +17,11 @@ static const command_t kCommands[] = {
     {"gen", tw_cmd_gen, "generate a realistic synthetic event stream with injected problems"},
     {"send", tw_cmd_send, "push events from a file or stdin to a running engine (ZeroMQ PUSH)"},
     {"feed", tw_cmd_feed, "subscribe to the regulator feed and print alerts as JSON lines"},
+<<<<<<< HEAD
     {"check", tw_cmd_check, "compile rule files and report errors with file:line:col and a caret"},
+=======
+    {"journal", tw_cmd_journal, "print the committed alert journal of a state directory"},
+>>>>>>> wip/crash
 };
 
 static void usage(FILE *out) {
@@ -30,7 +34,7 @@ static void usage(FILE *out) {
           "\n"
           "commands:\n");
   for (size_t i = 0; i < sizeof kCommands / sizeof kCommands[0]; i++)
-    fprintf(out, "  %-6s %s\n", kCommands[i].name, kCommands[i].summary);
+    fprintf(out, "  %-8s %s\n", kCommands[i].name, kCommands[i].summary);
   fprintf(out, "\n'tutorwatch <command> --help' describes a command's options.\n");
 }
 
