@@ -176,21 +176,22 @@ if command -v strace >/dev/null; then
   echo "kill between commit and publication: journal complete ($n_gold alerts)," \
     "alerts file has $(wc -l < sink/a.jsonl) (the rest are in the journal only)"
 
-  # KNOWN BUG (reported, not fixed here; engine/pseudo.c tw_pseudo_key_load): a first run killed
-  # between creating pseudonym.key (O_CREAT|O_EXCL) and writing it leaves an empty key file, and
-  # every later start fails ("cannot load the pseudonym key ... input/output error"): the state
-  # directory is unusable until someone deletes the file. Expected failure: when the key is
-  # written atomically (temporary file + link/rename), this flips to XPASS and fails, so remove
-  # the marker then.
-  mkdir key && kill_at_write key st/pseudonym.key
-  [ "$rc" != 0 ] || fail "strace: the run was not killed at its key write"
-  if (cd key && "$TW" run --rules "$RULES" --input "$g" --state st --alerts a.jsonl \
-    --dead-letter dl.jsonl 2>>run.log); then
-    fail "XPASS: a run killed while writing pseudonym.key now restarts; remove the KNOWN BUG marker"
-  else
-    echo "XFAIL (KNOWN BUG): killed while writing st/pseudonym.key ($(stat -c %s key/st/pseudonym.key)" \
-      "bytes left), every restart fails: $(tail -n 1 key/run.log)"
-  fi
+  # A first run killed while writing pseudonym.key must leave the state usable: the key is
+  # written to a temporary file and linked into place, so there is no key or a whole one.
+  # Killed at the link() that publishes the key (the temporary file is written, no key yet).
+  mkdir key
+  (cd key && exec strace -f -qq -o /dev/null -e trace=link -e inject=link:signal=KILL:when=1 \
+    "$TW" run --rules "$RULES" --input "$g" --state st --alerts a.jsonl \
+    --dead-letter dl.jsonl 2>>run.log) &
+  engine=$!
+  wait_bounded "$engine" 60 2>/dev/null
+  engine=""
+  [ "$rc" != timeout ] || fail "strace run in key ran longer than 60 s; killed"
+  [ "$rc" != 0 ] || fail "strace: the run was not killed at the key's link()"
+  [ ! -e key/st/pseudonym.key ] || fail "a key file exists although the run died before linking it"
+  (cd key && "$TW" run --rules "$RULES" --input "$g" --state st --alerts a.jsonl \
+    --dead-letter dl.jsonl 2>>run.log) || { tail -3 key/run.log; fail "restart after a kill while writing the key failed"; }
+  expect_eq "key size after the restart" "$(stat -c %s key/st/pseudonym.key)" 32
 else
   echo "strace not found: deterministic kill points not tested"
 fi
