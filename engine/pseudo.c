@@ -3,8 +3,9 @@
  *
  * The key file is written whole to a temporary file (mode 0600) and linked into place, so two
  * processes starting on an empty state directory cannot each write a different key (the loser of
- * the race reads the winner's) and a process killed while creating it leaves no partial key. A key file of any size other than 32 bytes is refused, never truncated or padded.
- * Hashing is one BLAKE2b call per identifier over at most TW_EVENT_MAX_BYTES; no allocation.
+ * the race reads the winner's) and a process killed while creating it leaves no partial key. A key
+ * file of any size other than 32 bytes is refused, never truncated or padded. Hashing is one
+ * BLAKE2b call per identifier over at most TW_EVENT_MAX_BYTES; no allocation.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -51,8 +52,7 @@ static int create_key(const char *dir, const char *path) {
   char tmp[4200];
   tw_pseudo_key_t fresh;
   int rc = 0;
-  if (snprintf(tmp, sizeof tmp, "%s/pseudonym.key.tmp.%ld", dir, (long)getpid()) >=
-      (int)sizeof tmp)
+  if (snprintf(tmp, sizeof tmp, "%s/pseudonym.key.tmp.%ld", dir, (long)getpid()) >= (int)sizeof tmp)
     return TW_EIO;
   unlink(tmp); /* left by a killed process that had our pid */
   int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);

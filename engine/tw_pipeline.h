@@ -78,6 +78,15 @@ int tw_pipeline_record(void *p, const tw_record_t *rec);
 int tw_pipeline_track_input(tw_pipeline_t *p, const char *path, uint64_t *start_offset_bytes,
                             uint64_t *start_line);
 
+/*
+ * tw_pipeline_republish: call once after the sinks are attached. Alerts that a previous run
+ * committed to the journal but may not have handed to its sinks (it was killed between a commit
+ * and the next) are handed to the sinks now, in journal order, byte for byte; *count says how
+ * many. Delivery to sinks is thus at least once: a consumer that saw an alert before the crash
+ * can see it again, with the same alert_id. Returns 0, TW_ESTATE.
+ */
+int tw_pipeline_republish(tw_pipeline_t *p, uint64_t *count);
+
 /* tw_pipeline_commit: group commit now (state + journal + meta), then publish the alerts it made
  * durable and flush the sinks. Returns 0 or TW_ESTATE / TW_EIO. */
 int tw_pipeline_commit(tw_pipeline_t *p);

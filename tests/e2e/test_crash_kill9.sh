@@ -8,10 +8,10 @@
 # the log names the iteration, the delays and the exit status of every attempt. Every engine
 # this test starts is killed (trap) and every wait is bounded.
 #
-# Also checked, as docs/crash-safety.md states them: the alerts file holds no duplicate and only
-# journal records in journal order (it may miss the alerts of the last commit before a kill);
-# every complete dead-letter line is one the uninterrupted run wrote too (duplicates and losses
-# of dead-letter lines across a kill are possible and only reported).
+# Also checked, as docs/crash-safety.md states them: the alerts file holds every journal record
+# and nothing else (a restart re-sends what the last commit before a kill had not handed over, so
+# a record may appear twice: at least once); the dead-letter file holds every line the
+# uninterrupted run wrote, no torn line and nothing else (lines may repeat).
 . "$(dirname "$0")/lib.sh"
 
 ITERATIONS=${TW_CRASH_ITERATIONS:-12}
@@ -111,38 +111,31 @@ for ((it = 1; it <= ITERATIONS; it++)); do
       "from the uninterrupted run ($(wc -l < "$d/journal.jsonl") alerts vs $n_ref)"
   fi
 
-  # Alerts file: published only after the commit that journals them, so no duplicate and only
-  # journal records, in journal order; alerts of a commit not yet written out when the process
-  # was killed are missing (the journal has them).
-  dup=$(sort "$d/alerts.jsonl" | uniq -d | wc -l)
-  [ "$dup" = 0 ] || fail "iteration $it:$trace: $dup duplicate lines in the alerts file"
-  python3 - "$d/alerts.jsonl" ref/alerts.jsonl <<'EOF' || fail "iteration $it:$trace: alerts file is not a subsequence of the journal"
+  # Alerts file: every journal record at least once, nothing else, no torn line.
+  python3 - "$d/alerts.jsonl" ref/alerts.jsonl <<'EOF' || fail "iteration $it:$trace: alerts file lost or invented alerts"
 import sys
-got = open(sys.argv[1], 'rb').read().split(b'\n')
-ref = open(sys.argv[2], 'rb').read().split(b'\n')
-if got and got[-1] == b'': got.pop()
-pos = 0
-for line in got:
-    try:
-        pos = ref.index(line, pos) + 1
-    except ValueError:
-        print("not in the journal (or out of order):", line[:120], file=sys.stderr); sys.exit(1)
-missing = len([l for l in ref if l]) - len(got)
-print(f"  alerts file: {len(got)} lines, {missing} missing (in the journal only)")
+raw = open(sys.argv[1], 'rb').read()
+if raw and not raw.endswith(b'\n'): print("torn last line", file=sys.stderr); sys.exit(1)
+got = [l for l in raw.split(b'\n') if l]
+ref = [l for l in open(sys.argv[2], 'rb').read().split(b'\n') if l]
+extra = set(got) - set(ref)
+missing = set(ref) - set(got)
+if extra: print("not in the journal:", sorted(extra)[0][:120], file=sys.stderr); sys.exit(1)
+if missing: print(len(missing), "journal alerts missing, e.g.", sorted(missing)[0][:120], file=sys.stderr); sys.exit(1)
+print(f"  alerts file: {len(got)} lines, all {len(ref)} journal alerts, {len(got) - len(set(got))} repeated")
 EOF
 
-  # Dead-letter: every complete line is one the reference wrote; duplicates/losses reported.
-  python3 - "$d/dl.jsonl" ref/dl.jsonl <<'EOF' || fail "iteration $it:$trace: dead-letter has a line the reference does not"
+  # Dead-letter: every line of the reference, nothing else, no torn line; repeats reported.
+  python3 - "$d/dl.jsonl" ref/dl.jsonl <<'EOF' || fail "iteration $it:$trace: dead-letter lost or invented lines"
 import sys
-got = open(sys.argv[1], 'rb').read().split(b'\n')
+raw = open(sys.argv[1], 'rb').read()
+if raw and not raw.endswith(b'\n'): print("torn last line", file=sys.stderr); sys.exit(1)
+got = [l for l in raw.split(b'\n') if l]
 ref = set(l for l in open(sys.argv[2], 'rb').read().split(b'\n') if l)
-torn = 0 if got[-1] == b'' else 1
-got = [l for l in got[:len(got) - 1]]
 bad = [l for l in got if l not in ref]
-if bad:
-    print("unexpected dead-letter line:", bad[0][:160], file=sys.stderr); sys.exit(1)
-print(f"  dead-letter: {len(got)} lines, {len(got) - len(set(got))} duplicates, "
-      f"{len(ref - set(got))} of {len(ref)} missing, torn last line: {torn}")
+if bad: print("unexpected dead-letter line:", bad[0][:160], file=sys.stderr); sys.exit(1)
+if ref - set(got): print(len(ref - set(got)), "dead-letter lines lost", file=sys.stderr); sys.exit(1)
+print(f"  dead-letter: {len(got)} lines, all {len(ref)} of the reference, {len(got) - len(set(got))} repeated")
 EOF
   done_iters=$((done_iters + 1))
 done
@@ -165,7 +158,8 @@ if command -v strace >/dev/null; then
   }
 
   # Killed after the first commit, before its alerts reach the alerts file: the journal keeps
-  # them (the guarantee), the alerts file never gets them (documented; recover with `journal`).
+  # them, and the restart hands the committed-but-unpublished alerts to the sinks again, so the
+  # alerts file ends complete (delivery to sinks is at least once, never lost).
   mkdir sink && kill_at_write sink a.jsonl
   [ "$rc" != 0 ] || fail "strace: the run was not killed at its first alert write"
   (cd sink && "$TW" run --rules "$RULES" --input "$g" --state st --batch 10 --alerts a.jsonl \
@@ -173,8 +167,10 @@ if command -v strace >/dev/null; then
   expect_eq "journal after a kill between commit and publication" \
     "$("$TW" journal --state sink/st | sed -E 's/^\{"seq":[0-9]+,/{/' | md5sum)" \
     "$(md5sum < "$TW_SOURCE_DIR/tests/golden/basic/expected-alerts.jsonl")"
-  echo "kill between commit and publication: journal complete ($n_gold alerts)," \
-    "alerts file has $(wc -l < sink/a.jsonl) (the rest are in the journal only)"
+  grep -q "sent again from the journal" sink/run.log || { cat sink/run.log; fail "restart did not republish"; }
+  expect_eq "alerts file after the restart" "$(md5sum < sink/a.jsonl)" \
+    "$(md5sum < "$TW_SOURCE_DIR/tests/golden/basic/expected-alerts.jsonl")"
+  echo "kill between commit and publication: journal and alerts file complete ($n_gold alerts)"
 
   # A first run killed while writing pseudonym.key must leave the state usable: the key is
   # written to a temporary file and linked into place, so there is no key or a whole one.
