@@ -462,6 +462,19 @@ int tw_cmd_run(int argc, char **argv) {
                 (unsigned long long)so.start_line, (unsigned long long)so.start_offset_bytes);
     }
   }
+  uint64_t redone = 0;
+  rc = tw_pipeline_republish(p, &redone);
+  if (rc != 0) {
+    fprintf(stderr, "tutorwatch run: cannot read the alert journal of state %s: %s\n", po.state_dir,
+            tw_strerror(rc));
+    status = 70;
+    goto done;
+  }
+  if (redone > 0)
+    fprintf(stderr,
+            "tutorwatch run: %llu %s committed by an earlier run may not have reached the outputs "
+            "(it stopped between a commit and the next); sent again from the journal\n",
+            (unsigned long long)redone, plural(redone, "alert", "alerts"));
   const char *kind = listen_ep ? "zmq-pull" : "file";
   const char *target = listen_ep ? listen_ep : input;
   errno = 0;

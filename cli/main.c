@@ -1,8 +1,11 @@
 /*
  * main.c: the `tutorwatch` executable: dispatches to a subcommand from one table, git-style.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tw_cli.h"
 
@@ -18,6 +21,7 @@ static const command_t kCommands[] = {
     {"send", tw_cmd_send, "push events from a file or stdin to a running engine (ZeroMQ PUSH)"},
     {"feed", tw_cmd_feed, "subscribe to the regulator feed and print alerts as JSON lines"},
     {"check", tw_cmd_check, "compile rule files and report errors with file:line:col and a caret"},
+    {"journal", tw_cmd_journal, "print the committed alert journal of a state directory"},
 };
 
 static void usage(FILE *out) {
@@ -30,11 +34,22 @@ static void usage(FILE *out) {
           "\n"
           "commands:\n");
   for (size_t i = 0; i < sizeof kCommands / sizeof kCommands[0]; i++)
-    fprintf(out, "  %-6s %s\n", kCommands[i].name, kCommands[i].summary);
+    fprintf(out, "  %-8s %s\n", kCommands[i].name, kCommands[i].summary);
   fprintf(out, "\n'tutorwatch <command> --help' describes a command's options.\n");
 }
 
+/* A command started with stdin, stdout or stderr closed would hand those descriptor numbers to
+ * the first files it opens (LMDB's lock file, say) and then write alerts into them. */
+static void keep_std_fds_open(void) {
+  for (int fd = 0; fd <= 2; fd++)
+    if (fcntl(fd, F_GETFD) == -1 && errno == EBADF) {
+      int nfd = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+      if (nfd >= 0 && nfd != fd) close(nfd); /* open() takes the lowest free number: fd */
+    }
+}
+
 int main(int argc, char **argv) {
+  keep_std_fds_open();
   if (argc < 2) {
     usage(stderr);
     return 2;

@@ -35,10 +35,11 @@
 #define TW_INPUT_META "input_position"
 #define TW_INPUT_META_VERSION 1
 #define TW_SUSPECTS_MAX 16     /* events held as suspected future timestamps at once */
-#define TW_SUSPECT_PATIENCE 64 /* later events after which an unconfirmed suspect is refused */
+#define TW_SUSPECT_PATIENCE 8  /* later events staying behind a suspect before it is refused */
 #define TW_RECENT 64           /* event times kept to measure the stream's recent span */
 #define TW_SPAN_FACTOR 10      /* a jump beyond 10x the recent span (and the skew) is suspect */
 #define TW_IDLE_MS 1000        /* live: no record for this long = idle */
+#define TW_PUBLISHED_META "published_seq" /* last journal seq handed to the sinks */
 
 /* An alert made durable by the next commit, then published. Strings live in pipeline->pend_buf
  * at the recorded offsets (the buffer may move while it grows). */
@@ -98,6 +99,9 @@ struct tw_pipeline {
   uint8_t input_head_hash[16];
   uint32_t input_head_len;
   uint64_t input_offset, input_line; /* end of the last record read */
+  bool no_sync;
+  uint64_t published_seq; /* last journal sequence number handed to the sinks */
+  uint64_t republished;
   /* Event time. */
   tw_order_t *order; /* events waiting for the watermark */
   int64_t lateness_ms, skew_ms, retention_ms;
@@ -205,8 +209,9 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   }
   rc = tw_order_new(&p->order);
   if (rc != 0) goto fail;
+  p->no_sync = opts->no_sync;
   /* Opened now, so an unwritable path stops the start, not the first bad event hours later. */
-  p->dead_letter = fopen(p->dead_letter_path, "a");
+  p->dead_letter = tw_jsonl_open_append(p->dead_letter_path, NULL);
   if (p->dead_letter == NULL) {
     rc = TW_EIO;
     errf(errbuf, errcap, "cannot open the dead-letter file '%s': %s", p->dead_letter_path,
@@ -886,13 +891,43 @@ static void publish(tw_pipeline_t *p) {
       if (p->sinks[s]->vt->write(p->sinks[s], a, p->pend_buf + pa->json_off, pa->json_len) != 0)
         p->stats.sink_errors++;
     }
+    p->published_seq = a->seq;
   }
   p->n_pend = 0;
   p->pend_used = 0;
 }
 
+/* flush_dead_letter: make the dead-letter lines of every record up to the position about to be
+ * committed durable first, so a crash can repeat a line but never lose one. */
+static int flush_dead_letter(tw_pipeline_t *p) {
+  if (p->dead_letter == NULL) return 0;
+  if (fflush(p->dead_letter) != 0 || (!p->no_sync && fdatasync(fileno(p->dead_letter)) != 0 &&
+                                      errno != EINVAL && errno != EROFS)) {
+    fprintf(stderr, "tutorwatch: cannot write the dead-letter file '%s': %s\n", p->dead_letter_path,
+            strerror(errno));
+    return TW_EIO;
+  }
+  return 0;
+}
+
+static void put_le64(uint8_t *b, uint64_t v) {
+  for (int i = 0; i < 8; i++) b[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le64(const uint8_t *b) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--) v = (v << 8) | b[i];
+  return v;
+}
+
 int tw_pipeline_commit(tw_pipeline_t *p) {
-  int rc = p->input_fd >= 0 ? put_input_position(p) : 0;
+  /* The alerts handed to the sinks since the last commit are recorded now: a crash before the
+   * next commit makes a restart hand them over again (at least once, never lost). */
+  uint8_t pub[8];
+  put_le64(pub, p->published_seq);
+  int rc = flush_dead_letter(p);
+  if (rc == 0) rc = tw_state_meta_put(p->state, TW_PUBLISHED_META, pub, sizeof pub);
+  if (rc == 0 && p->input_fd >= 0) rc = put_input_position(p);
   if (rc == 0) rc = tw_state_commit(p->state);
   if (rc != 0) {
     fprintf(stderr, "tutorwatch: group commit failed: %s\n", tw_strerror(rc));
@@ -903,12 +938,65 @@ int tw_pipeline_commit(tw_pipeline_t *p) {
   publish(p);
   for (size_t s = 0; s < p->n_sinks; s++)
     if (p->sinks[s]->vt->flush(p->sinks[s]) != 0) p->stats.sink_errors++;
-  if (p->dead_letter != NULL && fflush(p->dead_letter) != 0) {
-    fprintf(stderr, "tutorwatch: cannot write the dead-letter file '%s': %s\n", p->dead_letter_path,
-            strerror(errno));
-    return TW_EIO;
-  }
   return 0;
+}
+
+/* One journal record handed to the sinks again: the fields the sinks need, from its JSON. */
+static int republish_one(void *ud, uint64_t seq, const char *json, size_t len) {
+  tw_pipeline_t *p = ud;
+  json_error_t jerr;
+  json_t *o = json_loadb(json, len, 0, &jerr);
+  if (o == NULL) return TW_ESTATE;
+  tw_rule_t rule;
+  tw_alert_t a;
+  memset(&rule, 0, sizeof rule);
+  memset(&a, 0, sizeof a);
+  const char *sev = json_string_value(json_object_get(o, "severity"));
+  rule.name = json_string_value(json_object_get(o, "rule"));
+  for (int s = TW_SEV_INFO; s <= TW_SEV_CRITICAL; s++)
+    if (sev != NULL && strcmp(sev, tw_severity_name((tw_severity_t)s)) == 0)
+      rule.severity = (tw_severity_t)s;
+  const char *region = json_string_value(json_object_get(o, "region"));
+  const char *inst = json_string_value(json_object_get(o, "institution_id"));
+  const char *key = json_string_value(json_object_get(o, "key"));
+  const char *id = json_string_value(json_object_get(o, "alert_id"));
+  if (rule.name == NULL || region == NULL || inst == NULL || key == NULL || id == NULL) {
+    json_decref(o);
+    return TW_ESTATE;
+  }
+  a.rule = &rule;
+  a.region = tw_value_str(region, (uint32_t)strlen(region)).u.s;
+  a.institution_id = tw_value_str(inst, (uint32_t)strlen(inst)).u.s;
+  a.key = tw_value_str(key, (uint32_t)strlen(key)).u.s;
+  snprintf(a.alert_id, sizeof a.alert_id, "%s", id);
+  a.seq = seq;
+  for (size_t s = 0; s < p->n_sinks; s++)
+    if (p->sinks[s]->vt->write(p->sinks[s], &a, json, len) != 0) p->stats.sink_errors++;
+  json_decref(o);
+  p->published_seq = seq;
+  p->republished++;
+  return 0;
+}
+
+int tw_pipeline_republish(tw_pipeline_t *p, uint64_t *count) {
+  uint8_t pub[8];
+  size_t len = 0;
+  tw_state_stats_t st;
+  *count = 0;
+  tw_state_stats(p->state, &st);
+  int rc = tw_state_meta_get(p->state, TW_PUBLISHED_META, pub, sizeof pub, &len);
+  if (rc == TW_ENOENT) {
+    p->published_seq = st.journal_seq; /* a state from before this record: nothing to redo */
+    return 0;
+  }
+  if (rc != 0 || len != sizeof pub) return rc != 0 ? rc : TW_ESTATE;
+  p->published_seq = get_le64(pub);
+  if (p->published_seq >= st.journal_seq) return 0;
+  rc = tw_state_journal_foreach(p->state, p->published_seq, republish_one, p);
+  for (size_t s = 0; s < p->n_sinks; s++)
+    if (p->sinks[s]->vt->flush(p->sinks[s]) != 0) p->stats.sink_errors++;
+  *count = p->republished;
+  return rc;
 }
 
 uint64_t tw_pipeline_pending(const tw_pipeline_t *p) {

@@ -1,10 +1,11 @@
 /*
  * pseudo.c: keyed pseudonyms for personal identifiers (see tw_pseudo.h).
  *
- * The key file is created once with O_CREAT|O_EXCL and mode 0600, so two processes starting on
- * an empty state directory cannot each write a different key: the loser of the race reads the
- * winner's. A key file of any size other than 32 bytes is refused, never truncated or padded.
- * Hashing is one BLAKE2b call per identifier over at most TW_EVENT_MAX_BYTES; no allocation.
+ * The key file is written whole to a temporary file (mode 0600) and linked into place, so two
+ * processes starting on an empty state directory cannot each write a different key (the loser of
+ * the race reads the winner's) and a process killed while creating it leaves no partial key. A key
+ * file of any size other than 32 bytes is refused, never truncated or padded. Hashing is one
+ * BLAKE2b call per identifier over at most TW_EVENT_MAX_BYTES; no allocation.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +45,35 @@ static int write_all(int fd, const uint8_t *p, size_t len) {
   return 0;
 }
 
+/* create_key: write a fresh key to a temporary file, fsync it, then link it into place. link()
+ * fails with EEXIST when another process won the race, and a process killed at any point leaves
+ * either no key file or a whole one (at worst a stray temporary file, removed next time). */
+static int create_key(const char *dir, const char *path) {
+  char tmp[4200];
+  tw_pseudo_key_t fresh;
+  int rc = 0;
+  if (snprintf(tmp, sizeof tmp, "%s/pseudonym.key.tmp.%ld", dir, (long)getpid()) >= (int)sizeof tmp)
+    return TW_EIO;
+  unlink(tmp); /* left by a killed process that had our pid */
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return TW_EIO;
+  randombytes_buf(fresh.key, sizeof fresh.key);
+  rc = write_all(fd, fresh.key, sizeof fresh.key);
+  sodium_memzero(&fresh, sizeof fresh);
+  if (rc == 0 && fsync(fd) != 0) rc = TW_EIO;
+  if (close(fd) != 0 && rc == 0) rc = TW_EIO;
+  if (rc == 0 && link(tmp, path) != 0 && errno != EEXIST) rc = TW_EIO;
+  unlink(tmp);
+  if (rc == 0) {
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC); /* make the new name durable */
+    if (dfd >= 0) {
+      fsync(dfd);
+      close(dfd);
+    }
+  }
+  return rc;
+}
+
 int tw_pseudo_key_load(const char *dir, tw_pseudo_key_t *out) {
   char path[4096];
   int fd = -1, rc;
@@ -51,25 +81,8 @@ int tw_pseudo_key_load(const char *dir, tw_pseudo_key_t *out) {
   if (snprintf(path, sizeof path, "%s/pseudonym.key", dir) >= (int)sizeof path) return TW_EIO;
   fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0 && errno == ENOENT) {
-    tw_pseudo_key_t fresh;
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 && errno == EEXIST) {
-      fd = open(path, O_RDONLY | O_CLOEXEC); /* another process created it first */
-    } else if (fd >= 0) {
-      randombytes_buf(fresh.key, sizeof fresh.key);
-      rc = write_all(fd, fresh.key, sizeof fresh.key);
-      if (rc == 0 && fsync(fd) != 0) rc = TW_EIO;
-      if (close(fd) != 0 && rc == 0) rc = TW_EIO;
-      fd = -1;
-      if (rc != 0) {
-        unlink(path); /* a short key file would be refused on every later start */
-        sodium_memzero(&fresh, sizeof fresh);
-        goto fail;
-      }
-      memcpy(out, &fresh, sizeof *out);
-      sodium_memzero(&fresh, sizeof fresh);
-      return 0;
-    }
+    if ((rc = create_key(dir, path)) != 0) goto fail;
+    fd = open(path, O_RDONLY | O_CLOEXEC); /* ours, or the one a concurrent process linked */
   }
   if (fd < 0) {
     rc = TW_EIO;

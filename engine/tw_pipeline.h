@@ -106,6 +106,15 @@ int tw_pipeline_flush(tw_pipeline_t *p);
  */
 int tw_pipeline_tick(tw_pipeline_t *p, int64_t wall_ms);
 
+/*
+ * tw_pipeline_republish: call once after the sinks are attached. Alerts that a previous run
+ * committed to the journal but may not have handed to its sinks (it was killed between a commit
+ * and the next) are handed to the sinks now, in journal order, byte for byte; *count says how
+ * many. Delivery to sinks is thus at least once: a consumer that saw an alert before the crash
+ * can see it again, with the same alert_id. Returns 0, TW_ESTATE.
+ */
+int tw_pipeline_republish(tw_pipeline_t *p, uint64_t *count);
+
 /* tw_pipeline_commit: group commit now (state + journal + meta), then publish the alerts it made
  * durable and flush the sinks. Returns 0 or TW_ESTATE / TW_EIO. */
 int tw_pipeline_commit(tw_pipeline_t *p);

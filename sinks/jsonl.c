@@ -69,7 +69,7 @@ static int jsonl_open(const char *target, tw_sink_t **out) {
     js->is_stdout = 1;
   } else {
     rc = TW_EIO;
-    js->f = fopen(target, "a");
+    js->f = tw_jsonl_open_append(target, NULL);
     if (js->f == NULL) goto fail;
     /* A NULL buffer lets stdio allocate it once; only files get a large one, so alerts on a
      * terminal or pipe still appear when flushed by the pipeline's group commit. */

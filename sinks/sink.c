@@ -9,8 +9,12 @@
  * not exactly six ASCII digits gets no topic (a region like "44/x" must never be able to fall
  * under another prefix).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tw_error.h"
 #include "tw_sink.h"
@@ -44,4 +48,39 @@ int tw_feed_topic(const tw_alert_t *alert, char *buf, size_t cap) {
     return TW_ETOOBIG;
   }
   return n;
+}
+
+FILE *tw_jsonl_open_append(const char *path, size_t *torn_bytes) {
+  if (torn_bytes != NULL) *torn_bytes = 0;
+  int fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    /* Write-only targets such as /dev/full or a FIFO cannot be read back: plain append. */
+    return fopen(path, "a");
+  }
+  struct stat st;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+    /* Look back for the last newline, 4 KiB at a time (a line is at most a few KiB). */
+    char buf[4096];
+    off_t end = st.st_size, keep = -1;
+    for (off_t at = end; at > 0 && keep < 0;) {
+      size_t n = at < (off_t)sizeof buf ? (size_t)at : sizeof buf;
+      at -= (off_t)n;
+      if (pread(fd, buf, n, at) != (ssize_t)n) break;
+      for (size_t i = n; i > 0; i--)
+        if (buf[i - 1] == '\n') {
+          keep = at + (off_t)i;
+          break;
+        }
+      if (at == 0 && keep < 0) keep = 0;
+    }
+    if (keep >= 0 && keep < end && ftruncate(fd, keep) == 0 && torn_bytes != NULL)
+      *torn_bytes = (size_t)(end - keep);
+  }
+  FILE *f = fdopen(fd, "a");
+  if (f == NULL) {
+    int e = errno;
+    close(fd);
+    errno = e;
+  }
+  return f;
 }

@@ -9,6 +9,7 @@
 #define TW_SINK_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "tw_alert.h"
 
@@ -29,6 +30,15 @@ typedef struct tw_sink_vt {
 struct tw_sink {
   const tw_sink_vt_t *vt; /* first member of every implementation */
 };
+
+/*
+ * tw_jsonl_open_append: open a JSON Lines file for appending (creating it, mode 0644 less umask).
+ * A last line without its newline (left by a process killed mid-write) is cut off first, so the
+ * next line does not fuse with it; its record is written again by the restart that re-reads it.
+ * *torn_bytes (may be NULL) says how many bytes were cut. Returns the stream, or NULL with errno
+ * set. The caller fcloses it.
+ */
+FILE *tw_jsonl_open_append(const char *path, size_t *torn_bytes);
 
 /* tw_sink_find: the vtable registered under name, or NULL. */
 const tw_sink_vt_t *tw_sink_find(const char *name);
