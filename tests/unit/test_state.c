@@ -33,8 +33,8 @@ typedef struct fx {
 } fx_t;
 
 static const tw_state_opts_t opts = {.no_sync = true};
-static const tw_window_spec_t cnt7d = {"complaints_7d", TW_AGG_COUNT, 7 * DAY};
-static const tw_window_spec_t sum_all = {"prepaid_fen", TW_AGG_SUM, 0};
+static const tw_window_spec_t cnt7d = {"complaints_7d", TW_AGG_COUNT, 7 * DAY, 0};
+static const tw_window_spec_t sum_all = {"prepaid_fen", TW_AGG_SUM, 0, 0};
 
 static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
   (void)sb, (void)flag, (void)ftw;
@@ -264,7 +264,7 @@ static void test_cooldown(void **state) {
   char big[TW_STATE_KEY_MAX + 1] = {0};
   assert_int_equal(tw_state_cooldown(f->st, "none", big, sizeof big, T0, 0, &fire), TW_ETOOBIG);
   /* A cooldown and an aggregate with the same name and key do not collide. */
-  tw_window_spec_t s = {"storm", TW_AGG_COUNT, 0};
+  tw_window_spec_t s = {"storm", TW_AGG_COUNT, 0, 0};
   assert_int_equal(val(f->st, &s, k, T0), 0);
 }
 

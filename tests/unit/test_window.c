@@ -111,7 +111,7 @@ static void test_case_004_window_edge(void **state) {
   snprintf(path, sizeof path, "%s/004-window-edge.jsonl", cases ? cases : "/work/shared/cases");
   FILE *in = fopen(path, "r");
   assert_non_null(in);
-  tw_window_spec_t s = {"complaints_7d", TW_AGG_COUNT, 7 * DAY};
+  tw_window_spec_t s = {"complaints_7d", TW_AGG_COUNT, 7 * DAY, 0};
   char line[2048];
   int64_t ts[3];
   int n = 0;
@@ -132,8 +132,8 @@ static void test_case_004_window_edge(void **state) {
 /* Counts and sums at many times against brute force, with times on bucket ends (exact). */
 static void test_sliding_exact_on_bucket_ends(void **state) {
   fx_t *f = *state;
-  tw_window_spec_t c = {"c1h", TW_AGG_COUNT, HOUR}; /* g = 1m */
-  tw_window_spec_t s = {"s1h", TW_AGG_SUM, HOUR};
+  tw_window_spec_t c = {"c1h", TW_AGG_COUNT, HOUR, 0}; /* g = 1m */
+  tw_window_spec_t s = {"s1h", TW_AGG_SUM, HOUR, 0};
   enum { N = 3000 };
   static int64_t ts[N], val[N];
   int64_t t = 1700000000000LL / MIN * MIN;
@@ -154,7 +154,7 @@ static void test_sliding_exact_on_bucket_ends(void **state) {
 /* Unaligned times: the value is within one bucket at the old edge. */
 static void test_sliding_unaligned_bounds(void **state) {
   fx_t *f = *state;
-  tw_window_spec_t c = {"c10m", TW_AGG_COUNT, 10 * MIN}; /* g = 1m? 600s > 256s, so 1m */
+  tw_window_spec_t c = {"c10m", TW_AGG_COUNT, 10 * MIN, 0}; /* g = 1m? 600s > 256s, so 1m */
   enum { N = 4000 };
   static int64_t ts[N];
   int64_t t = 1700000000123LL;
@@ -175,7 +175,7 @@ static void test_sliding_unaligned_bounds(void **state) {
 
 static void test_late_event_inside_window(void **state) {
   fx_t *f = *state;
-  tw_window_spec_t s = {"late", TW_AGG_SUM, 7 * DAY};
+  tw_window_spec_t s = {"late", TW_AGG_SUM, 7 * DAY, 0};
   int64_t t0 = 1740000000000LL / HOUR * HOUR;
   assert_int_equal(tw_state_agg_add(f->st, &s, "k", 1, t0 + 10 * HOUR, 5), 0);
   assert_int_equal(tw_state_agg_add(f->st, &s, "k", 1, t0 + 12 * HOUR, 7), 0);
@@ -203,7 +203,7 @@ static void test_late_event_inside_window(void **state) {
 
 static void test_eviction(void **state) {
   fx_t *f = *state;
-  tw_window_spec_t s = {"evict", TW_AGG_COUNT, HOUR};
+  tw_window_spec_t s = {"evict", TW_AGG_COUNT, HOUR, 0};
   int64_t t0 = 1740000000000LL / MIN * MIN;
   uint32_t nb = 0, cap = 0;
   for (int i = 1; i <= 60; i++)
@@ -234,7 +234,7 @@ static void test_bucket_cap_year(void **state) {
   char names[5][16];
   for (int w = 0; w < nw; w++) {
     snprintf(names[w], sizeof names[w], "cap%d", w);
-    s[w] = (tw_window_spec_t){names[w], TW_AGG_COUNT, windows[w]};
+    s[w] = (tw_window_spec_t){names[w], TW_AGG_COUNT, windows[w], 0};
   }
   int64_t t = 1704067200000LL, step = 365 * DAY / 100000;
   uint32_t max_seen[5] = {0};
@@ -257,8 +257,8 @@ static void test_bucket_cap_year(void **state) {
 
 static void test_all_window(void **state) {
   fx_t *f = *state;
-  tw_window_spec_t c = {"total", TW_AGG_COUNT, 0};
-  tw_window_spec_t s = {"total_fen", TW_AGG_SUM, 0};
+  tw_window_spec_t c = {"total", TW_AGG_COUNT, 0, 0};
+  tw_window_spec_t s = {"total_fen", TW_AGG_SUM, 0, 0};
   for (int i = 0; i < 1000; i++) {
     int64_t ts = 1000000LL * ((i * 7919) % 1000); /* out of order, spread over years */
     assert_int_equal(tw_state_agg_add(f->st, &c, "k", 1, ts, 0), 0);
@@ -274,8 +274,8 @@ static void test_all_window(void **state) {
 
 static void test_sum_overflow(void **state) {
   fx_t *f = *state;
-  tw_window_spec_t a = {"ovf_all", TW_AGG_SUM, 0};
-  tw_window_spec_t w = {"ovf_win", TW_AGG_SUM, HOUR};
+  tw_window_spec_t a = {"ovf_all", TW_AGG_SUM, 0, 0};
+  tw_window_spec_t w = {"ovf_win", TW_AGG_SUM, HOUR, 0};
   int64_t t = 1740000000000LL;
   assert_int_equal(tw_state_agg_add(f->st, &a, "k", 1, t, INT64_MAX - 1), 0);
   assert_int_equal(tw_state_agg_add(f->st, &a, "k", 1, t, 5), TW_EOVERFLOW);
@@ -305,10 +305,10 @@ static void test_bad_arguments(void **state) {
   char longname[TW_STATE_NAME_MAX + 2];
   memset(longname, 'n', sizeof longname - 1);
   longname[sizeof longname - 1] = 0;
-  tw_window_spec_t ok = {"ok", TW_AGG_COUNT, HOUR};
-  tw_window_spec_t neg = {"neg", TW_AGG_COUNT, -1};
-  tw_window_spec_t ln = {longname, TW_AGG_COUNT, HOUR};
-  tw_window_spec_t badfn = {"badfn", (tw_agg_fn_t)7, HOUR};
+  tw_window_spec_t ok = {"ok", TW_AGG_COUNT, HOUR, 0};
+  tw_window_spec_t neg = {"neg", TW_AGG_COUNT, -1, 0};
+  tw_window_spec_t ln = {longname, TW_AGG_COUNT, HOUR, 0};
+  tw_window_spec_t badfn = {"badfn", (tw_agg_fn_t)7, HOUR, 0};
   int64_t v;
   assert_int_equal(tw_state_agg_add(f->st, &ok, big, sizeof big, 1, 0), TW_ETOOBIG);
   assert_int_equal(tw_state_agg_add(f->st, &ok, big, TW_STATE_KEY_MAX, 1, 0), 0);
@@ -326,7 +326,7 @@ static void test_bad_arguments(void **state) {
   assert_int_equal(tw_state_agg_value(f->st, &ok, "a\0b", 3, 10, &v), 0);
   assert_int_equal(v, 1);
   /* Same name, other window: a separate series. */
-  tw_window_spec_t other = {"ok", TW_AGG_COUNT, DAY};
+  tw_window_spec_t other = {"ok", TW_AGG_COUNT, DAY, 0};
   assert_int_equal(tw_state_agg_value(f->st, &other, "a\0b", 3, 10, &v), 0);
   assert_int_equal(v, 0);
 }
@@ -334,7 +334,7 @@ static void test_bad_arguments(void **state) {
 /* Many keys force the hash table to grow; every key keeps its own value. */
 static void test_many_keys(void **state) {
   fx_t *f = *state;
-  tw_window_spec_t s = {"many", TW_AGG_SUM, DAY};
+  tw_window_spec_t s = {"many", TW_AGG_SUM, DAY, 0};
   char k[32];
   for (int i = 0; i < 20000; i++) {
     int n = snprintf(k, sizeof k, "inst-%d", i);
