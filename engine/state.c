@@ -764,6 +764,9 @@ static int tw__dels_push(tw_state_t *st, const tw__entry_t *e) {
 
 int tw_state_evict(tw_state_t *st, int64_t watermark_ms, size_t max_entries) {
   if (st == NULL) return TW_EINVAL;
+  /* Clamped so watermark − window cannot wrap; INT64_MIN means "no watermark yet". */
+  if (watermark_ms < -TW__TS_LIMIT) watermark_ms = -TW__TS_LIMIT;
+  if (watermark_ms > TW__TS_LIMIT) watermark_ms = TW__TS_LIMIT;
   size_t mask = st->nslots - 1, visited = 0, scanned = 0;
   size_t scan_max = max_entries > st->nslots / TW__EVICT_SCAN_FACTOR
                         ? st->nslots

@@ -139,7 +139,8 @@ int tw_state_dedup(tw_state_t *st, const char *event_id, size_t len, int64_t ts_
  * tw_state_evict: keep the table bounded; visits at most max_entries entries per call (0 = none),
  * resuming where the previous call stopped, so repeated calls sweep the whole table.
  * watermark_ms is the caller's promise that no later agg_add or agg_value uses a time at or
- * before it (the engine's watermark: highest event time − allowed lateness).
+ * before it (the engine's watermark: highest event time − allowed lateness); INT64_MIN when
+ * there is none yet, so that only (b) applies.
  * (a) A sliding-window entry whose every bucket ended at or before watermark_ms − window holds
  *     nothing for any later time: it is dropped from memory and deleted from LMDB by the next
  *     commit (stats.evicted_expired).
