@@ -2,22 +2,35 @@
  * state.c: the keyed state store: an in-memory hash table of entries over one LMDB environment.
  *
  * Entries (aggregate series and cooldowns) live in an open-addressing table (linear probing,
- * power-of-two size, load ≤ 0.7, no deletion) keyed by kind byte + LMDB key and hashed by a
- * word-at-a-time multiply-xorshift mix. A miss reads the entry from LMDB once through a reused,
- * reset read transaction (keys_loaded), or starts an empty one. A change marks the entry dirty
- * and appends it to the dirty array, so a commit costs O(dirty · log dirty) (it writes the dirty
- * entries in key order for B-tree locality), never O(all keys).
+ * power-of-two size, load ≤ 0.7, backward-shift deletion) keyed by kind byte + LMDB key and
+ * hashed by a word-at-a-time multiply-xorshift mix. A miss reads the entry from LMDB once through
+ * the read transaction (keys_loaded), or starts an empty one. A change marks the entry dirty and
+ * appends it to the dirty array, so a commit costs O(dirty · log dirty) (it writes the dirty
+ * entries in key order for B-tree locality), never O(all keys). tw_state_evict sweeps the table
+ * like a CLOCK: bounded visits per call, dropping expired entries (deleted from LMDB at the next
+ * commit) and, over the budget, clean entries not used since the last pass.
  *
- * tw_state_commit is the group commit: dirty entries, staged journal records (MDB_APPEND under
- * 8-byte big-endian sequence numbers) and staged meta records go into one write transaction. On
- * MDB_MAP_FULL the transaction is aborted, the map doubled, and the whole batch retried. On any
- * failure nothing in memory is cleared, so the next commit writes it all again with the same
- * sequence numbers. LMDB errors are logged to stderr with the directory and mdb_strerror.
+ * The read transaction is opened on the first read after a commit and kept until the next
+ * commit, so the per-event reads (dedup lookups, lazy loads) pay no begin/reset each.
  *
- * Bounds: names ≤ TW_STATE_NAME_MAX, keys ≤ TW_STATE_KEY_MAX, buckets per key ≤ window cap,
- * journal records ≤ TW_STATE_JOURNAL_MAX, meta records ≤ TW_STATE_META_MAX. Allocation happens
- * per new key, while a key's bucket array grows to its cap, and when staging areas grow; never
- * per event on a key already in memory. Not thread-safe (see tw_state.h).
+ * Dedup: committed event ids are in two databases, `dedup` (id → event time) and `dedup_ts`
+ * (biased big-endian event time + id → empty, the time index); ids recorded since the last
+ * commit are in a small open-addressing set over a byte arena. A lookup is the staged set, then
+ * one LMDB get. Nothing of the committed ids is kept in memory.
+ *
+ * tw_state_commit is the group commit: deletes of expired entries, dirty entries, staged dedup
+ * ids (plus a purge of at most 1024 + 2·staged expired ones, so purging outruns recording),
+ * staged journal records (MDB_APPEND under 8-byte big-endian sequence numbers) and staged meta
+ * records go into one write transaction. On MDB_MAP_FULL the transaction is aborted, the map
+ * doubled, and the whole batch retried. On any failure nothing in memory is cleared, so the next
+ * commit writes it all again with the same sequence numbers. LMDB errors are logged to stderr
+ * with the directory and mdb_strerror.
+ *
+ * Bounds: names ≤ TW_STATE_NAME_MAX, keys ≤ TW_STATE_KEY_MAX, event ids ≤ TW_STATE_EVENT_ID_MAX,
+ * buckets per key ≤ window cap, journal records ≤ TW_STATE_JOURNAL_MAX, meta records ≤
+ * TW_STATE_META_MAX. Allocation happens per new key, while a key's bucket array grows to its cap,
+ * and when staging areas grow (their size follows the batch); never per event on a key already
+ * in memory. Not thread-safe (see tw_state.h).
  */
 #include <errno.h>
 #include <lmdb.h>
@@ -35,11 +48,24 @@
 #define TW__TS_LIMIT ((int64_t)1 << 61) /* |event time| and window bounds, so sums cannot wrap */
 #define TW__INITIAL_SLOTS 1024u
 #define TW__MAX_GROWS 40
+#define TW__DEDUP_META "tw.dedup"   /* meta record: newest event time seen by dedup (i64 LE) */
+#define TW__PURGE_BASE 1024u        /* dedup records purged per commit: base + 2 · staged */
+#define TW__FN_EXPLICIT_BUCKET 0x80 /* fn byte flag in an agg key: bucket_ms follows window_ms */
+#define TW__EVICT_SCAN_FACTOR 8 /* slots examined per entry visit allowed, empty ones included */
 
 typedef struct tw__slot {
   uint64_t hash;
   tw__entry_t *e; /* NULL = empty */
 } tw__slot_t;
+
+/* One id staged for dedup; p is set only while a commit sorts and writes them. */
+typedef struct tw__dd_rec {
+  uint64_t hash;
+  int64_t ts_ms;
+  uint32_t off; /* into dd_bytes */
+  uint32_t len;
+  const unsigned char *p;
+} tw__dd_rec_t;
 
 typedef struct tw__meta_rec {
   char name[TW_STATE_META_NAME_MAX + 1];
@@ -50,9 +76,26 @@ typedef struct tw__meta_rec {
 struct tw_state {
   char *dir;
   MDB_env *env;
-  MDB_dbi dbi_agg, dbi_cool, dbi_journal, dbi_meta;
-  MDB_txn *rtxn; /* reset read transaction reused for lazy loads, or NULL */
+  MDB_dbi dbi_agg, dbi_cool, dbi_journal, dbi_meta, dbi_dedup, dbi_dedup_ts;
+  MDB_txn *rtxn;   /* read transaction reused for lazy loads and dedup lookups, or NULL */
+  int rtxn_active; /* rtxn holds a snapshot (released at commit) */
   size_t map_size_bytes;
+  int64_t tz_offset_ms;
+  size_t max_keys; /* eviction budget, 0 = none */
+  size_t evict_pos;
+
+  unsigned char *dels; /* keys of evicted expired entries: u16 length (native), kind + LMDB key */
+  size_t dels_len, dels_cap;
+
+  tw__dd_rec_t *dd; /* staged dedup ids */
+  size_t dd_n, dd_cap;
+  unsigned char *dd_bytes;
+  size_t dd_blen, dd_bcap;
+  uint32_t *dd_slots; /* index + 1 into dd, 0 = empty; load ≤ 0.5 */
+  size_t dd_nslots;
+  int64_t dd_newest_ms; /* newest event time seen by dedup (valid when dd_newest_set) */
+  int dd_newest_set, dd_newest_dirty;
+  int64_t dd_horizon_ms; /* of the latest call; 0 = none yet (no purge) */
 
   tw__slot_t *slots;
   size_t nslots, nkeys;
@@ -122,10 +165,27 @@ static int tw__check_spec(const tw_window_spec_t *spec) {
   if (spec == NULL) return TW_EINVAL;
   if (spec->fn != TW_AGG_COUNT && spec->fn != TW_AGG_SUM) return TW_EINVAL;
   if (spec->window_ms < 0 || spec->window_ms > TW__TS_LIMIT) return TW_EINVAL;
+  if (spec->bucket_ms != 0) {
+    if (spec->window_ms == 0 || spec->bucket_ms < 1000 || spec->bucket_ms > spec->window_ms ||
+        spec->window_ms % spec->bucket_ms != 0 ||
+        spec->window_ms / spec->bucket_ms > TW_STATE_BUCKETS_MAX)
+      return TW_EINVAL;
+  }
   return 0;
 }
 
-/* LMDB key of an aggregate: name, NUL, fn, window_ms (big-endian), key bytes. */
+static void tw__put_be64(unsigned char *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (56 - 8 * i));
+}
+
+static uint64_t tw__get_be64(const unsigned char *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+  return v;
+}
+
+/* LMDB key of an aggregate: name, NUL, fn, window_ms (big-endian), [bucket_ms (big-endian) when
+ * explicit, flagged in the fn byte], key bytes. Automatic widths keep the version 1 key. */
 static int tw__agg_dbkey(const tw_window_spec_t *spec, const char *key, size_t key_len,
                          unsigned char *out, size_t *out_len) {
   size_t nl;
@@ -137,10 +197,15 @@ static int tw__agg_dbkey(const tw_window_spec_t *spec, const char *key, size_t k
   memcpy(out, spec->name, nl);
   out[nl] = 0;
   out[nl + 1] = (unsigned char)spec->fn;
-  uint64_t w = (uint64_t)spec->window_ms;
-  for (int i = 0; i < 8; i++) out[nl + 2 + i] = (unsigned char)(w >> (56 - 8 * i));
-  if (key_len) memcpy(out + nl + 10, key, key_len);
-  *out_len = nl + 10 + key_len;
+  tw__put_be64(out + nl + 2, (uint64_t)spec->window_ms);
+  size_t n = nl + 10;
+  if (spec->bucket_ms != 0) {
+    out[nl + 1] |= TW__FN_EXPLICIT_BUCKET;
+    tw__put_be64(out + n, (uint64_t)spec->bucket_ms);
+    n += 8;
+  }
+  if (key_len) memcpy(out + n, key, key_len);
+  *out_len = n + key_len;
   return 0;
 }
 
@@ -155,6 +220,7 @@ int tw__state_agg_dbkey(const tw_window_spec_t *spec, const char *key, size_t ke
 /* ---- read transaction ---- */
 
 static int tw__rtxn_begin(tw_state_t *st) {
+  if (st->rtxn_active) return 0;
   int rc = st->rtxn ? mdb_txn_renew(st->rtxn) : mdb_txn_begin(st->env, NULL, MDB_RDONLY, &st->rtxn);
   if (rc == MDB_MAP_RESIZED) {
     /* Another process grew the map: adopt its size and try once more. */
@@ -169,11 +235,14 @@ static int tw__rtxn_begin(tw_state_t *st) {
     tw__log(st, "read transaction", rc);
     return TW_ESTATE;
   }
+  st->rtxn_active = 1;
   return 0;
 }
 
-static void tw__rtxn_end(tw_state_t *st) {
-  if (st->rtxn) mdb_txn_reset(st->rtxn);
+/* Drop the snapshot so the next read sees the latest commit. */
+static void tw__rtxn_release(tw_state_t *st) {
+  if (st->rtxn && st->rtxn_active) mdb_txn_reset(st->rtxn);
+  st->rtxn_active = 0;
 }
 
 /* ---- hash table ---- */
@@ -200,6 +269,24 @@ static void tw__entry_free(tw__entry_t *e) {
   free(e);
 }
 
+/* Remove slot i (backward-shift deletion keeps every probe chain unbroken) and free its entry. */
+static void tw__table_remove(tw_state_t *st, size_t i) {
+  size_t mask = st->nslots - 1;
+  tw__entry_free(st->slots[i].e);
+  for (size_t j = (i + 1) & mask; st->slots[j].e != NULL; j = (j + 1) & mask) {
+    size_t home = (size_t)st->slots[j].hash & mask;
+    /* Entry j may move to i unless its home lies cyclically in (i, j]. */
+    int stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+    if (stays) continue;
+    st->slots[i] = st->slots[j];
+    i = j;
+  }
+  st->slots[i].e = NULL;
+  st->slots[i].hash = 0;
+  st->nkeys--;
+  st->stats.keys_in_memory = st->nkeys;
+}
+
 /* Load (kind + LMDB key) from LMDB into a fresh entry; spec is NULL for cooldowns. */
 static int tw__entry_load(tw_state_t *st, const unsigned char *k, size_t klen,
                           const tw_window_spec_t *spec, uint64_t h, tw__entry_t **out) {
@@ -213,23 +300,24 @@ static int tw__entry_load(tw_state_t *st, const unsigned char *k, size_t klen,
     e->fn = (uint8_t)spec->fn;
     e->window_ms = spec->window_ms;
     if (spec->window_ms > 0) {
-      e->g_ms = tw__window_granularity_ms(spec->window_ms);
-      e->nb_max = tw__window_cap(spec->window_ms);
+      e->g_ms = tw__spec_granularity_ms(spec);
+      e->nb_max = tw__spec_cap(spec);
+      e->align_ms = tw__align_ms(st->tz_offset_ms, e->g_ms);
     }
   }
   if ((rc = tw__rtxn_begin(st)) != 0) goto fail;
   MDB_val key = {klen - 1, (void *)(k + 1)}, val;
   int mrc = mdb_get(st->rtxn, k[0] == TW__KIND_AGG ? st->dbi_agg : st->dbi_cool, &key, &val);
   if (mrc == 0) {
-    rc = tw__entry_decode(e, val.mv_data, val.mv_size);
-    tw__rtxn_end(st);
+    int moved = 0;
+    rc = tw__entry_decode_ex(e, val.mv_data, val.mv_size, &moved);
     if (rc == TW_ESTATE)
       fprintf(stderr, "tutorwatch: state %s: corrupt entry in database '%s' (%zu bytes)\n", st->dir,
               k[0] == TW__KIND_AGG ? "agg" : "cool", val.mv_size);
     if (rc != 0) goto fail;
     st->stats.keys_loaded++;
+    st->stats.entries_rebucketed += (uint64_t)moved;
   } else {
-    tw__rtxn_end(st);
     if (mrc != MDB_NOTFOUND) {
       tw__log(st, "read entry", mrc);
       rc = TW_ESTATE;
@@ -251,6 +339,7 @@ static int tw__lookup(tw_state_t *st, const unsigned char *k, size_t klen,
   for (; st->slots[i].e != NULL; i = (i + 1) & mask) {
     tw__entry_t *e = st->slots[i].e;
     if (st->slots[i].hash == h && e->key_len == klen && memcmp(e->key, k, klen) == 0) {
+      e->ref = 1;
       *out = e;
       return 0;
     }
@@ -267,6 +356,7 @@ static int tw__lookup(tw_state_t *st, const unsigned char *k, size_t klen,
     i = (size_t)h & mask;
     while (st->slots[i].e != NULL) i = (i + 1) & mask;
   }
+  e->ref = 1;
   st->slots[i].hash = h;
   st->slots[i].e = e;
   st->nkeys++;
@@ -303,6 +393,9 @@ int tw_state_open(const char *dir, const tw_state_opts_t *opts, tw_state_t **out
   struct stat sb;
 
   if (dir == NULL || out == NULL) return TW_EINVAL;
+  if (opts && opts->tz_set &&
+      (opts->tz_offset_ms > TW_STATE_TZ_LIMIT_MS || opts->tz_offset_ms < -TW_STATE_TZ_LIMIT_MS))
+    return TW_EINVAL;
   if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
     fprintf(stderr, "tutorwatch: state %s: cannot create directory: %s\n", dir, strerror(errno));
     return TW_EIO;
@@ -321,11 +414,13 @@ int tw_state_open(const char *dir, const tw_state_opts_t *opts, tw_state_t **out
     goto fail;
   }
   st->map_size_bytes = opts && opts->map_size_bytes ? opts->map_size_bytes : TW__DEFAULT_MAP_BYTES;
+  st->tz_offset_ms = opts && opts->tz_set ? opts->tz_offset_ms : TW_STATE_TZ_DEFAULT_MS;
+  st->max_keys = opts ? opts->max_keys_in_memory : 0;
 
   what = "mdb_env_create";
   if ((mrc = mdb_env_create(&st->env)) != 0) goto fail;
   what = "mdb_env_set_maxdbs";
-  if ((mrc = mdb_env_set_maxdbs(st->env, 4)) != 0) goto fail;
+  if ((mrc = mdb_env_set_maxdbs(st->env, 6)) != 0) goto fail;
   what = "mdb_env_set_mapsize";
   if ((mrc = mdb_env_set_mapsize(st->env, st->map_size_bytes)) != 0) goto fail;
   what = "mdb_env_open";
@@ -345,6 +440,26 @@ int tw_state_open(const char *dir, const tw_state_opts_t *opts, tw_state_t **out
   if ((mrc = mdb_dbi_open(txn, "cool", MDB_CREATE, &st->dbi_cool)) != 0) goto fail;
   if ((mrc = mdb_dbi_open(txn, "journal", MDB_CREATE, &st->dbi_journal)) != 0) goto fail;
   if ((mrc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->dbi_meta)) != 0) goto fail;
+  if ((mrc = mdb_dbi_open(txn, "dedup", MDB_CREATE, &st->dbi_dedup)) != 0) goto fail;
+  if ((mrc = mdb_dbi_open(txn, "dedup_ts", MDB_CREATE, &st->dbi_dedup_ts)) != 0) goto fail;
+  what = "read dedup meta";
+  MDB_val dk = {strlen(TW__DEDUP_META), TW__DEDUP_META}, dv;
+  mrc = mdb_get(txn, st->dbi_meta, &dk, &dv);
+  if (mrc == 0) {
+    if (dv.mv_size != 8) {
+      fprintf(stderr, "tutorwatch: state %s: corrupt dedup record\n", dir);
+      mrc = 0;
+      goto fail;
+    }
+    const unsigned char *q = dv.mv_data;
+    uint64_t u = 0;
+    for (int i = 0; i < 8; i++) u |= (uint64_t)q[i] << (8 * i);
+    st->dd_newest_ms = (int64_t)u;
+    st->dd_newest_set = 1;
+  } else if (mrc != MDB_NOTFOUND) {
+    goto fail;
+  }
+  mrc = 0;
   what = "journal cursor";
   if ((mrc = mdb_cursor_open(txn, st->dbi_journal, &cur)) != 0) goto fail;
   MDB_val k, v;
@@ -395,6 +510,10 @@ void tw_state_close(tw_state_t *st) {
   for (size_t i = 0; i < st->meta_cap; i++) free(st->meta[i].data);
   free(st->meta);
   free(st->enc);
+  free(st->dels);
+  free(st->dd);
+  free(st->dd_bytes);
+  free(st->dd_slots);
   free(st->dir);
   free(st);
 }
@@ -478,6 +597,220 @@ int tw_state_cooldown(tw_state_t *st, const char *rule, const char *key, size_t 
   return 0;
 }
 
+/* ---- dedup ---- */
+
+static tw__dd_rec_t *tw__dd_find(tw_state_t *st, const char *id, size_t len, uint64_t h) {
+  if (st->dd_nslots == 0) return NULL;
+  size_t mask = st->dd_nslots - 1;
+  for (size_t i = (size_t)h & mask; st->dd_slots[i] != 0; i = (i + 1) & mask) {
+    tw__dd_rec_t *r = &st->dd[st->dd_slots[i] - 1];
+    if (r->hash == h && r->len == len && memcmp(st->dd_bytes + r->off, id, len) == 0) return r;
+  }
+  return NULL;
+}
+
+static void tw__dd_index(tw_state_t *st) {
+  size_t mask = st->dd_nslots - 1;
+  memset(st->dd_slots, 0, st->dd_nslots * sizeof st->dd_slots[0]);
+  for (size_t k = 0; k < st->dd_n; k++) {
+    size_t i = (size_t)st->dd[k].hash & mask;
+    while (st->dd_slots[i] != 0) i = (i + 1) & mask;
+    st->dd_slots[i] = (uint32_t)(k + 1);
+  }
+}
+
+/* Stage (id, ts); all growth happens before anything changes, so TW_ENOMEM leaves no trace. */
+static int tw__dd_stage(tw_state_t *st, const char *id, size_t len, uint64_t h, int64_t ts_ms) {
+  if (st->dd_n >= UINT32_MAX - 1) return TW_ENOMEM;
+  if (st->dd_n == st->dd_cap) {
+    size_t n = st->dd_cap ? st->dd_cap * 2 : 1024;
+    tw__dd_rec_t *r = realloc(st->dd, n * sizeof *r);
+    if (r == NULL) return TW_ENOMEM;
+    st->dd = r;
+    st->dd_cap = n;
+  }
+  if (st->dd_blen + len > st->dd_bcap) {
+    size_t n = st->dd_bcap ? st->dd_bcap : 16384;
+    while (n < st->dd_blen + len) n *= 2;
+    unsigned char *b = realloc(st->dd_bytes, n);
+    if (b == NULL) return TW_ENOMEM;
+    st->dd_bytes = b;
+    st->dd_bcap = n;
+  }
+  if ((st->dd_n + 1) * 2 > st->dd_nslots) {
+    size_t n = st->dd_nslots ? st->dd_nslots * 2 : 2048;
+    uint32_t *sl = realloc(st->dd_slots, n * sizeof *sl);
+    if (sl == NULL) return TW_ENOMEM;
+    st->dd_slots = sl;
+    st->dd_nslots = n;
+    tw__dd_index(st);
+  }
+  tw__dd_rec_t *r = &st->dd[st->dd_n];
+  r->hash = h;
+  r->ts_ms = ts_ms;
+  r->off = (uint32_t)st->dd_blen;
+  r->len = (uint32_t)len;
+  r->p = NULL;
+  memcpy(st->dd_bytes + st->dd_blen, id, len);
+  st->dd_blen += len;
+  size_t mask = st->dd_nslots - 1, i = (size_t)h & mask;
+  while (st->dd_slots[i] != 0) i = (i + 1) & mask;
+  st->dd_slots[i] = (uint32_t)(++st->dd_n);
+  st->stats.dedup_staged = st->dd_n;
+  return 0;
+}
+
+static int64_t tw__get_le64(const unsigned char *p) {
+  uint64_t u = 0;
+  for (int i = 0; i < 8; i++) u |= (uint64_t)p[i] << (8 * i);
+  return (int64_t)u;
+}
+
+int tw_state_dedup(tw_state_t *st, const char *event_id, size_t len, int64_t ts_ms,
+                   int64_t horizon_ms, bool *dup) {
+  if (dup != NULL) *dup = false;
+  if (st == NULL || dup == NULL || event_id == NULL || len == 0 || horizon_ms <= 0 ||
+      horizon_ms > TW__TS_LIMIT || ts_ms > TW__TS_LIMIT || ts_ms < -TW__TS_LIMIT)
+    return TW_EINVAL;
+  if (len > TW_STATE_EVENT_ID_MAX) return TW_ETOOBIG;
+  int64_t newest = st->dd_newest_set && st->dd_newest_ms > ts_ms ? st->dd_newest_ms : ts_ms;
+  int64_t cutoff = newest - horizon_ms;
+  uint64_t h = tw__hash((const unsigned char *)event_id, len);
+  int rc = 0;
+  tw__dd_rec_t *r = tw__dd_find(st, event_id, len, h);
+  if (r != NULL) {
+    if (r->ts_ms >= cutoff) {
+      *dup = true;
+    } else if (ts_ms >= cutoff) {
+      r->ts_ms = ts_ms; /* the staged delivery was forgotten: this one is recorded instead */
+    }
+  } else {
+    if ((rc = tw__rtxn_begin(st)) != 0) return rc;
+    MDB_val k = {len, (void *)event_id}, v;
+    int mrc = mdb_get(st->rtxn, st->dbi_dedup, &k, &v);
+    if (mrc == 0) {
+      if (v.mv_size != 8) {
+        fprintf(stderr, "tutorwatch: state %s: corrupt dedup record (%zu bytes)\n", st->dir,
+                v.mv_size);
+        return TW_ESTATE;
+      }
+      *dup = tw__get_le64(v.mv_data) >= cutoff;
+    } else if (mrc != MDB_NOTFOUND) {
+      tw__log(st, "read dedup record", mrc);
+      return TW_ESTATE;
+    }
+    if (!*dup && ts_ms >= cutoff && (rc = tw__dd_stage(st, event_id, len, h, ts_ms)) != 0)
+      return rc;
+  }
+  if (*dup) st->stats.duplicates++;
+  if (!st->dd_newest_set || newest != st->dd_newest_ms) st->dd_newest_dirty = 1;
+  st->dd_newest_ms = newest;
+  st->dd_newest_set = 1;
+  st->dd_horizon_ms = horizon_ms;
+  return 0;
+}
+
+static int tw__dd_cmp_id(const void *a, const void *b) {
+  const tw__dd_rec_t *x = a, *y = b;
+  size_t n = x->len < y->len ? x->len : y->len;
+  int c = memcmp(x->p, y->p, n);
+  if (c != 0) return c;
+  return (x->len > y->len) - (x->len < y->len);
+}
+
+static int tw__dd_cmp_ts(const void *a, const void *b) {
+  const tw__dd_rec_t *x = a, *y = b;
+  if (x->ts_ms != y->ts_ms) return x->ts_ms < y->ts_ms ? -1 : 1;
+  return tw__dd_cmp_id(a, b);
+}
+
+/* Sortable time-index key: event time with the sign bit flipped, big-endian, then the id. */
+static size_t tw__dd_tskey(unsigned char *out, int64_t ts_ms, const unsigned char *id, size_t len) {
+  tw__put_be64(out, (uint64_t)ts_ms ^ ((uint64_t)1 << 63));
+  memcpy(out + 8, id, len);
+  return 8 + len;
+}
+
+int tw__state_dedup_committed(tw_state_t *st, size_t *ids, size_t *index) {
+  MDB_txn *txn = NULL;
+  MDB_stat a, b;
+  int mrc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+  if (mrc == 0) mrc = mdb_stat(txn, st->dbi_dedup, &a);
+  if (mrc == 0) mrc = mdb_stat(txn, st->dbi_dedup_ts, &b);
+  if (txn) mdb_txn_abort(txn);
+  if (mrc != 0) return TW_ESTATE;
+  *ids = a.ms_entries;
+  *index = b.ms_entries;
+  return 0;
+}
+
+/* ---- eviction ---- */
+
+static int tw__dels_push(tw_state_t *st, const tw__entry_t *e) {
+  size_t need = st->dels_len + sizeof(uint16_t) + e->key_len;
+  if (need > st->dels_cap) {
+    size_t n = st->dels_cap ? st->dels_cap : 4096;
+    while (n < need) n *= 2;
+    unsigned char *b = realloc(st->dels, n);
+    if (b == NULL) return TW_ENOMEM;
+    st->dels = b;
+    st->dels_cap = n;
+  }
+  memcpy(st->dels + st->dels_len, &e->key_len, sizeof(uint16_t));
+  memcpy(st->dels + st->dels_len + sizeof(uint16_t), e->key, e->key_len);
+  st->dels_len = need;
+  return 0;
+}
+
+int tw_state_evict(tw_state_t *st, int64_t watermark_ms, size_t max_entries) {
+  if (st == NULL) return TW_EINVAL;
+  /* Clamped so watermark − window cannot wrap; INT64_MIN means "no watermark yet". */
+  if (watermark_ms < -TW__TS_LIMIT) watermark_ms = -TW__TS_LIMIT;
+  if (watermark_ms > TW__TS_LIMIT) watermark_ms = TW__TS_LIMIT;
+  size_t mask = st->nslots - 1, visited = 0, scanned = 0;
+  size_t scan_max = max_entries > st->nslots / TW__EVICT_SCAN_FACTOR
+                        ? st->nslots
+                        : max_entries * TW__EVICT_SCAN_FACTOR;
+  size_t i = st->evict_pos & mask;
+  while (visited < max_entries && scanned < scan_max && st->nkeys > 0) {
+    tw__entry_t *e = st->slots[i].e;
+    if (e == NULL || e->dirty) {
+      scanned++;
+      i = (i + 1) & mask;
+      continue;
+    }
+    visited++;
+    if (!e->seen) {
+      tw__table_remove(st, i); /* holds nothing; slot i now holds a later entry or none */
+      st->stats.evicted_clean++;
+      continue;
+    }
+    if (tw__window_expired(e, watermark_ms)) {
+      int rc = tw__dels_push(st, e);
+      if (rc != 0) {
+        st->evict_pos = i;
+        return rc;
+      }
+      tw__table_remove(st, i);
+      st->stats.evicted_expired++;
+      continue;
+    }
+    if (st->max_keys != 0 && st->nkeys > st->max_keys) {
+      if (e->ref) {
+        e->ref = 0;
+      } else {
+        tw__table_remove(st, i);
+        st->stats.evicted_clean++;
+        continue;
+      }
+    }
+    scanned++;
+    i = (i + 1) & mask;
+  }
+  st->evict_pos = i;
+  return 0;
+}
+
 /* ---- journal and meta staging ---- */
 
 int tw_state_journal_append(tw_state_t *st, const char *json, size_t len, uint64_t *seq) {
@@ -512,7 +845,7 @@ int tw_state_meta_put(tw_state_t *st, const char *name, const void *data, size_t
   if (st == NULL || name == NULL || (data == NULL && len != 0)) return TW_EINVAL;
   size_t nl = strnlen(name, TW_STATE_META_NAME_MAX + 1);
   if (nl > TW_STATE_META_NAME_MAX || len > TW_STATE_META_MAX) return TW_ETOOBIG;
-  if (nl == 0) return TW_EINVAL;
+  if (nl == 0 || strncmp(name, "tw.", 3) == 0) return TW_EINVAL;
   tw__meta_rec_t *m = tw__meta_staged(st, name);
   if (m == NULL) {
     if (st->nmeta == st->meta_cap) {
@@ -568,7 +901,6 @@ int tw_state_meta_get(tw_state_t *st, const char *name, void *buf, size_t cap, s
     tw__log(st, "read meta", mrc);
     rc = TW_ESTATE;
   }
-  tw__rtxn_end(st);
   return rc;
 }
 
@@ -582,8 +914,65 @@ static int tw__entry_cmp(const void *a, const void *b) {
   return (x->key_len > y->key_len) - (x->key_len < y->key_len);
 }
 
+/* Staged dedup ids in id order into `dedup`, then in time order into `dedup_ts`. */
+static int tw__commit_dedup(tw_state_t *st, MDB_txn *txn) {
+  unsigned char kb[8 + TW_STATE_EVENT_ID_MAX], vb[8];
+  int mrc;
+  if (st->dd_n == 0) return 0;
+  for (size_t i = 0; i < st->dd_n; i++) st->dd[i].p = st->dd_bytes + st->dd[i].off;
+  qsort(st->dd, st->dd_n, sizeof st->dd[0], tw__dd_cmp_id);
+  for (size_t i = 0; i < st->dd_n; i++) {
+    uint64_t u = (uint64_t)st->dd[i].ts_ms;
+    for (int b = 0; b < 8; b++) vb[b] = (unsigned char)(u >> (8 * b));
+    MDB_val k = {st->dd[i].len, (void *)st->dd[i].p}, v = {8, vb};
+    if ((mrc = mdb_put(txn, st->dbi_dedup, &k, &v, 0)) != 0) return mrc;
+  }
+  qsort(st->dd, st->dd_n, sizeof st->dd[0], tw__dd_cmp_ts);
+  for (size_t i = 0; i < st->dd_n; i++) {
+    MDB_val k = {tw__dd_tskey(kb, st->dd[i].ts_ms, st->dd[i].p, st->dd[i].len), kb}, v = {0, vb};
+    if ((mrc = mdb_put(txn, st->dbi_dedup_ts, &k, &v, 0)) != 0) return mrc;
+  }
+  return 0;
+}
+
+/* Forget the oldest committed ids older than newest − horizon, at most a budget of them. An id
+ * re-recorded later with a newer time keeps its `dedup` record (the times differ). */
+static int tw__commit_purge(tw_state_t *st, MDB_txn *txn, uint64_t *purged) {
+  MDB_cursor *cur = NULL;
+  unsigned char id[TW_STATE_EVENT_ID_MAX];
+  *purged = 0;
+  if (st->dd_horizon_ms <= 0 || !st->dd_newest_set) return 0;
+  int64_t cutoff = st->dd_newest_ms - st->dd_horizon_ms;
+  size_t budget = TW__PURGE_BASE + 2 * st->dd_n;
+  int mrc = mdb_cursor_open(txn, st->dbi_dedup_ts, &cur);
+  if (mrc != 0) return mrc;
+  MDB_val k, v;
+  while (*purged < budget && (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
+    if (k.mv_size < 9 || k.mv_size > 8 + TW_STATE_EVENT_ID_MAX) {
+      fprintf(stderr, "tutorwatch: state %s: corrupt dedup time index key\n", st->dir);
+      mrc = MDB_CORRUPTED;
+      break;
+    }
+    int64_t ts = (int64_t)(tw__get_be64(k.mv_data) ^ ((uint64_t)1 << 63));
+    if (ts >= cutoff) break;
+    size_t len = k.mv_size - 8;
+    memcpy(id, (const unsigned char *)k.mv_data + 8, len);
+    if ((mrc = mdb_cursor_del(cur, 0)) != 0) break;
+    MDB_val ik = {len, id}, iv;
+    mrc = mdb_get(txn, st->dbi_dedup, &ik, &iv);
+    if (mrc == 0 && iv.mv_size == 8 && tw__get_le64(iv.mv_data) == ts)
+      mrc = mdb_del(txn, st->dbi_dedup, &ik, NULL);
+    if (mrc != 0 && mrc != MDB_NOTFOUND) break;
+    mrc = 0;
+    (*purged)++;
+  }
+  if (mrc == MDB_NOTFOUND) mrc = 0;
+  mdb_cursor_close(cur);
+  return mrc;
+}
+
 /* One attempt; returns an LMDB code (0 on success), or -1 for an injected failure. */
-static int tw__commit_once(tw_state_t *st, const char **what) {
+static int tw__commit_once(tw_state_t *st, const char **what, uint64_t *purged) {
   MDB_txn *txn = NULL;
   int mrc;
   *what = "begin write transaction";
@@ -592,6 +981,17 @@ static int tw__commit_once(tw_state_t *st, const char **what) {
     if ((mrc = mdb_env_set_mapsize(st->env, 0)) == 0) mrc = mdb_txn_begin(st->env, NULL, 0, &txn);
   }
   if (mrc != 0) return mrc;
+  /* Deletes first: an expired entry reloaded and changed since is written again below. */
+  *what = "delete evicted entry";
+  for (size_t off = 0; off < st->dels_len;) {
+    uint16_t l;
+    memcpy(&l, st->dels + off, sizeof l);
+    const unsigned char *key = st->dels + off + sizeof l;
+    MDB_val k = {(size_t)l - 1, (void *)(key + 1)};
+    mrc = mdb_del(txn, key[0] == TW__KIND_AGG ? st->dbi_agg : st->dbi_cool, &k, NULL);
+    if (mrc != 0 && mrc != MDB_NOTFOUND) goto fail;
+    off += sizeof l + l;
+  }
   *what = "write entry";
   for (size_t i = 0; i < st->ndirty; i++) {
     tw__entry_t *e = st->dirty[i];
@@ -611,6 +1011,18 @@ static int tw__commit_once(tw_state_t *st, const char **what) {
     MDB_val v = {tw__entry_encode(e, st->enc), st->enc};
     mrc = mdb_put(txn, e->key[0] == TW__KIND_AGG ? st->dbi_agg : st->dbi_cool, &k, &v, 0);
     if (mrc != 0) goto fail;
+  }
+  *what = "write dedup ids";
+  if ((mrc = tw__commit_dedup(st, txn)) != 0) goto fail;
+  *what = "purge dedup ids";
+  if ((mrc = tw__commit_purge(st, txn, purged)) != 0) goto fail;
+  if (st->dd_newest_dirty) {
+    unsigned char nb[8];
+    uint64_t u = (uint64_t)st->dd_newest_ms;
+    for (int b = 0; b < 8; b++) nb[b] = (unsigned char)(u >> (8 * b));
+    MDB_val k = {strlen(TW__DEDUP_META), TW__DEDUP_META}, v = {8, nb};
+    *what = "write dedup meta";
+    if ((mrc = mdb_put(txn, st->dbi_meta, &k, &v, 0)) != 0) goto fail;
   }
   *what = "append journal";
   uint64_t seq = st->jcommitted;
@@ -648,16 +1060,23 @@ fail:
 int tw_state_commit(tw_state_t *st) {
   const char *what = "";
   int mrc;
+  uint64_t purged = 0;
   if (st == NULL) return TW_EINVAL;
-  if (st->ndirty == 0 && st->jlen == 0 && st->nmeta == 0) return 0;
+  /* With ids past the horizon in LMDB, a commit also purges them; skipping an empty commit only
+   * delays that to the next batch. */
+  if (st->ndirty == 0 && st->jlen == 0 && st->nmeta == 0 && st->dd_n == 0 && st->dels_len == 0 &&
+      !st->dd_newest_dirty)
+    return 0;
+  tw__rtxn_release(st);
   if (st->ndirty > 1) qsort(st->dirty, st->ndirty, sizeof st->dirty[0], tw__entry_cmp);
   for (int attempt = 0;; attempt++) {
-    mrc = tw__commit_once(st, &what);
+    mrc = tw__commit_once(st, &what, &purged);
     if (mrc != MDB_MAP_FULL || attempt >= TW__MAX_GROWS) break;
     /* No transaction may be open while the map is resized. */
     if (st->rtxn) {
       mdb_txn_abort(st->rtxn);
       st->rtxn = NULL;
+      st->rtxn_active = 0;
     }
     size_t n = st->map_size_bytes * 2;
     if (n < st->map_size_bytes) break;
@@ -675,6 +1094,7 @@ int tw_state_commit(tw_state_t *st) {
       fprintf(stderr, "tutorwatch: state %s: commit: injected failure\n", st->dir);
     else
       tw__log(st, what, mrc);
+    if (st->dd_n) tw__dd_index(st); /* the commit sorted the staged ids */
     return TW_ESTATE;
   }
   for (size_t i = 0; i < st->ndirty; i++) st->dirty[i]->dirty = 0;
@@ -684,6 +1104,15 @@ int tw_state_commit(tw_state_t *st) {
   st->jlen = 0;
   st->jcommitted = st->jassigned;
   st->nmeta = 0;
+  st->dels_len = 0;
+  if (st->dd_n) {
+    st->dd_n = 0;
+    st->dd_blen = 0;
+    memset(st->dd_slots, 0, st->dd_nslots * sizeof st->dd_slots[0]);
+  }
+  st->stats.dedup_staged = 0;
+  st->stats.dedup_ids_purged += purged;
+  st->dd_newest_dirty = 0;
   return 0;
 }
 

@@ -2,17 +2,20 @@
  * tw_state.h: keyed, windowed aggregate state kept in memory and persisted in LMDB.
  *
  * One LMDB environment per state directory. Each (aggregate name, key) owns a small series of
- * buckets over event time. A sliding window of width W uses a bucket width g chosen from
- * {1s, 1m, 5m, 15m, 1h, 6h, 1d} as the smallest with W/g ≤ 256, so memory per key is bounded by
- * W/g + 1 buckets; empty buckets are not stored. Bucket b covers event times (b·g, (b+1)·g]
- * (aligned to the Unix epoch, so days are UTC-aligned at g = 1d), and the value at time t covers
- * the buckets that end after t − W and start before t: exact when t and t − W fall on bucket
- * ends, otherwise within one bucket at the old edge. `all` windows keep one running value.
+ * buckets over event time. A sliding window of width W uses the spec's bucket width g, or by
+ * default one chosen from {1s, 1m, 5m, 15m, 1h, 6h, 1d} as the smallest with W/g ≤ 256, so
+ * memory per key is bounded by ⌈W/g⌉ + 1 buckets; empty buckets are not stored. Buckets are
+ * aligned to local time: with off the configured time-zone offset, bucket b covers event times
+ * (b·g − off, (b+1)·g − off], so at g = 1d a bucket is one local day (00:00, 24:00] — it ends
+ * at, and includes, the local midnight that closes it. The value at time t covers the buckets
+ * that end after t − W and start before t: exact when t and t − W fall on bucket ends, otherwise
+ * within one bucket at the old edge. `all` windows keep one running value.
  *
  * Hot state lives in a hash table in memory; an update marks the entry dirty. tw_state_commit
- * writes every dirty entry, the appended alerts (the alert journal, with sequence numbers) and
- * the meta records (input position, counters) in one LMDB write transaction: a group commit.
- * A later run on the same directory reads entries back lazily on first use and continues.
+ * writes every dirty entry, the appended alerts (the alert journal, with sequence numbers), the
+ * event ids recorded for dedup and the meta records (input position, counters) in one LMDB write
+ * transaction: a group commit. A later run on the same directory reads entries back lazily on
+ * first use and continues. tw_state_evict bounds the table: it drops expired and clean entries.
  *
  * Not thread-safe: one state per thread (one shard); no call may overlap another on the same
  * state, and a tw_state_journal_foreach callback must not call tw_state_commit.
@@ -29,6 +32,10 @@
 #define TW_STATE_META_NAME_MAX 64    /* bytes of a meta record name */
 #define TW_STATE_META_MAX 65536      /* bytes of a meta record */
 #define TW_STATE_JOURNAL_MAX 1048576 /* bytes of one journal record */
+#define TW_STATE_EVENT_ID_MAX 256    /* bytes of an event_id given to tw_state_dedup */
+#define TW_STATE_BUCKETS_MAX 4096    /* window / explicit bucket width */
+#define TW_STATE_TZ_DEFAULT_MS (8 * 3600000LL) /* Asia/Shanghai, UTC+8, no daylight saving */
+#define TW_STATE_TZ_LIMIT_MS (18 * 3600000LL)  /* |tz_offset_ms| */
 
 typedef enum tw_agg_fn {
   TW_AGG_COUNT = 0, /* number of events */
@@ -42,19 +49,32 @@ typedef struct tw_window_spec {
                        an aggregate's fn or window starts a fresh series. */
   tw_agg_fn_t fn;
   int64_t window_ms; /* sliding window width; 0 means `all` (since the beginning) */
+  int64_t bucket_ms; /* bucket width; 0 = automatic (above). Otherwise ≥ 1000, divides
+                        window_ms, window_ms / bucket_ms ≤ TW_STATE_BUCKETS_MAX, and 0 for `all`
+                        windows; else TW_EINVAL. An explicit width is part of the state's
+                        identity (changing it starts a fresh series), an automatic one is not. */
 } tw_window_spec_t;
 
 typedef struct tw_state tw_state_t;
 
 typedef struct tw_state_opts {
-  size_t map_size_bytes; /* initial LMDB map size; 0 = 1 GiB. Grows on MDB_MAP_FULL. */
-  bool no_sync;          /* MDB_NOSYNC for tests and benchmarks; default durable */
+  size_t map_size_bytes;     /* initial LMDB map size; 0 = 1 GiB. Grows on MDB_MAP_FULL. */
+  bool no_sync;              /* MDB_NOSYNC for tests and benchmarks; default durable */
+  bool tz_set;               /* false (and opts NULL): Asia/Shanghai, TW_STATE_TZ_DEFAULT_MS */
+  int64_t tz_offset_ms;      /* when tz_set: local time − UTC (UTC+8 = 28800000, UTC = 0);
+                                |offset| ≤ TW_STATE_TZ_LIMIT_MS else TW_EINVAL. A fixed offset:
+                                zones with daylight saving are not representable. Changing it on an
+                                existing state moves each stored series onto the new day
+                                boundaries when it is next loaded (an event may then count up to
+                                one bucket longer), counted in stats.entries_rebucketed. */
+  size_t max_keys_in_memory; /* budget for tw_state_evict's clean-entry dropping; 0 = none */
 } tw_state_opts_t;
 
 /*
  * tw_state_open: open (creating if needed) the LMDB environment in dir (created mode 0700 if
  * absent). opts may be NULL for defaults. On success *out is owned by the caller.
- * Errors: TW_EIO (cannot create dir), TW_ESTATE (LMDB error, logged with mdb_strerror), TW_ENOMEM.
+ * Errors: TW_EINVAL (tz_offset_ms out of range), TW_EIO (cannot create dir), TW_ESTATE (LMDB
+ * error, logged with mdb_strerror), TW_ENOMEM.
  */
 int tw_state_open(const char *dir, const tw_state_opts_t *opts, tw_state_t **out);
 
@@ -95,6 +115,45 @@ int tw_state_cooldown(tw_state_t *st, const char *rule, const char *key, size_t 
                       int64_t ts_ms, int64_t cooldown_ms, bool *fire);
 
 /*
+ * tw_state_dedup: has this event already been accepted? event_id is len bytes (1 ≤ len ≤
+ * TW_STATE_EVENT_ID_MAX, not NUL-terminated, borrowed for the call), ts_ms its event time,
+ * horizon_ms (> 0) how long ids are remembered (--dedup-horizon, 7 days by default).
+ * Let N be the newest event time any dedup call has seen, this one included. *dup is true when
+ * event_id was recorded with a time ≥ N − horizon_ms (the earlier delivery is still
+ * remembered); the caller then drops the event. Otherwise *dup is false and the id is recorded
+ * with ts_ms — unless ts_ms < N − horizon_ms, since such a record would be forgotten at once.
+ * Records staged since the last commit live in a small in-memory set; tw_state_commit writes
+ * them in the same transaction as the state, so records and aggregates vanish together with a
+ * crash, and an event re-read after restart is not a duplicate of its uncommitted self.
+ * Committed records are looked up in LMDB (not kept in memory). Each commit forgets a bounded
+ * number of the oldest records older than N − horizon (the horizon of the latest call),
+ * stats.dedup_ids_purged. An id is the same id whatever the event's type or key.
+ * Returns 0, TW_EINVAL (len 0, NULL, horizon ≤ 0, |ts_ms| > 2^61), TW_ETOOBIG (len), TW_ENOMEM,
+ * TW_ESTATE (LMDB read failed or a stored record is corrupt). On error *dup is false and
+ * nothing was recorded. Amortised O(1) plus one LMDB lookup (B-tree, read-only, no syscall).
+ */
+int tw_state_dedup(tw_state_t *st, const char *event_id, size_t len, int64_t ts_ms,
+                   int64_t horizon_ms, bool *dup);
+
+/*
+ * tw_state_evict: keep the table bounded; visits at most max_entries entries per call (0 = none),
+ * resuming where the previous call stopped, so repeated calls sweep the whole table.
+ * watermark_ms is the caller's promise that no later agg_add or agg_value uses a time at or
+ * before it (the engine's watermark: highest event time − allowed lateness); INT64_MIN when
+ * there is none yet, so that only (b) applies.
+ * (a) A sliding-window entry whose every bucket ended at or before watermark_ms − window holds
+ *     nothing for any later time: it is dropped from memory and deleted from LMDB by the next
+ *     commit (stats.evicted_expired).
+ * (b) While more than opts.max_keys_in_memory entries are in memory, clean entries not used
+ *     since the sweep last passed them (second chance) are dropped from memory only; they reload
+ *     from LMDB on next use (stats.evicted_clean). Entries holding nothing are always dropped.
+ * Dirty entries are never dropped: call it after tw_state_commit. Cooldown and `all` entries
+ * are subject to (b) only. Returns 0, or TW_ENOMEM (the delete list cannot grow; nothing was
+ * dropped for that entry).
+ */
+int tw_state_evict(tw_state_t *st, int64_t watermark_ms, size_t max_entries);
+
+/*
  * tw_state_journal_append: stage an alert (its JSON bytes, copied) for the alert journal; it is
  * written with the next commit under the next sequence number (1, 2, ...), stored in *seq.
  * Returns 0, TW_ETOOBIG (len > TW_STATE_JOURNAL_MAX) or TW_ENOMEM.
@@ -106,15 +165,17 @@ int tw_state_journal_append(tw_state_t *st, const char *json, size_t len, uint64
  * commit; a later put of the same name replaces the staged one. put returns 0, TW_ETOOBIG (name
  * > TW_STATE_META_NAME_MAX or len > TW_STATE_META_MAX) or TW_ENOMEM. get sees staged records
  * first, then committed ones; it returns TW_ENOENT when absent, TW_ETOOBIG when cap is too small
- * (*len is set), TW_ESTATE.
+ * (*len is set), TW_ESTATE. Names starting with "tw." are the store's own: put refuses them
+ * (TW_EINVAL).
  */
 int tw_state_meta_put(tw_state_t *st, const char *name, const void *data, size_t len);
 int tw_state_meta_get(tw_state_t *st, const char *name, void *buf, size_t cap, size_t *len);
 
 /*
- * tw_state_commit: write every dirty entry, staged journal records and meta records in one LMDB
+ * tw_state_commit: write every dirty entry, the deletes of evicted expired entries, the staged
+ * dedup records (and purge of expired ones), journal records and meta records in one LMDB
  * transaction (growing the map on MDB_MAP_FULL). Returns 0 or TW_ESTATE; on error nothing of
- * this batch is written and the in-memory changes stay dirty.
+ * this batch is written and the in-memory changes stay dirty and staged.
  */
 int tw_state_commit(tw_state_t *st);
 
@@ -135,6 +196,12 @@ typedef struct tw_state_stats {
   uint64_t too_old;     /* agg_add events older than the whole window of the newest; ignored */
   uint64_t map_grows;   /* times the LMDB map was doubled on MDB_MAP_FULL */
   uint64_t map_size_bytes;
+  uint64_t duplicates;         /* tw_state_dedup calls that answered *dup = true */
+  uint64_t dedup_staged;       /* ids recorded since the last commit (in memory) */
+  uint64_t dedup_ids_purged;   /* committed dedup records forgotten past the horizon */
+  uint64_t evicted_expired;    /* entries dropped by tw_state_evict (a) */
+  uint64_t evicted_clean;      /* entries dropped by tw_state_evict (b) */
+  uint64_t entries_rebucketed; /* stored series moved onto the current time zone at load */
 } tw_state_stats_t;
 void tw_state_stats(const tw_state_t *st, tw_state_stats_t *out);
 

@@ -33,8 +33,8 @@ typedef struct fx {
 } fx_t;
 
 static const tw_state_opts_t opts = {.no_sync = true};
-static const tw_window_spec_t cnt7d = {"complaints_7d", TW_AGG_COUNT, 7 * DAY};
-static const tw_window_spec_t sum_all = {"prepaid_fen", TW_AGG_SUM, 0};
+static const tw_window_spec_t cnt7d = {"complaints_7d", TW_AGG_COUNT, 7 * DAY, 0};
+static const tw_window_spec_t sum_all = {"prepaid_fen", TW_AGG_SUM, 0, 0};
 
 static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
   (void)sb, (void)flag, (void)ftw;
@@ -264,7 +264,7 @@ static void test_cooldown(void **state) {
   char big[TW_STATE_KEY_MAX + 1] = {0};
   assert_int_equal(tw_state_cooldown(f->st, "none", big, sizeof big, T0, 0, &fire), TW_ETOOBIG);
   /* A cooldown and an aggregate with the same name and key do not collide. */
-  tw_window_spec_t s = {"storm", TW_AGG_COUNT, 0};
+  tw_window_spec_t s = {"storm", TW_AGG_COUNT, 0, 0};
   assert_int_equal(val(f->st, &s, k, T0), 0);
 }
 
@@ -469,6 +469,243 @@ static void test_corrupt_entry(void **state) {
   assert_int_equal(tw_state_cooldown(f->st, "rule", "k", 1, T0, 0, &fire), TW_ESTATE);
 }
 
+/* A version 1 entry (before zones and explicit widths): 40-byte header, UTC buckets. */
+static size_t v1_entry(unsigned char *out, int64_t window_ms, int64_t newest_ms, int64_t base,
+                       const uint16_t *off, const uint8_t *val, uint32_t nb) {
+  memset(out, 0, 40);
+  out[0] = 1;
+  out[1] = TW_AGG_COUNT;
+  out[2] = 1;
+  for (int i = 0; i < 4; i++) out[4 + i] = (unsigned char)(nb >> (8 * i));
+  for (int i = 0; i < 8; i++) {
+    out[8 + i] = (unsigned char)((uint64_t)window_ms >> (8 * i));
+    out[16 + i] = (unsigned char)((uint64_t)newest_ms >> (8 * i));
+    out[32 + i] = (unsigned char)((uint64_t)base >> (8 * i));
+  }
+  size_t n = 40;
+  for (uint32_t b = 0; b < nb; b++) {
+    out[n++] = (unsigned char)off[b];
+    out[n++] = (unsigned char)(off[b] >> 8);
+    out[n++] = (unsigned char)(val[b] << 1); /* zigzag, < 64 */
+  }
+  return n;
+}
+
+/* Version 1 entries still load: as they were when their alignment matches (1h buckets, or a
+ * UTC state), moved onto local days otherwise (30-day window, 6h buckets, Asia/Shanghai). */
+static void test_v1_entries_load(void **state) {
+  fx_t *f = *state;
+  const tw_window_spec_t c7 = {"c7d", TW_AGG_COUNT, 7 * DAY, 0};    /* g = 1h */
+  const tw_window_spec_t c30 = {"c30d", TW_AGG_COUNT, 30 * DAY, 0}; /* g = 6h */
+  unsigned char key[TW__STATE_DBKEY_MAX], vb[128];
+  const uint16_t off[3] = {0, 1, 5};
+  const uint8_t cnt[3] = {2, 3, 4};
+  /* 7d: buckets at T0 + 1h, 2h, 6h (UTC idx = T0/1h + {0,1,5}); newest in the last one. */
+  int64_t base7 = T0 / HOUR;
+  int kn = tw__state_agg_dbkey(&c7, "k", 1, key, sizeof key);
+  size_t vn = v1_entry(vb, 7 * DAY, T0 + 6 * HOUR, base7, off, cnt, 3);
+  tw_state_close(f->st);
+  f->st = NULL;
+  raw_put(f->dir, "agg", key, (size_t)kn, vb, vn);
+  /* 30d: 6h UTC buckets ending 06:00, 12:00 and 12:00 + 1d UTC. */
+  int64_t base30 = T0 / (6 * HOUR);
+  const uint16_t off30[3] = {0, 1, 5};
+  kn = tw__state_agg_dbkey(&c30, "k", 1, key, sizeof key);
+  vn = v1_entry(vb, 30 * DAY, T0 + 36 * HOUR, base30, off30, cnt, 3);
+  raw_put(f->dir, "agg", key, (size_t)kn, vb, vn);
+  assert_int_equal(tw_state_open(f->dir, &opts, &f->st), 0);
+  assert_int_equal(val(f->st, &c7, "k", T0 + 6 * HOUR), 9);
+  assert_int_equal(val(f->st, &c7, "k", T0 + 2 * HOUR), 5);
+  tw_state_stats_t st;
+  tw_state_stats(f->st, &st);
+  assert_int_equal(st.entries_rebucketed, 0);
+  /* Asia/Shanghai 6h buckets end at 02:00, 08:00, 14:00, 20:00 UTC: each UTC bucket moves to
+   * the local bucket holding its end (06:00 → (02:00, 08:00], 12:00 → (08:00, 14:00], ...). */
+  assert_int_equal(val(f->st, &c30, "k", T0 + 36 * HOUR), 9);
+  assert_int_equal(val(f->st, &c30, "k", T0 + 8 * HOUR), 2);
+  assert_int_equal(val(f->st, &c30, "k", T0 + 14 * HOUR), 5);
+  tw_state_stats(f->st, &st);
+  assert_int_equal(st.entries_rebucketed, 1);
+  uint32_t nb, cap;
+  assert_int_equal(tw__state_agg_buckets(f->st, &c30, "k", 1, &nb, &cap), 0);
+  assert_int_equal(nb, 3);
+  /* Written back as version 2 with the next change; reloads as is in the same zone. */
+  add(f->st, &c30, "k", T0 + 37 * HOUR, 0);
+  assert_int_equal(tw_state_commit(f->st), 0);
+  reopen(f);
+  assert_int_equal(val(f->st, &c30, "k", T0 + 37 * HOUR), 10);
+  tw_state_stats(f->st, &st);
+  assert_int_equal(st.entries_rebucketed, 0);
+  /* In a UTC state the same version 2 entry moves back (another zone), keeping its total. */
+  tw_state_close(f->st);
+  f->st = NULL;
+  tw_state_opts_t utc = {.no_sync = true, .tz_set = true, .tz_offset_ms = 0};
+  assert_int_equal(tw_state_open(f->dir, &utc, &f->st), 0);
+  assert_int_equal(val(f->st, &c30, "k", T0 + 37 * HOUR), 10);
+  tw_state_stats(f->st, &st);
+  assert_int_equal(st.entries_rebucketed, 1);
+  /* A version 2 entry whose stored width is not the spec's is corrupt. */
+  unsigned char enc[256];
+  tw__entry_t *e = calloc(1, sizeof *e + 2);
+  assert_non_null(e);
+  e->key_len = 2;
+  e->key[0] = TW__KIND_AGG;
+  e->window_ms = 7 * DAY;
+  e->g_ms = 2 * HOUR;
+  e->nb_max = 85;
+  size_t en = tw__entry_encode(e, enc);
+  e->g_ms = HOUR;
+  e->nb_max = 169;
+  assert_int_equal(tw__entry_decode(e, enc, en), TW_ESTATE);
+  free(e->buckets);
+  free(e);
+}
+
+static size_t raw_count(const char *dir, const char *db) {
+  MDB_env *env;
+  MDB_txn *txn;
+  MDB_dbi dbi;
+  MDB_stat ms;
+  assert_int_equal(mdb_env_create(&env), 0);
+  assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+  assert_int_equal(mdb_env_open(env, dir, MDB_RDONLY, 0600), 0);
+  assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+  assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
+  assert_int_equal(mdb_stat(txn, dbi, &ms), 0);
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+  return ms.ms_entries;
+}
+
+/* A long run of keys touched once (a 1-hour window, a new key every 10 s for ~6 days): with
+ * commit + evict per batch, memory and LMDB both hold only the keys still inside the window. */
+static void test_evict_expired_bounded(void **state) {
+  fx_t *f = *state;
+  const tw_window_spec_t s = {"once_1h", TW_AGG_SUM, HOUR, 0};
+  const int64_t lateness = 10 * MIN;
+  const int n = 50000;
+  char k[32];
+  uint64_t peak = 0;
+  for (int i = 0; i < n; i++) {
+    int64_t t = T0 + (int64_t)i * 10000;
+    int kl = snprintf(k, sizeof k, "inst-%d", i);
+    assert_int_equal(tw_state_agg_add(f->st, &s, k, (size_t)kl, t, i), 0);
+    if (i % 500 == 499) {
+      assert_int_equal(tw_state_commit(f->st), 0);
+      assert_int_equal(tw_state_evict(f->st, t - lateness, 2000), 0);
+      tw_state_stats_t st;
+      tw_state_stats(f->st, &st);
+      if (st.keys_in_memory > peak) peak = st.keys_in_memory;
+    }
+  }
+  assert_int_equal(tw_state_commit(f->st), 0);
+  tw_state_stats_t st;
+  tw_state_stats(f->st, &st);
+  /* Inside window + lateness: 420 keys; plus up to one batch between sweeps. */
+  assert_true(peak <= 1000);
+  assert_true(st.evicted_expired >= (uint64_t)n - 1000);
+  /* Recent keys are intact; an evicted key reads as empty, which it is. */
+  for (int i = n - 300; i < n; i++) {
+    int kl = snprintf(k, sizeof k, "inst-%d", i);
+    int64_t v;
+    assert_int_equal(
+        tw_state_agg_value(f->st, &s, k, (size_t)kl, T0 + (int64_t)(n - 1) * 10000, &v), 0);
+    assert_int_equal(v, i);
+  }
+  tw_state_close(f->st);
+  f->st = NULL;
+  size_t in_lmdb = raw_count(f->dir, "agg");
+  assert_true(in_lmdb <= 1000);
+  assert_int_equal(tw_state_open(f->dir, &opts, &f->st), 0);
+}
+
+/* Over the memory budget, clean entries are dropped and reload with the same values; dirty
+ * entries are never dropped. */
+static void test_evict_clean_reload(void **state) {
+  fx_t *f = *state;
+  tw_state_close(f->st);
+  f->st = NULL;
+  tw_state_opts_t small = {.no_sync = true, .max_keys_in_memory = 100};
+  assert_int_equal(tw_state_open(f->dir, &small, &f->st), 0);
+  char k[32];
+  for (int round = 0; round < 3; round++) {
+    for (int i = 0; i < 1000; i++) {
+      int kl = snprintf(k, sizeof k, "inst-%d", i);
+      assert_int_equal(tw_state_agg_add(f->st, &sum_all, k, (size_t)kl, T0 + round, i), 0);
+      assert_int_equal(tw_state_agg_add(f->st, &cnt7d, k, (size_t)kl, T0 + round * HOUR, 0), 0);
+      if (i % 100 == 99) {
+        /* Before the commit the 200 entries of this batch are dirty: they stay. */
+        tw_state_stats_t st;
+        assert_int_equal(tw_state_evict(f->st, T0, 10000), 0);
+        assert_int_equal(tw_state_evict(f->st, T0, 10000), 0);
+        tw_state_stats(f->st, &st);
+        assert_true(st.keys_in_memory >= 200);
+        assert_int_equal(tw_state_commit(f->st), 0);
+        assert_int_equal(tw_state_evict(f->st, T0, 10000), 0);
+        assert_int_equal(tw_state_evict(f->st, T0, 10000), 0); /* second chance used up */
+        tw_state_stats(f->st, &st);
+        assert_true(st.keys_in_memory <= 100);
+      }
+    }
+  }
+  tw_state_stats_t st;
+  tw_state_stats(f->st, &st);
+  assert_true(st.evicted_clean > 5000);
+  assert_int_equal(st.evicted_expired, 0);
+  uint64_t loaded = st.keys_loaded;
+  for (int i = 0; i < 1000; i++) {
+    int kl = snprintf(k, sizeof k, "inst-%d", i);
+    int64_t v;
+    assert_int_equal(tw_state_agg_value(f->st, &sum_all, k, (size_t)kl, T0 + 2, &v), 0);
+    assert_int_equal(v, 3 * i);
+    assert_int_equal(tw_state_agg_value(f->st, &cnt7d, k, (size_t)kl, T0 + 2 * HOUR, &v), 0);
+    assert_int_equal(v, 3);
+  }
+  tw_state_stats(f->st, &st);
+  assert_true(st.keys_loaded >= loaded + 1800);
+}
+
+/* An expired entry evicted, then reloaded and changed before the commit that deletes it:
+ * the commit writes the new value (deletes go first). Cooldowns and `all` never expire. */
+static void test_evict_then_reuse_before_commit(void **state) {
+  fx_t *f = *state;
+  const tw_window_spec_t s = {"w1h", TW_AGG_COUNT, HOUR, 0};
+  bool fire;
+  add(f->st, &s, "k", T0, 0);
+  add(f->st, &sum_all, "k", T0, 5);
+  assert_int_equal(tw_state_cooldown(f->st, "r", "k", 1, T0, HOUR, &fire), 0);
+  assert_int_equal(tw_state_commit(f->st), 0);
+  assert_int_equal(tw_state_evict(f->st, T0 + 2 * HOUR, 100), 0);
+  tw_state_stats_t st;
+  tw_state_stats(f->st, &st);
+  assert_int_equal(st.evicted_expired, 1);
+  assert_int_equal(st.keys_in_memory, 2);
+  add(f->st, &s, "k", T0 + 3 * HOUR, 0);
+  assert_int_equal(val(f->st, &s, "k", T0 + 3 * HOUR), 1);
+  assert_int_equal(tw_state_commit(f->st), 0);
+  reopen(f);
+  assert_int_equal(val(f->st, &s, "k", T0 + 3 * HOUR), 1);
+  assert_int_equal(val(f->st, &sum_all, "k", T0 + 3 * HOUR), 5);
+  assert_int_equal(tw_state_cooldown(f->st, "r", "k", 1, T0 + 1, HOUR, &fire), 0);
+  assert_false(fire);
+  /* Evicted and not touched again: gone from LMDB after the commit. */
+  assert_int_equal(tw_state_evict(f->st, T0 + 5 * HOUR, 100), 0);
+  assert_int_equal(tw_state_commit(f->st), 0);
+  tw_state_close(f->st);
+  f->st = NULL;
+  assert_int_equal(raw_count(f->dir, "agg"), 1); /* the `all` sum */
+  assert_int_equal(raw_count(f->dir, "cool"), 1);
+  assert_int_equal(tw_state_open(f->dir, &opts, &f->st), 0);
+  assert_int_equal(tw_state_evict(f->st, T0, 0), 0);
+  assert_int_equal(tw_state_evict(NULL, T0, 10), TW_EINVAL);
+  /* No watermark yet, or a huge one: nothing wraps (UBSan checks). */
+  add(f->st, &s, "k2", T0, 0);
+  assert_int_equal(tw_state_commit(f->st), 0);
+  assert_int_equal(tw_state_evict(f->st, INT64_MIN, 100), 0);
+  assert_int_equal(val(f->st, &s, "k2", T0), 1);
+  assert_int_equal(tw_state_evict(f->st, INT64_MAX, 100), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_open_creates_dir_0700, setup, teardown),
@@ -481,6 +718,10 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_failed_commit_keeps_everything, setup, teardown),
       cmocka_unit_test_setup_teardown(test_map_growth, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corrupt_entry, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_v1_entries_load, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_evict_expired_bounded, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_evict_clean_reload, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_evict_then_reuse_before_commit, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -111,7 +111,7 @@ static void test_case_004_window_edge(void **state) {
   snprintf(path, sizeof path, "%s/004-window-edge.jsonl", cases ? cases : "/work/shared/cases");
   FILE *in = fopen(path, "r");
   assert_non_null(in);
-  tw_window_spec_t s = {"complaints_7d", TW_AGG_COUNT, 7 * DAY};
+  tw_window_spec_t s = {"complaints_7d", TW_AGG_COUNT, 7 * DAY, 0};
   char line[2048];
   int64_t ts[3];
   int n = 0;
@@ -132,8 +132,8 @@ static void test_case_004_window_edge(void **state) {
 /* Counts and sums at many times against brute force, with times on bucket ends (exact). */
 static void test_sliding_exact_on_bucket_ends(void **state) {
   fx_t *f = *state;
-  tw_window_spec_t c = {"c1h", TW_AGG_COUNT, HOUR}; /* g = 1m */
-  tw_window_spec_t s = {"s1h", TW_AGG_SUM, HOUR};
+  tw_window_spec_t c = {"c1h", TW_AGG_COUNT, HOUR, 0}; /* g = 1m */
+  tw_window_spec_t s = {"s1h", TW_AGG_SUM, HOUR, 0};
   enum { N = 3000 };
   static int64_t ts[N], val[N];
   int64_t t = 1700000000000LL / MIN * MIN;
@@ -154,7 +154,7 @@ static void test_sliding_exact_on_bucket_ends(void **state) {
 /* Unaligned times: the value is within one bucket at the old edge. */
 static void test_sliding_unaligned_bounds(void **state) {
   fx_t *f = *state;
-  tw_window_spec_t c = {"c10m", TW_AGG_COUNT, 10 * MIN}; /* g = 1m? 600s > 256s, so 1m */
+  tw_window_spec_t c = {"c10m", TW_AGG_COUNT, 10 * MIN, 0}; /* g = 1m? 600s > 256s, so 1m */
   enum { N = 4000 };
   static int64_t ts[N];
   int64_t t = 1700000000123LL;
@@ -175,7 +175,7 @@ static void test_sliding_unaligned_bounds(void **state) {
 
 static void test_late_event_inside_window(void **state) {
   fx_t *f = *state;
-  tw_window_spec_t s = {"late", TW_AGG_SUM, 7 * DAY};
+  tw_window_spec_t s = {"late", TW_AGG_SUM, 7 * DAY, 0};
   int64_t t0 = 1740000000000LL / HOUR * HOUR;
   assert_int_equal(tw_state_agg_add(f->st, &s, "k", 1, t0 + 10 * HOUR, 5), 0);
   assert_int_equal(tw_state_agg_add(f->st, &s, "k", 1, t0 + 12 * HOUR, 7), 0);
@@ -203,7 +203,7 @@ static void test_late_event_inside_window(void **state) {
 
 static void test_eviction(void **state) {
   fx_t *f = *state;
-  tw_window_spec_t s = {"evict", TW_AGG_COUNT, HOUR};
+  tw_window_spec_t s = {"evict", TW_AGG_COUNT, HOUR, 0};
   int64_t t0 = 1740000000000LL / MIN * MIN;
   uint32_t nb = 0, cap = 0;
   for (int i = 1; i <= 60; i++)
@@ -234,7 +234,7 @@ static void test_bucket_cap_year(void **state) {
   char names[5][16];
   for (int w = 0; w < nw; w++) {
     snprintf(names[w], sizeof names[w], "cap%d", w);
-    s[w] = (tw_window_spec_t){names[w], TW_AGG_COUNT, windows[w]};
+    s[w] = (tw_window_spec_t){names[w], TW_AGG_COUNT, windows[w], 0};
   }
   int64_t t = 1704067200000LL, step = 365 * DAY / 100000;
   uint32_t max_seen[5] = {0};
@@ -257,8 +257,8 @@ static void test_bucket_cap_year(void **state) {
 
 static void test_all_window(void **state) {
   fx_t *f = *state;
-  tw_window_spec_t c = {"total", TW_AGG_COUNT, 0};
-  tw_window_spec_t s = {"total_fen", TW_AGG_SUM, 0};
+  tw_window_spec_t c = {"total", TW_AGG_COUNT, 0, 0};
+  tw_window_spec_t s = {"total_fen", TW_AGG_SUM, 0, 0};
   for (int i = 0; i < 1000; i++) {
     int64_t ts = 1000000LL * ((i * 7919) % 1000); /* out of order, spread over years */
     assert_int_equal(tw_state_agg_add(f->st, &c, "k", 1, ts, 0), 0);
@@ -274,8 +274,8 @@ static void test_all_window(void **state) {
 
 static void test_sum_overflow(void **state) {
   fx_t *f = *state;
-  tw_window_spec_t a = {"ovf_all", TW_AGG_SUM, 0};
-  tw_window_spec_t w = {"ovf_win", TW_AGG_SUM, HOUR};
+  tw_window_spec_t a = {"ovf_all", TW_AGG_SUM, 0, 0};
+  tw_window_spec_t w = {"ovf_win", TW_AGG_SUM, HOUR, 0};
   int64_t t = 1740000000000LL;
   assert_int_equal(tw_state_agg_add(f->st, &a, "k", 1, t, INT64_MAX - 1), 0);
   assert_int_equal(tw_state_agg_add(f->st, &a, "k", 1, t, 5), TW_EOVERFLOW);
@@ -305,10 +305,10 @@ static void test_bad_arguments(void **state) {
   char longname[TW_STATE_NAME_MAX + 2];
   memset(longname, 'n', sizeof longname - 1);
   longname[sizeof longname - 1] = 0;
-  tw_window_spec_t ok = {"ok", TW_AGG_COUNT, HOUR};
-  tw_window_spec_t neg = {"neg", TW_AGG_COUNT, -1};
-  tw_window_spec_t ln = {longname, TW_AGG_COUNT, HOUR};
-  tw_window_spec_t badfn = {"badfn", (tw_agg_fn_t)7, HOUR};
+  tw_window_spec_t ok = {"ok", TW_AGG_COUNT, HOUR, 0};
+  tw_window_spec_t neg = {"neg", TW_AGG_COUNT, -1, 0};
+  tw_window_spec_t ln = {longname, TW_AGG_COUNT, HOUR, 0};
+  tw_window_spec_t badfn = {"badfn", (tw_agg_fn_t)7, HOUR, 0};
   int64_t v;
   assert_int_equal(tw_state_agg_add(f->st, &ok, big, sizeof big, 1, 0), TW_ETOOBIG);
   assert_int_equal(tw_state_agg_add(f->st, &ok, big, TW_STATE_KEY_MAX, 1, 0), 0);
@@ -326,7 +326,7 @@ static void test_bad_arguments(void **state) {
   assert_int_equal(tw_state_agg_value(f->st, &ok, "a\0b", 3, 10, &v), 0);
   assert_int_equal(v, 1);
   /* Same name, other window: a separate series. */
-  tw_window_spec_t other = {"ok", TW_AGG_COUNT, DAY};
+  tw_window_spec_t other = {"ok", TW_AGG_COUNT, DAY, 0};
   assert_int_equal(tw_state_agg_value(f->st, &other, "a\0b", 3, 10, &v), 0);
   assert_int_equal(v, 0);
 }
@@ -334,7 +334,7 @@ static void test_bad_arguments(void **state) {
 /* Many keys force the hash table to grow; every key keeps its own value. */
 static void test_many_keys(void **state) {
   fx_t *f = *state;
-  tw_window_spec_t s = {"many", TW_AGG_SUM, DAY};
+  tw_window_spec_t s = {"many", TW_AGG_SUM, DAY, 0};
   char k[32];
   for (int i = 0; i < 20000; i++) {
     int n = snprintf(k, sizeof k, "inst-%d", i);
@@ -352,6 +352,130 @@ static void test_many_keys(void **state) {
   assert_int_equal(st.keys_in_memory, 20000);
 }
 
+/* Case 009: with 1d buckets in Asia/Shanghai, a bucket is one local day (00:00, 24:00]. */
+static void test_case_009_local_days(void **state) {
+  (void)state;
+  const int64_t p1 = 1740843000000LL; /* 2025-03-01T23:30:00+08:00 */
+  const int64_t p2 = 1740846600000LL; /* 2025-03-01T16:30:00Z = 03-02 00:30 local */
+  const int64_t p3 = 1740844799999LL; /* 2025-03-01T15:59:59.999Z = 03-01 23:59:59.999 local */
+  const int64_t p4 = 1740844800000LL; /* epoch ms = 2025-03-02T00:00:00.000 local */
+  const int64_t day_0301 = 1740787200000LL / DAY; /* days since 1970-01-01 of 2025-03-01 */
+  tw__entry_t *e = calloc(1, sizeof *e + 2);
+  assert_non_null(e);
+  e->key_len = 2;
+  e->key[0] = TW__KIND_AGG;
+  e->key[1] = 'k';
+  e->window_ms = 7 * DAY;
+  e->g_ms = DAY;
+  e->nb_max = 8;
+  e->align_ms = tw__align_ms(TW_STATE_TZ_DEFAULT_MS, DAY);
+  assert_int_equal(e->align_ms, 8 * HOUR);
+  const int64_t ts[4] = {p1, p2, p3, p4};
+  /* Bucket idx covers local day idx (days since the local epoch), ending at its closing
+   * midnight. p-4, exactly at local midnight 03-02 00:00:00.000, closes 03-01's bucket: the
+   * windows are (t − W, t], so a 7-day window evaluated at 03-09 00:00 local leaves it out. */
+  const int64_t want[4] = {day_0301, day_0301 + 1, day_0301, day_0301};
+  for (int i = 0; i < 4; i++) {
+    int too_old = 0;
+    assert_int_equal(tw__window_add(e, ts[i], 1, &too_old), 0);
+    assert_false(too_old);
+    int found = 0;
+    for (uint32_t b = 0; b < e->nb; b++) found |= e->buckets[b].idx == want[i];
+    assert_true(found);
+  }
+  assert_int_equal(e->nb, 2);
+  assert_int_equal(e->buckets[0].value, 3);
+  assert_int_equal(e->buckets[1].value, 1);
+  /* The fault the case names: aligned to UTC, p-2 (00:30 local on 03-02) shared 03-01's bucket. */
+  e->nb = 0;
+  e->seen = 0;
+  e->total = 0;
+  e->align_ms = 0;
+  for (int i = 0; i < 4; i++) {
+    int too_old = 0;
+    assert_int_equal(tw__window_add(e, ts[i], 1, &too_old), 0);
+  }
+  assert_int_equal(e->nb, 1);
+  free(e->buckets);
+  free(e);
+}
+
+/* Through the API: a 7-day window of local days is exact when evaluated at local midnight. */
+static void test_local_midnight_windows(void **state) {
+  fx_t *f = *state;
+  const tw_window_spec_t s = {"pay_7d", TW_AGG_COUNT, 7 * DAY, DAY};
+  const int64_t ts[4] = {1740843000000LL, 1740846600000LL, 1740844799999LL, 1740844800000LL};
+  const int64_t mid_0302 = 1740844800000LL; /* 2025-03-02T00:00:00+08:00 */
+  for (int i = 0; i < 4; i++) assert_int_equal(tw_state_agg_add(f->st, &s, "k", 1, ts[i], 0), 0);
+  assert_int_equal(value_at(f->st, &s, "k", mid_0302), 3);
+  assert_int_equal(value_at(f->st, &s, "k", mid_0302 + DAY), 4);
+  assert_int_equal(value_at(f->st, &s, "k", mid_0302 + 7 * DAY), 1); /* only p-2 */
+  /* The same in a UTC state: its buckets end at 08:00 local, so local midnight is between
+   * bucket ends and the value at 03-09 00:00 local still holds all four (within a bucket). */
+  tw_state_t *utc = NULL;
+  char dir[64];
+  strcpy(dir, "/tmp/tw-window-utc-XXXXXX");
+  assert_non_null(mkdtemp(dir));
+  tw_state_opts_t o = {.no_sync = true, .tz_set = true, .tz_offset_ms = 0};
+  assert_int_equal(tw_state_open(dir, &o, &utc), 0);
+  for (int i = 0; i < 4; i++) assert_int_equal(tw_state_agg_add(utc, &s, "k", 1, ts[i], 0), 0);
+  assert_int_equal(value_at(utc, &s, "k", mid_0302 + 7 * DAY), 4);
+  tw_state_close(utc);
+  nftw(dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+  /* Offsets beyond ±18h are refused. */
+  o.tz_offset_ms = 19 * HOUR;
+  assert_int_equal(tw_state_open(dir, &o, &utc), TW_EINVAL);
+  o.tz_offset_ms = -5 * HOUR - 30 * MIN; /* a negative, non-hour offset aligns too */
+  assert_int_equal(tw__align_ms(o.tz_offset_ms, DAY), DAY - 5 * HOUR - 30 * MIN);
+  assert_int_equal(tw__align_ms(o.tz_offset_ms, HOUR), 30 * MIN);
+}
+
+/* Explicit bucket widths: validation, the cap, and identity (another width, another series). */
+static void test_explicit_bucket(void **state) {
+  fx_t *f = *state;
+  int64_t v;
+  const struct {
+    int64_t window_ms, bucket_ms;
+    int rc;
+  } cases[] = {
+      {7 * DAY, DAY, 0},
+      {7 * DAY, 999, TW_EINVAL},
+      {7 * DAY, 5 * DAY, TW_EINVAL},
+      {0, DAY, TW_EINVAL},
+      {DAY, 2 * DAY, TW_EINVAL},
+      {4096 * SEC, SEC, 0},
+      {4097 * SEC, SEC, TW_EINVAL},
+      {HOUR, -MIN, TW_EINVAL},
+      {HOUR, HOUR, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    tw_window_spec_t s = {"xb", TW_AGG_COUNT, cases[i].window_ms, cases[i].bucket_ms};
+    assert_int_equal(tw_state_agg_add(f->st, &s, "k", 1, DAY, 0), cases[i].rc);
+    assert_int_equal(tw_state_agg_value(f->st, &s, "k", 1, DAY, &v), cases[i].rc);
+  }
+  /* 4096 one-second buckets: the cap is 4097 and holds. */
+  tw_window_spec_t fine = {"fine", TW_AGG_SUM, 4096 * SEC, SEC};
+  assert_int_equal(tw__spec_cap(&fine), 4097);
+  int64_t t0 = 1740000000000LL;
+  for (int i = 0; i < 9000; i++)
+    assert_int_equal(tw_state_agg_add(f->st, &fine, "k", 1, t0 + i * SEC, 1), 0);
+  uint32_t nb = 0, cap = 0;
+  assert_int_equal(tw__state_agg_buckets(f->st, &fine, "k", 1, &nb, &cap), 0);
+  assert_int_equal(cap, 4097);
+  assert_true(nb <= cap);
+  assert_int_equal(value_at(f->st, &fine, "k", t0 + 8999 * SEC), 4096);
+  /* Same name, fn and window, automatic vs explicit width: separate series. */
+  tw_window_spec_t a = {"same", TW_AGG_COUNT, 7 * DAY, 0}, b = {"same", TW_AGG_COUNT, 7 * DAY, DAY};
+  assert_int_equal(tw_state_agg_add(f->st, &a, "k", 1, t0, 0), 0);
+  assert_int_equal(value_at(f->st, &b, "k", t0), 0);
+  unsigned char ka[TW__STATE_DBKEY_MAX], kb[TW__STATE_DBKEY_MAX];
+  int na = tw__state_agg_dbkey(&a, "k", 1, ka, sizeof ka);
+  int nb2 = tw__state_agg_dbkey(&b, "k", 1, kb, sizeof kb);
+  assert_int_equal(na + 8, nb2);
+  assert_int_equal(ka[5], TW_AGG_COUNT);        /* "same" NUL fn: version 1 key unchanged */
+  assert_int_equal(kb[5], TW_AGG_COUNT | 0x80); /* explicit width flagged */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_granularity),
@@ -365,6 +489,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_sum_overflow, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
       cmocka_unit_test_setup_teardown(test_many_keys, setup, teardown),
+      cmocka_unit_test(test_case_009_local_days),
+      cmocka_unit_test_setup_teardown(test_local_midnight_windows, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_explicit_bucket, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
