@@ -67,9 +67,23 @@ static void usage(FILE *out) {
       "  --state DIR           LMDB state directory; a second run on it continues its aggregates "
       "and\n"
       "                        cooldowns (default: a temporary directory removed at exit)\n"
-      "  --batch N             group commit every N accepted events (default 10000)\n"
+      "  --batch N             group commit every N records (default 10000)\n"
       "  --no-sync             do not fsync LMDB commits (faster; a crash may lose the last "
       "commits)\n"
+      "\n"
+      "event time (docs/engine.md):\n"
+      "  --allowed-lateness D  how far behind the newest event time an event may arrive and still\n"
+      "                        be processed in event-time order (default 1h; e.g. 0s, 90s, 15m).\n"
+      "                        Rules see an event once the stream is D past it (or it pauses for\n"
+      "                        1 s when serving). Later events are processed at once while state\n"
+      "                        holds their window, else dead-lettered as too_late\n"
+      "  --max-future-skew D   dead-letter as future_skew an event this far ahead of the wall "
+      "clock\n"
+      "                        (serving), or a jump this far ahead of a replayed stream that "
+      "later\n"
+      "                        events contradict (default 10m)\n"
+      "  --dedup-horizon D     an event whose event_id was processed within D of event time is a\n"
+      "                        duplicate: counted, not processed again (default 7d)\n"
       "\n"
       "A one-line summary goes to stderr. Exit status: 0 done, 1 bad rules/schema or unreadable\n"
       "input, 2 usage error, 70 internal failure (state store, out of memory).\n");
@@ -272,9 +286,13 @@ static void print_summary(const tw_pipeline_t *p, const tw_sink_t *feed, double 
   char rej[4200] = "", extra[256] = "", rate[96] = "";
   if (st.rejected > 0)
     snprintf(rej, sizeof rej, " (dead-letter: %s)", tw_pipeline_dead_letter_path(p));
+  if (st.duplicates > 0)
+    snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
+             ", %llu %s (event_id already processed)", (unsigned long long)st.duplicates,
+             plural(st.duplicates, "duplicate", "duplicates"));
   if (st.late > 0)
-    snprintf(extra, sizeof extra, ", %llu late (behind the watermark, processed at once)",
-             (unsigned long long)st.late);
+    snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
+             ", %llu late (behind the watermark, processed at once)", (unsigned long long)st.late);
   if (st.eval_errors > 0)
     snprintf(extra + strlen(extra), sizeof extra - strlen(extra), ", %llu rule evaluation %s",
              (unsigned long long)st.eval_errors, plural(st.eval_errors, "error", "errors"));
@@ -315,6 +333,7 @@ int tw_cmd_run(int argc, char **argv) {
                                            {"no-sync", no_argument, NULL, 'n'},
                                            {"allowed-lateness", required_argument, NULL, 'L'},
                                            {"max-future-skew", required_argument, NULL, 'K'},
+                                           {"dedup-horizon", required_argument, NULL, 'D'},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
   const char *input = NULL, *listen_ep = NULL, *feed = NULL, *alerts = NULL;
@@ -357,19 +376,25 @@ int tw_cmd_run(int argc, char **argv) {
         po.no_sync = true;
         break;
       case 'L':
-      case 'K': {
+      case 'K':
+      case 'D': {
         int64_t ms;
         if (parse_duration_ms(optarg, &ms) != 0) {
           fprintf(stderr,
                   "tutorwatch run: --%s wants a duration such as 0s, 90s, 15m, 1h or 1d, not "
                   "'%s'\n",
-                  c == 'L' ? "allowed-lateness" : "max-future-skew", optarg);
+                  c == 'L'   ? "allowed-lateness"
+                  : c == 'K' ? "max-future-skew"
+                             : "dedup-horizon",
+                  optarg);
           return 2;
         }
         if (c == 'L')
           po.allowed_lateness_ms = ms;
-        else
+        else if (c == 'K')
           po.max_future_skew_ms = ms;
+        else
+          po.dedup_horizon_ms = ms;
         break;
       }
       case 'b': {

@@ -34,11 +34,12 @@
 #define TW_INPUT_PROBE_BYTES 4096   /* bytes hashed at the head and before the resume offset */
 #define TW_INPUT_META "input_position"
 #define TW_INPUT_META_VERSION 1
-#define TW_SUSPECTS_MAX 16     /* events held as suspected future timestamps at once */
-#define TW_SUSPECT_PATIENCE 8  /* later events staying behind a suspect before it is refused */
-#define TW_RECENT 64           /* event times kept to measure the stream's recent span */
-#define TW_SPAN_FACTOR 10      /* a jump beyond 10x the recent span (and the skew) is suspect */
-#define TW_IDLE_MS 1000        /* live: no record for this long = idle */
+#define TW_SUSPECTS_MAX 16       /* events held as suspected future timestamps at once */
+#define TW_SUSPECT_PATIENCE 8    /* later events staying behind a suspect before it is refused */
+#define TW_RECENT 64             /* event times kept to measure the stream's recent span */
+#define TW_SPAN_FACTOR 10        /* a jump beyond 10x the recent span (and the skew) is suspect */
+#define TW_EVICT_PER_COMMIT 4096 /* state entries examined for eviction per group commit */
+#define TW_IDLE_MS 1000          /* live: no record for this long = idle */
 #define TW_PUBLISHED_META "published_seq" /* last journal seq handed to the sinks */
 
 /* An alert made durable by the next commit, then published. Strings live in pipeline->pend_buf
@@ -104,7 +105,7 @@ struct tw_pipeline {
   uint64_t republished;
   /* Event time. */
   tw_order_t *order; /* events waiting for the watermark */
-  int64_t lateness_ms, skew_ms, retention_ms;
+  int64_t lateness_ms, skew_ms, retention_ms, dedup_horizon_ms;
   bool live;
   bool have_max;
   int64_t max_seen_ms; /* newest event time accepted */
@@ -202,6 +203,8 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   p->skew_ms =
       opts->max_future_skew_ms < 0 ? TW_DEFAULT_MAX_FUTURE_SKEW_MS : opts->max_future_skew_ms;
   p->live = opts->live;
+  p->dedup_horizon_ms =
+      opts->dedup_horizon_ms <= 0 ? TW_DEFAULT_DEDUP_HORIZON_MS : opts->dedup_horizon_ms;
   p->wm_floor_ms = INT64_MIN;
   for (size_t i = 0; i < tw_rules_n_aggregates(p->rules); i++) {
     int64_t w = tw_rules_aggregate(p->rules, i)->spec.window_ms;
@@ -492,6 +495,17 @@ static int64_t watermark(const tw_pipeline_t *p) {
 
 /* process_event: aggregates and rules for the event in p->ev (in event-time order). */
 static int process_event(tw_pipeline_t *p) {
+  /* Dedup here, in event-time order, after the skew checks: an id is recorded only when its event
+   * is processed, so a restart that re-reads held (unprocessed) records does not skip them. */
+  tw_value_t id = tw_event_get(&p->ev, TW_SLOT_EVENT_ID);
+  bool dup = false;
+  int drc =
+      tw_state_dedup(p->state, id.u.s.ptr, id.u.s.len, p->ev.ts_ms, p->dedup_horizon_ms, &dup);
+  if (drc == TW_ESTATE || drc == TW_ENOMEM) return drc;
+  if (drc == 0 && dup) {
+    p->stats.duplicates++;
+    return 0;
+  }
   p->stats.accepted++;
   const type_plan_t *tp = &p->plan[p->ev.type];
   int rc = update_aggregates(p, tp);
@@ -707,6 +721,11 @@ static int admit(tw_pipeline_t *p, const tw_record_t *rec) {
     if (rc != TW_EINVAL) return rc;
     arrival_done(p, seq);
     return dead_letter(p, rec, derr.reason, derr.field, derr.message);
+  }
+  if (tw_event_get(&p->ev, TW_SLOT_EVENT_ID).u.s.len == 0) {
+    arrival_done(p, seq);
+    return dead_letter(p, rec, "missing_field", "event_id",
+                       "event_id is empty: it is the dedup key and must name the event");
   }
   int64_t ts = p->ev.ts_ms;
   if (p->live) {
@@ -935,6 +954,12 @@ int tw_pipeline_commit(tw_pipeline_t *p) {
   }
   p->stats.commits++;
   p->pending_events = 0;
+  /* Entries no query can reach any more: nothing older than watermark - longest window is
+   * accepted (too_late), so series that ended before that minus their own window are dropped. */
+  int64_t wm = watermark(p);
+  int64_t horizon = (wm == INT64_MIN || p->retention_ms == 0) ? INT64_MIN : wm - p->retention_ms;
+  rc = tw_state_evict(p->state, horizon, TW_EVICT_PER_COMMIT);
+  if (rc != 0 && rc != TW_EINVAL) return rc;
   publish(p);
   for (size_t s = 0; s < p->n_sinks; s++)
     if (p->sinks[s]->vt->flush(p->sinks[s]) != 0) p->stats.sink_errors++;

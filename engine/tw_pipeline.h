@@ -35,12 +35,14 @@ typedef struct tw_pipeline_opts {
   /* Event time (docs/engine.md). Watermark = newest event time seen - allowed lateness. */
   int64_t allowed_lateness_ms; /* < 0: the default, 1 h */
   int64_t max_future_skew_ms;  /* < 0: the default, 10 min */
+  int64_t dedup_horizon_ms;    /* how long event_ids are remembered; <= 0: the default, 7 d */
   bool live;                   /* serving (wall clock bounds the future; an idle stream's
                                   watermark follows the wall clock) rather than replaying */
 } tw_pipeline_opts_t;
 
 #define TW_DEFAULT_ALLOWED_LATENESS_MS (60 * 60 * 1000)
 #define TW_DEFAULT_MAX_FUTURE_SKEW_MS (10 * 60 * 1000)
+#define TW_DEFAULT_DEDUP_HORIZON_MS (7LL * 24 * 60 * 60 * 1000)
 
 typedef struct tw_pipeline_stats {
   uint64_t read;        /* records offered */
@@ -55,6 +57,7 @@ typedef struct tw_pipeline_stats {
   uint64_t too_late;    /* rejected: older than the watermark minus the longest window */
   uint64_t future_skew; /* rejected: too far ahead of the wall clock or of the stream */
   uint64_t held;        /* events waiting in the reorder buffer or as suspects now */
+  uint64_t duplicates;  /* events whose event_id was already processed within the horizon */
 } tw_pipeline_stats_t;
 
 /*
