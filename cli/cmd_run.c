@@ -44,7 +44,9 @@ static void usage(FILE *out) {
       "  --input FILE|-        read events from FILE or stdin, process to the end, then exit\n"
       "  --listen ENDPOINT     bind a ZeroMQ PULL socket (e.g. tcp://127.0.0.1:7600) and serve "
       "until\n"
-      "                        SIGINT/SIGTERM; send events to it with `tutorwatch send`\n"
+      "                        SIGINT/SIGTERM; send events to it with `tutorwatch send`. SIGHUP\n"
+      "                        reloads the rule file: unchanged aggregates keep their state, a\n"
+      "                        file that does not compile is refused and the old rules go on\n"
       "  --format FMT          jsonl | msgpack | auto (default: from the file extension, .msgpack "
       "=\n"
       "                        msgpack; for --listen, detected per message)\n"
@@ -137,8 +139,9 @@ typedef struct serve {
   uv_loop_t loop;
   uv_poll_t poll;
   uv_timer_t timer;
-  uv_signal_t sigint, sigterm;
+  uv_signal_t sigint, sigterm, sighup;
   tw_source_t *src;
+  const char *rules_path; /* reloaded on SIGHUP */
   tw_pipeline_t *p;
   int rc;
   int stopping; /* a signal arrived: take nothing more, commit, exit */
@@ -152,10 +155,12 @@ static void serve_stop(serve_t *s) {
   uv_timer_stop(&s->timer);
   uv_signal_stop(&s->sigint);
   uv_signal_stop(&s->sigterm);
+  uv_signal_stop(&s->sighup);
   uv_close((uv_handle_t *)&s->poll, NULL);
   uv_close((uv_handle_t *)&s->timer, NULL);
   uv_close((uv_handle_t *)&s->sigint, NULL);
   uv_close((uv_handle_t *)&s->sigterm, NULL);
+  uv_close((uv_handle_t *)&s->sighup, NULL);
 }
 
 /* Drain what the socket holds, at most RUN_DRAIN_BATCHES polls per call so a sender that never
@@ -218,13 +223,36 @@ static void on_signal(uv_signal_t *h, int signum) {
   serve_stop(s);
 }
 
-static int serve(tw_source_t *src, tw_pipeline_t *p, const char *endpoint) {
+/* SIGHUP: load the rule file again; a file that does not compile is refused and the old rules
+ * go on. Alerts already raised are committed and published first; events still waiting for the
+ * watermark are processed under the new rules. */
+static void on_reload(uv_signal_t *h, int signum) {
+  (void)signum;
+  serve_t *s = h->data;
+  char msg[2048];
+  serve_drain(s);
+  if (s->stopping) return;
+  int rc = tw_pipeline_reload(s->p, s->rules_path, msg, sizeof msg);
+  if (rc == 0) {
+    fprintf(stderr, "tutorwatch run: SIGHUP: reloaded %s: %s\n", s->rules_path, msg);
+  } else if (rc == TW_ESTATE || rc == TW_ENOMEM || rc == TW_EIO) {
+    fprintf(stderr, "tutorwatch run: SIGHUP: reload failed: %s; stopping\n", msg);
+    s->rc = rc;
+    serve_stop(s);
+  } else {
+    fprintf(stderr, "tutorwatch run: SIGHUP: %s refused, the old rules go on: %s\n", s->rules_path,
+            msg);
+  }
+}
+
+static int serve(tw_source_t *src, tw_pipeline_t *p, const char *endpoint, const char *rules_path) {
   serve_t s;
   memset(&s, 0, sizeof s);
   s.src = src;
   s.p = p;
+  s.rules_path = rules_path;
   uv_loop_init(&s.loop);
-  s.poll.data = s.timer.data = s.sigint.data = s.sigterm.data = &s;
+  s.poll.data = s.timer.data = s.sigint.data = s.sigterm.data = s.sighup.data = &s;
   uv_poll_init(&s.loop, &s.poll, src->vt->fd(src));
   uv_poll_start(&s.poll, UV_READABLE, on_poll);
   uv_timer_init(&s.loop, &s.timer);
@@ -233,7 +261,11 @@ static int serve(tw_source_t *src, tw_pipeline_t *p, const char *endpoint) {
   uv_signal_start(&s.sigint, on_signal, SIGINT);
   uv_signal_init(&s.loop, &s.sigterm);
   uv_signal_start(&s.sigterm, on_signal, SIGTERM);
-  fprintf(stderr, "tutorwatch run: listening on %s (ZeroMQ PULL); SIGINT or SIGTERM stops\n",
+  uv_signal_init(&s.loop, &s.sighup);
+  uv_signal_start(&s.sighup, on_reload, SIGHUP);
+  fprintf(stderr,
+          "tutorwatch run: listening on %s (ZeroMQ PULL); SIGHUP reloads the rules, SIGINT or "
+          "SIGTERM stops\n",
           endpoint);
   serve_drain(&s); /* messages that arrived before the loop started */
   uv_run(&s.loop, UV_RUN_DEFAULT);
@@ -512,7 +544,7 @@ int tw_cmd_run(int argc, char **argv) {
   }
   t0 = now_s();
   if (listen_ep != NULL) {
-    rc = serve(src, p, listen_ep);
+    rc = serve(src, p, listen_ep, po.rules_path);
   } else {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -136,8 +136,23 @@ static void located(char *buf, size_t cap, const char *file, int line, int col, 
     snprintf(buf, cap, "%s: %s", file, msg);
 }
 
+static void plan_free(tw_pipeline_t *p) {
+  for (uint32_t t = 0; t < TW_MAX_TYPES; t++) {
+    free(p->plan[t].aggs);
+    free(p->plan[t].rules);
+    memset(&p->plan[t], 0, sizeof p->plan[t]);
+  }
+}
+
+/* plan_build: per event type, the aggregates it feeds and the rules it triggers; and the longest
+ * sliding window (what state retains behind the watermark). */
 static int plan_build(tw_pipeline_t *p) {
   size_t na = tw_rules_n_aggregates(p->rules), nr = tw_rules_n_rules(p->rules);
+  p->retention_ms = 0;
+  for (size_t i = 0; i < na; i++) {
+    int64_t w = tw_rules_aggregate(p->rules, i)->spec.window_ms;
+    if (w > p->retention_ms) p->retention_ms = w;
+  }
   for (uint32_t t = 0; t < p->schema->n_types; t++) {
     type_plan_t *tp = &p->plan[t];
     tp->aggs = calloc(na ? na : 1, sizeof *tp->aggs);
@@ -206,10 +221,6 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   p->dedup_horizon_ms =
       opts->dedup_horizon_ms <= 0 ? TW_DEFAULT_DEDUP_HORIZON_MS : opts->dedup_horizon_ms;
   p->wm_floor_ms = INT64_MIN;
-  for (size_t i = 0; i < tw_rules_n_aggregates(p->rules); i++) {
-    int64_t w = tw_rules_aggregate(p->rules, i)->spec.window_ms;
-    if (w > p->retention_ms) p->retention_ms = w;
-  }
   rc = tw_order_new(&p->order);
   if (rc != 0) goto fail;
   p->no_sync = opts->no_sync;
@@ -1024,6 +1035,66 @@ int tw_pipeline_republish(tw_pipeline_t *p, uint64_t *count) {
   return rc;
 }
 
+int tw_pipeline_reload(tw_pipeline_t *p, const char *rules_path, char *msg, size_t cap) {
+  tw_ruleset_t *fresh = NULL;
+  tw_rule_error_t err;
+  memset(&err, 0, sizeof err);
+  int rc = tw_rules_load(rules_path, p->schema, &fresh, &err);
+  if (rc != 0) {
+    located(msg, cap, err.file[0] ? err.file : rules_path, err.line, err.col, err.message);
+    return rc;
+  }
+  /* Alerts staged for the sinks point at the old rules: make them durable and hand them over
+   * before the old rules go. */
+  rc = tw_pipeline_commit(p);
+  if (rc != 0) {
+    tw_rules_free(fresh);
+    snprintf(msg, cap, "group commit before the reload failed: %s", tw_strerror(rc));
+    return rc;
+  }
+  /* Report which aggregates keep their state (same definition, so the same state name). */
+  size_t used = (size_t)snprintf(msg, cap, "%zu rules, %zu aggregates;", tw_rules_n_rules(fresh),
+                                 tw_rules_n_aggregates(fresh));
+  size_t kept = 0, started = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    int any = 0;
+    for (size_t i = 0; i < tw_rules_n_aggregates(fresh); i++) {
+      const tw_agg_def_t *a = tw_rules_aggregate(fresh, i);
+      int same = 0;
+      for (size_t j = 0; j < tw_rules_n_aggregates(p->rules) && !same; j++)
+        same = strcmp(tw_rules_aggregate(p->rules, j)->spec.name, a->spec.name) == 0;
+      if (same != (pass == 0)) continue;
+      if (pass == 0)
+        kept++;
+      else
+        started++;
+      if (used < cap)
+        used += (size_t)snprintf(msg + used, cap - used, "%s %s",
+                                 any         ? ","
+                                 : pass == 0 ? " keep state:"
+                                 : kept > 0  ? "; start empty:"
+                                             : " start empty:",
+                                 a->name);
+      any = 1;
+    }
+  }
+  if (kept + started == 0 && used < cap) snprintf(msg + used, cap - used, " no aggregates");
+  tw_ruleset_t *old = p->rules;
+  p->rules = fresh;
+  plan_free(p);
+  rc = plan_build(p);
+  if (rc != 0) { /* out of memory: go back to the old rules, whose plan fits */
+    p->rules = old;
+    plan_free(p);
+    tw_rules_free(fresh);
+    snprintf(msg, cap, "out of memory while planning the new rules; the old rules go on");
+    (void)plan_build(p); /* smaller than the plan that just failed, or the same */
+    return TW_ENOMEM;
+  }
+  tw_rules_free(old);
+  return 0;
+}
+
 uint64_t tw_pipeline_pending(const tw_pipeline_t *p) {
   return p->pending_events;
 }
@@ -1043,10 +1114,7 @@ int tw_pipeline_close(tw_pipeline_t *p) {
   if (p->state != NULL && p->rules != NULL) rc = tw_pipeline_commit(p);
   for (size_t s = 0; s < p->n_sinks; s++) p->sinks[s]->vt->close(p->sinks[s]);
   if (p->dead_letter != NULL && fclose(p->dead_letter) != 0 && rc == 0) rc = TW_EIO;
-  for (uint32_t t = 0; t < TW_MAX_TYPES; t++) {
-    free(p->plan[t].aggs);
-    free(p->plan[t].rules);
-  }
+  plan_free(p);
   free(p->pend);
   free(p->pend_buf);
   tw_order_free(p->order);

@@ -118,6 +118,17 @@ int tw_pipeline_tick(tw_pipeline_t *p, int64_t wall_ms);
  */
 int tw_pipeline_republish(tw_pipeline_t *p, uint64_t *count);
 
+/*
+ * tw_pipeline_reload: load the rule file at rules_path again (SIGHUP when serving). On success the
+ * new rules apply from the next event; an aggregate whose definition is unchanged keeps its state
+ * (state is named by the definition's fingerprint), a new or changed one starts empty, and msg
+ * says which ("5 rules, 4 aggregates; keep state: a, b; start empty: c"). What was staged under
+ * the old rules is committed and published first. On failure msg holds the located error
+ * ("file:line:col: message") and the old rules go on. Returns 0, the loader's error
+ * (TW_EPARSE, TW_EINVAL, TW_ETYPE, TW_ENOENT, TW_ETOOBIG), or a commit failure.
+ */
+int tw_pipeline_reload(tw_pipeline_t *p, const char *rules_path, char *msg, size_t cap);
+
 /* tw_pipeline_commit: group commit now (state + journal + meta), then publish the alerts it made
  * durable and flush the sinks. Returns 0 or TW_ESTATE / TW_EIO. */
 int tw_pipeline_commit(tw_pipeline_t *p);

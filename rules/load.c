@@ -534,6 +534,48 @@ static int parse_fn(loader_t *L, const ynode_t *n, tw_agg_def_t *a) {
                  (int)(name_len > 32 ? 32 : name_len), s);
 }
 
+/* fingerprint_agg: the state name of an aggregate is "name#" + 16 hex of a BLAKE2b of its
+ * definition (on, by, fn, window, where, and the lists a filter could read), so state is reused
+ * exactly when the definition is unchanged: a run or a reload with a changed filter, key or
+ * function starts that aggregate afresh instead of mixing two definitions in one series. */
+static int fingerprint_agg(loader_t *L, const ynode_t *k, const ynode_t *v, tw_agg_def_t *a) {
+  crypto_generichash_state h;
+  unsigned char out[8];
+  char hex[17], *name;
+  static const char *const parts[] = {"on", "by", "fn", "window", "where"};
+  crypto_generichash_init(&h, NULL, 0, sizeof out);
+  for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+    const ynode_t *n = get(v, parts[i]);
+    crypto_generichash_update(&h, (const unsigned char *)parts[i], strlen(parts[i]) + 1);
+    if (n == NULL) continue;
+    if (n->kind == YN_SCALAR) {
+      crypto_generichash_update(&h, (const unsigned char *)n->s, n->len + 1);
+    } else {
+      for (const ynode_t *c = n->child; c != NULL; c = c->next)
+        if (c->kind == YN_SCALAR)
+          crypto_generichash_update(&h, (const unsigned char *)c->s, c->len + 1);
+    }
+  }
+  if (get(v, "where") != NULL) {
+    for (size_t i = 0; i < L->rs->n_lists; i++) {
+      const tw__list_t *l = &L->rs->lists[i];
+      crypto_generichash_update(&h, (const unsigned char *)l->name, strlen(l->name) + 1);
+      for (size_t j = 0; j < l->n; j++)
+        crypto_generichash_update(&h, (const unsigned char *)l->items[j].ptr, l->items[j].len + 1);
+    }
+  }
+  crypto_generichash_final(&h, out, sizeof out);
+  sodium_bin2hex(hex, sizeof hex, out, sizeof out);
+  size_t n = strlen(k->s);
+  name = tw__arena_alloc(&L->rs->arena, n + 18);
+  if (name == NULL) return fail(L, TW_ENOMEM, 0, 0, "out of memory");
+  memcpy(name, k->s, n);
+  name[n] = '#';
+  memcpy(name + n + 1, hex, 17);
+  a->spec.name = name;
+  return 0;
+}
+
 static const char *const agg_keys[] = {"on", "where", "by", "fn", "window"};
 
 static int load_aggregates(loader_t *L, const ynode_t *map) {
@@ -578,6 +620,7 @@ static int load_aggregates(loader_t *L, const ynode_t *map) {
       if ((rc = compile_expr(L, where, &env, TW_V_BOOL, &e)) != 0) return rc;
       a->where = e;
     }
+    if ((rc = fingerprint_agg(L, k, v, a)) != 0) return rc;
     rs->n_aggs++;
   }
   return 0;

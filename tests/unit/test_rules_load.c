@@ -61,6 +61,49 @@ static const char VALID[] =
     "tests:\n"
     "  - anything: goes here for now\n";
 
+/* The state name of an aggregate for a one-aggregate file with the given definition line and
+ * list; copied into out. */
+static void state_name_of(const char *agg_def, const char *list, char *out, size_t cap) {
+  char text[1024];
+  snprintf(text, sizeof text,
+           "version: 1\nlists:\n  words: [%s]\naggregates:\n  n: %s\nrules:\n"
+           "  - name: r\n    on: [complaint]\n    by: institution_id\n    when: n > 0\n"
+           "    severity: low\n",
+           list, agg_def);
+  tw_ruleset_t *rs = NULL;
+  tw_rule_error_t err;
+  int rc = tw_rules_load_buffer("fp.yaml", text, strlen(text), &schema, &rs, &err);
+  if (rc != 0) fprintf(stderr, "%s:%d:%d: %s\n", err.file, err.line, err.col, err.message);
+  assert_int_equal(rc, 0);
+  snprintf(out, cap, "%s", tw_rules_aggregate(rs, 0)->spec.name);
+  tw_rules_free(rs);
+}
+
+static void test_state_name_follows_definition(void **state) {
+  (void)state;
+  char a[64], b[64];
+  const char *base = "{on: [complaint], by: institution_id, fn: count(), window: 7d}";
+  state_name_of(base, "a, b", a, sizeof a);
+  state_name_of(base, "a, b", b, sizeof b);
+  assert_string_equal(a, b); /* same definition: same state */
+  state_name_of(base, "a, c", b, sizeof b);
+  assert_string_equal(a, b); /* no filter: the lists do not matter */
+  state_name_of("{on: [complaint], by: institution_id, fn: count(), window: 8d}", "a, b", b,
+                sizeof b);
+  assert_string_not_equal(a, b);
+  const char *filtered =
+      "{on: [complaint], where: 'text matches any(words)', by: institution_id, fn: count(), "
+      "window: 7d}";
+  state_name_of(filtered, "a, b", a, sizeof a);
+  state_name_of(filtered, "a, c", b, sizeof b);
+  assert_string_not_equal(a, b); /* the filter reads the list: a new list is a new series */
+  state_name_of(
+      "{on: [complaint], where: 'category == \"x\"', by: institution_id, fn: count(), "
+      "window: 7d}",
+      "a, b", b, sizeof b);
+  assert_string_not_equal(a, b);
+}
+
 static void test_valid_file(void **state) {
   (void)state;
   tw_ruleset_t *rs = NULL;
@@ -71,7 +114,9 @@ static void test_valid_file(void **state) {
   assert_int_equal(tw_rules_n_aggregates(rs), 3);
   const tw_agg_def_t *a = tw_rules_aggregate(rs, 0);
   assert_string_equal(a->name, "collected_all");
-  assert_string_equal(a->spec.name, "collected_all");
+  /* The state name carries a fingerprint of the definition (see fingerprint_agg). */
+  assert_int_equal(strncmp(a->spec.name, "collected_all#", 14), 0);
+  assert_int_equal(strlen(a->spec.name), 14 + 16);
   assert_int_equal(a->spec.fn, TW_AGG_SUM);
   assert_int_equal(a->spec.window_ms, 0);
   assert_int_equal(a->on_types, 1u << TT_PAYMENT);
@@ -496,11 +541,11 @@ static void test_docs_examples(void **state) {
 int main(void) {
   ts_build(&schema);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_valid_file),     cmocka_unit_test(test_rules_fire),
-      cmocka_unit_test(test_bad_files),      cmocka_unit_test(test_alias_bomb),
-      cmocka_unit_test(test_bounds),         cmocka_unit_test(test_load_from_file),
-      cmocka_unit_test(test_empty_sections), cmocka_unit_test(test_severity_names),
-      cmocka_unit_test(test_docs_examples),
+      cmocka_unit_test(test_valid_file),     cmocka_unit_test(test_state_name_follows_definition),
+      cmocka_unit_test(test_rules_fire),     cmocka_unit_test(test_bad_files),
+      cmocka_unit_test(test_alias_bomb),     cmocka_unit_test(test_bounds),
+      cmocka_unit_test(test_load_from_file), cmocka_unit_test(test_empty_sections),
+      cmocka_unit_test(test_severity_names), cmocka_unit_test(test_docs_examples),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
