@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,7 +29,6 @@
 #include "tw_schema.h"
 #include "tw_state.h"
 
-#define TW_PIPELINE_MAX_SINKS 8
 #define TW_DEAD_LETTER_RAW_MAX 4096 /* bytes of the raw input kept in a dead-letter line */
 #define TW_EVAL_ERROR_LOG_MAX 20    /* evaluation errors logged in full; the rest are counted */
 #define TW_INPUT_PROBE_BYTES 4096   /* bytes hashed at the head and before the resume offset */
@@ -83,10 +83,8 @@ struct tw_pipeline {
   tw_pseudo_key_t pseudo_key;
   tw_event_t ev;
   type_plan_t plan[TW_MAX_TYPES];
-  tw_sink_t *sinks[TW_PIPELINE_MAX_SINKS];
-  size_t n_sinks;
-  char dead_letter_path[4096];
-  FILE *dead_letter;
+  tw_outputs_t own_out; /* used when no shared outputs are given */
+  tw_outputs_t *out;    /* sinks and dead-letter file: own_out, or shared by shards */
   size_t batch_events;
   uint64_t pending_events;
   tw_pipeline_stats_t stats;
@@ -167,6 +165,40 @@ static int plan_build(tw_pipeline_t *p) {
   return 0;
 }
 
+int tw_outputs_open(tw_outputs_t *o, const char *dead_letter_path, bool no_sync, char *errbuf,
+                    size_t errcap) {
+  memset(o, 0, sizeof *o);
+  snprintf(o->dead_letter_path, sizeof o->dead_letter_path, "%s",
+           dead_letter_path ? dead_letter_path : "dead-letter.jsonl");
+  o->no_sync = no_sync;
+  /* Opened now, so an unwritable path stops the start, not the first bad event hours later. */
+  o->dead_letter = tw_jsonl_open_append(o->dead_letter_path, NULL);
+  if (o->dead_letter == NULL) {
+    errf(errbuf, errcap, "cannot open the dead-letter file '%s': %s", o->dead_letter_path,
+         strerror(errno));
+    return TW_EIO;
+  }
+  pthread_mutex_init(&o->lock, NULL);
+  o->open = true;
+  return 0;
+}
+
+int tw_outputs_add_sink(tw_outputs_t *o, tw_sink_t *sink) {
+  if (o->n_sinks == TW_OUTPUTS_MAX_SINKS) return TW_ETOOBIG;
+  o->sinks[o->n_sinks++] = sink;
+  return 0;
+}
+
+int tw_outputs_close(tw_outputs_t *o) {
+  int rc = 0;
+  if (o == NULL || !o->open) return 0;
+  for (size_t s = 0; s < o->n_sinks; s++) o->sinks[s]->vt->close(o->sinks[s]);
+  if (fclose(o->dead_letter) != 0) rc = TW_EIO;
+  pthread_mutex_destroy(&o->lock);
+  memset(o, 0, sizeof *o);
+  return rc;
+}
+
 int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *errbuf,
                      size_t errcap) {
   char schema_path[4096];
@@ -200,7 +232,8 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
     errf(errbuf, errcap, "cannot open state directory '%s': %s", opts->state_dir, tw_strerror(rc));
     goto fail;
   }
-  rc = tw_pseudo_key_load(opts->state_dir, &p->pseudo_key);
+  rc = tw_pseudo_key_load(opts->pseudonym_dir ? opts->pseudonym_dir : opts->state_dir,
+                          &p->pseudo_key);
   if (rc != 0) {
     errf(errbuf, errcap, "cannot load the pseudonym key in '%s': %s", opts->state_dir,
          tw_strerror(rc));
@@ -210,8 +243,6 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   if (rc != 0) goto fail;
   rc = plan_build(p);
   if (rc != 0) goto fail;
-  snprintf(p->dead_letter_path, sizeof p->dead_letter_path, "%s",
-           opts->dead_letter_path ? opts->dead_letter_path : "dead-letter.jsonl");
   p->batch_events = opts->batch_events ? opts->batch_events : 10000;
   p->lateness_ms =
       opts->allowed_lateness_ms < 0 ? TW_DEFAULT_ALLOWED_LATENESS_MS : opts->allowed_lateness_ms;
@@ -224,13 +255,12 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   rc = tw_order_new(&p->order);
   if (rc != 0) goto fail;
   p->no_sync = opts->no_sync;
-  /* Opened now, so an unwritable path stops the start, not the first bad event hours later. */
-  p->dead_letter = tw_jsonl_open_append(p->dead_letter_path, NULL);
-  if (p->dead_letter == NULL) {
-    rc = TW_EIO;
-    errf(errbuf, errcap, "cannot open the dead-letter file '%s': %s", p->dead_letter_path,
-         strerror(errno));
-    goto fail;
+  if (opts->shared_outputs != NULL) {
+    p->out = opts->shared_outputs;
+  } else {
+    rc = tw_outputs_open(&p->own_out, opts->dead_letter_path, opts->no_sync, errbuf, errcap);
+    if (rc != 0) goto fail;
+    p->out = &p->own_out;
   }
   *out = p;
   return 0;
@@ -241,9 +271,7 @@ fail:
 }
 
 int tw_pipeline_add_sink(tw_pipeline_t *p, tw_sink_t *sink) {
-  if (p->n_sinks == TW_PIPELINE_MAX_SINKS) return TW_ETOOBIG;
-  p->sinks[p->n_sinks++] = sink;
-  return 0;
+  return tw_outputs_add_sink(p->out, sink);
 }
 
 /* ---- dead-letter ---------------------------------------------------------------------------- */
@@ -281,11 +309,13 @@ static int dead_letter(tw_pipeline_t *p, const tw_record_t *rec, const char *rea
   char *line = json_dumps(o, JSON_COMPACT);
   json_decref(o);
   if (line == NULL) return TW_ENOMEM;
-  int ok = fputs(line, p->dead_letter) >= 0 && fputc('\n', p->dead_letter) != EOF;
+  pthread_mutex_lock(&p->out->lock);
+  int ok = fputs(line, p->out->dead_letter) >= 0 && fputc('\n', p->out->dead_letter) != EOF;
+  pthread_mutex_unlock(&p->out->lock);
   free(line);
   if (!ok) {
-    fprintf(stderr, "tutorwatch: cannot write the dead-letter file '%s': %s\n", p->dead_letter_path,
-            strerror(errno));
+    fprintf(stderr, "tutorwatch: cannot write the dead-letter file '%s': %s\n",
+            p->out->dead_letter_path, strerror(errno));
     return TW_EIO;
   }
   return 0;
@@ -910,6 +940,8 @@ int tw_pipeline_track_input(tw_pipeline_t *p, const char *path, uint64_t *start_
 /* ---- group commit and publication ----------------------------------------------------------- */
 
 static void publish(tw_pipeline_t *p) {
+  tw_outputs_t *o = p->out;
+  pthread_mutex_lock(&o->lock);
   for (size_t i = 0; i < p->n_pend; i++) {
     pending_alert_t *pa = &p->pend[i];
     tw_alert_t *a = &pa->alert;
@@ -917,12 +949,15 @@ static void publish(tw_pipeline_t *p) {
     a->institution_id.ptr = p->pend_buf + pa->inst_off;
     a->region.ptr = p->pend_buf + pa->region_off;
     a->event_id.ptr = p->pend_buf + pa->event_id_off;
-    for (size_t s = 0; s < p->n_sinks; s++) {
-      if (p->sinks[s]->vt->write(p->sinks[s], a, p->pend_buf + pa->json_off, pa->json_len) != 0)
+    for (size_t s = 0; s < o->n_sinks; s++) {
+      if (o->sinks[s]->vt->write(o->sinks[s], a, p->pend_buf + pa->json_off, pa->json_len) != 0)
         p->stats.sink_errors++;
     }
     p->published_seq = a->seq;
   }
+  for (size_t s = 0; s < o->n_sinks; s++)
+    if (o->sinks[s]->vt->flush(o->sinks[s]) != 0) p->stats.sink_errors++;
+  pthread_mutex_unlock(&o->lock);
   p->n_pend = 0;
   p->pend_used = 0;
 }
@@ -930,14 +965,17 @@ static void publish(tw_pipeline_t *p) {
 /* flush_dead_letter: make the dead-letter lines of every record up to the position about to be
  * committed durable first, so a crash can repeat a line but never lose one. */
 static int flush_dead_letter(tw_pipeline_t *p) {
-  if (p->dead_letter == NULL) return 0;
-  if (fflush(p->dead_letter) != 0 || (!p->no_sync && fdatasync(fileno(p->dead_letter)) != 0 &&
+  tw_outputs_t *o = p->out;
+  int rc = 0;
+  pthread_mutex_lock(&o->lock);
+  if (fflush(o->dead_letter) != 0 || (!o->no_sync && fdatasync(fileno(o->dead_letter)) != 0 &&
                                       errno != EINVAL && errno != EROFS)) {
-    fprintf(stderr, "tutorwatch: cannot write the dead-letter file '%s': %s\n", p->dead_letter_path,
+    fprintf(stderr, "tutorwatch: cannot write the dead-letter file '%s': %s\n", o->dead_letter_path,
             strerror(errno));
-    return TW_EIO;
+    rc = TW_EIO;
   }
-  return 0;
+  pthread_mutex_unlock(&o->lock);
+  return rc;
 }
 
 static void put_le64(uint8_t *b, uint64_t v) {
@@ -972,8 +1010,6 @@ int tw_pipeline_commit(tw_pipeline_t *p) {
   rc = tw_state_evict(p->state, horizon, TW_EVICT_PER_COMMIT);
   if (rc != 0 && rc != TW_EINVAL) return rc;
   publish(p);
-  for (size_t s = 0; s < p->n_sinks; s++)
-    if (p->sinks[s]->vt->flush(p->sinks[s]) != 0) p->stats.sink_errors++;
   return 0;
 }
 
@@ -1006,8 +1042,11 @@ static int republish_one(void *ud, uint64_t seq, const char *json, size_t len) {
   a.key = tw_value_str(key, (uint32_t)strlen(key)).u.s;
   snprintf(a.alert_id, sizeof a.alert_id, "%s", id);
   a.seq = seq;
-  for (size_t s = 0; s < p->n_sinks; s++)
-    if (p->sinks[s]->vt->write(p->sinks[s], &a, json, len) != 0) p->stats.sink_errors++;
+  tw_outputs_t *out = p->out;
+  pthread_mutex_lock(&out->lock);
+  for (size_t s = 0; s < out->n_sinks; s++)
+    if (out->sinks[s]->vt->write(out->sinks[s], &a, json, len) != 0) p->stats.sink_errors++;
+  pthread_mutex_unlock(&out->lock);
   json_decref(o);
   p->published_seq = seq;
   p->republished++;
@@ -1029,8 +1068,10 @@ int tw_pipeline_republish(tw_pipeline_t *p, uint64_t *count) {
   p->published_seq = get_le64(pub);
   if (p->published_seq >= st.journal_seq) return 0;
   rc = tw_state_journal_foreach(p->state, p->published_seq, republish_one, p);
-  for (size_t s = 0; s < p->n_sinks; s++)
-    if (p->sinks[s]->vt->flush(p->sinks[s]) != 0) p->stats.sink_errors++;
+  pthread_mutex_lock(&p->out->lock);
+  for (size_t s = 0; s < p->out->n_sinks; s++)
+    if (p->out->sinks[s]->vt->flush(p->out->sinks[s]) != 0) p->stats.sink_errors++;
+  pthread_mutex_unlock(&p->out->lock);
   *count = p->republished;
   return rc;
 }
@@ -1105,15 +1146,17 @@ void tw_pipeline_stats(const tw_pipeline_t *p, tw_pipeline_stats_t *out) {
 }
 
 const char *tw_pipeline_dead_letter_path(const tw_pipeline_t *p) {
-  return p->dead_letter_path;
+  return p->out->dead_letter_path;
 }
 
 int tw_pipeline_close(tw_pipeline_t *p) {
   int rc = 0;
   if (p == NULL) return 0;
-  if (p->state != NULL && p->rules != NULL) rc = tw_pipeline_commit(p);
-  for (size_t s = 0; s < p->n_sinks; s++) p->sinks[s]->vt->close(p->sinks[s]);
-  if (p->dead_letter != NULL && fclose(p->dead_letter) != 0 && rc == 0) rc = TW_EIO;
+  if (p->state != NULL && p->rules != NULL && p->out != NULL) rc = tw_pipeline_commit(p);
+  if (p->out == &p->own_out) {
+    int orc = tw_outputs_close(&p->own_out);
+    if (orc != 0 && rc == 0) rc = orc;
+  }
   plan_free(p);
   free(p->pend);
   free(p->pend_buf);

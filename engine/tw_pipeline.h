@@ -15,14 +15,46 @@
 #ifndef TW_PIPELINE_H
 #define TW_PIPELINE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "tw_sink.h"
 #include "tw_source.h"
 
 typedef struct tw_pipeline tw_pipeline_t;
+
+#define TW_OUTPUTS_MAX_SINKS 8
+
+/*
+ * The outputs of one or more pipelines: the sinks and the dead-letter file, behind one mutex, so
+ * several shards (threads) can share them. A pipeline opened without shared outputs owns its
+ * own. Every write and flush takes the lock; alerts and rejected events are rare next to events,
+ * so it is not contended on the hot path.
+ */
+typedef struct tw_outputs {
+  pthread_mutex_t lock;
+  FILE *dead_letter;
+  char dead_letter_path[4096];
+  tw_sink_t *sinks[TW_OUTPUTS_MAX_SINKS];
+  size_t n_sinks;
+  bool no_sync; /* no fdatasync of the dead-letter file before commits */
+  bool open;
+} tw_outputs_t;
+
+/* tw_outputs_open: open the dead-letter file (append; NULL path = "dead-letter.jsonl"; a torn last
+ * line is cut) and prepare for sinks. Returns 0 or TW_EIO with a message in errbuf. */
+int tw_outputs_open(tw_outputs_t *o, const char *dead_letter_path, bool no_sync, char *errbuf,
+                    size_t errcap);
+
+/* tw_outputs_add_sink: take ownership of sink. Returns 0 or TW_ETOOBIG (8 sinks already). */
+int tw_outputs_add_sink(tw_outputs_t *o, tw_sink_t *sink);
+
+/* tw_outputs_close: close the sinks (flushing them) and the dead-letter file. Returns 0 or TW_EIO.
+ * A zeroed or closed struct is accepted. */
+int tw_outputs_close(tw_outputs_t *o);
 
 typedef struct tw_pipeline_opts {
   const char *rules_path;       /* required: the YAML rule file */
@@ -33,11 +65,14 @@ typedef struct tw_pipeline_opts {
   size_t batch_events;          /* group commit every N records; 0 = 10,000 */
   bool no_sync;                 /* LMDB without fsync (tests, benchmarks) */
   /* Event time (docs/engine.md). Watermark = newest event time seen - allowed lateness. */
-  int64_t allowed_lateness_ms; /* < 0: the default, 1 h */
-  int64_t max_future_skew_ms;  /* < 0: the default, 10 min */
-  int64_t dedup_horizon_ms;    /* how long event_ids are remembered; <= 0: the default, 7 d */
-  bool live;                   /* serving (wall clock bounds the future; an idle stream's
-                                  watermark follows the wall clock) rather than replaying */
+  int64_t allowed_lateness_ms;  /* < 0: the default, 1 h */
+  int64_t max_future_skew_ms;   /* < 0: the default, 10 min */
+  int64_t dedup_horizon_ms;     /* how long event_ids are remembered; <= 0: the default, 7 d */
+  tw_outputs_t *shared_outputs; /* NULL: the pipeline opens and owns its outputs; else shared
+                                   by several pipelines (shards), which neither open nor close it */
+  const char *pseudonym_dir;    /* where pseudonym.key lives; NULL = state_dir */
+  bool live;                    /* serving (wall clock bounds the future; an idle stream's
+                                   watermark follows the wall clock) rather than replaying */
 } tw_pipeline_opts_t;
 
 #define TW_DEFAULT_ALLOWED_LATENESS_MS (60 * 60 * 1000)
