@@ -27,6 +27,7 @@ static void usage(FILE *out) {
           "\n"
           "  --schema FILE   the event schema (default: schema.yaml beside each rule file, else\n"
           "                  the shipped rules/packs/schema.yaml)\n"
+          "  -h, --help      show this help\n"
           "\n"
           "Exit status: 0 every file compiles, 1 at least one does not, 2 usage error.\n");
 }

@@ -26,7 +26,7 @@
 #include "tw_error.h"
 #include "tw_state.h"
 
-#define JOURNAL_SEQ_PREFIX_MAX 32 /* bytes of `{"seq":18446744073709551615,` */
+#define JOURNAL_SEQ_PREFIX_MAX 64 /* bytes of `{"shard":63,"seq":18446744073709551615,` */
 
 static void journal_usage(FILE *out) {
   fprintf(out,
@@ -58,6 +58,7 @@ typedef struct journal_out {
   char *line;                  /* JOURNAL_SEQ_PREFIX_MAX + TW_STATE_JOURNAL_MAX bytes */
   uint64_t printed, count_max; /* count_max 0 = no limit */
   int write_failed;
+  int shard; /* sharded state: the shard being printed; -1 otherwise */
 } journal_out_t;
 
 /* Splice `"seq":N,` after the record's opening brace; a record that is not a JSON object (never
@@ -68,8 +69,10 @@ static int print_record(void *ud, uint64_t seq, const char *json, size_t len) {
     fprintf(stderr, "tutorwatch journal: record %" PRIu64 " is not a JSON object; stopping\n", seq);
     return TW_ESTATE;
   }
-  int n =
-      snprintf(o->line, JOURNAL_SEQ_PREFIX_MAX, "{\"seq\":%" PRIu64 "%s", seq, len == 2 ? "" : ",");
+  char shard[32] = "";
+  if (o->shard >= 0) snprintf(shard, sizeof shard, "\"shard\":%d,", o->shard);
+  int n = snprintf(o->line, JOURNAL_SEQ_PREFIX_MAX, "{%s\"seq\":%" PRIu64 "%s", shard, seq,
+                   len == 2 ? "" : ",");
   memcpy(o->line + n, json + 1, len - 1);
   size_t total = (size_t)n + len - 1;
   o->line[total++] = '\n';
@@ -191,22 +194,47 @@ int tw_cmd_journal(int argc, char **argv) {
             "'tutorwatch journal --help' lists the options\n");
     return 2;
   }
-  if (check_std_fds() != 0 || check_state_dir(dir) != 0) return 1;
+  if (check_std_fds() != 0) return 1;
+  /* A state made with --shards N holds one environment per shard: print them in shard order,
+   * each record tagged with its shard ("seq" counts within a shard; --since applies to each). */
+  char shard_dir[4200];
+  int n_shards = 0;
+  for (;; n_shards++) {
+    struct stat sb;
+    snprintf(shard_dir, sizeof shard_dir, "%s/shard-%d/data.mdb", dir, n_shards);
+    if (stat(shard_dir, &sb) != 0) break;
+  }
+  if (n_shards == 0 && check_state_dir(dir) != 0) return 1;
 
   int status = 0;
   tw_state_t *st = NULL;
+  int rc = 0;
   o.line = malloc(JOURNAL_SEQ_PREFIX_MAX + TW_STATE_JOURNAL_MAX);
   if (o.line == NULL) {
     fprintf(stderr, "tutorwatch journal: %s\n", tw_strerror(TW_ENOMEM));
     return 70;
   }
-  int rc = tw_state_open(dir, NULL, &st);
-  if (rc != 0) {
-    fprintf(stderr, "tutorwatch journal: cannot open state '%s': %s\n", dir, tw_strerror(rc));
-    status = rc == TW_EIO ? 1 : 70;
-    goto done;
+  uint64_t last_seq = 0;
+  for (int k = 0; k < (n_shards ? n_shards : 1) && rc == 0; k++) {
+    const char *d = dir;
+    o.shard = n_shards ? k : -1;
+    if (n_shards) {
+      snprintf(shard_dir, sizeof shard_dir, "%s/shard-%d", dir, k);
+      d = shard_dir;
+    }
+    rc = tw_state_open(d, NULL, &st);
+    if (rc != 0) {
+      fprintf(stderr, "tutorwatch journal: cannot open state '%s': %s\n", d, tw_strerror(rc));
+      status = rc == TW_EIO ? 1 : 70;
+      goto done;
+    }
+    rc = tw_state_journal_foreach(st, since, print_record, &o);
+    tw_state_stats_t ss;
+    tw_state_stats(st, &ss);
+    if (ss.journal_seq > last_seq) last_seq = ss.journal_seq;
+    tw_state_close(st);
+    st = NULL;
   }
-  rc = tw_state_journal_foreach(st, since, print_record, &o);
   if (rc > 0) rc = 0; /* --count reached */
   if (rc == 0 && fflush(stdout) != 0) o.write_failed = 1;
   if (o.write_failed) {
@@ -217,12 +245,10 @@ int tw_cmd_journal(int argc, char **argv) {
             tw_strerror(rc));
     status = 70;
   } else if (o.printed == 0) {
-    tw_state_stats_t ss;
-    tw_state_stats(st, &ss);
     fprintf(stderr,
             "tutorwatch journal: no alert after sequence %" PRIu64 " in '%s' (last is %" PRIu64
             ")\n",
-            since, dir, ss.journal_seq);
+            since, dir, last_seq);
   }
 done:
   tw_state_close(st);

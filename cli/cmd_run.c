@@ -24,6 +24,7 @@
 #include "tw_cli.h"
 #include "tw_error.h"
 #include "tw_pipeline.h"
+#include "tw_shards.h"
 #include "tw_sink.h"
 #include "tw_sink_zmq.h"
 #include "tw_source.h"
@@ -65,13 +66,19 @@ static void usage(FILE *out) {
       "\n"
       "state and rules:\n"
       "  --rules FILE          the YAML rule file (e.g. rules/packs/default.yaml)\n"
-      "  --schema FILE         the event schema (default: schema.yaml beside the rule file)\n"
+      "  --schema FILE         the event schema (default: schema.yaml beside the rule file, else\n"
+      "                        the shipped rules/packs/schema.yaml)\n"
       "  --state DIR           LMDB state directory; a second run on it continues its aggregates "
       "and\n"
       "                        cooldowns (default: a temporary directory removed at exit)\n"
       "  --batch N             group commit every N records (default 10000)\n"
+      "  -h, --help            show this help\n"
       "  --no-sync             do not fsync LMDB commits (faster; a crash may lose the last "
       "commits)\n"
+      "  --shards N            N worker threads, each owning the institutions whose code hashes "
+      "to\n"
+      "                        it, with its own LMDB environment in DIR/shard-K (default 1; a\n"
+      "                        state keeps the count it was made with; not with --listen yet)\n"
       "\n"
       "event time (docs/engine.md):\n"
       "  --allowed-lateness D  how far behind the newest event time an event may arrive and still\n"
@@ -288,7 +295,7 @@ static const char *open_error(int rc, const char *target) {
   return tw_strerror(rc);
 }
 
-static int open_sink(tw_pipeline_t *p, const char *kind, const char *target, tw_sink_t **opened) {
+static int open_sink(tw_outputs_t *o, const char *kind, const char *target, tw_sink_t **opened) {
   const tw_sink_vt_t *vt = tw_sink_find(kind);
   tw_sink_t *sink = NULL;
   errno = 0;
@@ -298,7 +305,7 @@ static int open_sink(tw_pipeline_t *p, const char *kind, const char *target, tw_
             open_error(rc, target));
     return rc;
   }
-  rc = tw_pipeline_add_sink(p, sink);
+  rc = tw_outputs_add_sink(o, sink);
   if (rc != 0) {
     vt->close(sink);
     return rc;
@@ -307,17 +314,54 @@ static int open_sink(tw_pipeline_t *p, const char *kind, const char *target, tw_
   return 0;
 }
 
+/* The engine behind `run`: one pipeline, or N shards (threads) sharing the outputs. */
+typedef struct engine {
+  tw_outputs_t out; /* sinks and dead-letter file, shared by the pipeline(s) */
+  tw_pipeline_t *p; /* one pipeline (also what --listen serves) */
+  tw_shards_t *sh;  /* or shards */
+} engine_t;
+
+static int engine_track(engine_t *e, const char *path, uint64_t *off, uint64_t *line) {
+  return e->sh ? tw_shards_track_input(e->sh, path, off, line)
+               : tw_pipeline_track_input(e->p, path, off, line);
+}
+
+static int engine_republish(engine_t *e, uint64_t *count) {
+  return e->sh ? tw_shards_republish(e->sh, count) : tw_pipeline_republish(e->p, count);
+}
+
+/* engine_finish: the input has ended or the engine stops: what waits for the watermark is
+ * processed, and everything is committed. */
+static int engine_finish(engine_t *e, int ok_so_far) {
+  if (e->sh) return tw_shards_finish(e->sh);
+  int rc = ok_so_far ? tw_pipeline_flush(e->p) : 0;
+  int crc = tw_pipeline_commit(e->p);
+  return rc != 0 ? rc : crc;
+}
+
+static void engine_stats(const engine_t *e, tw_pipeline_stats_t *st) {
+  if (e->sh)
+    tw_shards_stats(e->sh, st);
+  else
+    tw_pipeline_stats(e->p, st);
+}
+
+static int engine_close(engine_t *e) {
+  int rc = e->sh ? tw_shards_close(e->sh) : tw_pipeline_close(e->p);
+  int orc = tw_outputs_close(&e->out);
+  return rc != 0 ? rc : orc;
+}
+
 static const char *plural(uint64_t n, const char *one, const char *many) {
   return n == 1 ? one : many;
 }
 
-static void print_summary(const tw_pipeline_t *p, const tw_sink_t *feed, double secs,
+static void print_summary(const engine_t *e, const tw_sink_t *feed, double secs,
                           const char *state_dir, int temp_state, int served) {
   tw_pipeline_stats_t st;
-  tw_pipeline_stats(p, &st);
+  engine_stats(e, &st);
   char rej[4200] = "", extra[256] = "", rate[96] = "";
-  if (st.rejected > 0)
-    snprintf(rej, sizeof rej, " (dead-letter: %s)", tw_pipeline_dead_letter_path(p));
+  if (st.rejected > 0) snprintf(rej, sizeof rej, " (dead-letter: %s)", e->out.dead_letter_path);
   if (st.duplicates > 0)
     snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
              ", %llu %s (event_id already processed)", (unsigned long long)st.duplicates,
@@ -336,13 +380,13 @@ static void print_summary(const tw_pipeline_t *p, const tw_sink_t *feed, double 
   }
   /* Served time includes idle waiting, so a rate over it would mislead. */
   if (served)
-    snprintf(rate, sizeof rate, "served %.2f s", secs);
+    snprintf(rate, sizeof rate, ", served %.2f s", secs);
   else
-    snprintf(rate, sizeof rate, "in %.2f s (%.0f events/s)", secs,
+    snprintf(rate, sizeof rate, " in %.2f s (%.0f events/s)", secs,
              secs > 0 ? (double)st.read / secs : 0.0);
   fprintf(stderr,
           "tutorwatch run: %llu %s read, %llu accepted, %llu rejected%s, %llu %s "
-          "(%llu held back by cooldown)%s %s, %llu group %s, state %s%s\n",
+          "(%llu held back by cooldown)%s%s, %llu group %s, state %s%s\n",
           (unsigned long long)st.read, plural(st.read, "event", "events"),
           (unsigned long long)st.accepted, (unsigned long long)st.rejected, rej,
           (unsigned long long)st.alerts, plural(st.alerts, "alert", "alerts"),
@@ -366,6 +410,7 @@ int tw_cmd_run(int argc, char **argv) {
                                            {"allowed-lateness", required_argument, NULL, 'L'},
                                            {"max-future-skew", required_argument, NULL, 'K'},
                                            {"dedup-horizon", required_argument, NULL, 'D'},
+                                           {"shards", required_argument, NULL, 'N'},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
   const char *input = NULL, *listen_ep = NULL, *feed = NULL, *alerts = NULL;
@@ -376,7 +421,7 @@ int tw_cmd_run(int argc, char **argv) {
   memset(&so, 0, sizeof so);
   po.allowed_lateness_ms = -1; /* the defaults */
   po.max_future_skew_ms = -1;
-  int c, have_format = 0;
+  int c, have_format = 0, shards = 1;
   optind = 1;
   while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
@@ -427,6 +472,17 @@ int tw_cmd_run(int argc, char **argv) {
           po.max_future_skew_ms = ms;
         else
           po.dedup_horizon_ms = ms;
+        break;
+      }
+      case 'N': {
+        char *end;
+        long n = strtol(optarg, &end, 10);
+        if (*end != '\0' || n < 1 || n > TW_SHARDS_MAX) {
+          fprintf(stderr, "tutorwatch run: --shards wants an integer from 1 to %d, not '%s'\n",
+                  TW_SHARDS_MAX, optarg);
+          return 2;
+        }
+        shards = (int)n;
         break;
       }
       case 'b': {
@@ -481,30 +537,43 @@ int tw_cmd_run(int argc, char **argv) {
 
   int status = 0, crc;
   double t0 = 0;
-  tw_pipeline_t *p = NULL;
+  engine_t eng;
+  memset(&eng, 0, sizeof eng);
   tw_source_t *src = NULL;
-  tw_sink_t *feed_sink = NULL; /* owned by the pipeline */
+  tw_sink_t *feed_sink = NULL; /* owned by the outputs */
   char err[4096];
-  int rc = tw_pipeline_open(&po, &p, err, sizeof err);
+  if (shards > 1 && listen_ep != NULL) {
+    fprintf(stderr,
+            "tutorwatch run: --shards with --listen is not supported yet; use one shard "
+            "when serving\n");
+    status = 2;
+    goto done;
+  }
+  int rc = tw_outputs_open(&eng.out, po.dead_letter_path, po.no_sync, err, sizeof err);
+  if (rc == 0) {
+    po.shared_outputs = &eng.out;
+    rc = shards > 1 ? tw_shards_open(&po, shards, &eng.out, &eng.sh, err, sizeof err)
+                    : tw_pipeline_open(&po, &eng.p, err, sizeof err);
+  }
   if (rc != 0) {
     fprintf(stderr, "tutorwatch run: %s\n", err);
     status = (rc == TW_ENOMEM || rc == TW_ESTATE) ? 70 : 1;
     goto done;
   }
   if (alerts != NULL || feed == NULL) {
-    if (open_sink(p, "jsonl", alerts ? alerts : "-", NULL) != 0) {
+    if (open_sink(&eng.out, "jsonl", alerts ? alerts : "-", NULL) != 0) {
       status = 1;
       goto done;
     }
   }
-  if (feed != NULL && open_sink(p, "zmq-pub", feed, &feed_sink) != 0) {
+  if (feed != NULL && open_sink(&eng.out, "zmq-pub", feed, &feed_sink) != 0) {
     status = 1;
     goto done;
   }
   if (input != NULL && strcmp(input, "-") != 0) {
     struct stat st;
     if (stat(input, &st) == 0 && S_ISREG(st.st_mode)) {
-      rc = tw_pipeline_track_input(p, input, &so.start_offset_bytes, &so.start_line);
+      rc = engine_track(&eng, input, &so.start_offset_bytes, &so.start_line);
       if (rc != 0) {
         fprintf(stderr, "tutorwatch run: cannot read the position of '%s' in the state: %s\n",
                 input, tw_strerror(rc));
@@ -520,7 +589,7 @@ int tw_cmd_run(int argc, char **argv) {
     }
   }
   uint64_t redone = 0;
-  rc = tw_pipeline_republish(p, &redone);
+  rc = engine_republish(&eng, &redone);
   if (rc != 0) {
     fprintf(stderr, "tutorwatch run: cannot read the alert journal of state %s: %s\n", po.state_dir,
             tw_strerror(rc));
@@ -544,15 +613,17 @@ int tw_cmd_run(int argc, char **argv) {
   }
   t0 = now_s();
   if (listen_ep != NULL) {
-    rc = serve(src, p, listen_ep, po.rules_path);
+    rc = serve(src, eng.p, listen_ep, po.rules_path);
   } else {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    tw_record_cb cb = eng.sh ? tw_shards_record : tw_pipeline_record;
+    void *ud = eng.sh ? (void *)eng.sh : (void *)eng.p;
     do {
-      rc = src->vt->poll(src, RUN_POLL_BATCH, tw_pipeline_record, p);
+      rc = src->vt->poll(src, RUN_POLL_BATCH, cb, ud);
     } while (rc >= 0 && !g_stop);
     if (rc == TW_EOF) rc = 0;
     if (g_stop) fprintf(stderr, "tutorwatch run: interrupted; committing what was processed\n");
@@ -562,18 +633,14 @@ int tw_cmd_run(int argc, char **argv) {
     status = (rc == TW_EIO) ? 1 : 70;
   }
   /* The input has ended or the engine is stopping: what waits for the watermark is processed
-   * now (an engine failure above leaves it unprocessed and uncommitted, for the next run). */
-  if (rc == 0) {
-    rc = tw_pipeline_flush(p);
-    if (rc != 0) {
-      fprintf(stderr, "tutorwatch run: stopped: %s\n", tw_strerror(rc));
-      status = 70;
-    }
+   * now (after an engine failure it is left unprocessed and uncommitted, for the next run). */
+  crc = engine_finish(&eng, rc == 0);
+  if (crc != 0) {
+    fprintf(stderr, "tutorwatch run: stopped: %s\n", tw_strerror(crc));
+    if (status == 0) status = 70;
   }
-  crc = tw_pipeline_commit(p);
-  if (crc != 0 && status == 0) status = 70;
   tw_pipeline_stats_t fin;
-  tw_pipeline_stats(p, &fin);
+  engine_stats(&eng, &fin);
   if (fin.sink_errors > 0) {
     fprintf(stderr, "tutorwatch run: %llu alert %s failed (is the output full or closed?); %s\n",
             (unsigned long long)fin.sink_errors, plural(fin.sink_errors, "write", "writes"),
@@ -581,10 +648,10 @@ int tw_cmd_run(int argc, char **argv) {
                        : "every alert is kept in the alert journal of the state directory");
     if (status == 0) status = 1;
   }
-  print_summary(p, feed_sink, now_s() - t0, po.state_dir, temp_state, listen_ep != NULL);
+  print_summary(&eng, feed_sink, now_s() - t0, po.state_dir, temp_state, listen_ep != NULL);
 done:
+  crc = engine_close(&eng); /* shard threads stop before the source their records point into */
   if (src != NULL) src->vt->close(src);
-  crc = tw_pipeline_close(p);
   if (crc != 0 && status == 0) status = 70;
   if (temp_state) nftw(state_tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
   return status;

@@ -39,8 +39,9 @@
 #define TW_RECENT 64             /* event times kept to measure the stream's recent span */
 #define TW_SPAN_FACTOR 10        /* a jump beyond 10x the recent span (and the skew) is suspect */
 #define TW_EVICT_PER_COMMIT 4096 /* state entries examined for eviction per group commit */
-#define TW_IDLE_MS 1000          /* live: no record for this long = idle */
-#define TW_PUBLISHED_META "published_seq" /* last journal seq handed to the sinks */
+#define TW_SUSPECT_MIN_JUMP_MS (24LL * 3600 * 1000) /* a quiet night or a weekend is no suspect */
+#define TW_IDLE_MS 1000                             /* live: no record for this long = idle */
+#define TW_PUBLISHED_META "published_seq"           /* last journal seq handed to the sinks */
 
 /* An alert made durable by the next commit, then published. Strings live in pipeline->pend_buf
  * at the recorded offsets (the buffer may move while it grows). */
@@ -119,6 +120,9 @@ struct tw_pipeline {
   arrival_t *arr;
   size_t arr_cap, arr_head, arr_count;
   uint64_t arr_base;
+  /* Shards: records before this offset were finished by this pipeline before a restart; the
+   * shared reader re-reads them for other shards, this one skips them. */
+  uint64_t skip_below_offset;
 };
 
 static void errf(char *buf, size_t cap, const char *fmt, const char *a, const char *b) {
@@ -603,6 +607,7 @@ static int64_t suspect_margin(const tw_pipeline_t *p) {
     if (p->recent[i] < oldest) oldest = p->recent[i];
   int64_t span = p->max_seen_ms - oldest;
   int64_t m = span > INT64_MAX / TW_SPAN_FACTOR ? INT64_MAX : span * TW_SPAN_FACTOR;
+  if (m < TW_SUSPECT_MIN_JUMP_MS) m = TW_SUSPECT_MIN_JUMP_MS;
   return m > p->skew_ms ? m : p->skew_ms;
 }
 
@@ -798,6 +803,7 @@ static int admit(tw_pipeline_t *p, const tw_record_t *rec) {
 
 int tw_pipeline_record(void *ud, const tw_record_t *rec) {
   tw_pipeline_t *p = ud;
+  if (rec->offset_bytes < p->skip_below_offset && p->input_fd >= 0) return 0;
   p->stats.read++;
   p->input_offset = rec->offset_bytes + rec->full_len_bytes;
   p->input_line = rec->line;
@@ -934,6 +940,7 @@ int tw_pipeline_track_input(tw_pipeline_t *p, const char *path, uint64_t *start_
   p->input_line = get_le(rec + 45, 8);
   *start_offset_bytes = offset;
   *start_line = p->input_line;
+  p->skip_below_offset = offset;
   return 0;
 }
 

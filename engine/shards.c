@@ -1,0 +1,407 @@
+/*
+ * shards.c: N pipelines in N threads fed by one reader (see tw_shards.h).
+ *
+ * Each shard has a ring of framed records guarded by a mutex and two condition variables. The
+ * reader copies a record in (waiting while full); the shard thread processes it in place and only
+ * then frees its bytes, so no record is copied twice. A record that does not fit contiguously at
+ * the end of the ring leaves a wrap marker and goes to the start. Routing reads only the
+ * institution_id (a JSON key scan or a msgpack map walk): the full decode happens once, in the
+ * shard.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "tw_error.h"
+#include "tw_event.h"
+#include "tw_shards.h"
+
+#define QREC_RECORD 0u
+#define QREC_WRAP 1u
+
+typedef struct qrec {
+  uint32_t kind;
+  uint32_t len; /* data bytes after the header */
+  uint64_t full_len_bytes, offset_bytes, line;
+  uint32_t flags;
+  uint8_t format;
+  char reason[27];
+} qrec_t;
+
+typedef struct shard {
+  struct tw_shards *owner;
+  int index;
+  pthread_t thread;
+  int started;
+  tw_pipeline_t *p;
+  pthread_mutex_t mu;
+  pthread_cond_t cv_data, cv_space;
+  char *ring;
+  size_t cap, head, tail, used; /* bytes in use from head, wrapping; tail = where to write */
+  int eof;
+  int rc; /* the shard's failure, 0 while fine */
+  tw_pipeline_stats_t stats;
+} shard_t;
+
+struct tw_shards {
+  int n;
+  shard_t *shards;
+  const char *origin; /* the reader's input name, for dead-letter positions */
+};
+
+static size_t align8(size_t n) {
+  return (n + 7) & ~(size_t)7;
+}
+
+/* ---- routing ------------------------------------------------------------------------------ */
+
+static uint64_t fnv1a(const char *p, size_t n) {
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < n; i++) {
+    h ^= (unsigned char)p[i];
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+/* In valid JSON the bytes "institution_id" followed by ':' can only be that key: inside a string
+ * value a quote would be escaped. */
+static int json_institution(const char *d, size_t len, const char **id, size_t *id_len) {
+  static const char key[] = "\"institution_id\"";
+  const size_t klen = sizeof key - 1;
+  for (size_t i = 0; i + klen < len; i++) {
+    if (d[i] != '"' || memcmp(d + i, key, klen) != 0) continue;
+    size_t j = i + klen;
+    while (j < len && (d[j] == ' ' || d[j] == '\t')) j++;
+    if (j >= len || d[j] != ':') continue;
+    j++;
+    while (j < len && (d[j] == ' ' || d[j] == '\t')) j++;
+    if (j >= len || d[j] != '"') return -1;
+    size_t start = ++j;
+    while (j < len && d[j] != '"' && d[j] != '\\') j++;
+    if (j >= len || d[j] != '"') return -1;
+    *id = d + start;
+    *id_len = j - start;
+    return 0;
+  }
+  return -1;
+}
+
+/* A msgpack str header at p: its length and header size, or -1. */
+static int mp_str(const unsigned char *p, size_t avail, size_t *hdr, size_t *slen) {
+  if (avail < 1) return -1;
+  if ((p[0] & 0xe0) == 0xa0) {
+    *hdr = 1, *slen = p[0] & 0x1f;
+  } else if (p[0] == 0xd9 && avail >= 2) {
+    *hdr = 2, *slen = p[1];
+  } else if (p[0] == 0xda && avail >= 3) {
+    *hdr = 3, *slen = (size_t)p[1] << 8 | p[2];
+  } else {
+    return -1;
+  }
+  return *hdr + *slen <= avail ? 0 : -1;
+}
+
+static int msgpack_institution(const char *d, size_t len, const char **id, size_t *id_len) {
+  const unsigned char *p = (const unsigned char *)d;
+  size_t pos, n;
+  if (len < 1) return -1;
+  if ((p[0] & 0xf0) == 0x80) {
+    n = p[0] & 0x0f, pos = 1;
+  } else if (p[0] == 0xde && len >= 3) {
+    n = (size_t)p[1] << 8 | p[2], pos = 3;
+  } else {
+    return -1;
+  }
+  for (size_t i = 0; i < n && pos < len; i++) {
+    size_t hdr, slen, vlen;
+    tw_decode_error_t err;
+    int is_key = mp_str(p + pos, len - pos, &hdr, &slen) == 0 && slen == 14 &&
+                 memcmp(p + pos + hdr, "institution_id", 14) == 0;
+    if (tw_msgpack_extent(d + pos, len - pos, len - pos, &vlen, &err) != 0) return -1;
+    pos += vlen;
+    if (is_key) {
+      if (mp_str(p + pos, len - pos, &hdr, &slen) != 0) return -1;
+      *id = d + pos + hdr;
+      *id_len = slen;
+      return 0;
+    }
+    if (pos >= len || tw_msgpack_extent(d + pos, len - pos, len - pos, &vlen, &err) != 0) return -1;
+    pos += vlen;
+  }
+  return -1;
+}
+
+int tw_shard_of(const tw_record_t *rec, int n) {
+  const char *id;
+  size_t id_len;
+  if (n <= 1 || (rec->flags & (TW_REC_TRUNCATED | TW_REC_BROKEN))) return 0;
+  int rc = rec->format == TW_FORMAT_MSGPACK
+               ? msgpack_institution(rec->data, rec->len_bytes, &id, &id_len)
+               : json_institution(rec->data, rec->len_bytes, &id, &id_len);
+  if (rc != 0) return 0;
+  return (int)(fnv1a(id, id_len) % (uint64_t)n);
+}
+
+/* ---- the shard threads -------------------------------------------------------------------- */
+
+static void *shard_main(void *arg) {
+  shard_t *sh = arg;
+  int rc = 0;
+  for (;;) {
+    pthread_mutex_lock(&sh->mu);
+    while (sh->used == 0 && !sh->eof) pthread_cond_wait(&sh->cv_data, &sh->mu);
+    if (sh->used == 0) { /* eof and drained */
+      pthread_mutex_unlock(&sh->mu);
+      break;
+    }
+    qrec_t *q = (qrec_t *)(sh->ring + sh->head);
+    size_t span = q->kind == QREC_WRAP ? sh->cap - sh->head : sizeof *q + align8(q->len);
+    pthread_mutex_unlock(&sh->mu);
+    if (q->kind == QREC_RECORD && rc == 0) {
+      tw_record_t r;
+      memset(&r, 0, sizeof r);
+      r.data = (const char *)(q + 1);
+      r.len_bytes = q->len;
+      r.full_len_bytes = q->full_len_bytes;
+      r.offset_bytes = q->offset_bytes;
+      r.line = q->line;
+      r.flags = q->flags;
+      r.format = (tw_format_t)q->format;
+      r.reason = q->reason[0] ? q->reason : NULL;
+      r.origin = sh->owner->origin;
+      rc = tw_pipeline_record(sh->p, &r);
+    }
+    pthread_mutex_lock(&sh->mu);
+    sh->head = (sh->head + span) % sh->cap;
+    sh->used -= span;
+    if (rc != 0 && sh->rc == 0) sh->rc = rc;
+    pthread_cond_signal(&sh->cv_space);
+    pthread_mutex_unlock(&sh->mu);
+  }
+  if (rc == 0) rc = tw_pipeline_flush(sh->p);
+  if (rc == 0) rc = tw_pipeline_commit(sh->p);
+  tw_pipeline_stats(sh->p, &sh->stats);
+  pthread_mutex_lock(&sh->mu);
+  if (rc != 0 && sh->rc == 0) sh->rc = rc;
+  pthread_cond_broadcast(&sh->cv_space);
+  pthread_mutex_unlock(&sh->mu);
+  return NULL;
+}
+
+/* ---- opening ------------------------------------------------------------------------------ */
+
+/* The shard count is part of the state: refuse a directory made with another count. */
+static int check_layout(const char *dir, int n, char *errbuf, size_t errcap) {
+  char path[4200];
+  struct stat st;
+  snprintf(path, sizeof path, "%s/data.mdb", dir);
+  if (stat(path, &st) == 0) {
+    snprintf(errbuf, errcap,
+             "state %s was made without shards; run it without --shards (or use a new directory)",
+             dir);
+    return TW_EINVAL;
+  }
+  snprintf(path, sizeof path, "%s/shard-0", dir);
+  int any = stat(path, &st) == 0;
+  snprintf(path, sizeof path, "%s/shard-%d", dir, n);
+  int more = stat(path, &st) == 0;
+  snprintf(path, sizeof path, "%s/shard-%d", dir, n - 1);
+  int last = stat(path, &st) == 0;
+  if (any && (more || !last)) {
+    snprintf(errbuf, errcap,
+             "state %s was made with another --shards count (institutions would change shards "
+             "and lose their state); use the same count or a new directory",
+             dir);
+    return TW_EINVAL;
+  }
+  return 0;
+}
+
+int tw_shards_open(const tw_pipeline_opts_t *opts, int n, tw_outputs_t *outputs, tw_shards_t **out,
+                   char *errbuf, size_t errcap) {
+  if (n < 2 || n > TW_SHARDS_MAX) {
+    snprintf(errbuf, errcap, "--shards wants 1 to %d", TW_SHARDS_MAX);
+    return TW_EINVAL;
+  }
+  if (mkdir(opts->state_dir, 0700) != 0 && errno != EEXIST) {
+    snprintf(errbuf, errcap, "cannot create state directory '%s': %s", opts->state_dir,
+             strerror(errno));
+    return TW_EIO;
+  }
+  int rc = check_layout(opts->state_dir, n, errbuf, errcap);
+  if (rc != 0) return rc;
+  tw_shards_t *s = calloc(1, sizeof *s);
+  if (s == NULL) return TW_ENOMEM;
+  s->n = n;
+  s->shards = calloc((size_t)n, sizeof *s->shards);
+  if (s->shards == NULL) {
+    free(s);
+    return TW_ENOMEM;
+  }
+  for (int k = 0; k < n; k++) {
+    shard_t *sh = &s->shards[k];
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/shard-%d", opts->state_dir, k);
+    tw_pipeline_opts_t po = *opts;
+    po.state_dir = dir;
+    po.pseudonym_dir = opts->state_dir;
+    po.shared_outputs = outputs;
+    sh->owner = s;
+    sh->index = k;
+    pthread_mutex_init(&sh->mu, NULL);
+    pthread_cond_init(&sh->cv_data, NULL);
+    pthread_cond_init(&sh->cv_space, NULL);
+    sh->cap = TW_SHARD_QUEUE_BYTES;
+    sh->ring = malloc(sh->cap);
+    if (sh->ring == NULL) {
+      rc = TW_ENOMEM;
+      goto fail;
+    }
+    rc = tw_pipeline_open(&po, &sh->p, errbuf, errcap);
+    if (rc != 0) goto fail;
+  }
+  for (int k = 0; k < n; k++) {
+    if (pthread_create(&s->shards[k].thread, NULL, shard_main, &s->shards[k]) != 0) {
+      snprintf(errbuf, errcap, "cannot start shard thread %d", k);
+      rc = TW_ENOMEM;
+      goto fail;
+    }
+    s->shards[k].started = 1;
+  }
+  *out = s;
+  return 0;
+fail:
+  tw_shards_close(s);
+  return rc;
+}
+
+int tw_shards_track_input(tw_shards_t *s, const char *path, uint64_t *start_offset_bytes,
+                          uint64_t *start_line) {
+  uint64_t best = UINT64_MAX, best_line = 0;
+  for (int k = 0; k < s->n; k++) {
+    uint64_t off, line;
+    int rc = tw_pipeline_track_input(s->shards[k].p, path, &off, &line);
+    if (rc != 0) return rc;
+    if (off < best) best = off, best_line = line;
+  }
+  *start_offset_bytes = best == UINT64_MAX ? 0 : best;
+  *start_line = best == UINT64_MAX ? 0 : best_line;
+  return 0;
+}
+
+int tw_shards_republish(tw_shards_t *s, uint64_t *count) {
+  *count = 0;
+  for (int k = 0; k < s->n; k++) {
+    uint64_t c = 0;
+    int rc = tw_pipeline_republish(s->shards[k].p, &c);
+    if (rc != 0) return rc;
+    *count += c;
+  }
+  return 0;
+}
+
+/* ---- the reader --------------------------------------------------------------------------- */
+
+int tw_shards_record(void *ud, const tw_record_t *rec) {
+  tw_shards_t *s = ud;
+  if (s->origin == NULL) s->origin = rec->origin; /* the source's, valid until it closes */
+  shard_t *sh = &s->shards[tw_shard_of(rec, s->n)];
+  size_t need = sizeof(qrec_t) + align8(rec->len_bytes);
+  if (need > sh->cap / 2) return TW_ETOOBIG; /* cannot happen: records are bounded far below */
+  pthread_mutex_lock(&sh->mu);
+  for (;;) {
+    if (sh->rc != 0) {
+      int rc = sh->rc;
+      pthread_mutex_unlock(&sh->mu);
+      return rc;
+    }
+    size_t to_end = sh->cap - sh->tail;
+    size_t want = need <= to_end ? need : to_end + need; /* a wrap wastes the end */
+    if (sh->cap - sh->used >= want) break;
+    pthread_cond_wait(&sh->cv_space, &sh->mu);
+  }
+  if (need > sh->cap - sh->tail) {
+    qrec_t *w = (qrec_t *)(sh->ring + sh->tail);
+    w->kind = QREC_WRAP;
+    sh->used += sh->cap - sh->tail;
+    sh->tail = 0;
+  }
+  qrec_t *q = (qrec_t *)(sh->ring + sh->tail);
+  q->kind = QREC_RECORD;
+  q->len = (uint32_t)rec->len_bytes;
+  q->full_len_bytes = rec->full_len_bytes;
+  q->offset_bytes = rec->offset_bytes;
+  q->line = rec->line;
+  q->flags = rec->flags;
+  q->format = (uint8_t)rec->format;
+  snprintf(q->reason, sizeof q->reason, "%s", rec->reason ? rec->reason : "");
+  memcpy(q + 1, rec->data, rec->len_bytes);
+  sh->tail = (sh->tail + need) % sh->cap;
+  sh->used += need;
+  pthread_cond_signal(&sh->cv_data);
+  pthread_mutex_unlock(&sh->mu);
+  return 0;
+}
+
+int tw_shards_finish(tw_shards_t *s) {
+  int rc = 0;
+  for (int k = 0; k < s->n; k++) {
+    shard_t *sh = &s->shards[k];
+    pthread_mutex_lock(&sh->mu);
+    sh->eof = 1;
+    pthread_cond_signal(&sh->cv_data);
+    pthread_mutex_unlock(&sh->mu);
+  }
+  for (int k = 0; k < s->n; k++) {
+    shard_t *sh = &s->shards[k];
+    if (!sh->started) continue;
+    pthread_join(sh->thread, NULL);
+    sh->started = 0;
+    if (sh->rc != 0 && rc == 0) rc = sh->rc;
+  }
+  return rc;
+}
+
+void tw_shards_stats(const tw_shards_t *s, tw_pipeline_stats_t *out) {
+  memset(out, 0, sizeof *out);
+  for (int k = 0; k < s->n; k++) {
+    const tw_pipeline_stats_t *st = &s->shards[k].stats;
+    out->read += st->read;
+    out->accepted += st->accepted;
+    out->rejected += st->rejected;
+    out->alerts += st->alerts;
+    out->suppressed += st->suppressed;
+    out->eval_errors += st->eval_errors;
+    out->commits += st->commits;
+    out->sink_errors += st->sink_errors;
+    out->late += st->late;
+    out->too_late += st->too_late;
+    out->future_skew += st->future_skew;
+    out->held += st->held;
+    out->duplicates += st->duplicates;
+  }
+}
+
+int tw_shards_close(tw_shards_t *s) {
+  int rc = 0;
+  if (s == NULL) return 0;
+  if (s->shards != NULL) {
+    tw_shards_finish(s); /* a no-op for threads already joined */
+    for (int k = 0; k < s->n; k++) {
+      shard_t *sh = &s->shards[k];
+      int crc = tw_pipeline_close(sh->p);
+      if (crc != 0 && rc == 0) rc = crc;
+      free(sh->ring);
+      pthread_mutex_destroy(&sh->mu);
+      pthread_cond_destroy(&sh->cv_data);
+      pthread_cond_destroy(&sh->cv_space);
+    }
+    free(s->shards);
+  }
+  free(s);
+  return rc;
+}
