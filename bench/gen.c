@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "tw_code.h"
+#include "tw_event.h"
 #include "tw_error.h"
 
 #define MS_PER_MIN 60000LL
@@ -215,29 +216,8 @@ typedef struct gen {
   msgpack_packer pk;
   tw_gen_stats_t stats;
 } gen_t;
-
+/* ---- Calendar (tw_days_from_civil / tw_civil_from_days in engine/timefmt.c) ---- */
 /* ---- Calendar (Hinnant's civil-from-days algorithms, proleptic Gregorian) ---- */
-
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
-  y -= m <= 2;
-  int64_t era = (y >= 0 ? y : y - 399) / 400;
-  unsigned yoe = (unsigned)(y - era * 400);
-  unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-  unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + (int64_t)doe - 719468;
-}
-
-static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
-  z += 719468;
-  int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  unsigned doe = (unsigned)(z - era * 146097);
-  unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  unsigned mp = (5 * doy + 2) / 153;
-  *d = doy - (153 * mp + 2) / 5 + 1;
-  *m = mp < 10 ? mp + 3 : mp - 9;
-  *y = (int64_t)yoe + era * 400 + (*m <= 2);
-}
 
 int tw_gen_parse_date(const char *text, int64_t *day_out) {
   static const unsigned kMonthDays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
@@ -251,7 +231,7 @@ int tw_gen_parse_date(const char *text, int64_t *day_out) {
   if (y < 1970 || m < 1 || m > 12 || d < 1 || d > kMonthDays[m - 1]) return TW_EINVAL;
   int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
   if (m == 2 && d == 29 && !leap) return TW_EINVAL;
-  *day_out = days_from_civil(y, m, d);
+  *day_out = tw_days_from_civil(y, m, d);
   return 0;
 }
 
@@ -268,7 +248,7 @@ void tw_gen_opts_default(tw_gen_opts_t *opts) {
   opts->institutions = 100;
   opts->days = 30;
   opts->seed = 1;
-  opts->start_day = days_from_civil(2025, 3, 1);
+  opts->start_day = tw_days_from_civil(2025, 3, 1);
   opts->format = TW_GEN_JSONL;
 }
 
@@ -803,7 +783,7 @@ static size_t fmt_ts(char *out, int64_t ts_ms, int frac) {
   int64_t ms = local - day * MS_PER_DAY;
   int64_t y;
   unsigned m, d;
-  civil_from_days(day, &y, &m, &d);
+  tw_civil_from_days(day, &y, &m, &d);
   unsigned hh = (unsigned)(ms / MS_PER_HOUR), mi = (unsigned)(ms / MS_PER_MIN % 60);
   unsigned ss = (unsigned)(ms / 1000 % 60), mss = (unsigned)(ms % 1000);
   char *p = out;

@@ -15,7 +15,7 @@
 #define MS_PER_DAY 86400000LL
 
 /* Days since 1970-01-01 of the civil date y-m-d (proleptic Gregorian). */
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+int64_t tw_days_from_civil(int64_t y, unsigned m, unsigned d) {
   y -= m <= 2;
   int64_t era = (y >= 0 ? y : y - 399) / 400;
   unsigned yoe = (unsigned)(y - era * 400);
@@ -24,7 +24,7 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
   return era * 146097 + (int64_t)doe - 719468;
 }
 
-static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
+void tw_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
   z += 719468;
   int64_t era = (z >= 0 ? z : z - 146096) / 146097;
   unsigned doe = (unsigned)(z - era * 146097);
@@ -92,7 +92,7 @@ int tw_parse_rfc3339(const char *s, size_t len, int64_t *out_ms) {
     return TW_EINVAL; /* the offset is required: a local time without one is ambiguous */
   }
   if (i != len) return TW_EINVAL;
-  int64_t days = days_from_civil(y, (unsigned)mo, (unsigned)d);
+  int64_t days = tw_days_from_civil(y, (unsigned)mo, (unsigned)d);
   int64_t ms = days * MS_PER_DAY + ((int64_t)h * 3600 + mi * 60 + se) * 1000 + frac_ms;
   *out_ms = ms - (int64_t)offset_min * 60000;
   return 0;
@@ -115,7 +115,7 @@ int tw_format_rfc3339(int64_t ms, int offset_min, char *buf, size_t cap) {
   int64_t rem = local - days * MS_PER_DAY;
   int64_t y;
   unsigned mo, d;
-  civil_from_days(days, &y, &mo, &d);
+  tw_civil_from_days(days, &y, &mo, &d);
   if (y < 0 || y > 9999) return TW_EINVAL;
   int h = (int)(rem / 3600000), mi = (int)(rem / 60000 % 60), se = (int)(rem / 1000 % 60);
   int frac = (int)(rem % 1000);

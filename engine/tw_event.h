@@ -116,6 +116,13 @@ int tw_parse_rfc3339(const char *s, size_t len, int64_t *out_ms);
 int tw_format_rfc3339(int64_t ms, int offset_min, char *buf, size_t cap);
 
 /*
+ * tw_days_from_civil / tw_civil_from_days: proleptic Gregorian date <-> days since 1970-01-01
+ * (Howard Hinnant's algorithms), for years within ±2^40. m is 1..12, d 1..31; no validation.
+ */
+int64_t tw_days_from_civil(int64_t y, unsigned m, unsigned d);
+void tw_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d);
+
+/*
  * tw_utf8_valid: 1 if data[0..len) is well-formed UTF-8 (no overlongs, surrogates or code
  * points above U+10FFFF), else 0. Validate once at decode; regex matching then skips the check.
  */
