@@ -412,7 +412,7 @@ static void test_case006_hostile_msgpack(void **state) {
   };
   long rss0 = max_rss_kib();
   for (size_t i = 0; i < 5; i++) {
-    size_t len;
+    size_t len = 0;
     char *buf = read_data(kFiles[i].file, &len);
     assert_non_null(buf);
     tw_decode_error_t err;
