@@ -62,7 +62,8 @@ typedef struct arrival {
 typedef struct suspect {
   uint64_t arrival;
   int64_t ts_ms;
-  unsigned age; /* accepted events since it arrived */
+  unsigned age;         /* accepted events since it arrived */
+  int64_t tolerance_ms; /* a later event this close before it (or after it) confirms it */
   char *raw;
   size_t raw_len;
   uint64_t full_len_bytes, offset_bytes, line;
@@ -647,15 +648,28 @@ static int suspect_refuse(tw_pipeline_t *p, size_t i, const char *why) {
 }
 
 /* Does an event at ts confirm a held jump (it lands within the skew before it, or after it)? */
-static bool corroborates(const tw_pipeline_t *p, int64_t ts) {
+/* Does an event at ts confirm held jump s? An ordinary event confirms it when the stream has
+ * come within the suspect's tolerance before it (or past it). An event that is itself a jump
+ * (jump_ms > 0, the current margin) confirms only a suspect within that margin of it: two jumps
+ * to about the same time agree, while a clock in 2099 does not vouch for one in 2030. */
+static bool confirms(const suspect_t *s, int64_t ts, int64_t jump_ms) {
+  if (jump_ms > 0) return ts - s->ts_ms <= jump_ms && s->ts_ms - ts <= jump_ms;
+  return ts >= s->ts_ms - s->tolerance_ms;
+}
+
+static bool corroborates(const tw_pipeline_t *p, int64_t ts, int64_t jump_ms) {
   for (size_t i = 0; i < p->n_suspects; i++)
-    if (ts >= p->suspects[i].ts_ms - p->skew_ms) return true;
+    if (confirms(&p->suspects[i], ts, jump_ms)) return true;
   return false;
 }
 
-static int suspect_hold(tw_pipeline_t *p, const tw_record_t *rec, uint64_t seq) {
-  if (p->n_suspects == TW_SUSPECTS_MAX) {
-    int rc = suspect_refuse(p, 0, "too many suspects are held");
+static int suspect_hold(tw_pipeline_t *p, const tw_record_t *rec, uint64_t seq,
+                        int64_t tolerance_ms) {
+  if (p->n_suspects == TW_SUSPECTS_MAX) { /* refuse the one held longest */
+    size_t oldest = 0;
+    for (size_t i = 1; i < p->n_suspects; i++)
+      if (p->suspects[i].arrival < p->suspects[oldest].arrival) oldest = i;
+    int rc = suspect_refuse(p, oldest, "too many suspects are held");
     if (rc != 0) return rc;
   }
   suspect_t *s = &p->suspects[p->n_suspects];
@@ -674,6 +688,7 @@ static int suspect_hold(tw_pipeline_t *p, const tw_record_t *rec, uint64_t seq) 
   s->format = rec->format;
   s->arrival = seq;
   s->ts_ms = p->ev.ts_ms;
+  s->tolerance_ms = tolerance_ms;
   p->n_suspects++;
   return 0;
 }
@@ -683,11 +698,11 @@ static int decode_record(tw_pipeline_t *p, const tw_record_t *rec, tw_decode_err
 /* confirm_suspects: an event at ts corroborates the held jumps it lands within the skew before,
  * or after: they are accepted, earliest first, before that event is placed (so they are not
  * counted late against it). Overwrites p->ev. */
-static int confirm_suspects(tw_pipeline_t *p, int64_t ts) {
+static int confirm_suspects(tw_pipeline_t *p, int64_t ts, int64_t jump_ms) {
   for (;;) {
     size_t pick = p->n_suspects;
     for (size_t i = 0; i < p->n_suspects; i++)
-      if (ts >= p->suspects[i].ts_ms - p->skew_ms &&
+      if (confirms(&p->suspects[i], ts, jump_ms) &&
           (pick == p->n_suspects || p->suspects[i].ts_ms < p->suspects[pick].ts_ms))
         pick = i;
     if (pick == p->n_suspects) return 0;
@@ -773,7 +788,7 @@ static int admit(tw_pipeline_t *p, const tw_record_t *rec) {
     return dead_letter(p, rec, "missing_field", "event_id",
                        "event_id is empty: it is the dedup key and must name the event");
   }
-  int64_t ts = p->ev.ts_ms;
+  int64_t ts = p->ev.ts_ms, jump_ms = 0;
   if (p->live) {
     int64_t now = wall_now_ms();
     if (ts > now + p->skew_ms) {
@@ -785,13 +800,21 @@ static int admit(tw_pipeline_t *p, const tw_record_t *rec) {
       arrival_done(p, seq);
       return dead_letter(p, rec, "future_skew", "ts", msg);
     }
-  } else if (p->have_max && ts > p->max_seen_ms && ts - p->max_seen_ms > suspect_margin(p) &&
-             !corroborates(p, ts)) {
-    return suspect_hold(p, rec, seq);
+  } else if (!p->have_max && p->n_suspects == 0) {
+    /* The first event of a replay (or after a restart) has nothing to be checked against: it
+     * waits for the next one, which confirms it if it lands within a day before it or after it,
+     * so one wrong clock at the start cannot make the whole stream late. */
+    return suspect_hold(p, rec, seq, TW_SUSPECT_MIN_JUMP_MS);
+  } else if (p->have_max && ts > p->max_seen_ms) {
+    int64_t margin = suspect_margin(p);
+    if (ts - p->max_seen_ms > margin) {
+      if (!corroborates(p, ts, margin)) return suspect_hold(p, rec, seq, p->skew_ms);
+      jump_ms = margin;
+    }
   }
-  if (p->n_suspects > 0 && corroborates(p, ts)) {
+  if (p->n_suspects > 0 && corroborates(p, ts, jump_ms)) {
     /* The held jumps go first; then this record is decoded again (p->ev was reused). */
-    rc = confirm_suspects(p, ts);
+    rc = confirm_suspects(p, ts, jump_ms);
     if (rc == 0) rc = decode_record(p, rec, &derr);
     if (rc != 0) return rc;
   }

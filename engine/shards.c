@@ -67,25 +67,78 @@ static uint64_t fnv1a(const char *p, size_t n) {
   return h;
 }
 
-/* In valid JSON the bytes "institution_id" followed by ':' can only be that key: inside a string
- * value a quote would be escaped. */
-static int json_institution(const char *d, size_t len, const char **id, size_t *id_len) {
-  static const char key[] = "\"institution_id\"";
-  const size_t klen = sizeof key - 1;
-  for (size_t i = 0; i + klen < len; i++) {
-    if (d[i] != '"' || memcmp(d + i, key, klen) != 0) continue;
-    size_t j = i + klen;
-    while (j < len && (d[j] == ' ' || d[j] == '\t')) j++;
-    if (j >= len || d[j] != ':') continue;
-    j++;
-    while (j < len && (d[j] == ' ' || d[j] == '\t')) j++;
-    if (j >= len || d[j] != '"') return -1;
-    size_t start = ++j;
-    while (j < len && d[j] != '"' && d[j] != '\\') j++;
-    if (j >= len || d[j] != '"') return -1;
-    *id = d + start;
-    *id_len = j - start;
-    return 0;
+/* json_string: the JSON string at d[*i] (which is '"'), unescaped into out (up to cap bytes;
+ * longer strings are truncated but still skipped whole). Advances *i past the closing quote.
+ * Returns the unescaped length, or -1 on malformed input. \uXXXX escapes below U+0080 are
+ * decoded (an institution code is ASCII); others are kept as '?', so such a code routes
+ * somewhere deterministic and the decoder then rejects it. */
+static long json_string(const char *d, size_t len, size_t *i, char *out, size_t cap) {
+  size_t j = *i + 1, n = 0;
+  while (j < len && d[j] != '"') {
+    char c = d[j++];
+    if (c == '\\') {
+      if (j >= len) return -1;
+      char e = d[j++];
+      switch (e) {
+        case 'b': c = '\b'; break;
+        case 'f': c = '\f'; break;
+        case 'n': c = '\n'; break;
+        case 'r': c = '\r'; break;
+        case 't': c = '\t'; break;
+        case 'u': {
+          if (len - j < 4) return -1;
+          unsigned v = 0;
+          for (int k = 0; k < 4; k++) {
+            char h = d[j + (size_t)k];
+            v = v * 16 + (unsigned)(h >= '0' && h <= '9'   ? h - '0'
+                                    : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                                    : h >= 'A' && h <= 'F' ? h - 'A' + 10
+                                                           : 0);
+          }
+          j += 4;
+          c = v < 0x80 ? (char)v : '?';
+          break;
+        }
+        default: c = e; /* \" \\ \/ */
+      }
+    }
+    if (n < cap) out[n] = c;
+    n++;
+  }
+  if (j >= len) return -1;
+  *i = j + 1;
+  return (long)(n < cap ? n : cap);
+}
+
+/* The top-level "institution_id" of a JSON object, unescaped into out: keys of nested objects
+ * and strings inside values are skipped, as the decoder would read them. */
+static int json_institution(const char *d, size_t len, char *out, size_t cap, size_t *id_len) {
+  int depth = 0;
+  size_t i = 0;
+  char key[16];
+  while (i < len) {
+    char c = d[i];
+    if (c == '{' || c == '[') {
+      depth++, i++;
+    } else if (c == '}' || c == ']') {
+      depth--, i++;
+    } else if (c == '"') {
+      long n = json_string(d, len, &i, key, sizeof key);
+      if (n < 0) return -1;
+      size_t j = i;
+      while (j < len && (d[j] == ' ' || d[j] == '\t' || d[j] == '\r' || d[j] == '\n')) j++;
+      if (depth != 1 || j >= len || d[j] != ':') continue; /* a value, or a nested key */
+      if (n != 14 || memcmp(key, "institution_id", 14) != 0) continue;
+      j++;
+      while (j < len && (d[j] == ' ' || d[j] == '\t' || d[j] == '\r' || d[j] == '\n')) j++;
+      if (j >= len || d[j] != '"') return -1;
+      n = json_string(d, len, &j, out, cap);
+      if (n < 0) return -1;
+      *id_len = (size_t)n;
+      return 0;
+    } else {
+      i++;
+    }
   }
   return -1;
 }
@@ -99,6 +152,8 @@ static int mp_str(const unsigned char *p, size_t avail, size_t *hdr, size_t *sle
     *hdr = 2, *slen = p[1];
   } else if (p[0] == 0xda && avail >= 3) {
     *hdr = 3, *slen = (size_t)p[1] << 8 | p[2];
+  } else if (p[0] == 0xdb && avail >= 5) {
+    *hdr = 5, *slen = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
   } else {
     return -1;
   }
@@ -113,6 +168,8 @@ static int msgpack_institution(const char *d, size_t len, const char **id, size_
     n = p[0] & 0x0f, pos = 1;
   } else if (p[0] == 0xde && len >= 3) {
     n = (size_t)p[1] << 8 | p[2], pos = 3;
+  } else if (p[0] == 0xdf && len >= 5) {
+    n = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4], pos = 5;
   } else {
     return -1;
   }
@@ -136,12 +193,17 @@ static int msgpack_institution(const char *d, size_t len, const char **id, size_
 }
 
 int tw_shard_of(const tw_record_t *rec, int n) {
+  char buf[TW_EVENT_ID_MAX];
   const char *id;
   size_t id_len;
+  int rc;
   if (n <= 1 || (rec->flags & (TW_REC_TRUNCATED | TW_REC_BROKEN))) return 0;
-  int rc = rec->format == TW_FORMAT_MSGPACK
-               ? msgpack_institution(rec->data, rec->len_bytes, &id, &id_len)
-               : json_institution(rec->data, rec->len_bytes, &id, &id_len);
+  if (rec->format == TW_FORMAT_MSGPACK) {
+    rc = msgpack_institution(rec->data, rec->len_bytes, &id, &id_len);
+  } else {
+    rc = json_institution(rec->data, rec->len_bytes, buf, sizeof buf, &id_len);
+    id = buf;
+  }
   if (rc != 0) return 0;
   return (int)(fnv1a(id, id_len) % (uint64_t)n);
 }

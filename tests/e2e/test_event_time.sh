@@ -55,6 +55,13 @@ jq -e 'select(.reason == "future_skew" and (.raw | contains("\"p-99\"")))' dl3.j
 grep -q "11 events read, 10 accepted, 1 rejected" log3.txt || { cat log3.txt; fail "case 003 counts"; }
 grep -q "too_late" dl3.jsonl && fail "case 003: an event was refused as too_late"
 
+# A wrong clock on the very first event must not make the rest of the stream late.
+{ sed -n 1p "$data/003-future-timestamp.jsonl" | sed 's/"p-0"/"p-first"/; s/2025-03-01T10:00:00/2030-01-01T00:00:00/'
+  cat "$data/003-future-timestamp.jsonl"; } > first.jsonl
+"$TW" run --rules rules.yaml --input first.jsonl --state s9 --alerts a9.jsonl --dead-letter dl9.jsonl 2>log9.txt
+grep -q "12 events read, 10 accepted, 2 rejected" log9.txt || { cat log9.txt; cat dl9.jsonl; fail "a far-future first event poisoned the stream"; }
+expect_eq "future_skew lines" "$(grep -c '"reason":"future_skew"' dl9.jsonl)" 2
+
 # 004: at c-3 (2025-03-08T10:00:00+08:00) the 7-day window (t-7d, t] holds c-2 and c-3: 2.
 "$TW" run --rules rules.yaml --input "$data/004-window-edge.jsonl" --state s6 --alerts a4.jsonl 2>/dev/null
 expect_eq "case 004 count at c-3" \

@@ -10,12 +10,19 @@
 awk '{ printf "%d\t%s\n", int((NR - 1) / 50) * 100000 + (NR * 7919) % 50, $0 }' e.jsonl \
   | sort -n -k1,1 -s | cut -f2- > shuffled.jsonl
 cmp -s e.jsonl shuffled.jsonl && fail "the shuffle changed nothing"
+# Routing reads the top-level institution_id as the decoder does: a nested key of the same name
+# and a JSON-escaped code must not send an event to another institution's shard.
+awk 'NR % 2 == 0 { sub(/^\{/, "{\"meta\":{\"institution_id\":\"nested\"},"); }
+     NR % 3 == 0 { sub(/"institution_id": *"5/, "\"institution_id\":\"\\u0035"); } { print }' \
+  e.jsonl > tricky.jsonl
+grep -q '"meta":{"institution_id"' tricky.jsonl && grep -q 'u0035' tricky.jsonl \
+  || fail "the tricky input was not built"
 sorted_journal() { "$TW" journal --state "$1" | sed -E 's/^\{("shard":[0-9]+,)?"seq":[0-9]+,/{/' | sort; }
 "$TW" run --rules "$RULES" --input e.jsonl --state ref --no-sync --alerts ref.jsonl 2>/dev/null
 sort ref.jsonl > ref.sorted
 [ "$(wc -l < ref.sorted)" -gt 5 ] || fail "reference has too few alerts to compare"
 for n in 2 4; do
-  for input in e.jsonl e.msgpack shuffled.jsonl; do
+  for input in e.jsonl e.msgpack shuffled.jsonl tricky.jsonl; do
     "$TW" run --rules "$RULES" --input "$input" --state "s$n-$input" --shards "$n" --no-sync \
       --alerts "a$n-$input" 2>"log$n-$input" || { cat "log$n-$input"; fail "--shards $n on $input failed"; }
     sort "a$n-$input" | cmp -s - ref.sorted || fail "--shards $n on $input: alerts differ from one shard"
