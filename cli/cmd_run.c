@@ -92,7 +92,7 @@ static void usage(FILE *out) {
       "later\n"
       "                        events contradict (default 10m)\n"
       "  --dedup-horizon D     an event whose event_id was processed within D of event time is a\n"
-      "                        duplicate: counted, not processed again (default 7d)\n"
+      "                        duplicate: counted, not processed again (default 7d; 0s: none)\n"
       "\n"
       "A one-line summary goes to stderr. Exit status: 0 done, 1 bad rules/schema or unreadable\n"
       "input, 2 usage error, 70 internal failure (state store, out of memory).\n");
@@ -276,6 +276,7 @@ static int serve(tw_source_t *src, tw_pipeline_t *p, const char *endpoint, const
           endpoint);
   serve_drain(&s); /* messages that arrived before the loop started */
   uv_run(&s.loop, UV_RUN_DEFAULT);
+  signal(SIGHUP, SIG_IGN); /* libuv restored the default action when its handle closed */
   uv_loop_close(&s.loop);
   return s.rc;
 }
@@ -421,6 +422,9 @@ int tw_cmd_run(int argc, char **argv) {
   memset(&so, 0, sizeof so);
   po.allowed_lateness_ms = -1; /* the defaults */
   po.max_future_skew_ms = -1;
+  po.dedup_horizon_ms = -1;
+  /* SIGHUP reloads the rules when serving; at any other moment it must not end the process. */
+  signal(SIGHUP, SIG_IGN);
   int c, have_format = 0, shards = 1;
   optind = 1;
   while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {

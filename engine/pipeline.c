@@ -124,6 +124,9 @@ struct tw_pipeline {
   /* Shards: records before this offset were finished by this pipeline before a restart; the
    * shared reader re-reads them for other shards, this one skips them. */
   uint64_t skip_below_offset;
+  /* The first engine failure (state store, memory, an output): nothing more is committed, so a
+   * restart redoes the batch in which it happened. */
+  int failed;
 };
 
 static void errf(char *buf, size_t cap, const char *fmt, const char *a, const char *b) {
@@ -230,6 +233,17 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
             rerr.message);
     goto fail;
   }
+  {
+    char marker[4200];
+    struct stat mst;
+    snprintf(marker, sizeof marker, "%s/shards", opts->state_dir);
+    if (stat(marker, &mst) == 0) {
+      rc = TW_EINVAL;
+      errf(errbuf, errcap, "state %s was made with --shards; give the same --shards%s",
+           opts->state_dir, "");
+      goto fail;
+    }
+  }
   tw_state_opts_t sopts = {0};
   sopts.no_sync = opts->no_sync;
   rc = tw_state_open(opts->state_dir, &sopts, &p->state);
@@ -255,7 +269,7 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
       opts->max_future_skew_ms < 0 ? TW_DEFAULT_MAX_FUTURE_SKEW_MS : opts->max_future_skew_ms;
   p->live = opts->live;
   p->dedup_horizon_ms =
-      opts->dedup_horizon_ms <= 0 ? TW_DEFAULT_DEDUP_HORIZON_MS : opts->dedup_horizon_ms;
+      opts->dedup_horizon_ms < 0 ? TW_DEFAULT_DEDUP_HORIZON_MS : opts->dedup_horizon_ms;
   p->wm_floor_ms = INT64_MIN;
   rc = tw_order_new(&p->order);
   if (rc != 0) goto fail;
@@ -545,8 +559,9 @@ static int process_event(tw_pipeline_t *p) {
    * is processed, so a restart that re-reads held (unprocessed) records does not skip them. */
   tw_value_t id = tw_event_get(&p->ev, TW_SLOT_EVENT_ID);
   bool dup = false;
-  int drc =
-      tw_state_dedup(p->state, id.u.s.ptr, id.u.s.len, p->ev.ts_ms, p->dedup_horizon_ms, &dup);
+  int drc = p->dedup_horizon_ms == 0 ? 0
+                                     : tw_state_dedup(p->state, id.u.s.ptr, id.u.s.len, p->ev.ts_ms,
+                                                      p->dedup_horizon_ms, &dup);
   if (drc == TW_ESTATE || drc == TW_ENOMEM) return drc;
   if (drc == 0 && dup) {
     p->stats.duplicates++;
@@ -831,13 +846,15 @@ int tw_pipeline_record(void *ud, const tw_record_t *rec) {
   p->input_offset = rec->offset_bytes + rec->full_len_bytes;
   p->input_line = rec->line;
   if (p->live) p->last_record_wall_ms = wall_now_ms();
+  if (p->failed) return p->failed;
   int rc = admit(p, rec);
-  if (rc != 0) return rc;
+  if (rc != 0) return p->failed = rc;
   if (++p->pending_events >= p->batch_events) return tw_pipeline_commit(p);
   return 0;
 }
 
 int tw_pipeline_flush(tw_pipeline_t *p) {
+  if (p->failed) return p->failed;
   /* At the end, a jump that no later event stayed behind is accepted (the input may simply have
    * ended after a quiet spell); one that later events contradicted is refused. */
   while (p->n_suspects > 0) {
@@ -1019,6 +1036,7 @@ static uint64_t get_le64(const uint8_t *b) {
 }
 
 int tw_pipeline_commit(tw_pipeline_t *p) {
+  if (p->failed) return p->failed;
   /* The alerts handed to the sinks since the last commit are recorded now: a crash before the
    * next commit makes a restart hand them over again (at least once, never lost). */
   uint8_t pub[8];
@@ -1029,7 +1047,7 @@ int tw_pipeline_commit(tw_pipeline_t *p) {
   if (rc == 0) rc = tw_state_commit(p->state);
   if (rc != 0) {
     fprintf(stderr, "tutorwatch: group commit failed: %s\n", tw_strerror(rc));
-    return rc;
+    return p->failed = rc;
   }
   p->stats.commits++;
   p->pending_events = 0;

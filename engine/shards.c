@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "tw_error.h"
 #include "tw_event.h"
@@ -80,11 +81,21 @@ static long json_string(const char *d, size_t len, size_t *i, char *out, size_t 
       if (j >= len) return -1;
       char e = d[j++];
       switch (e) {
-        case 'b': c = '\b'; break;
-        case 'f': c = '\f'; break;
-        case 'n': c = '\n'; break;
-        case 'r': c = '\r'; break;
-        case 't': c = '\t'; break;
+        case 'b':
+          c = '\b';
+          break;
+        case 'f':
+          c = '\f';
+          break;
+        case 'n':
+          c = '\n';
+          break;
+        case 'r':
+          c = '\r';
+          break;
+        case 't':
+          c = '\t';
+          break;
         case 'u': {
           if (len - j < 4) return -1;
           unsigned v = 0;
@@ -99,7 +110,8 @@ static long json_string(const char *d, size_t len, size_t *i, char *out, size_t 
           c = v < 0x80 ? (char)v : '?';
           break;
         }
-        default: c = e; /* \" \\ \/ */
+        default:
+          c = e; /* \" \\ \/ */
       }
     }
     if (n < cap) out[n] = c;
@@ -256,10 +268,13 @@ static void *shard_main(void *arg) {
 
 /* ---- opening ------------------------------------------------------------------------------ */
 
-/* The shard count is part of the state: refuse a directory made with another count. */
-static int check_layout(const char *dir, int n, char *errbuf, size_t errcap) {
+/* The shard count is part of the state, written to DIR/shards once every shard has opened: a
+ * directory made with another count, or without shards, is refused. Shard directories without
+ * that file come from a start that failed before any event was read: they are reused. */
+static int check_layout(const char *dir, int n, int *have_marker, char *errbuf, size_t errcap) {
   char path[4200];
   struct stat st;
+  *have_marker = 0;
   snprintf(path, sizeof path, "%s/data.mdb", dir);
   if (stat(path, &st) == 0) {
     snprintf(errbuf, errcap,
@@ -267,19 +282,33 @@ static int check_layout(const char *dir, int n, char *errbuf, size_t errcap) {
              dir);
     return TW_EINVAL;
   }
-  snprintf(path, sizeof path, "%s/shard-0", dir);
-  int any = stat(path, &st) == 0;
-  snprintf(path, sizeof path, "%s/shard-%d", dir, n);
-  int more = stat(path, &st) == 0;
-  snprintf(path, sizeof path, "%s/shard-%d", dir, n - 1);
-  int last = stat(path, &st) == 0;
-  if (any && (more || !last)) {
+  snprintf(path, sizeof path, "%s/shards", dir);
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return 0;
+  int made = 0;
+  int ok = fscanf(f, "%d", &made) == 1;
+  fclose(f);
+  if (!ok || made != n) {
     snprintf(errbuf, errcap,
-             "state %s was made with another --shards count (institutions would change shards "
-             "and lose their state); use the same count or a new directory",
-             dir);
+             "state %s was made with --shards %d (institutions would change shards and lose their "
+             "state); use the same count or a new directory",
+             dir, made);
     return TW_EINVAL;
   }
+  *have_marker = 1;
+  return 0;
+}
+
+static int write_layout(const char *dir, int n) {
+  char path[4200], tmp[4300];
+  snprintf(path, sizeof path, "%s/shards", dir);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *f = fopen(tmp, "w");
+  if (f == NULL) return TW_EIO;
+  int ok = fprintf(f, "%d\n", n) > 0;
+  ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
+  ok = fclose(f) == 0 && ok;
+  if (!ok || rename(tmp, path) != 0) return TW_EIO;
   return 0;
 }
 
@@ -294,15 +323,24 @@ int tw_shards_open(const tw_pipeline_opts_t *opts, int n, tw_outputs_t *outputs,
              strerror(errno));
     return TW_EIO;
   }
-  int rc = check_layout(opts->state_dir, n, errbuf, errcap);
+  int have_marker = 0;
+  int rc = check_layout(opts->state_dir, n, &have_marker, errbuf, errcap);
   if (rc != 0) return rc;
   tw_shards_t *s = calloc(1, sizeof *s);
-  if (s == NULL) return TW_ENOMEM;
+  if (s == NULL) goto oom;
   s->n = n;
   s->shards = calloc((size_t)n, sizeof *s->shards);
   if (s->shards == NULL) {
     free(s);
-    return TW_ENOMEM;
+    goto oom;
+  }
+  for (int k = 0; k < n; k++) { /* every lock exists before anything can fail */
+    shard_t *sh = &s->shards[k];
+    sh->owner = s;
+    sh->index = k;
+    pthread_mutex_init(&sh->mu, NULL);
+    pthread_cond_init(&sh->cv_data, NULL);
+    pthread_cond_init(&sh->cv_space, NULL);
   }
   for (int k = 0; k < n; k++) {
     shard_t *sh = &s->shards[k];
@@ -312,19 +350,20 @@ int tw_shards_open(const tw_pipeline_opts_t *opts, int n, tw_outputs_t *outputs,
     po.state_dir = dir;
     po.pseudonym_dir = opts->state_dir;
     po.shared_outputs = outputs;
-    sh->owner = s;
-    sh->index = k;
-    pthread_mutex_init(&sh->mu, NULL);
-    pthread_cond_init(&sh->cv_data, NULL);
-    pthread_cond_init(&sh->cv_space, NULL);
     sh->cap = TW_SHARD_QUEUE_BYTES;
     sh->ring = malloc(sh->cap);
     if (sh->ring == NULL) {
+      snprintf(errbuf, errcap, "out of memory for the queue of shard %d", k);
       rc = TW_ENOMEM;
       goto fail;
     }
     rc = tw_pipeline_open(&po, &sh->p, errbuf, errcap);
     if (rc != 0) goto fail;
+  }
+  if (!have_marker && write_layout(opts->state_dir, n) != 0) {
+    snprintf(errbuf, errcap, "cannot write %s/shards: %s", opts->state_dir, strerror(errno));
+    rc = TW_EIO;
+    goto fail;
   }
   for (int k = 0; k < n; k++) {
     if (pthread_create(&s->shards[k].thread, NULL, shard_main, &s->shards[k]) != 0) {
@@ -336,6 +375,9 @@ int tw_shards_open(const tw_pipeline_opts_t *opts, int n, tw_outputs_t *outputs,
   }
   *out = s;
   return 0;
+oom:
+  snprintf(errbuf, errcap, "out of memory");
+  return TW_ENOMEM;
 fail:
   tw_shards_close(s);
   return rc;

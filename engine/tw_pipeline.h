@@ -67,7 +67,7 @@ typedef struct tw_pipeline_opts {
   /* Event time (docs/engine.md). Watermark = newest event time seen - allowed lateness. */
   int64_t allowed_lateness_ms;  /* < 0: the default, 1 h */
   int64_t max_future_skew_ms;   /* < 0: the default, 10 min */
-  int64_t dedup_horizon_ms;     /* how long event_ids are remembered; <= 0: the default, 7 d */
+  int64_t dedup_horizon_ms;     /* how long event_ids are remembered; < 0: 7 d; 0: no dedup */
   tw_outputs_t *shared_outputs; /* NULL: the pipeline opens and owns its outputs; else shared
                                    by several pipelines (shards), which neither open nor close it */
   const char *pseudonym_dir;    /* where pseudonym.key lives; NULL = state_dir */

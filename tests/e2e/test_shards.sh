@@ -54,7 +54,19 @@ st2=$?
 st3=$?
 set -e
 expect_eq "other shard count status" "$st" 1
-grep -q "another --shards count" mismatch.txt || { cat mismatch.txt; fail "no message on shard count"; }
+grep -q "was made with --shards 4" mismatch.txt || { cat mismatch.txt; fail "no message on shard count"; }
 expect_eq "unsharded state with --shards" "$st2" 1
 expect_eq "--shards with --listen" "$st3" 2
+# A sharded state is refused without --shards too, and shard directories left by a start that
+# failed before reading anything (no DIR/shards yet) do not block the next start.
+set +e
+"$TW" run --rules "$RULES" --input e.jsonl --state s4-e.jsonl --alerts x 2>noshards.txt
+st4=$?
+set -e
+expect_eq "sharded state without --shards" "$st4" 1
+grep -q "was made with --shards" noshards.txt || { cat noshards.txt; fail "no message without --shards"; }
+mkdir -p partial/shard-0
+"$TW" run --rules "$RULES" --input e.jsonl --state partial --shards 2 --no-sync --alerts p.jsonl 2>partial.txt \
+  || { cat partial.txt; fail "a directory left by a failed start was refused"; }
+expect_eq "layout marker" "$(cat partial/shards)" 2
 echo "shards: same alerts for 1, 2, 4 shards, shuffled input and kills"
