@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <jansson.h>
 #include <uv.h>
 #include <zmq.h>
 #include <errno.h>
@@ -149,6 +150,8 @@ typedef struct serve {
   uv_signal_t sigint, sigterm, sighup;
   tw_source_t *src;
   const char *rules_path; /* reloaded on SIGHUP */
+  const char *state_dir;  /* engine.pid and reload.status live here (tutorwatch reload) */
+  unsigned reloads;
   tw_pipeline_t *p;
   int rc;
   int stopping; /* a signal arrived: take nothing more, commit, exit */
@@ -233,6 +236,18 @@ static void on_signal(uv_signal_t *h, int signum) {
 /* SIGHUP: load the rule file again; a file that does not compile is refused and the old rules
  * go on. Alerts already raised are committed and published first; events still waiting for the
  * watermark are processed under the new rules. */
+/* reload.status: the outcome of the last reload, for `tutorwatch reload`, written whole
+ * (temporary file + rename) so a reader never sees half of it. */
+static void write_reload_status(serve_t *s, int ok, const char *msg) {
+  char path[4200], tmp[4300];
+  snprintf(path, sizeof path, "%s/reload.status", s->state_dir);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  json_t *o = json_pack("{s:I,s:b,s:s}", "seq", (json_int_t)++s->reloads, "ok", ok, "message", msg);
+  if (o == NULL) return;
+  if (json_dump_file(o, tmp, JSON_COMPACT) == 0) rename(tmp, path);
+  json_decref(o);
+}
+
 static void on_reload(uv_signal_t *h, int signum) {
   (void)signum;
   serve_t *s = h->data;
@@ -240,6 +255,7 @@ static void on_reload(uv_signal_t *h, int signum) {
   serve_drain(s);
   if (s->stopping) return;
   int rc = tw_pipeline_reload(s->p, s->rules_path, msg, sizeof msg);
+  write_reload_status(s, rc == 0, msg);
   if (rc == 0) {
     fprintf(stderr, "tutorwatch run: SIGHUP: reloaded %s: %s\n", s->rules_path, msg);
   } else if (rc == TW_ESTATE || rc == TW_ENOMEM || rc == TW_EIO) {
@@ -252,12 +268,22 @@ static void on_reload(uv_signal_t *h, int signum) {
   }
 }
 
-static int serve(tw_source_t *src, tw_pipeline_t *p, const char *endpoint, const char *rules_path) {
+static int serve(tw_source_t *src, tw_pipeline_t *p, const char *endpoint, const char *rules_path,
+                 const char *state_dir) {
   serve_t s;
   memset(&s, 0, sizeof s);
   s.src = src;
   s.p = p;
   s.rules_path = rules_path;
+  s.state_dir = state_dir;
+  /* engine.pid: how `tutorwatch reload --state DIR` finds this engine. */
+  char pid_path[4200];
+  snprintf(pid_path, sizeof pid_path, "%s/engine.pid", state_dir);
+  FILE *pf = fopen(pid_path, "w");
+  if (pf != NULL) {
+    fprintf(pf, "%ld\n", (long)getpid());
+    fclose(pf);
+  }
   uv_loop_init(&s.loop);
   s.poll.data = s.timer.data = s.sigint.data = s.sigterm.data = s.sighup.data = &s;
   uv_poll_init(&s.loop, &s.poll, src->vt->fd(src));
@@ -276,6 +302,7 @@ static int serve(tw_source_t *src, tw_pipeline_t *p, const char *endpoint, const
           endpoint);
   serve_drain(&s); /* messages that arrived before the loop started */
   uv_run(&s.loop, UV_RUN_DEFAULT);
+  unlink(pid_path);
   signal(SIGHUP, SIG_IGN); /* libuv restored the default action when its handle closed */
   uv_loop_close(&s.loop);
   return s.rc;
@@ -617,7 +644,7 @@ int tw_cmd_run(int argc, char **argv) {
   }
   t0 = now_s();
   if (listen_ep != NULL) {
-    rc = serve(src, eng.p, listen_ep, po.rules_path);
+    rc = serve(src, eng.p, listen_ep, po.rules_path, po.state_dir);
   } else {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -52,8 +52,14 @@ grep -q "start empty: complaints_7d" engine.log || { cat engine.log; fail "reloa
 wait_alerts 7
 
 echo "rules: [this is not: valid" >> rules.yaml
-kill -HUP $engine
-for _ in $(seq 1 100); do grep -q "refused" engine.log && break; sleep 0.1; done
+# `tutorwatch reload` does what SIGHUP does and prints the engine's answer.
+set +e
+"$TW" reload --state st > reload.out 2> reload.err
+st_reload=$?
+set -e
+expect_eq "reload of a broken file" "$st_reload" 1
+grep -q "refused, the old rules go on: rules.yaml:[0-9]*:[0-9]*:" reload.err \
+  || { cat reload.out reload.err; fail "reload did not print the located error"; }
 grep -q "rules.yaml:[0-9]*:[0-9]*: .* the old rules go on\|refused, the old rules go on: .*rules.yaml:[0-9]*:[0-9]*:" engine.log \
   || { cat engine.log; fail "a broken rule file was not refused with its location"; }
 c k6 6 > part3.jsonl
@@ -62,6 +68,13 @@ wait_alerts 9
 kill -TERM $engine
 wait $engine || { cat engine.log; fail "engine did not exit 0"; }
 trap - EXIT
+[ ! -e st/engine.pid ] || fail "engine.pid left behind"
+set +e
+"$TW" reload --state st 2>noengine.err
+st_none=$?
+set -e
+expect_eq "reload with no engine" "$st_none" 1
+grep -q "no engine is serving" noengine.err || fail "no message when no engine serves"
 # complaint_count went on counting across the reload; complaint_week started from zero after it.
 expect_eq "complaints_all per alert" \
   "$(jq -r 'select(.rule == "complaint_count") | .values.complaints_all' alerts.jsonl | tr '\n' ' ')" \
