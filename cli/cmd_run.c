@@ -388,12 +388,15 @@ static void print_summary(const engine_t *e, const tw_sink_t *feed, double secs,
                           const char *state_dir, int temp_state, int served) {
   tw_pipeline_stats_t st;
   engine_stats(e, &st);
-  char rej[4200] = "", extra[256] = "", rate[96] = "";
+  char rej[4200] = "", extra[512] = "", rate[96] = "";
   if (st.rejected > 0) snprintf(rej, sizeof rej, " (dead-letter: %s)", e->out.dead_letter_path);
   if (st.duplicates > 0)
     snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
              ", %llu %s (event_id already processed)", (unsigned long long)st.duplicates,
              plural(st.duplicates, "duplicate", "duplicates"));
+  if (st.evicted > 0)
+    snprintf(extra + strlen(extra), sizeof extra - strlen(extra), ", %llu idle state %s evicted",
+             (unsigned long long)st.evicted, plural(st.evicted, "entry", "entries"));
   if (st.late > 0)
     snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
              ", %llu late (behind the watermark, processed at once)", (unsigned long long)st.late);

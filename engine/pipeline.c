@@ -1191,6 +1191,11 @@ uint64_t tw_pipeline_pending(const tw_pipeline_t *p) {
 void tw_pipeline_stats(const tw_pipeline_t *p, tw_pipeline_stats_t *out) {
   *out = p->stats;
   out->held = tw_order_size(p->order) + p->n_suspects;
+  if (p->state != NULL) {
+    tw_state_stats_t ss;
+    tw_state_stats(p->state, &ss);
+    out->evicted = ss.evicted_expired + ss.evicted_clean;
+  }
 }
 
 const char *tw_pipeline_dead_letter_path(const tw_pipeline_t *p) {

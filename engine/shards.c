@@ -487,6 +487,7 @@ void tw_shards_stats(const tw_shards_t *s, tw_pipeline_stats_t *out) {
     out->future_skew += st->future_skew;
     out->held += st->held;
     out->duplicates += st->duplicates;
+    out->evicted += st->evicted;
   }
 }
 

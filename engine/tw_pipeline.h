@@ -93,6 +93,7 @@ typedef struct tw_pipeline_stats {
   uint64_t future_skew; /* rejected: too far ahead of the wall clock or of the stream */
   uint64_t held;        /* events waiting in the reorder buffer or as suspects now */
   uint64_t duplicates;  /* events whose event_id was already processed within the horizon */
+  uint64_t evicted;     /* state entries dropped: expired behind the watermark, or idle in memory */
 } tw_pipeline_stats_t;
 
 /*
