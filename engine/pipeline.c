@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "tw_alert.h"
+#include "tw_code.h"
 #include "tw_error.h"
 #include "tw_event.h"
 #include "tw_order.h"
@@ -40,8 +41,13 @@
 #define TW_SPAN_FACTOR 10        /* a jump beyond 10x the recent span (and the skew) is suspect */
 #define TW_EVICT_PER_COMMIT 4096 /* state entries examined for eviction per group commit */
 #define TW_SUSPECT_MIN_JUMP_MS (24LL * 3600 * 1000) /* a quiet night or a weekend is no suspect */
-#define TW_IDLE_MS 1000                             /* live: no record for this long = idle */
-#define TW_PUBLISHED_META "published_seq"           /* last journal seq handed to the sinks */
+#define TW_IDLE_MS 1000
+#define TW_LIVE_STREAM_MS (24LL * 3600 * 1000) /* newest event this close to the wall clock: live \
+                                                */
+#define TW_SWEEP_CATCH_UP                                                                        \
+  1000 /* at most this many missed intervals are swept one by one */ /* live: no record for this \
+                                                                        long = idle */
+#define TW_PUBLISHED_META "published_seq" /* last journal seq handed to the sinks */
 
 /* An alert made durable by the next commit, then published. Strings live in pipeline->pend_buf
  * at the recorded offsets (the buffer may move while it grows). */
@@ -84,6 +90,12 @@ struct tw_pipeline {
   tw_state_t *state;
   tw_pseudo_key_t pseudo_key;
   tw_event_t ev;
+  tw_event_t *cur;     /* the event rules read: &ev, or &sweep_ev during a scheduled sweep */
+  tw_event_t sweep_ev; /* the synthetic event of a sweep: institution_id, region, ts = sweep time */
+  int64_t *next_sweep_ms; /* per rule: next sweep of an `every` rule; INT64_MIN = not yet known */
+  bool has_every;
+  const tw_rule_t *sweep_rule;
+  int64_t sweep_at_ms;
   type_plan_t plan[TW_MAX_TYPES];
   tw_outputs_t own_out; /* used when no shared outputs are given */
   tw_outputs_t *out;    /* sinks and dead-letter file: own_out, or shared by shards */
@@ -207,6 +219,8 @@ int tw_outputs_close(tw_outputs_t *o) {
   return rc;
 }
 
+static int sweeps_init(tw_pipeline_t *p);
+
 int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *errbuf,
                      size_t errcap) {
   char schema_path[4096];
@@ -259,8 +273,11 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
     goto fail;
   }
   rc = tw_event_init(&p->ev);
+  if (rc == 0) rc = tw_event_init(&p->sweep_ev);
   if (rc != 0) goto fail;
+  p->cur = &p->ev;
   rc = plan_build(p);
+  if (rc == 0) rc = sweeps_init(p);
   if (rc != 0) goto fail;
   p->batch_events = opts->batch_events ? opts->batch_events : 10000;
   p->lateness_ms =
@@ -355,17 +372,17 @@ static int agg_value_cb(void *ud, size_t agg_index, int64_t *out) {
   const tw_agg_def_t *a = tw_rules_aggregate(p->rules, agg_index);
   const char *key;
   size_t len;
-  if (agg_key(&p->ev, a->by_slot, &key, &len) != 0) {
+  if (agg_key(p->cur, a->by_slot, &key, &len) != 0) {
     *out = 0;
     return 0;
   }
-  return tw_state_agg_value(p->state, &a->spec, key, len, p->ev.ts_ms, out);
+  return tw_state_agg_value(p->state, &a->spec, key, len, p->cur->ts_ms, out);
 }
 
 static void log_eval_error(tw_pipeline_t *p, const char *what, const char *name, int rc) {
   p->stats.eval_errors++;
   if (p->stats.eval_errors <= TW_EVAL_ERROR_LOG_MAX) {
-    tw_value_t id = tw_event_get(&p->ev, TW_SLOT_EVENT_ID);
+    tw_value_t id = tw_event_get(p->cur, TW_SLOT_EVENT_ID);
     fprintf(
         stderr, "tutorwatch: %s '%s' on event '%s': %s%s\n", what, name,
         id.kind == TW_V_STR ? id.u.s.ptr : "?", tw_strerror(rc),
@@ -448,7 +465,7 @@ static int fire(tw_pipeline_t *p, const tw_rule_t *r, tw_eval_ctx_t *ctx, const 
                 size_t key_len) {
   bool allowed = true;
   int rc =
-      tw_state_cooldown(p->state, r->name, key, key_len, p->ev.ts_ms, r->cooldown_ms, &allowed);
+      tw_state_cooldown(p->state, r->name, key, key_len, p->cur->ts_ms, r->cooldown_ms, &allowed);
   if (rc != 0) return rc;
   if (!allowed) {
     p->stats.suppressed++;
@@ -460,10 +477,10 @@ static int fire(tw_pipeline_t *p, const tw_rule_t *r, tw_eval_ctx_t *ctx, const 
   a.by = p->schema->fields[r->by_slot].name;
   a.key.ptr = key;
   a.key.len = (uint32_t)key_len;
-  a.institution_id = tw_event_get(&p->ev, TW_SLOT_INSTITUTION_ID).u.s;
-  a.region = tw_event_get(&p->ev, TW_SLOT_REGION).u.s;
-  a.event_id = tw_event_get(&p->ev, TW_SLOT_EVENT_ID).u.s;
-  a.event_time_ms = p->ev.ts_ms;
+  a.institution_id = tw_event_get(p->cur, TW_SLOT_INSTITUTION_ID).u.s;
+  a.region = tw_event_get(p->cur, TW_SLOT_REGION).u.s;
+  a.event_id = tw_event_get(p->cur, TW_SLOT_EVENT_ID).u.s;
+  a.event_time_ms = p->cur->ts_ms;
   tw_alert_make_id(&a);
   if (r->message != NULL) {
     size_t n_reads = ctx->n_reads; /* the message's reads are not the condition's */
@@ -554,6 +571,140 @@ static int64_t watermark(const tw_pipeline_t *p) {
 }
 
 /* process_event: aggregates and rules for the event in p->ev (in event-time order). */
+/* ---- scheduled rules (every) ---------------------------------------------------------------- */
+
+/* Every institution an event has named, for the sweeps: an `all` count per institution. */
+static const tw_window_spec_t kInstitutions = {"tw.institutions", TW_AGG_COUNT, 0, 0};
+
+/* The first interval boundary after t, aligned to local midnight (Asia/Shanghai, UTC+8). */
+static int64_t boundary_after(int64_t t, int64_t every_ms) {
+  int64_t local = t + TW_STATE_TZ_DEFAULT_MS;
+  int64_t n = local / every_ms;
+  if (local < 0 && local % every_ms != 0) n--;
+  return (n + 1) * every_ms - TW_STATE_TZ_DEFAULT_MS;
+}
+
+static void sweep_meta_name(const tw_rule_t *r, char *buf, size_t cap) {
+  snprintf(buf, cap, "sweep:%s", r->name);
+}
+
+/* put_last_sweep: stage the time of the last sweep of r (or of its start) for the next commit. */
+static void put_last_sweep(tw_pipeline_t *p, const tw_rule_t *r, int64_t at) {
+  char name[80];
+  uint8_t b[8];
+  sweep_meta_name(r, name, sizeof name);
+  for (int k = 0; k < 8; k++) b[k] = (uint8_t)((uint64_t)at >> (8 * k));
+  tw_state_meta_put(p->state, name, b, sizeof b); /* a name too long only loses the resume */
+}
+
+/* register_for_sweeps: remember the institution of the event being processed, and start the
+ * sweep clocks at the first event (the earliest, since events are processed in time order). */
+static int register_for_sweeps(tw_pipeline_t *p) {
+  tw_value_t inst = tw_event_get(&p->ev, TW_SLOT_INSTITUTION_ID);
+  int rc = tw_state_agg_add(p->state, &kInstitutions, inst.u.s.ptr, inst.u.s.len, p->ev.ts_ms, 1);
+  if (rc != 0) return rc;
+  for (size_t i = 0; i < tw_rules_n_rules(p->rules); i++) {
+    const tw_rule_t *r = tw_rules_rule(p->rules, i);
+    if (r->every_ms > 0 && p->next_sweep_ms[i] == INT64_MIN) {
+      p->next_sweep_ms[i] = boundary_after(p->ev.ts_ms, r->every_ms);
+      put_last_sweep(p, r, p->next_sweep_ms[i] - r->every_ms); /* the clock survives restarts */
+    }
+  }
+  return 0;
+}
+
+/* One institution of a sweep: the rule's condition at the sweep time, on a synthetic event that
+ * carries the institution, its region (positions 3-8 of its credit code) and the sweep time. */
+static int sweep_key(void *ud, const char *key, size_t len) {
+  tw_pipeline_t *p = ud;
+  const tw_rule_t *r = p->sweep_rule;
+  tw_event_t *e = &p->sweep_ev;
+  int n = snprintf(e->arena, e->arena_cap, "every:%s:%lld", r->name, (long long)p->sweep_at_ms);
+  if (n < 0 || (size_t)n + len + 16 > e->arena_cap) return 0;
+  char *inst = e->arena + n + 1, *region = inst + len + 1;
+  memcpy(inst, key, len);
+  inst[len] = '\0';
+  memcpy(region, len == TW_CREDIT_CODE_LEN ? key + 2 : "000000", 6);
+  region[6] = '\0';
+  if (!tw_region_valid(region, 6)) memcpy(region, "000000", 7);
+  e->present = 0;
+  e->f[TW_SLOT_EVENT_ID] = tw_value_str(e->arena, (uint32_t)n);
+  e->f[TW_SLOT_INSTITUTION_ID] = tw_value_str(inst, (uint32_t)len);
+  e->f[TW_SLOT_REGION] = tw_value_str(region, 6);
+  e->f[TW_SLOT_TS] = tw_value_int(TW_V_TIME, p->sweep_at_ms);
+  e->present = (1u << TW_SLOT_EVENT_ID) | (1u << TW_SLOT_INSTITUTION_ID) | (1u << TW_SLOT_REGION) |
+               (1u << TW_SLOT_TS);
+  e->ts_ms = p->sweep_at_ms;
+  p->cur = e;
+  tw_eval_ctx_t ctx = {.ev = e, .now_ms = p->sweep_at_ms, .agg_value = agg_value_cb, .ud = p};
+  tw_value_t v;
+  int rc = tw_expr_eval(r->when, &ctx, &v);
+  if (rc != 0) {
+    if (rc == TW_ESTATE || rc == TW_ENOMEM) {
+      p->cur = &p->ev;
+      return rc;
+    }
+    log_eval_error(p, "rule", r->name, rc);
+    rc = 0;
+  } else if (v.kind == TW_V_BOOL && v.u.i) {
+    rc = fire(p, r, &ctx, inst, len);
+  }
+  p->cur = &p->ev;
+  return rc;
+}
+
+/* run_sweeps: every scheduled sweep due at or before limit, in time order. A sweep commits first,
+ * so the institutions named since the last commit are among its keys. */
+static int run_sweeps(tw_pipeline_t *p, int64_t limit) {
+  for (;;) {
+    size_t pick = SIZE_MAX;
+    for (size_t i = 0; i < tw_rules_n_rules(p->rules); i++)
+      if (tw_rules_rule(p->rules, i)->every_ms > 0 && p->next_sweep_ms[i] != INT64_MIN &&
+          p->next_sweep_ms[i] <= limit &&
+          (pick == SIZE_MAX || p->next_sweep_ms[i] < p->next_sweep_ms[pick]))
+        pick = i;
+    if (pick == SIZE_MAX) return 0;
+    const tw_rule_t *r = tw_rules_rule(p->rules, pick);
+    int64_t at = p->next_sweep_ms[pick];
+    if ((limit - at) / r->every_ms > TW_SWEEP_CATCH_UP) /* a jump in time: sweep its end only */
+      at = boundary_after(limit - r->every_ms, r->every_ms);
+    int rc = tw_pipeline_commit(p);
+    if (rc != 0) return rc;
+    p->sweep_rule = r;
+    p->sweep_at_ms = at;
+    rc = tw_state_agg_keys(p->state, &kInstitutions, sweep_key, p);
+    if (rc != 0) return rc;
+    put_last_sweep(p, r, at);
+    p->next_sweep_ms[pick] = at + r->every_ms;
+  }
+}
+
+/* sweeps_init: the sweep clocks of the current rules: after the last sweep committed, or unknown
+ * until the first event. */
+static int sweeps_init(tw_pipeline_t *p) {
+  size_t n = tw_rules_n_rules(p->rules);
+  free(p->next_sweep_ms);
+  p->next_sweep_ms = malloc((n ? n : 1) * sizeof *p->next_sweep_ms);
+  if (p->next_sweep_ms == NULL) return TW_ENOMEM;
+  p->has_every = false;
+  for (size_t i = 0; i < n; i++) {
+    const tw_rule_t *r = tw_rules_rule(p->rules, i);
+    p->next_sweep_ms[i] = INT64_MIN;
+    if (r->every_ms <= 0) continue;
+    p->has_every = true;
+    char name[80];
+    uint8_t b[8];
+    size_t len = 0;
+    sweep_meta_name(r, name, sizeof name);
+    if (tw_state_meta_get(p->state, name, b, sizeof b, &len) == 0 && len == 8) {
+      uint64_t v = 0;
+      for (int k = 7; k >= 0; k--) v = (v << 8) | b[k];
+      p->next_sweep_ms[i] = (int64_t)v + r->every_ms;
+    }
+  }
+  return 0;
+}
+
 static int process_event(tw_pipeline_t *p) {
   /* Dedup here, in event-time order, after the skew checks: an id is recorded only when its event
    * is processed, so a restart that re-reads held (unprocessed) records does not skip them. */
@@ -568,23 +719,31 @@ static int process_event(tw_pipeline_t *p) {
     return 0;
   }
   p->stats.accepted++;
+  int rc = p->has_every ? register_for_sweeps(p) : 0;
+  if (rc != 0) return rc;
   const type_plan_t *tp = &p->plan[p->ev.type];
-  int rc = update_aggregates(p, tp);
+  rc = update_aggregates(p, tp);
   if (rc == 0) rc = evaluate_rules(p, tp);
   return rc;
 }
 
-/* release: process, in event-time order, every held event at or before limit. */
-static int release(tw_pipeline_t *p, int64_t limit) {
+/* release: process, in event-time order, every held event at or before limit, and run the
+ * scheduled sweeps due at or before sweep_limit between them (a sweep at S sees every event at or
+ * before S and none after). */
+static int release(tw_pipeline_t *p, int64_t limit, int64_t sweep_limit) {
   int64_t ts;
   uint64_t seq;
   while (tw_order_peek_ts(p->order, &ts) == 0 && ts <= limit) {
+    if (p->has_every) {
+      int rc = run_sweeps(p, ts - 1 < sweep_limit ? ts - 1 : sweep_limit);
+      if (rc != 0) return rc;
+    }
     tw_order_pop(p->order, &p->ev, &seq);
     int rc = process_event(p);
     if (rc != 0) return rc;
     arrival_done(p, seq);
   }
-  return 0;
+  return p->has_every ? run_sweeps(p, sweep_limit) : 0;
 }
 
 /* place: the event in p->ev is accepted as evidence of time: too late, late, or held until the
@@ -835,7 +994,7 @@ static int admit(tw_pipeline_t *p, const tw_record_t *rec) {
   }
   rc = place(p, rec, seq);
   if (rc == 0 && p->n_suspects > 0) rc = age_suspects(p);
-  if (rc == 0) rc = release(p, watermark(p));
+  if (rc == 0) rc = release(p, watermark(p), watermark(p));
   return rc;
 }
 
@@ -873,17 +1032,22 @@ int tw_pipeline_flush(tw_pipeline_t *p) {
     p->n_suspects--;
     if (rc != 0) return rc;
   }
-  return release(p, INT64_MAX);
+  /* Scheduled sweeps run up to the newest event time: in a replay time ends with the input. */
+  return release(p, INT64_MAX, p->have_max ? p->max_seen_ms : INT64_MIN);
 }
 
 int tw_pipeline_tick(tw_pipeline_t *p, int64_t wall_ms) {
   /* A pause in a live stream ends the wait: what is held is processed now, as if every event up
-   * to the newest had arrived. Event time does not run ahead of the newest event (so a replay of
-   * old events through a live engine is not turned away); the wall clock will drive the
-   * watermark further once scheduled rules need it. */
+   * to the newest had arrived. When the stream is live (its newest event is within a day of the
+   * wall clock), event time then follows the wall clock, so scheduled rules ("no lesson for 7
+   * days") fire while nothing arrives; an old stream replayed through a live engine is not
+   * pushed ahead of itself. */
   if (!p->live || !p->have_max || wall_ms - p->last_record_wall_ms < TW_IDLE_MS) return 0;
   if (p->max_seen_ms > p->wm_floor_ms) p->wm_floor_ms = p->max_seen_ms;
-  return release(p, watermark(p));
+  int64_t wall_wm = wall_ms - p->lateness_ms;
+  if (p->max_seen_ms >= wall_wm - TW_LIVE_STREAM_MS && wall_wm > p->wm_floor_ms)
+    p->wm_floor_ms = wall_wm;
+  return release(p, watermark(p), watermark(p));
 }
 
 /* ---- input position ------------------------------------------------------------------------ */
@@ -1181,7 +1345,7 @@ int tw_pipeline_reload(tw_pipeline_t *p, const char *rules_path, char *msg, size
     return TW_ENOMEM;
   }
   tw_rules_free(old);
-  return 0;
+  return sweeps_init(p);
 }
 
 uint64_t tw_pipeline_pending(const tw_pipeline_t *p) {
@@ -1217,6 +1381,8 @@ int tw_pipeline_close(tw_pipeline_t *p) {
   for (size_t i = 0; i < p->n_suspects; i++) suspect_free(&p->suspects[i]);
   free(p->arr);
   tw_event_fini(&p->ev);
+  tw_event_fini(&p->sweep_ev);
+  free(p->next_sweep_ms);
   if (p->input_fd >= 0) close(p->input_fd);
   tw_state_close(p->state);
   tw_rules_free(p->rules);

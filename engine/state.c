@@ -1156,6 +1156,38 @@ fail:
   return rc;
 }
 
+int tw_state_agg_keys(tw_state_t *st, const tw_window_spec_t *spec, tw_state_key_cb cb, void *ud) {
+  unsigned char prefix[TW__STATE_DBKEY_MAX];
+  size_t plen;
+  MDB_txn *txn = NULL;
+  MDB_cursor *cur = NULL;
+  int rc, mrc = 0;
+  const char *what = "keys read transaction";
+  if (st == NULL || spec == NULL || cb == NULL) return TW_EINVAL;
+  if ((rc = tw__agg_dbkey(spec, NULL, 0, prefix, &plen)) != 0) return rc;
+  /* Its own transaction: the callback reads state, which reuses st->rtxn. */
+  if ((mrc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn)) != 0) goto fail;
+  what = "keys cursor";
+  if ((mrc = mdb_cursor_open(txn, st->dbi_agg, &cur)) != 0) goto fail;
+  MDB_val k = {plen, prefix}, v;
+  for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
+       mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0) break;
+    rc = cb(ud, (const char *)k.mv_data + plen, k.mv_size - plen);
+    if (rc != 0) goto fail;
+  }
+  what = "keys iterate";
+  if (mrc == MDB_NOTFOUND) mrc = 0;
+fail:
+  if (mrc != 0) {
+    tw__log(st, what, mrc);
+    rc = TW_ESTATE;
+  }
+  if (cur) mdb_cursor_close(cur);
+  if (txn) mdb_txn_abort(txn);
+  return rc;
+}
+
 void tw__state_fail_commits(tw_state_t *st, int n) {
   st->fail_commits = n;
 }

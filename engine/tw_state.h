@@ -184,6 +184,15 @@ int tw_state_commit(tw_state_t *st);
  * order; stop early when cb returns non-zero (that value is returned). Returns 0 or TW_ESTATE.
  */
 typedef int (*tw_state_journal_cb)(void *ud, uint64_t seq, const char *json, size_t len);
+
+/*
+ * tw_state_agg_keys: call cb for every key of the aggregate spec that is committed, in key byte
+ * order; stop early when cb returns non-zero (returned). Keys added since the last commit are not
+ * seen: commit first. The key bytes are borrowed for the call (not NUL-terminated). cb may read
+ * state (its own read transaction). Returns 0, TW_EINVAL, TW_ESTATE.
+ */
+typedef int (*tw_state_key_cb)(void *ud, const char *key, size_t len);
+int tw_state_agg_keys(tw_state_t *st, const tw_window_spec_t *spec, tw_state_key_cb cb, void *ud);
 int tw_state_journal_foreach(tw_state_t *st, uint64_t since, tw_state_journal_cb cb, void *ud);
 
 /* Counters for the summary and for tests. */

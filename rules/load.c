@@ -626,7 +626,7 @@ static int load_aggregates(loader_t *L, const ynode_t *map) {
   return 0;
 }
 
-static const char *const rule_keys[] = {"name", "description", "source",   "on",      "by",
+static const char *const rule_keys[] = {"name", "description", "source",   "on",      "every", "by",
                                         "when", "severity",    "cooldown", "message", "labels"};
 
 static int load_rule(loader_t *L, const ynode_t *m, tw_rule_t *r) {
@@ -645,10 +645,15 @@ static int load_rule(loader_t *L, const ynode_t *m, tw_rule_t *r) {
     if (strcmp(rs->rules[i].name, name->s) == 0)
       return fail_at(L, TW_EINVAL, name, "duplicate rule name '%s' (first at line %d)", name->s,
                      rs->rules[i].line);
-  static const char *const required[] = {"on", "by", "when", "severity"};
-  for (size_t i = 0; i < 4; i++)
+  static const char *const required[] = {"by", "when", "severity"};
+  for (size_t i = 0; i < 3; i++)
     if (get(m, required[i]) == NULL)
       return fail_at(L, TW_EINVAL, m, "rule '%s' is missing '%s'", name->s, required[i]);
+  if ((get(m, "on") == NULL) == (get(m, "every") == NULL))
+    return fail_at(L, TW_EINVAL, get(m, "every") ? get(m, "every") : m,
+                   "rule '%s' needs exactly one of 'on' (event types that trigger it) or 'every' "
+                   "(a sweep over its keys at that interval of event time)",
+                   name->s);
   r->name = keep(L, name->s);
   r->line = m->line;
   if (r->name == NULL) return fail(L, TW_ENOMEM, 0, 0, "out of memory");
@@ -665,8 +670,18 @@ static int load_rule(loader_t *L, const ynode_t *m, tw_rule_t *r) {
     else
       r->source = s;
   }
-  if ((rc = parse_types(L, get(m, "on"), &r->on_types)) != 0) return rc;
+  if (get(m, "every") != NULL) {
+    const ynode_t *ev = get(m, "every");
+    if ((rc = parse_duration_node(L, ev, "every", &r->every_ms)) != 0) return rc;
+    if (r->every_ms < 1000) return fail_at(L, TW_EINVAL, ev, "'every' must be at least 1s");
+    r->on_types = 0;
+  } else if ((rc = parse_types(L, get(m, "on"), &r->on_types)) != 0) {
+    return rc;
+  }
   if ((rc = parse_by(L, get(m, "by"), r->on_types, &r->by_slot)) != 0) return rc;
+  if (r->every_ms > 0 && r->by_slot != TW_SLOT_INSTITUTION_ID)
+    return fail_at(L, TW_EINVAL, get(m, "by"),
+                   "a rule with 'every' sweeps institutions: 'by' must be institution_id");
   const ynode_t *sev = get(m, "severity");
   if ((rc = want_scalar(L, sev, "'severity'")) != 0) return rc;
   int found = 0;

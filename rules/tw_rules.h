@@ -64,6 +64,9 @@ typedef struct tw_rule {
   const tw_expr_t *when; /* the condition; must type-check to bool */
   tw_severity_t severity;
   int64_t cooldown_ms; /* 0 = fire on every matching event */
+  int64_t every_ms;    /* > 0: a scheduled rule, evaluated for every institution each time the
+                          watermark crosses a multiple of it (aligned to local midnight); its
+                          `when` reads aggregates and now(), no event fields. 0: on events */
   const tw_template_t *message;
   const tw_label_t *labels;
   size_t n_labels;
