@@ -79,7 +79,7 @@ static void usage(FILE *out) {
       "  --shards N            N worker threads, each owning the institutions whose code hashes "
       "to\n"
       "                        it, with its own LMDB environment in DIR/shard-K (default 1; a\n"
-      "                        state keeps the count it was made with; not with --listen yet)\n"
+      "                        state keeps the count it was made with)\n"
       "\n"
       "event time (docs/engine.md):\n"
       "  --allowed-lateness D  how far behind the newest event time an event may arrive and still\n"
@@ -141,6 +141,44 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* The engine behind `run`: one pipeline, or N shards (threads) sharing the outputs. */
+typedef struct engine {
+  tw_outputs_t out; /* sinks and dead-letter file, shared by the pipeline(s) */
+  tw_pipeline_t *p; /* one pipeline (also what --listen serves) */
+  tw_shards_t *sh;  /* or shards */
+} engine_t;
+
+static int engine_track(engine_t *e, const char *path, uint64_t *off, uint64_t *line) {
+  return e->sh ? tw_shards_track_input(e->sh, path, off, line)
+               : tw_pipeline_track_input(e->p, path, off, line);
+}
+
+static int engine_republish(engine_t *e, uint64_t *count) {
+  return e->sh ? tw_shards_republish(e->sh, count) : tw_pipeline_republish(e->p, count);
+}
+
+/* engine_finish: the input has ended or the engine stops: what waits for the watermark is
+ * processed, and everything is committed. */
+static int engine_finish(engine_t *e, int ok_so_far) {
+  if (e->sh) return tw_shards_finish(e->sh);
+  int rc = ok_so_far ? tw_pipeline_flush(e->p) : 0;
+  int crc = tw_pipeline_commit(e->p);
+  return rc != 0 ? rc : crc;
+}
+
+static void engine_stats(const engine_t *e, tw_pipeline_stats_t *st) {
+  if (e->sh)
+    tw_shards_stats(e->sh, st);
+  else
+    tw_pipeline_stats(e->p, st);
+}
+
+static int engine_close(engine_t *e) {
+  int rc = e->sh ? tw_shards_close(e->sh) : tw_pipeline_close(e->p);
+  int orc = tw_outputs_close(&e->out);
+  return rc != 0 ? rc : orc;
+}
+
 /* ---- listen mode ---------------------------------------------------------------------------- */
 
 typedef struct serve {
@@ -152,7 +190,7 @@ typedef struct serve {
   const char *rules_path; /* reloaded on SIGHUP */
   const char *state_dir;  /* engine.pid and reload.status live here (tutorwatch reload) */
   unsigned reloads;
-  tw_pipeline_t *p;
+  engine_t *e;
   int rc;
   int stopping; /* a signal arrived: take nothing more, commit, exit */
 } serve_t;
@@ -182,7 +220,8 @@ static void serve_drain(serve_t *s) {
       uv_timer_start(&s->timer, on_tick, 0, RUN_TICK_MS);
       return;
     }
-    int n = s->src->vt->poll(s->src, RUN_POLL_BATCH, tw_pipeline_record, s->p);
+    int n = s->e->sh ? s->src->vt->poll(s->src, RUN_POLL_BATCH, tw_shards_record, s->e->sh)
+                     : s->src->vt->poll(s->src, RUN_POLL_BATCH, tw_pipeline_record, s->e->p);
     if (n == 0) return;
     if (n < 0) {
       fprintf(stderr, "tutorwatch run: stopping: %s\n", tw_strerror(n));
@@ -208,15 +247,16 @@ static void on_tick(uv_timer_t *h) {
   serve_t *s = h->data;
   serve_drain(s);
   if (s->rc == 0 && !s->stopping) {
-    int rc = tw_pipeline_tick(s->p, wall_ms());
+    /* Shards tick (and commit) in their own threads, in order with their records. */
+    int rc = s->e->sh ? tw_shards_tick(s->e->sh, wall_ms()) : tw_pipeline_tick(s->e->p, wall_ms());
     if (rc != 0) {
       s->rc = rc;
       serve_stop(s);
       return;
     }
   }
-  if (s->rc == 0 && tw_pipeline_pending(s->p) > 0) {
-    int rc = tw_pipeline_commit(s->p);
+  if (s->rc == 0 && !s->e->sh && tw_pipeline_pending(s->e->p) > 0) {
+    int rc = tw_pipeline_commit(s->e->p);
     if (rc != 0) {
       s->rc = rc;
       serve_stop(s);
@@ -254,7 +294,8 @@ static void on_reload(uv_signal_t *h, int signum) {
   char msg[2048];
   serve_drain(s);
   if (s->stopping) return;
-  int rc = tw_pipeline_reload(s->p, s->rules_path, msg, sizeof msg);
+  int rc = s->e->sh ? tw_shards_reload(s->e->sh, s->rules_path, msg, sizeof msg)
+                    : tw_pipeline_reload(s->e->p, s->rules_path, msg, sizeof msg);
   write_reload_status(s, rc == 0, msg);
   if (rc == 0) {
     fprintf(stderr, "tutorwatch run: SIGHUP: reloaded %s: %s\n", s->rules_path, msg);
@@ -268,12 +309,12 @@ static void on_reload(uv_signal_t *h, int signum) {
   }
 }
 
-static int serve(tw_source_t *src, tw_pipeline_t *p, const char *endpoint, const char *rules_path,
+static int serve(tw_source_t *src, engine_t *e, const char *endpoint, const char *rules_path,
                  const char *state_dir) {
   serve_t s;
   memset(&s, 0, sizeof s);
   s.src = src;
-  s.p = p;
+  s.e = e;
   s.rules_path = rules_path;
   s.state_dir = state_dir;
   /* engine.pid: how `tutorwatch reload --state DIR` finds this engine. */
@@ -340,44 +381,6 @@ static int open_sink(tw_outputs_t *o, const char *kind, const char *target, tw_s
   }
   if (opened != NULL) *opened = sink;
   return 0;
-}
-
-/* The engine behind `run`: one pipeline, or N shards (threads) sharing the outputs. */
-typedef struct engine {
-  tw_outputs_t out; /* sinks and dead-letter file, shared by the pipeline(s) */
-  tw_pipeline_t *p; /* one pipeline (also what --listen serves) */
-  tw_shards_t *sh;  /* or shards */
-} engine_t;
-
-static int engine_track(engine_t *e, const char *path, uint64_t *off, uint64_t *line) {
-  return e->sh ? tw_shards_track_input(e->sh, path, off, line)
-               : tw_pipeline_track_input(e->p, path, off, line);
-}
-
-static int engine_republish(engine_t *e, uint64_t *count) {
-  return e->sh ? tw_shards_republish(e->sh, count) : tw_pipeline_republish(e->p, count);
-}
-
-/* engine_finish: the input has ended or the engine stops: what waits for the watermark is
- * processed, and everything is committed. */
-static int engine_finish(engine_t *e, int ok_so_far) {
-  if (e->sh) return tw_shards_finish(e->sh);
-  int rc = ok_so_far ? tw_pipeline_flush(e->p) : 0;
-  int crc = tw_pipeline_commit(e->p);
-  return rc != 0 ? rc : crc;
-}
-
-static void engine_stats(const engine_t *e, tw_pipeline_stats_t *st) {
-  if (e->sh)
-    tw_shards_stats(e->sh, st);
-  else
-    tw_pipeline_stats(e->p, st);
-}
-
-static int engine_close(engine_t *e) {
-  int rc = e->sh ? tw_shards_close(e->sh) : tw_pipeline_close(e->p);
-  int orc = tw_outputs_close(&e->out);
-  return rc != 0 ? rc : orc;
 }
 
 static const char *plural(uint64_t n, const char *one, const char *many) {
@@ -576,13 +579,6 @@ int tw_cmd_run(int argc, char **argv) {
   tw_source_t *src = NULL;
   tw_sink_t *feed_sink = NULL; /* owned by the outputs */
   char err[4096];
-  if (shards > 1 && listen_ep != NULL) {
-    fprintf(stderr,
-            "tutorwatch run: --shards with --listen is not supported yet; use one shard "
-            "when serving\n");
-    status = 2;
-    goto done;
-  }
   int rc = tw_outputs_open(&eng.out, po.dead_letter_path, po.no_sync, err, sizeof err);
   if (rc == 0) {
     po.shared_outputs = &eng.out;
@@ -647,7 +643,7 @@ int tw_cmd_run(int argc, char **argv) {
   }
   t0 = now_s();
   if (listen_ep != NULL) {
-    rc = serve(src, eng.p, listen_ep, po.rules_path, po.state_dir);
+    rc = serve(src, &eng, listen_ep, po.rules_path, po.state_dir);
   } else {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -42,8 +42,9 @@
 #define TW_EVICT_PER_COMMIT 4096 /* state entries examined for eviction per group commit */
 #define TW_SUSPECT_MIN_JUMP_MS (24LL * 3600 * 1000) /* a quiet night or a weekend is no suspect */
 #define TW_IDLE_MS 1000
-#define TW_LIVE_STREAM_MS (24LL * 3600 * 1000) /* newest event this close to the wall clock: live \
-                                                */
+#define TW_LIVE_STREAM_MS                                                 \
+  (24LL * 3600 * 1000) /* newest event this close to the wall clock: live \
+                        */
 #define TW_SWEEP_CATCH_UP                                                                        \
   1000 /* at most this many missed intervals are swept one by one */ /* live: no record for this \
                                                                         long = idle */
@@ -1288,6 +1289,8 @@ int tw_pipeline_republish(tw_pipeline_t *p, uint64_t *count) {
   return rc;
 }
 
+static int reload_with(tw_pipeline_t *p, tw_ruleset_t *fresh, char *msg, size_t cap);
+
 int tw_pipeline_reload(tw_pipeline_t *p, const char *rules_path, char *msg, size_t cap) {
   tw_ruleset_t *fresh = NULL;
   tw_rule_error_t err;
@@ -1297,6 +1300,24 @@ int tw_pipeline_reload(tw_pipeline_t *p, const char *rules_path, char *msg, size
     located(msg, cap, err.file[0] ? err.file : rules_path, err.line, err.col, err.message);
     return rc;
   }
+  return reload_with(p, fresh, msg, cap);
+}
+
+int tw_pipeline_reload_buffer(tw_pipeline_t *p, const char *name, const char *data, size_t len,
+                              char *msg, size_t cap) {
+  tw_ruleset_t *fresh = NULL;
+  tw_rule_error_t err;
+  memset(&err, 0, sizeof err);
+  int rc = tw_rules_load_buffer(name, data, len, p->schema, &fresh, &err);
+  if (rc != 0) {
+    located(msg, cap, err.file[0] ? err.file : name, err.line, err.col, err.message);
+    return rc;
+  }
+  return reload_with(p, fresh, msg, cap);
+}
+
+static int reload_with(tw_pipeline_t *p, tw_ruleset_t *fresh, char *msg, size_t cap) {
+  int rc;
   /* Alerts staged for the sinks point at the old rules: make them durable and hand them over
    * before the old rules go. */
   rc = tw_pipeline_commit(p);

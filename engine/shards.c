@@ -18,10 +18,13 @@
 
 #include "tw_error.h"
 #include "tw_event.h"
+#include "tw_rules.h"
 #include "tw_shards.h"
 
 #define QREC_RECORD 0u
 #define QREC_WRAP 1u
+#define QREC_TICK 2u   /* serving: tw_pipeline_tick at wall clock offset_bytes, then commit */
+#define QREC_RELOAD 3u /* the rule file's bytes follow; the shard reloads and replies */
 
 typedef struct qrec {
   uint32_t kind;
@@ -45,12 +48,19 @@ typedef struct shard {
   int eof;
   int rc; /* the shard's failure, 0 while fine */
   tw_pipeline_stats_t stats;
+  int reload_rc;
+  char reload_msg[2048];
 } shard_t;
 
 struct tw_shards {
   int n;
   shard_t *shards;
   const char *origin; /* the reader's input name, for dead-letter positions */
+  /* A reload in progress: the shards reply here. */
+  pthread_mutex_t reply_mu;
+  pthread_cond_t reply_cv;
+  int replies_pending;
+  const char *reload_name;
 };
 
 static size_t align8(size_t n) {
@@ -235,7 +245,22 @@ static void *shard_main(void *arg) {
     qrec_t *q = (qrec_t *)(sh->ring + sh->head);
     size_t span = q->kind == QREC_WRAP ? sh->cap - sh->head : sizeof *q + align8(q->len);
     pthread_mutex_unlock(&sh->mu);
-    if (q->kind == QREC_RECORD && rc == 0) {
+    if (q->kind == QREC_TICK && rc == 0) {
+      rc = tw_pipeline_tick(sh->p, (int64_t)q->offset_bytes);
+      if (rc == 0 && tw_pipeline_pending(sh->p) > 0) rc = tw_pipeline_commit(sh->p);
+    } else if (q->kind == QREC_RELOAD) {
+      int rrc =
+          rc != 0 ? rc
+                  : tw_pipeline_reload_buffer(sh->p, sh->owner->reload_name, (const char *)(q + 1),
+                                              q->len, sh->reload_msg, sizeof sh->reload_msg);
+      if (rc != 0)
+        snprintf(sh->reload_msg, sizeof sh->reload_msg, "shard %d has failed", sh->index);
+      pthread_mutex_lock(&sh->owner->reply_mu);
+      sh->reload_rc = rrc;
+      sh->owner->replies_pending--;
+      pthread_cond_broadcast(&sh->owner->reply_cv);
+      pthread_mutex_unlock(&sh->owner->reply_mu);
+    } else if (q->kind == QREC_RECORD && rc == 0) {
       tw_record_t r;
       memset(&r, 0, sizeof r);
       r.data = (const char *)(q + 1);
@@ -329,6 +354,8 @@ int tw_shards_open(const tw_pipeline_opts_t *opts, int n, tw_outputs_t *outputs,
   tw_shards_t *s = calloc(1, sizeof *s);
   if (s == NULL) goto oom;
   s->n = n;
+  pthread_mutex_init(&s->reply_mu, NULL);
+  pthread_cond_init(&s->reply_cv, NULL);
   s->shards = calloc((size_t)n, sizeof *s->shards);
   if (s->shards == NULL) {
     free(s);
@@ -410,15 +437,15 @@ int tw_shards_republish(tw_shards_t *s, uint64_t *count) {
 
 /* ---- the reader --------------------------------------------------------------------------- */
 
-int tw_shards_record(void *ud, const tw_record_t *rec) {
-  tw_shards_t *s = ud;
-  if (s->origin == NULL) s->origin = rec->origin; /* the source's, valid until it closes */
-  shard_t *sh = &s->shards[tw_shard_of(rec, s->n)];
-  size_t need = sizeof(qrec_t) + align8(rec->len_bytes);
-  if (need > sh->cap / 2) return TW_ETOOBIG; /* cannot happen: records are bounded far below */
+/* enqueue: copy a record (or a control message with its payload) into a shard's ring, waiting
+ * while it is full. Returns 0 or the shard's failure. */
+static int enqueue(shard_t *sh, uint32_t kind, const tw_record_t *rec, const char *data,
+                   size_t len) {
+  size_t need = sizeof(qrec_t) + align8(len);
+  if (need > sh->cap / 2) return TW_ETOOBIG; /* records are bounded far below; rule files too */
   pthread_mutex_lock(&sh->mu);
   for (;;) {
-    if (sh->rc != 0) {
+    if (sh->rc != 0 && kind != QREC_RELOAD) {
       int rc = sh->rc;
       pthread_mutex_unlock(&sh->mu);
       return rc;
@@ -435,20 +462,81 @@ int tw_shards_record(void *ud, const tw_record_t *rec) {
     sh->tail = 0;
   }
   qrec_t *q = (qrec_t *)(sh->ring + sh->tail);
-  q->kind = QREC_RECORD;
-  q->len = (uint32_t)rec->len_bytes;
-  q->full_len_bytes = rec->full_len_bytes;
-  q->offset_bytes = rec->offset_bytes;
-  q->line = rec->line;
-  q->flags = rec->flags;
-  q->format = (uint8_t)rec->format;
-  snprintf(q->reason, sizeof q->reason, "%s", rec->reason ? rec->reason : "");
-  memcpy(q + 1, rec->data, rec->len_bytes);
+  memset(q, 0, sizeof *q);
+  q->kind = kind;
+  q->len = (uint32_t)len;
+  if (rec != NULL) {
+    q->full_len_bytes = rec->full_len_bytes;
+    q->offset_bytes = rec->offset_bytes;
+    q->line = rec->line;
+    q->flags = rec->flags;
+    q->format = (uint8_t)rec->format;
+    snprintf(q->reason, sizeof q->reason, "%s", rec->reason ? rec->reason : "");
+  }
+  if (len) memcpy(q + 1, data, len);
   sh->tail = (sh->tail + need) % sh->cap;
   sh->used += need;
   pthread_cond_signal(&sh->cv_data);
   pthread_mutex_unlock(&sh->mu);
   return 0;
+}
+
+int tw_shards_record(void *ud, const tw_record_t *rec) {
+  tw_shards_t *s = ud;
+  if (s->origin == NULL) s->origin = rec->origin; /* the source's, valid until it closes */
+  return enqueue(&s->shards[tw_shard_of(rec, s->n)], QREC_RECORD, rec, rec->data, rec->len_bytes);
+}
+
+int tw_shards_tick(tw_shards_t *s, int64_t wall_ms) {
+  tw_record_t t;
+  memset(&t, 0, sizeof t);
+  t.offset_bytes = (uint64_t)wall_ms;
+  for (int k = 0; k < s->n; k++) {
+    int rc = enqueue(&s->shards[k], QREC_TICK, &t, NULL, 0);
+    if (rc != 0) return rc;
+  }
+  return 0;
+}
+
+int tw_shards_reload(tw_shards_t *s, const char *rules_path, char *msg, size_t cap) {
+  FILE *f = fopen(rules_path, "rb");
+  if (f == NULL) {
+    snprintf(msg, cap, "%s: cannot open: %s", rules_path, strerror(errno));
+    return TW_ENOENT;
+  }
+  char *buf = malloc(TW_RULES_MAX_FILE_BYTES + 1);
+  size_t len = buf ? fread(buf, 1, TW_RULES_MAX_FILE_BYTES + 1, f) : 0;
+  fclose(f);
+  if (buf == NULL || len > TW_RULES_MAX_FILE_BYTES) {
+    free(buf);
+    snprintf(msg, cap, "%s: %s", rules_path, buf ? "larger than 4 MiB" : "out of memory");
+    return buf ? TW_ETOOBIG : TW_ENOMEM;
+  }
+  s->reload_name = rules_path;
+  pthread_mutex_lock(&s->reply_mu);
+  s->replies_pending = s->n;
+  pthread_mutex_unlock(&s->reply_mu);
+  int rc = 0;
+  for (int k = 0; k < s->n; k++) {
+    int erc = enqueue(&s->shards[k], QREC_RELOAD, NULL, buf, len);
+    if (erc != 0) { /* cannot happen for a bounded file; count the shard as answered */
+      pthread_mutex_lock(&s->reply_mu);
+      s->replies_pending--;
+      s->shards[k].reload_rc = erc;
+      pthread_mutex_unlock(&s->reply_mu);
+    }
+  }
+  pthread_mutex_lock(&s->reply_mu);
+  while (s->replies_pending > 0) pthread_cond_wait(&s->reply_cv, &s->reply_mu);
+  pthread_mutex_unlock(&s->reply_mu);
+  free(buf);
+  snprintf(msg, cap, "%s", s->shards[0].reload_msg);
+  for (int k = 0; k < s->n && rc == 0; k++)
+    if (s->shards[k].reload_rc != 0) {
+      rc = s->shards[k].reload_rc;
+      snprintf(msg, cap, "%s", s->shards[k].reload_msg);
+    }
+  return rc;
 }
 
 int tw_shards_finish(tw_shards_t *s) {
@@ -507,6 +595,8 @@ int tw_shards_close(tw_shards_t *s) {
     }
     free(s->shards);
   }
+  pthread_mutex_destroy(&s->reply_mu);
+  pthread_cond_destroy(&s->reply_cv);
   free(s);
   return rc;
 }

@@ -165,6 +165,11 @@ int tw_pipeline_republish(tw_pipeline_t *p, uint64_t *count);
  */
 int tw_pipeline_reload(tw_pipeline_t *p, const char *rules_path, char *msg, size_t cap);
 
+/* tw_pipeline_reload_buffer: as tw_pipeline_reload, from the rule file's bytes (name is used in
+ * error locations), so several shards load exactly the same rules. */
+int tw_pipeline_reload_buffer(tw_pipeline_t *p, const char *name, const char *data, size_t len,
+                              char *msg, size_t cap);
+
 /* tw_pipeline_commit: group commit now (state + journal + meta), then publish the alerts it made
  * durable and flush the sinks. Returns 0 or TW_ESTATE / TW_EIO. */
 int tw_pipeline_commit(tw_pipeline_t *p);

@@ -14,7 +14,8 @@
  * another N (institutions would change shards and lose their state).
  *
  * Each shard has a bounded queue (TW_SHARD_QUEUE_BYTES); the reader blocks while the shard it
- * feeds is full. Not for serving (--listen) yet.
+ * feeds is full. When serving, the reader also sends each shard its ticks and reloads through the
+ * same queues, so they happen in order with the records.
  */
 #ifndef TW_SHARDS_H
 #define TW_SHARDS_H
@@ -56,6 +57,20 @@ int tw_shards_republish(tw_shards_t *s, uint64_t *count);
  * waiting while that queue is full. Returns 0, or the first failure of a shard (which stops).
  */
 int tw_shards_record(void *ud, const tw_record_t *rec);
+
+/*
+ * tw_shards_tick: serving: every shard runs tw_pipeline_tick(wall_ms) and commits what is
+ * pending, after the records already queued. Returns 0 or the first shard failure.
+ */
+int tw_shards_tick(tw_shards_t *s, int64_t wall_ms);
+
+/*
+ * tw_shards_reload: read the rule file once and have every shard reload from those bytes (after
+ * the records already queued); waits for all. On success msg holds a shard's report (all agree);
+ * otherwise the first failure's located error, and the shards that refused keep their rules (a
+ * file that does not compile is refused by all). Returns 0 or the error.
+ */
+int tw_shards_reload(tw_shards_t *s, const char *rules_path, char *msg, size_t cap);
 
 /*
  * tw_shards_finish: the input has ended: every shard processes what it holds (tw_pipeline_flush),
