@@ -140,6 +140,7 @@ struct tw_pipeline {
   /* The first engine failure (state store, memory, an output): nothing more is committed, so a
    * restart redoes the batch in which it happened. */
   int failed;
+  bool uncommitted; /* events processed (or swept) since the last commit */
 };
 
 static void errf(char *buf, size_t cap, const char *fmt, const char *a, const char *b) {
@@ -675,6 +676,7 @@ static int run_sweeps(tw_pipeline_t *p, int64_t limit) {
     p->sweep_at_ms = at;
     rc = tw_state_agg_keys(p->state, &kInstitutions, sweep_key, p);
     if (rc != 0) return rc;
+    p->uncommitted = true;
     put_last_sweep(p, r, at);
     p->next_sweep_ms[pick] = at + r->every_ms;
   }
@@ -720,6 +722,7 @@ static int process_event(tw_pipeline_t *p) {
     return 0;
   }
   p->stats.accepted++;
+  p->uncommitted = true;
   int rc = p->has_every ? register_for_sweeps(p) : 0;
   if (rc != 0) return rc;
   const type_plan_t *tp = &p->plan[p->ev.type];
@@ -1048,7 +1051,11 @@ int tw_pipeline_tick(tw_pipeline_t *p, int64_t wall_ms) {
   int64_t wall_wm = wall_ms - p->lateness_ms;
   if (p->max_seen_ms >= wall_wm - TW_LIVE_STREAM_MS && wall_wm > p->wm_floor_ms)
     p->wm_floor_ms = wall_wm;
-  return release(p, watermark(p), watermark(p));
+  int rc = release(p, watermark(p), watermark(p));
+  /* What the pause released is committed (and its alerts published) now, not at the next event,
+   * which may not come for a long time. */
+  if (rc == 0 && p->uncommitted) rc = tw_pipeline_commit(p);
+  return rc;
 }
 
 /* ---- input position ------------------------------------------------------------------------ */
@@ -1216,6 +1223,7 @@ int tw_pipeline_commit(tw_pipeline_t *p) {
   }
   p->stats.commits++;
   p->pending_events = 0;
+  p->uncommitted = false;
   /* Entries no query can reach any more: nothing older than watermark - longest window is
    * accepted (too_late), so series that ended before that minus their own window are dropped. */
   int64_t wm = watermark(p);

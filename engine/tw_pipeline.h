@@ -140,7 +140,8 @@ int tw_pipeline_flush(tw_pipeline_t *p);
 /*
  * tw_pipeline_tick: called periodically when serving (live) with the wall clock in epoch ms;
  * when no record has arrived for 1 s, the watermark advances to the newest event time seen and
- * the events held are processed (a pause ends the wait for stragglers). No effect when not live.
+ * the events held are processed (a pause ends the wait for stragglers), then committed. No
+ * effect when not live.
  * Returns as tw_pipeline_flush.
  */
 int tw_pipeline_tick(tw_pipeline_t *p, int64_t wall_ms);
