@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
 
 #include "tw_cli.h"
@@ -34,14 +35,16 @@ static void usage(FILE *out) {
           "2 usage error.\n");
 }
 
-/* The seq of DIR/reload.status, 0 when absent; *ok and msg set when present. */
-static long long read_status(const char *dir, int *ok, char *msg, size_t cap) {
+/* The seq of DIR/reload.status written by engine pid, 0 when absent or written by another (an
+ * earlier) engine; *ok and msg set when present. */
+static long long read_status(const char *dir, long pid, int *ok, char *msg, size_t cap) {
   char path[4200];
   snprintf(path, sizeof path, "%s/reload.status", dir);
   json_error_t err;
   json_t *o = json_load_file(path, 0, &err);
   if (o == NULL) return 0;
   long long seq = (long long)json_integer_value(json_object_get(o, "seq"));
+  if ((long)json_integer_value(json_object_get(o, "pid")) != pid) seq = 0;
   *ok = json_is_true(json_object_get(o, "ok"));
   const char *m = json_string_value(json_object_get(o, "message"));
   snprintf(msg, cap, "%s", m ? m : "");
@@ -94,10 +97,17 @@ int tw_cmd_reload(int argc, char **argv) {
     fprintf(stderr, "tutorwatch reload: no engine is serving '%s' (no %s)\n", dir, path);
     return 1;
   }
+  /* A serving engine holds a lock on its pid file; if we can take it, the engine is gone and the
+   * pid may belong to an unrelated process by now: signal nothing. */
+  if (flock(fileno(f), LOCK_SH | LOCK_NB) == 0) {
+    fclose(f);
+    fprintf(stderr, "tutorwatch reload: no engine is serving '%s' (%s is stale)\n", dir, path);
+    return 1;
+  }
   fclose(f);
   int ok = 0;
   char msg[4096];
-  long long before = read_status(dir, &ok, msg, sizeof msg);
+  long long before = read_status(dir, pid, &ok, msg, sizeof msg);
   if (kill((pid_t)pid, SIGHUP) != 0) {
     fprintf(stderr, "tutorwatch reload: engine %ld of '%s' is gone: %s\n", pid, dir,
             strerror(errno));
@@ -106,7 +116,7 @@ int tw_cmd_reload(int argc, char **argv) {
   struct timespec step = {0, 20 * 1000000L};
   for (long waited = 0; waited < timeout_ms; waited += 20) {
     nanosleep(&step, NULL);
-    if (read_status(dir, &ok, msg, sizeof msg) > before) {
+    if (read_status(dir, pid, &ok, msg, sizeof msg) > before) {
       if (ok) {
         printf("reloaded: %s\n", msg);
         return 0;

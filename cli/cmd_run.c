@@ -8,7 +8,9 @@
  * reaches the feed within about 100 ms of its event even when traffic is light.
  */
 #define _XOPEN_SOURCE 700
+#include <fcntl.h>
 #include <ftw.h>
+#include <sys/file.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -282,7 +284,8 @@ static void write_reload_status(serve_t *s, int ok, const char *msg) {
   char path[4200], tmp[4300];
   snprintf(path, sizeof path, "%s/reload.status", s->state_dir);
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  json_t *o = json_pack("{s:I,s:b,s:s}", "seq", (json_int_t)++s->reloads, "ok", ok, "message", msg);
+  json_t *o = json_pack("{s:I,s:I,s:b,s:s}", "pid", (json_int_t)getpid(), "seq",
+                        (json_int_t)++s->reloads, "ok", ok, "message", msg);
   if (o == NULL) return;
   if (json_dump_file(o, tmp, JSON_COMPACT) == 0) rename(tmp, path);
   json_decref(o);
@@ -317,14 +320,8 @@ static int serve(tw_source_t *src, engine_t *e, const char *endpoint, const char
   s.e = e;
   s.rules_path = rules_path;
   s.state_dir = state_dir;
-  /* engine.pid: how `tutorwatch reload --state DIR` finds this engine. */
   char pid_path[4200];
   snprintf(pid_path, sizeof pid_path, "%s/engine.pid", state_dir);
-  FILE *pf = fopen(pid_path, "w");
-  if (pf != NULL) {
-    fprintf(pf, "%ld\n", (long)getpid());
-    fclose(pf);
-  }
   uv_loop_init(&s.loop);
   s.poll.data = s.timer.data = s.sigint.data = s.sigterm.data = s.sighup.data = &s;
   uv_poll_init(&s.loop, &s.poll, src->vt->fd(src));
@@ -337,13 +334,32 @@ static int serve(tw_source_t *src, engine_t *e, const char *endpoint, const char
   uv_signal_start(&s.sigterm, on_signal, SIGTERM);
   uv_signal_init(&s.loop, &s.sighup);
   uv_signal_start(&s.sighup, on_reload, SIGHUP);
+  /* engine.pid: how `tutorwatch reload --state DIR` finds this engine, written once SIGHUP is
+   * handled. The file stays locked (flock) while the engine serves, so a reload can tell a live
+   * engine from a stale pid that may by now belong to another process. */
+  int pid_fd = open(pid_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (pid_fd >= 0 && flock(pid_fd, LOCK_EX | LOCK_NB) == 0) {
+    char line[32];
+    int n = snprintf(line, sizeof line, "%ld\n", (long)getpid());
+    if (ftruncate(pid_fd, 0) != 0 || pwrite(pid_fd, line, (size_t)n, 0) != n)
+      fprintf(stderr, "tutorwatch run: cannot write %s; `tutorwatch reload` will not find it\n",
+              pid_path);
+  } else if (pid_fd >= 0) {
+    fprintf(stderr, "tutorwatch run: another engine serves %s (%s is locked)\n", state_dir,
+            pid_path);
+    close(pid_fd);
+    pid_fd = -1;
+  }
   fprintf(stderr,
           "tutorwatch run: listening on %s (ZeroMQ PULL); SIGHUP reloads the rules, SIGINT or "
           "SIGTERM stops\n",
           endpoint);
   serve_drain(&s); /* messages that arrived before the loop started */
   uv_run(&s.loop, UV_RUN_DEFAULT);
-  unlink(pid_path);
+  if (pid_fd >= 0) {
+    unlink(pid_path);
+    close(pid_fd); /* releases the lock */
+  }
   signal(SIGHUP, SIG_IGN); /* libuv restored the default action when its handle closed */
   uv_loop_close(&s.loop);
   return s.rc;

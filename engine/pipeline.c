@@ -42,6 +42,7 @@
 #define TW_EVICT_PER_COMMIT 4096 /* state entries examined for eviction per group commit */
 #define TW_SUSPECT_MIN_JUMP_MS (24LL * 3600 * 1000) /* a quiet night or a weekend is no suspect */
 #define TW_IDLE_MS 1000
+#define TW_SUSPECT_EOF_MAX_JUMP_MS (30LL * 24 * 3600 * 1000) /* accepted unconfirmed at the end */
 #define TW_LIVE_STREAM_MS                                                 \
   (24LL * 3600 * 1000) /* newest event this close to the wall clock: live \
                         */
@@ -1018,12 +1019,19 @@ int tw_pipeline_record(void *ud, const tw_record_t *rec) {
 
 int tw_pipeline_flush(tw_pipeline_t *p) {
   if (p->failed) return p->failed;
-  /* At the end, a jump that no later event stayed behind is accepted (the input may simply have
-   * ended after a quiet spell); one that later events contradicted is refused. */
+  /* At the end, a jump that no later event stayed behind is accepted if it is at most 30 days (the
+   * input may simply have ended after a quiet spell); one that later events contradicted, or a
+   * longer one, is refused. Earliest first, so each is judged against what was accepted. */
   while (p->n_suspects > 0) {
-    suspect_t *s = &p->suspects[p->n_suspects - 1];
-    if (s->age > 0) {
-      int rc = suspect_refuse(p, p->n_suspects - 1, "the later events stayed behind it");
+    size_t pick = 0;
+    for (size_t i = 1; i < p->n_suspects; i++)
+      if (p->suspects[i].ts_ms < p->suspects[pick].ts_ms) pick = i;
+    suspect_t *s = &p->suspects[pick];
+    if (s->age > 0 || (p->have_max && s->ts_ms - p->max_seen_ms > TW_SUSPECT_EOF_MAX_JUMP_MS)) {
+      int rc = suspect_refuse(p, pick,
+                              s->age > 0 ? "the later events stayed behind it"
+                                         : "the input ended before any event confirmed a jump "
+                                           "of more than 30 days");
       if (rc != 0) return rc;
       continue;
     }
@@ -1033,11 +1041,20 @@ int tw_pipeline_flush(tw_pipeline_t *p) {
     int rc = decode_record(p, &r, &derr);
     if (rc == 0) rc = place(p, &r, seq);
     suspect_free(s);
-    p->n_suspects--;
+    p->suspects[pick] = p->suspects[--p->n_suspects];
     if (rc != 0) return rc;
   }
   /* Scheduled sweeps run up to the newest event time: in a replay time ends with the input. */
   return release(p, INT64_MAX, p->have_max ? p->max_seen_ms : INT64_MIN);
+}
+
+int64_t tw_pipeline_max_event_time(const tw_pipeline_t *p) {
+  return p->have_max ? p->max_seen_ms : INT64_MIN;
+}
+
+int tw_pipeline_sweep_until(tw_pipeline_t *p, int64_t limit_ms) {
+  if (p->failed) return p->failed;
+  return p->has_every ? run_sweeps(p, limit_ms) : 0;
 }
 
 int tw_pipeline_tick(tw_pipeline_t *p, int64_t wall_ms) {

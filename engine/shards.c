@@ -25,6 +25,7 @@
 #define QREC_WRAP 1u
 #define QREC_TICK 2u   /* serving: tw_pipeline_tick at wall clock offset_bytes, then commit */
 #define QREC_RELOAD 3u /* the rule file's bytes follow; the shard reloads and replies */
+#define QREC_DRAIN 4u  /* end of input: flush, then reply with the newest event time */
 
 typedef struct qrec {
   uint32_t kind;
@@ -50,6 +51,7 @@ typedef struct shard {
   tw_pipeline_stats_t stats;
   int reload_rc;
   char reload_msg[2048];
+  int64_t max_event_ms; /* replied to QREC_DRAIN */
 } shard_t;
 
 struct tw_shards {
@@ -61,6 +63,8 @@ struct tw_shards {
   pthread_cond_t reply_cv;
   int replies_pending;
   const char *reload_name;
+  int64_t final_sweep_ms; /* end of a replay: every shard sweeps up to this (the newest event) */
+  int finishing;
 };
 
 static size_t align8(size_t n) {
@@ -248,6 +252,13 @@ static void *shard_main(void *arg) {
     if (q->kind == QREC_TICK && rc == 0) {
       rc = tw_pipeline_tick(sh->p, (int64_t)q->offset_bytes);
       if (rc == 0 && tw_pipeline_pending(sh->p) > 0) rc = tw_pipeline_commit(sh->p);
+    } else if (q->kind == QREC_DRAIN) {
+      if (rc == 0) rc = tw_pipeline_flush(sh->p);
+      pthread_mutex_lock(&sh->owner->reply_mu);
+      sh->max_event_ms = tw_pipeline_max_event_time(sh->p);
+      sh->owner->replies_pending--;
+      pthread_cond_broadcast(&sh->owner->reply_cv);
+      pthread_mutex_unlock(&sh->owner->reply_mu);
     } else if (q->kind == QREC_RELOAD) {
       int rrc =
           rc != 0 ? rc
@@ -282,6 +293,8 @@ static void *shard_main(void *arg) {
     pthread_mutex_unlock(&sh->mu);
   }
   if (rc == 0) rc = tw_pipeline_flush(sh->p);
+  if (rc == 0 && sh->owner->final_sweep_ms != INT64_MIN)
+    rc = tw_pipeline_sweep_until(sh->p, sh->owner->final_sweep_ms);
   if (rc == 0) rc = tw_pipeline_commit(sh->p);
   tw_pipeline_stats(sh->p, &sh->stats);
   pthread_mutex_lock(&sh->mu);
@@ -354,6 +367,7 @@ int tw_shards_open(const tw_pipeline_opts_t *opts, int n, tw_outputs_t *outputs,
   tw_shards_t *s = calloc(1, sizeof *s);
   if (s == NULL) goto oom;
   s->n = n;
+  s->final_sweep_ms = INT64_MIN;
   pthread_mutex_init(&s->reply_mu, NULL);
   pthread_cond_init(&s->reply_cv, NULL);
   s->shards = calloc((size_t)n, sizeof *s->shards);
@@ -541,6 +555,37 @@ int tw_shards_reload(tw_shards_t *s, const char *rules_path, char *msg, size_t c
 
 int tw_shards_finish(tw_shards_t *s) {
   int rc = 0;
+  /* First every shard drains and reports its newest event time; then all sweep up to the
+   * newest of the whole input, as one pipeline would (a shard whose last event came early would
+   * otherwise stop its scheduled rules early). Shards that have stopped are skipped. */
+  if (s->final_sweep_ms == INT64_MIN && !s->finishing) {
+    s->finishing = 1;
+    int sent = 0;
+    pthread_mutex_lock(&s->reply_mu);
+    s->replies_pending = 0;
+    pthread_mutex_unlock(&s->reply_mu);
+    for (int k = 0; k < s->n; k++) {
+      if (!s->shards[k].started) continue;
+      pthread_mutex_lock(&s->reply_mu);
+      s->replies_pending++;
+      pthread_mutex_unlock(&s->reply_mu);
+      if (enqueue(&s->shards[k], QREC_DRAIN, NULL, NULL, 0) != 0) {
+        pthread_mutex_lock(&s->reply_mu);
+        s->replies_pending--;
+        pthread_mutex_unlock(&s->reply_mu);
+      } else {
+        sent++;
+      }
+    }
+    pthread_mutex_lock(&s->reply_mu);
+    while (s->replies_pending > 0) pthread_cond_wait(&s->reply_cv, &s->reply_mu);
+    pthread_mutex_unlock(&s->reply_mu);
+    int64_t newest = INT64_MIN;
+    for (int k = 0; k < s->n && sent > 0; k++)
+      if (s->shards[k].started && s->shards[k].max_event_ms > newest)
+        newest = s->shards[k].max_event_ms;
+    s->final_sweep_ms = newest;
+  }
   for (int k = 0; k < s->n; k++) {
     shard_t *sh = &s->shards[k];
     pthread_mutex_lock(&sh->mu);

@@ -137,6 +137,16 @@ int tw_pipeline_track_input(tw_pipeline_t *p, const char *path, uint64_t *start_
  */
 int tw_pipeline_flush(tw_pipeline_t *p);
 
+/* tw_pipeline_max_event_time: the newest event time accepted, or INT64_MIN before any. */
+int64_t tw_pipeline_max_event_time(const tw_pipeline_t *p);
+
+/*
+ * tw_pipeline_sweep_until: run the scheduled sweeps due at or before limit_ms (after
+ * tw_pipeline_flush). Shards use it at the end of a replay, so every shard sweeps up to the
+ * newest event time of the whole input, not only of its own events. Returns as tw_pipeline_flush.
+ */
+int tw_pipeline_sweep_until(tw_pipeline_t *p, int64_t limit_ms);
+
 /*
  * tw_pipeline_tick: called periodically when serving (live) with the wall clock in epoch ms;
  * when no record has arrived for 1 s, the watermark advances to the newest event time seen and

@@ -614,7 +614,7 @@ static int load_aggregates(loader_t *L, const ynode_t *map) {
       return fail_at(L, TW_EINVAL, w, "window must be longer than 0");
     const ynode_t *where = get(v, "where");
     if (where != NULL) {
-      tw__env_t env = {rs, a->on_types, 0};
+      tw__env_t env = {rs, a->on_types, 0, 0};
       tw_expr_t *e;
       if ((rc = want_scalar(L, where, "'where'")) != 0) return rc;
       if ((rc = compile_expr(L, where, &env, TW_V_BOOL, &e)) != 0) return rc;
@@ -701,7 +701,7 @@ static int load_rule(loader_t *L, const ynode_t *m, tw_rule_t *r) {
   }
   const ynode_t *cd = get(m, "cooldown");
   if (cd != NULL && (rc = parse_duration_node(L, cd, "cooldown", &r->cooldown_ms)) != 0) return rc;
-  tw__env_t env = {rs, r->on_types, 1};
+  tw__env_t env = {rs, r->on_types, 1, r->every_ms > 0};
   const ynode_t *when = get(m, "when");
   tw_expr_t *e;
   if ((rc = want_scalar(L, when, "'when'")) != 0) return rc;

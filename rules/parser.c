@@ -193,6 +193,14 @@ static tw_expr_t *parse_name(parser_t *p) {
   const tw_schema_t *sc = env->rs->schema;
   int slot = tw_schema_field_slot(sc, t.s, t.slen);
   if (slot >= 0) {
+    if (env->sweep && slot != TW_SLOT_TS && slot != TW_SLOT_INSTITUTION_ID &&
+        slot != TW_SLOT_REGION) {
+      tw__perr_set(p->err, TW_EINVAL, t.pos,
+                   "a scheduled rule ('every') reads no event: only institution_id, region and ts "
+                   "(the sweep time) are there, not '%s'",
+                   sc->fields[slot].name);
+      return NULL;
+    }
     if (env->on_types != 0 && slot > TW_SLOT_REGION) { /* the envelope is in every event */
       int carried = 0;
       for (uint32_t ty = 0; ty < sc->n_types && ty < 32; ty++)

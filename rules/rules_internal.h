@@ -135,6 +135,7 @@ typedef struct tw__env {
   tw_ruleset_t *rs;
   uint32_t on_types; /* the event types it runs on: fields must be carried by one of them */
   int allow_aggs;    /* 0 inside an aggregate's `where` */
+  int sweep;         /* a scheduled rule: only institution_id, region and ts exist */
 } tw__env_t;
 
 /* Compile src[0..len) to a tree whose result type is any (want_type < 0) or want_type. */

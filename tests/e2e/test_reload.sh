@@ -75,6 +75,21 @@ st_none=$?
 set -e
 expect_eq "reload with no engine" "$st_none" 1
 grep -q "no engine is serving" noengine.err || fail "no message when no engine serves"
+# A stale engine.pid (the engine was killed with -9) may name an unrelated process by now: a
+# reload must signal nothing. The engine's lock on the file is what proves it is alive.
+sleep 30 &
+dummy=$!
+echo "$dummy" > st/engine.pid
+set +e
+"$TW" reload --state st 2>stale.err
+st_stale=$?
+set -e
+alive=0
+kill -0 "$dummy" 2>/dev/null && alive=1
+kill "$dummy" 2>/dev/null || true
+expect_eq "reload with a stale pid" "$st_stale" 1
+expect_eq "unrelated process left alone" "$alive" 1
+grep -q "stale" stale.err || { cat stale.err; fail "no message about the stale pid file"; }
 # complaint_count went on counting across the reload; complaint_week started from zero after it.
 expect_eq "complaints_all per alert" \
   "$(jq -r 'select(.rule == "complaint_count") | .values.complaints_all' alerts.jsonl | tr '\n' ' ')" \

@@ -28,6 +28,11 @@ t0=1740794400500 # 2025-03-01T10:00:00.500+08:00
 "$TW" run --rules rules.yaml --input two.jsonl --state r1 --alerts a2.jsonl 2>log2.txt
 expect_eq "replay alerts" "$(jq -r '[.rule, .key, .region, .event_time] | @tsv' a2.jsonl)" \
   "$(printf 'classes_stopped\t%s\t440106\t2025-03-01T10:00:04.000+08:00' $A)"
+# Shards sweep up to the newest event of the whole input, whichever shard saw it.
+for n in 2 3 4; do
+  "$TW" run --rules rules.yaml --input two.jsonl --state "sh$n" --shards $n --alerts "as$n.jsonl" 2>/dev/null
+  cmp a2.jsonl "as$n.jsonl" || fail "--shards $n changed the scheduled alert"
+done
 # ... and without it, time stops with the input: no alert.
 c l1 $t0 $A 440106 > one.jsonl
 "$TW" run --rules rules.yaml --input one.jsonl --state r2 --alerts a1.jsonl 2>/dev/null

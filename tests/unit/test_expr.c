@@ -87,7 +87,7 @@ static int teardown(void **state) {
 }
 
 static tw_expr_t *compile(fixture_t *f, const char *src, uint32_t on_types, tw__perr_t *err) {
-  tw__env_t env = {f->rs, on_types, 1};
+  tw__env_t env = {f->rs, on_types, 1, 0};
   tw_expr_t *e = NULL;
   if (tw__expr_compile(&env, src, strlen(src), -1, &e, err) != 0) return NULL;
   return e;
@@ -371,7 +371,7 @@ static void test_compile_errors(void **state) {
 
 static void test_condition_must_be_bool(void **state) {
   fixture_t *f = *state;
-  tw__env_t env = {f->rs, 0, 1};
+  tw__env_t env = {f->rs, 0, 1, 0};
   tw_expr_t *e = NULL;
   tw__perr_t perr;
   assert_int_equal(tw__expr_compile(&env, "class_hours + 1", 15, TW_V_BOOL, &e, &perr), TW_ETYPE);
@@ -539,7 +539,7 @@ static void test_templates(void **state) {
   int failures = 0;
   for (size_t i = 0; i < sizeof template_cases / sizeof template_cases[0]; i++) {
     const tcase_t *c = &template_cases[i];
-    tw__env_t env = {f->rs, 0, 1};
+    tw__env_t env = {f->rs, 0, 1, 0};
     const tw_template_t *t = NULL;
     tw__perr_t perr;
     int rc = tw__template_compile(&env, c->tmpl, strlen(c->tmpl), &t, &perr);
@@ -580,7 +580,7 @@ static void test_template_errors(void **state) {
       {"x {}", 3, "empty expression"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    tw__env_t env = {f->rs, 0, 1};
+    tw__env_t env = {f->rs, 0, 1, 0};
     const tw_template_t *t = NULL;
     tw__perr_t perr;
     assert_int_not_equal(
@@ -592,7 +592,7 @@ static void test_template_errors(void **state) {
 
 static void test_template_truncation(void **state) {
   fixture_t *f = *state;
-  tw__env_t env = {f->rs, 0, 1};
+  tw__env_t env = {f->rs, 0, 1, 0};
   const tw_template_t *t = NULL;
   tw__perr_t perr;
   const char *src = "跑路跑路跑路 {text}";
