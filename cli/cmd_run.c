@@ -413,6 +413,9 @@ static void print_summary(const engine_t *e, const tw_sink_t *feed, double secs,
     snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
              ", %llu %s (event_id already processed)", (unsigned long long)st.duplicates,
              plural(st.duplicates, "duplicate", "duplicates"));
+  if (st.incomplete > 0)
+    snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
+             ", 1 incomplete last record left for the grown file");
   if (st.evicted > 0)
     snprintf(extra + strlen(extra), sizeof extra - strlen(extra), ", %llu idle state %s evicted",
              (unsigned long long)st.evicted, plural(st.evicted, "entry", "entries"));

@@ -938,10 +938,26 @@ static int decode_record(tw_pipeline_t *p, const tw_record_t *rec, tw_decode_err
   return 0;
 }
 
+/* leave_incomplete: a tracked file ends inside this record (it may still be being written): it is
+ * neither processed nor dead-lettered, and the committed position stays before it, so a run on
+ * the grown file reads it whole. */
+static int leave_incomplete(tw_pipeline_t *p, const tw_record_t *rec) {
+  p->stats.incomplete++;
+  fprintf(stderr,
+          "tutorwatch: %s ends inside a record at %s %llu (byte %llu); it is left for a run on the "
+          "grown file\n",
+          rec->origin ? rec->origin : "the input",
+          rec->format == TW_FORMAT_MSGPACK ? "record" : "line", (unsigned long long)rec->line,
+          (unsigned long long)rec->offset_bytes);
+  return 0;
+}
+
 static int admit(tw_pipeline_t *p, const tw_record_t *rec) {
   uint64_t seq;
   int rc = arrival_push(p, rec, &seq);
   if (rc != 0) return rc;
+  int tail = (rec->flags & TW_REC_UNTERMINATED) && p->input_fd >= 0;
+  if (tail && (rec->flags & TW_REC_BROKEN)) return leave_incomplete(p, rec);
   if (rec->flags & (TW_REC_TRUNCATED | TW_REC_BROKEN)) {
     char msg[256];
     if (rec->flags & TW_REC_TRUNCATED)
@@ -959,6 +975,9 @@ static int admit(tw_pipeline_t *p, const tw_record_t *rec) {
   rc = decode_record(p, rec, &derr);
   if (rc != 0) {
     if (rc != TW_EINVAL) return rc;
+    /* A last line without its newline that is not whole JSON: the rest is probably still to come.
+     */
+    if (tail && strcmp(derr.reason, "invalid_json") == 0) return leave_incomplete(p, rec);
     arrival_done(p, seq);
     return dead_letter(p, rec, derr.reason, derr.field, derr.message);
   }

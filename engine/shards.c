@@ -621,6 +621,7 @@ void tw_shards_stats(const tw_shards_t *s, tw_pipeline_stats_t *out) {
     out->held += st->held;
     out->duplicates += st->duplicates;
     out->evicted += st->evicted;
+    out->incomplete += st->incomplete;
   }
 }
 

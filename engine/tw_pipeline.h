@@ -94,6 +94,7 @@ typedef struct tw_pipeline_stats {
   uint64_t held;        /* events waiting in the reorder buffer or as suspects now */
   uint64_t duplicates;  /* events whose event_id was already processed within the horizon */
   uint64_t evicted;     /* state entries dropped: expired behind the watermark, or idle in memory */
+  uint64_t incomplete;  /* a tracked file ended inside its last record: left for the grown file */
 } tw_pipeline_stats_t;
 
 /*

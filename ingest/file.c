@@ -188,9 +188,10 @@ static int jsonl_step(file_source_t *fs, tw_record_cb cb, void *ud, int *deliver
   rec.data = p;
   rec.len_bytes = len;
   rec.full_len_bytes = len;
+  if (nl == NULL) rec.flags |= TW_REC_UNTERMINATED;
   if (len > fs->max_record_bytes) {
     rec.len_bytes = min_size(len, TW_REC_HEAD_BYTES);
-    rec.flags = TW_REC_TRUNCATED;
+    rec.flags |= TW_REC_TRUNCATED;
     rec.reason = "too_long";
   }
   *delivered = 1;
@@ -244,7 +245,7 @@ static int msgpack_step(file_source_t *fs, tw_record_cb cb, void *ud, int *deliv
   rec.data = p;
   rec.len_bytes = min_size(avail, TW_REC_HEAD_BYTES);
   rec.full_len_bytes = rec.len_bytes;
-  rec.flags = TW_REC_BROKEN;
+  rec.flags = TW_REC_BROKEN | (rc == TW_EAGAIN && fs->eof ? TW_REC_UNTERMINATED : 0u);
   rec.reason = fs->reason;
   fs->start = fs->end;
   fs->done = 1;

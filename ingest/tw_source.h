@@ -28,6 +28,9 @@ tw_format_t tw_format_from_path(const char *path);
   1u                     /* record exceeded the source's bound; data holds its first bytes, \
                             full_len_bytes its real length; it must be dead-lettered */
 #define TW_REC_BROKEN 2u /* framing failed (malformed msgpack); data holds what was skipped */
+#define TW_REC_UNTERMINATED 4u /* the input ended inside this record: a last line without its
+                                  newline, or a msgpack object cut short (with BROKEN). A file
+                                  still being written may complete it later */
 #define TW_REC_HEAD_BYTES                                                \
   4096u /* a truncated or broken record carries at most this many of its \
            first bytes, enough for the dead-letter file */

@@ -43,3 +43,24 @@ grep -q "0 events read" m2.txt || { cat m2.txt; fail "a rerun of the msgpack fil
 grep -q "resuming" m3.txt && { cat m3.txt; fail "a different file was taken for the processed one"; }
 grep -q " 0 events read" m3.txt && fail "the different file was not read"
 echo "input position resumes"
+
+# A file cut inside a record (still being written): the partial record is neither processed nor
+# dead-lettered, and the run on the grown file reads it whole. JSON Lines and msgpack.
+"$TW" gen --institutions 200 --days 6 --seed 8 --out full.jsonl 2>/dev/null
+"$TW" gen --institutions 200 --days 6 --seed 8 --out full.msgpack 2>/dev/null
+for ext in jsonl msgpack; do
+  rm -rf cut-$ext cutref-$ext
+  head -c 500037 full.$ext > cut.$ext
+  "$TW" run --rules "$RULES" --input cut.$ext --state cut-$ext --alerts cut-a.$ext.out \
+    --dead-letter cut-dl.$ext.out 2>cut1.$ext.log
+  grep -q "incomplete last record" cut1.$ext.log || { cat cut1.$ext.log; fail "$ext: the cut record was not left for later"; }
+  cp full.$ext cut.$ext
+  "$TW" run --rules "$RULES" --input cut.$ext --state cut-$ext --alerts cut-a.$ext.out \
+    --dead-letter cut-dl.$ext.out 2>cut2.$ext.log
+  [ ! -s cut-dl.$ext.out ] || { head -2 cut-dl.$ext.out; fail "$ext: the cut record was dead-lettered"; }
+  "$TW" run --rules "$RULES" --input full.$ext --state cutref-$ext --alerts cut-ref.$ext.out 2>/dev/null
+  cmp cut-a.$ext.out cut-ref.$ext.out || fail "$ext: alerts of the cut-then-grown file differ"
+  total=$(( $(grep -o '[0-9]* accepted' cut1.$ext.log | cut -d' ' -f1) + $(grep -o '[0-9]* accepted' cut2.$ext.log | cut -d' ' -f1) ))
+  expect_eq "$ext events accepted over both runs" "$total" "$(grep -c . full.jsonl)"
+done
+echo "a record cut at the end of a growing file is read whole later"
