@@ -15,9 +15,10 @@
 #include "tw_code.h"
 #include "tw_error.h"
 
-/* Epoch ms of 0000-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z: what RFC 3339 can write. */
+/* Epoch ms of 0000-01-01T00:00:00Z, and of 9999-12-31T23:59:59.999+08:00: what RFC 3339 can write,
+ * in UTC and in Asia/Shanghai, where alerts show their times. */
 #define TS_MIN_MS (-62167219200000LL)
-#define TS_MAX_MS 253402300799999LL
+#define TS_MAX_MS (253402300799999LL - 8LL * 3600 * 1000)
 
 int tw__decode_fail(tw_decode_error_t *err, int code, const char *reason, const char *field,
                     const char *fmt, ...) {
