@@ -96,6 +96,7 @@ struct tw_pipeline {
   tw_event_t sweep_ev; /* the synthetic event of a sweep: institution_id, region, ts = sweep time */
   int64_t *next_sweep_ms; /* per rule: next sweep of an `every` rule; INT64_MIN = not yet known */
   bool has_every;
+  size_t sweep_clocks_unset; /* every rules whose clock waits for the first event */
   const tw_rule_t *sweep_rule;
   int64_t sweep_at_ms;
   type_plan_t plan[TW_MAX_TYPES];
@@ -574,6 +575,17 @@ static int64_t watermark(const tw_pipeline_t *p) {
 }
 
 /* process_event: aggregates and rules for the event in p->ev (in event-time order). */
+/* Little-endian integers of meta records. */
+static void put_le(uint8_t *p, uint64_t v, int n) {
+  for (int i = 0; i < n; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le(const uint8_t *p, int n) {
+  uint64_t v = 0;
+  for (int i = n - 1; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
+
 /* ---- scheduled rules (every) ---------------------------------------------------------------- */
 
 /* Every institution an event has named, for the sweeps: an `all` count per institution. */
@@ -596,7 +608,7 @@ static void put_last_sweep(tw_pipeline_t *p, const tw_rule_t *r, int64_t at) {
   char name[80];
   uint8_t b[8];
   sweep_meta_name(r, name, sizeof name);
-  for (int k = 0; k < 8; k++) b[k] = (uint8_t)((uint64_t)at >> (8 * k));
+  put_le(b, (uint64_t)at, 8);
   tw_state_meta_put(p->state, name, b, sizeof b); /* a name too long only loses the resume */
 }
 
@@ -606,11 +618,12 @@ static int register_for_sweeps(tw_pipeline_t *p) {
   tw_value_t inst = tw_event_get(&p->ev, TW_SLOT_INSTITUTION_ID);
   int rc = tw_state_agg_add(p->state, &kInstitutions, inst.u.s.ptr, inst.u.s.len, p->ev.ts_ms, 1);
   if (rc != 0) return rc;
-  for (size_t i = 0; i < tw_rules_n_rules(p->rules); i++) {
+  for (size_t i = 0; p->sweep_clocks_unset > 0 && i < tw_rules_n_rules(p->rules); i++) {
     const tw_rule_t *r = tw_rules_rule(p->rules, i);
     if (r->every_ms > 0 && p->next_sweep_ms[i] == INT64_MIN) {
       p->next_sweep_ms[i] = boundary_after(p->ev.ts_ms, r->every_ms);
       put_last_sweep(p, r, p->next_sweep_ms[i] - r->every_ms); /* the clock survives restarts */
+      p->sweep_clocks_unset--;
     }
   }
   return 0;
@@ -691,6 +704,7 @@ static int sweeps_init(tw_pipeline_t *p) {
   p->next_sweep_ms = malloc((n ? n : 1) * sizeof *p->next_sweep_ms);
   if (p->next_sweep_ms == NULL) return TW_ENOMEM;
   p->has_every = false;
+  p->sweep_clocks_unset = 0;
   for (size_t i = 0; i < n; i++) {
     const tw_rule_t *r = tw_rules_rule(p->rules, i);
     p->next_sweep_ms[i] = INT64_MIN;
@@ -700,11 +714,10 @@ static int sweeps_init(tw_pipeline_t *p) {
     uint8_t b[8];
     size_t len = 0;
     sweep_meta_name(r, name, sizeof name);
-    if (tw_state_meta_get(p->state, name, b, sizeof b, &len) == 0 && len == 8) {
-      uint64_t v = 0;
-      for (int k = 7; k >= 0; k--) v = (v << 8) | b[k];
-      p->next_sweep_ms[i] = (int64_t)v + r->every_ms;
-    }
+    if (tw_state_meta_get(p->state, name, b, sizeof b, &len) == 0 && len == 8)
+      p->next_sweep_ms[i] = (int64_t)get_le(b, 8) + r->every_ms;
+    else
+      p->sweep_clocks_unset++;
   }
   return 0;
 }
@@ -1113,16 +1126,6 @@ static int hash_range(int fd, uint64_t offset, size_t len, uint8_t out[16]) {
 /* The record: version(1) head_len(4) head_hash(16) tail_hash(16) offset(8) line(8), LE. */
 #define INPUT_META_BYTES (1 + 4 + 16 + 16 + 8 + 8)
 
-static void put_le(uint8_t *p, uint64_t v, int n) {
-  for (int i = 0; i < n; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le(const uint8_t *p, int n) {
-  uint64_t v = 0;
-  for (int i = n - 1; i >= 0; i--) v = (v << 8) | p[i];
-  return v;
-}
-
 static size_t tail_len(uint64_t offset) {
   return offset < TW_INPUT_PROBE_BYTES ? (size_t)offset : TW_INPUT_PROBE_BYTES;
 }
@@ -1233,22 +1236,12 @@ static int flush_dead_letter(tw_pipeline_t *p) {
   return rc;
 }
 
-static void put_le64(uint8_t *b, uint64_t v) {
-  for (int i = 0; i < 8; i++) b[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le64(const uint8_t *b) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--) v = (v << 8) | b[i];
-  return v;
-}
-
 int tw_pipeline_commit(tw_pipeline_t *p) {
   if (p->failed) return p->failed;
   /* The alerts handed to the sinks since the last commit are recorded now: a crash before the
    * next commit makes a restart hand them over again (at least once, never lost). */
   uint8_t pub[8];
-  put_le64(pub, p->published_seq);
+  put_le(pub, p->published_seq, 8);
   int rc = flush_dead_letter(p);
   if (rc == 0) rc = tw_state_meta_put(p->state, TW_PUBLISHED_META, pub, sizeof pub);
   if (rc == 0 && p->input_fd >= 0) rc = put_input_position(p);
@@ -1322,7 +1315,7 @@ int tw_pipeline_republish(tw_pipeline_t *p, uint64_t *count) {
     return 0;
   }
   if (rc != 0 || len != sizeof pub) return rc != 0 ? rc : TW_ESTATE;
-  p->published_seq = get_le64(pub);
+  p->published_seq = get_le(pub, 8);
   if (p->published_seq >= st.journal_seq) return 0;
   rc = tw_state_journal_foreach(p->state, p->published_seq, republish_one, p);
   pthread_mutex_lock(&p->out->lock);
