@@ -5,6 +5,7 @@
  * on the engine's thread and its key order and number formatting are part of the golden-file
  * contract: same input and rules, same bytes. Work is bounded by TW_ALERT_JSON_MAX.
  */
+#include <math.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -123,6 +124,21 @@ static void put_value(jbuf_t *b, const tw_value_t *v) {
     case TW_V_STR:
       put_jstr(b, v->u.s.ptr, v->u.s.len);
       break;
+    case TW_V_DEC: {
+      /* six decimals, trailing zeros cut: the same bytes on every machine (glibc rounds
+       * exactly); JSON has no NaN or infinity, so those print as null */
+      char d[64];
+      if (!isfinite(v->u.d) || fabs(v->u.d) >= 1e15) {
+        puts_(b, "null");
+        break;
+      }
+      int n = snprintf(d, sizeof d, "%.6f", v->u.d);
+      while (n > 1 && d[n - 1] == '0') n--;
+      if (n > 1 && d[n - 1] == '.') n--;
+      if (n == 2 && d[0] == '-' && d[1] == '0') (void)memmove(d, "0", 2), n = 1;
+      put(b, d, (size_t)n);
+      break;
+    }
   }
 }
 

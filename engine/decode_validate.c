@@ -271,6 +271,10 @@ int tw__event_validate(const tw_schema_t *schema, const tw__raw_event_t *raw, tw
     return tw__decode_fail(err, TW_ESCHEMA, "unknown_type", "type", "unknown event type '%.*s'",
                            (int)(traw->len > 40 ? 40 : traw->len), traw->u.s);
   const tw_type_def_t *ty = &schema->types[type_id];
+  if (ty->internal)
+    return tw__decode_fail(err, TW_ESCHEMA, "reserved_type", "type",
+                           "event type '%s' is made by the engine, not accepted as input",
+                           ty->name);
   uint64_t missing = ty->required_mask & ~seen;
   for (uint32_t s = 0; s < schema->n_fields; s++) {
     uint64_t bit = (uint64_t)1 << s;

@@ -371,16 +371,17 @@ static int agg_key(const tw_event_t *ev, int slot, const char **key, size_t *len
   return 0;
 }
 
-static int agg_value_cb(void *ud, size_t agg_index, int64_t *out) {
+static int agg_get_cb(void *ud, size_t agg_index, tw_agg_out_t *out) {
   tw_pipeline_t *p = ud;
   const tw_agg_def_t *a = tw_rules_aggregate(p->rules, agg_index);
   const char *key;
   size_t len;
   if (agg_key(p->cur, a->by_slot, &key, &len) != 0) {
-    *out = 0;
+    memset(out, 0, sizeof *out); /* no key: nothing counted, and no value for min, max... */
+    out->present = a->spec.fn == TW_AGG_COUNT || a->spec.fn == TW_AGG_SUM;
     return 0;
   }
-  return tw_state_agg_value(p->state, &a->spec, key, len, p->cur->ts_ms, out);
+  return tw_state_agg_get(p->state, &a->spec, key, len, p->cur->ts_ms, out);
 }
 
 static void log_eval_error(tw_pipeline_t *p, const char *what, const char *name, int rc) {
@@ -398,7 +399,7 @@ static int update_aggregates(tw_pipeline_t *p, const type_plan_t *tp) {
   for (size_t i = 0; i < tp->n_aggs; i++) {
     const tw_agg_def_t *a = tw_rules_aggregate(p->rules, tp->aggs[i]);
     if (a->where != NULL) {
-      tw_eval_ctx_t ctx = {.ev = &p->ev, .now_ms = p->ev.ts_ms, .agg_value = agg_value_cb, .ud = p};
+      tw_eval_ctx_t ctx = {.ev = &p->ev, .now_ms = p->ev.ts_ms, .agg_get = agg_get_cb, .ud = p};
       tw_value_t v;
       int rc = tw_expr_eval(a->where, &ctx, &v);
       if (rc != 0) {
@@ -515,7 +516,7 @@ static int evaluate_rules(tw_pipeline_t *p, const type_plan_t *tp) {
     const char *key;
     size_t key_len;
     if (agg_key(&p->ev, r->by_slot, &key, &key_len) != 0) continue;
-    tw_eval_ctx_t ctx = {.ev = &p->ev, .now_ms = p->ev.ts_ms, .agg_value = agg_value_cb, .ud = p};
+    tw_eval_ctx_t ctx = {.ev = &p->ev, .now_ms = p->ev.ts_ms, .agg_get = agg_get_cb, .ud = p};
     tw_value_t v;
     int rc = tw_expr_eval(r->when, &ctx, &v);
     if (rc != 0) {
@@ -652,7 +653,7 @@ static int sweep_key(void *ud, const char *key, size_t len) {
                (1u << TW_SLOT_TS);
   e->ts_ms = p->sweep_at_ms;
   p->cur = e;
-  tw_eval_ctx_t ctx = {.ev = e, .now_ms = p->sweep_at_ms, .agg_value = agg_value_cb, .ud = p};
+  tw_eval_ctx_t ctx = {.ev = e, .now_ms = p->sweep_at_ms, .agg_get = agg_get_cb, .ud = p};
   tw_value_t v;
   int rc = tw_expr_eval(r->when, &ctx, &v);
   if (rc != 0) {

@@ -399,7 +399,7 @@ static const struct {
 
 static int build(loader_t *ld, const ynode_t *root, tw_schema_t *s) {
   static const char *const kTopKeys[] = {"version", "envelope", "types", NULL};
-  static const char *const kTypeKeys[] = {"description", "fields", NULL};
+  static const char *const kTypeKeys[] = {"description", "fields", "internal", NULL};
   tw_field_spec_t env_spec[N_ENVELOPE];
   int rc;
   if ((rc = expect(ld, root, NODE_MAP, "the schema")) != 0) return rc;
@@ -443,6 +443,14 @@ static int build(loader_t *ld, const ynode_t *root, tw_schema_t *s) {
     if ((rc = check_keys(ld, td, kTypeKeys, where)) != 0) return rc;
     tw_type_def_t *ty = &s->types[s->n_types++];
     memcpy(ty->name, tn->val, tn->len + 1);
+    const ynode_t *internal = map_get(td, "internal");
+    if (internal != NULL) {
+      if (internal->type != NODE_SCALAR ||
+          (strcmp(internal->val, "true") != 0 && strcmp(internal->val, "false") != 0))
+        return fail_at(ld, TW_ESCHEMA, internal->line, internal->col,
+                       "internal must be true or false");
+      ty->internal = strcmp(internal->val, "true") == 0;
+    }
     for (int i = 0; i < N_ENVELOPE; i++) {
       ty->spec[i] = env_spec[i];
       ty->present_mask |= (uint64_t)1 << i;

@@ -558,6 +558,24 @@ int tw_state_agg_value(tw_state_t *st, const tw_window_spec_t *spec, const char 
   return 0;
 }
 
+int tw_state_agg_get(tw_state_t *st, const tw_window_spec_t *spec, const char *key, size_t key_len,
+                     int64_t at_ms, tw_agg_out_t *out) {
+  if (out == NULL) return TW_EINVAL;
+  memset(out, 0, sizeof *out);
+  if (spec != NULL && spec->fn != TW_AGG_COUNT && spec->fn != TW_AGG_SUM) return TW_EINVAL;
+  int rc = tw_state_agg_value(st, spec, key, key_len, at_ms, &out->value);
+  if (rc != 0) return rc;
+  out->present = true;
+  return 0;
+}
+
+int tw_state_agg_series(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
+                        size_t key_len, int64_t at_ms, tw_agg_out_t *out, size_t cap, size_t *n) {
+  (void)st, (void)spec, (void)key, (void)key_len, (void)at_ms, (void)out, (void)cap;
+  if (n != NULL) *n = 0;
+  return TW_EINVAL; /* calendar series: not built yet */
+}
+
 int tw__state_agg_buckets(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
                           size_t key_len, uint32_t *nb, uint32_t *nb_max) {
   tw__entry_t *e;

@@ -36,7 +36,7 @@ typedef struct tw_event {
 
 /* Why an event was rejected: a stable reason code for the dead-letter file, the field (if any)
  * and a plain message. Reason codes: invalid_json, invalid_msgpack, not_an_object, too_deep,
- * too_long, too_many_keys, unknown_type, missing_field, wrong_type, not_integer, out_of_range,
+ * too_long, too_many_keys, unknown_type, reserved_type, missing_field, wrong_type, not_integer, out_of_range,
  * bad_enum, bad_credit_code, bad_region, bad_timestamp, invalid_utf8, duplicate_key. */
 typedef struct tw_decode_error {
   char reason[32];

@@ -15,6 +15,7 @@
 #define TW_SCHEMA_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "tw_value.h"
@@ -63,6 +64,8 @@ typedef struct tw_type_def {
   char name[TW_NAME_MAX];
   uint64_t present_mask;               /* slots the type may carry */
   uint64_t required_mask;              /* slots the type must carry */
+  bool internal;                       /* made by the engine (alerts re-entering as events);
+                                          decoders refuse it in input: reserved_type */
   tw_field_spec_t spec[TW_MAX_FIELDS]; /* indexed by slot; meaningful where present_mask is set */
 } tw_type_def_t;
 

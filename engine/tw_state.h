@@ -37,10 +37,34 @@
 #define TW_STATE_TZ_DEFAULT_MS (8 * 3600000LL) /* Asia/Shanghai, UTC+8, no daylight saving */
 #define TW_STATE_TZ_LIMIT_MS (18 * 3600000LL)  /* |tz_offset_ms| */
 
+#define TW_STATE_DISTINCT_EXACT 256 /* distinct values counted exactly per key up to this */
+
+/*
+ * Aggregate functions. The value each event gives tw_state_agg_add is: ignored (COUNT), the
+ * field's integer (SUM, AVG, MIN, MAX, FIRST, LAST: fen, int or epoch ms), or a 64-bit hash of
+ * the field's value (DISTINCT; the caller hashes, e.g. BLAKE2b of the bytes).
+ */
 typedef enum tw_agg_fn {
   TW_AGG_COUNT = 0, /* number of events */
-  TW_AGG_SUM        /* sum of an integer field; overflow saturates and is reported */
+  TW_AGG_SUM,       /* sum of an integer field; overflow saturates and is reported */
+  TW_AGG_AVG,       /* mean of an integer field: tw_agg_out_t gives sum (value) and count */
+  TW_AGG_MIN,       /* smallest value in the window */
+  TW_AGG_MAX,       /* largest value in the window */
+  TW_AGG_DISTINCT,  /* number of distinct hashes: exact up to TW_STATE_DISTINCT_EXACT per key,
+                       then an estimate (HyperLogLog; see docs/rules.md for the error) */
+  TW_AGG_FIRST,     /* value of the event with the earliest event time (ties: smallest value) */
+  TW_AGG_LAST       /* value of the event with the latest event time (ties: largest value) */
 } tw_agg_fn_t;
+
+/* The value of an aggregate, or of one bucket of it. */
+typedef struct tw_agg_out {
+  bool present;      /* false: no event in the window/bucket (MIN, MAX, AVG, FIRST, LAST have no
+                        value then; COUNT, SUM, DISTINCT are 0) */
+  bool approximate;  /* DISTINCT beyond TW_STATE_DISTINCT_EXACT: value is an estimate */
+  int64_t value;     /* COUNT, SUM (saturated), MIN, MAX, FIRST, LAST, DISTINCT; AVG: the sum */
+  int64_t count;     /* events that fed it (all functions) */
+  int64_t bucket_ms; /* tw_state_agg_series only: start of the bucket (epoch ms, inclusive) */
+} tw_agg_out_t;
 
 /* What identifies an aggregate's state: its name (stable across runs), function and window. */
 typedef struct tw_window_spec {
@@ -49,10 +73,14 @@ typedef struct tw_window_spec {
                        an aggregate's fn or window starts a fresh series. */
   tw_agg_fn_t fn;
   int64_t window_ms; /* sliding window width; 0 means `all` (since the beginning) */
-  int64_t bucket_ms; /* bucket width; 0 = automatic (above). Otherwise ≥ 1000, divides
+  int64_t bucket_ms; /* 0 = a sliding window over automatic buckets (above). Otherwise a
+                        series of calendar (tumbling) buckets of this width: ≥ 1000, divides
                         window_ms, window_ms / bucket_ms ≤ TW_STATE_BUCKETS_MAX, and 0 for `all`
-                        windows; else TW_EINVAL. An explicit width is part of the state's
-                        identity (changing it starts a fresh series), an automatic one is not. */
+                        windows; else TW_EINVAL. A calendar bucket covers [start, end): buckets
+                        of a whole number of days start at local midnight, those of 7d on local
+                        Monday 00:00; the value at t is the sum of the window_ms / bucket_ms
+                        buckets up to and including the one that holds t. An explicit width is
+                        part of the state's identity (changing it starts a fresh series). */
 } tw_window_spec_t;
 
 typedef struct tw_state tw_state_t;
@@ -103,6 +131,23 @@ int tw_state_agg_add(tw_state_t *st, const tw_window_spec_t *spec, const char *k
  */
 int tw_state_agg_value(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
                        size_t key_len, int64_t at_ms, int64_t *out);
+
+/*
+ * tw_state_agg_get: as tw_state_agg_value, for every function: the aggregate of (spec, key)
+ * for the window ending at at_ms into *out (present false, value 0 for a key never seen).
+ * Returns 0, TW_ETOOBIG, TW_EINVAL, TW_ESTATE, TW_ENOMEM.
+ */
+int tw_state_agg_get(tw_state_t *st, const tw_window_spec_t *spec, const char *key, size_t key_len,
+                     int64_t at_ms, tw_agg_out_t *out);
+
+/*
+ * tw_state_agg_series: the buckets of a calendar aggregate (spec->bucket_ms > 0) for the window
+ * ending at at_ms, oldest first, one per bucket including empty ones (present false): out[n-1]
+ * is the bucket that holds at_ms. *n = window_ms / bucket_ms when cap allows, else TW_ETOOBIG.
+ * Returns 0, TW_EINVAL (not a calendar aggregate), TW_ETOOBIG, TW_ESTATE, TW_ENOMEM.
+ */
+int tw_state_agg_series(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
+                        size_t key_len, int64_t at_ms, tw_agg_out_t *out, size_t cap, size_t *n);
 
 /*
  * tw_state_cooldown: decide whether rule `rule` may fire for key at ts_ms given its cooldown

@@ -5,7 +5,9 @@
  * someone else (an event's arena, a compiled rule's constants) and are valid as long as that
  * owner is; they are always followed by a NUL byte, which is not counted in len.
  * Money is integer fen (1 yuan = 100 fen) and never floating point; times are epoch milliseconds
- * (UTC); durations are milliseconds.
+ * (UTC); durations are milliseconds. Decimals (TW_V_DEC, a double) appear only where the rule
+ * language computes a ratio or a statistic (avg of an integer field, zscore, decimal literals);
+ * they are never stored as money.
  */
 #ifndef TW_VALUE_H
 #define TW_VALUE_H
@@ -20,7 +22,8 @@ typedef enum tw_vkind {
   TW_V_MONEY,    /* u.i: fen */
   TW_V_DURATION, /* u.i: milliseconds */
   TW_V_TIME,     /* u.i: epoch milliseconds, UTC */
-  TW_V_STR       /* u.s: UTF-8 bytes, validated at decode */
+  TW_V_STR,      /* u.s: UTF-8 bytes, validated at decode */
+  TW_V_DEC       /* u.d: a finite IEEE-754 double (decimal in the rule language) */
 } tw_vkind_t;
 
 typedef struct tw_str {
@@ -32,6 +35,7 @@ typedef struct tw_value {
   uint8_t kind; /* tw_vkind_t */
   union {
     int64_t i;
+    double d;
     tw_str_t s;
   } u;
 } tw_value_t;
@@ -40,6 +44,13 @@ static inline tw_value_t tw_value_int(tw_vkind_t kind, int64_t i) {
   tw_value_t v;
   v.kind = (uint8_t)kind;
   v.u.i = i;
+  return v;
+}
+
+static inline tw_value_t tw_value_dec(double d) {
+  tw_value_t v;
+  v.kind = (uint8_t)TW_V_DEC;
+  v.u.d = d;
   return v;
 }
 

@@ -145,12 +145,12 @@ static int eval_node(const tw_expr_t *e, tw_eval_ctx_t *ctx, tw_value_t *out) {
     case TW__OP_FIELD:
       return eval_field(e, ctx, out);
     case TW__OP_AGG: {
-      int64_t v;
-      if (ctx->agg_value == NULL) {
+      tw_agg_out_t v;
+      if (ctx->agg_get == NULL) {
         *out = null_value();
       } else {
-        if ((rc = ctx->agg_value(ctx->ud, e->u.agg.index, &v)) != 0) return rc;
-        *out = tw_value_int((tw_vkind_t)e->type, v);
+        if ((rc = ctx->agg_get(ctx->ud, e->u.agg.index, &v)) != 0) return rc;
+        *out = v.present ? tw_value_int((tw_vkind_t)e->type, v.value) : null_value();
       }
       record_read(ctx, e->u.agg.name, *out);
       return 0;

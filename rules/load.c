@@ -515,6 +515,8 @@ static int parse_fn(loader_t *L, const ynode_t *n, tw_agg_def_t *a) {
     if (a1 != a0) return fail_at(L, TW_EINVAL, n, "count() takes no argument");
     a->spec.fn = TW_AGG_COUNT;
     a->arg_slot = -1;
+    a->arg_kind = TW_V_NULL;
+    a->value_type = TW_V_INT;
     return 0;
   }
   if (name_len == 3 && memcmp(s, "sum", 3) == 0) {
@@ -527,6 +529,8 @@ static int parse_fn(loader_t *L, const ynode_t *n, tw_agg_def_t *a) {
                   "sum() needs an integer or money field, and '%s' is %s",
                   L->schema->fields[a->arg_slot].name, tw__type_name(tw__field_type(k)));
     a->spec.fn = TW_AGG_SUM;
+    a->arg_kind = (uint8_t)tw__field_type(k);
+    a->value_type = a->arg_kind;
     return 0;
   }
   return fail_at(L, TW_EINVAL, n,
@@ -603,6 +607,8 @@ static int load_aggregates(loader_t *L, const ynode_t *map) {
     a->line = k->line;
     if ((rc = parse_types(L, get(v, "on"), &a->on_types)) != 0) return rc;
     if ((rc = parse_by(L, get(v, "by"), a->on_types, &a->by_slot)) != 0) return rc;
+    a->by_derive = TW_KEY_FIELD;
+    a->by_name = L->schema->fields[a->by_slot].name;
     if ((rc = parse_fn(L, get(v, "fn"), a)) != 0) return rc;
     const ynode_t *w = get(v, "window");
     if ((rc = want_scalar(L, w, "'window'")) != 0) return rc;
@@ -679,6 +685,8 @@ static int load_rule(loader_t *L, const ynode_t *m, tw_rule_t *r) {
     return rc;
   }
   if ((rc = parse_by(L, get(m, "by"), r->on_types, &r->by_slot)) != 0) return rc;
+  r->by_derive = TW_KEY_FIELD;
+  r->by_name = L->schema->fields[r->by_slot].name;
   if (r->every_ms > 0 && r->by_slot != TW_SLOT_INSTITUTION_ID)
     return fail_at(L, TW_EINVAL, get(m, "by"),
                    "a rule with 'every' sweeps institutions: 'by' must be institution_id");

@@ -41,14 +41,29 @@ const char *tw_severity_name(tw_severity_t sev);
 typedef struct tw_expr tw_expr_t;         /* compiled expression (opaque) */
 typedef struct tw_template tw_template_t; /* compiled message template (opaque) */
 
+/*
+ * How a key is taken from an event: a field as it is, or the city / province of the region
+ * code (GB/T 2260), written as a 6-digit code: region 440106 → city 440100, province 440000.
+ */
+typedef enum tw_key_derive {
+  TW_KEY_FIELD = 0, /* the by field's value */
+  TW_KEY_CITY,      /* by: city     (by_slot is the region slot) */
+  TW_KEY_PROVINCE   /* by: province (by_slot is the region slot) */
+} tw_key_derive_t;
+
 typedef struct tw_agg_def {
-  const char *name;       /* aggregate name */
-  uint32_t on_types;      /* bit t set: events of schema type t feed it */
-  const tw_expr_t *where; /* optional filter; NULL = every event of those types */
-  int by_slot;            /* key field slot (institution_id in the first cut) */
-  int arg_slot;           /* field summed by SUM; -1 for COUNT */
-  tw_window_spec_t spec;  /* name, fn, window_ms (0 = all) for tw_state */
-  int line;               /* where it was defined in the rule file */
+  const char *name;          /* aggregate name */
+  uint32_t on_types;         /* bit t set: events of schema type t feed it */
+  const tw_expr_t *where;    /* optional filter; NULL = every event of those types */
+  int by_slot;               /* key field slot (the region slot for city / province) */
+  tw_key_derive_t by_derive; /* field, city or province */
+  const char *by_name;       /* "institution_id", "city", ... as written in `by` */
+  int arg_slot;              /* the field given to fn(field); -1 for count(). Events without
+                                the field do not feed the aggregate. DISTINCT hashes the value */
+  uint8_t arg_kind;          /* tw_vkind_t of the argument (TW_V_NULL for count) */
+  uint8_t value_type;        /* tw_vkind_t of the aggregate's value in expressions */
+  tw_window_spec_t spec;     /* name, fn, window_ms (0 = all), bucket_ms for tw_state */
+  int line;                  /* where it was defined in the rule file */
 } tw_agg_def_t;
 
 typedef struct tw_label {
@@ -59,8 +74,11 @@ typedef struct tw_rule {
   const char *name;
   const char *description;
   const char *source;    /* the regulation, local measure or documented case */
-  uint32_t on_types;     /* triggering event types (bit per schema type id) */
+  uint32_t on_types;     /* triggering event types (bit per schema type id; the internal
+                            `alert` type for rules on re-entering alerts) */
   int by_slot;           /* key field slot; the alert's `by` is its field name */
+  tw_key_derive_t by_derive; /* field, city or province (by_slot is then the region slot) */
+  const char *by_name;       /* the alert's `by`: the field name, "city" or "province" */
   const tw_expr_t *when; /* the condition; must type-check to bool */
   tw_severity_t severity;
   int64_t cooldown_ms; /* 0 = fire on every matching event */
@@ -97,6 +115,24 @@ int tw_rules_load(const char *path, const tw_schema_t *schema, tw_ruleset_t **ou
 int tw_rules_load_buffer(const char *name, const char *data, size_t len, const tw_schema_t *schema,
                          tw_ruleset_t **out, tw_rule_error_t *err);
 
+/* A diagnostic (error or lint warning) reported while loading, in file order. */
+typedef void (*tw_rules_diag_cb)(void *ud, const tw_rule_error_t *d, bool warning);
+
+typedef struct tw_rules_load_opts {
+  const char *const *set; /* "name=value" overrides of params (`--set`); value in the param's
+                             literal syntax (5000yuan, 14d, 3, "text"); an unknown name or a
+                             value of another type is an error */
+  size_t n_set;
+  tw_rules_diag_cb diag; /* NULL: only the first error, in *err. Else every error and warning
+                            (unused names, risky regexes...) is reported here too */
+  void *diag_ud;
+} tw_rules_load_opts_t;
+
+/* tw_rules_load_ex: tw_rules_load with options (opts may be NULL); data NULL reads path,
+ * else data[0..len) is the file and path names it in messages. Errors as tw_rules_load. */
+int tw_rules_load_ex(const char *path, const char *data, size_t len, const tw_schema_t *schema,
+                     const tw_rules_load_opts_t *opts, tw_ruleset_t **out, tw_rule_error_t *err);
+
 /* tw_rules_free: free a ruleset; NULL accepted. */
 void tw_rules_free(tw_ruleset_t *rs);
 
@@ -115,14 +151,18 @@ typedef struct tw_eval_read {
 } tw_eval_read_t;
 
 /*
- * The evaluation context, filled by the caller. agg_value returns the value of aggregate
- * agg_index for the context's key at now_ms (0 or a TW_E... code). Reads are appended, without
- * duplicates, up to TW_EVAL_MAX_READS.
+ * The evaluation context, filled by the caller. agg_get fills the value of aggregate agg_index
+ * for the context's key at now_ms; agg_series the buckets of a calendar (bucketed) aggregate,
+ * oldest first, the last one holding now_ms (as tw_state_agg_series). Both return 0 or a
+ * TW_E... code. The evaluator turns tw_agg_out_t into a value of the aggregate's value_type
+ * (an absent MIN/MAX/AVG/FIRST/LAST is null). Reads are appended, without duplicates, up to
+ * TW_EVAL_MAX_READS.
  */
 typedef struct tw_eval_ctx {
   const tw_event_t *ev;
   int64_t now_ms; /* now(): the triggering event's time (or the sweep time) */
-  int (*agg_value)(void *ud, size_t agg_index, int64_t *out);
+  int (*agg_get)(void *ud, size_t agg_index, tw_agg_out_t *out);
+  int (*agg_series)(void *ud, size_t agg_index, tw_agg_out_t *buf, size_t cap, size_t *n);
   void *ud;
   tw_eval_read_t reads[TW_EVAL_MAX_READS];
   size_t n_reads;

@@ -28,7 +28,9 @@ static tw_schema_t schema;
 static tw_ruleset_t *fixed;
 static tw_event_t events[2];
 
-static int agg_cb(void *ud, size_t index, int64_t *out) {
+static int agg_cb(void *ud, size_t index, tw_agg_out_t *agg) {
+  int64_t *out = &agg->value;
+  agg->present = true;
   (void)ud;
   *out = index == 0 ? INT64_C(9223372036854775000) : 3;
   return 0;
@@ -59,7 +61,7 @@ static void eval_all(const tw_expr_t *e, const tw_template_t *t) {
     memset(&ctx, 0, sizeof ctx);
     ctx.ev = &events[i];
     ctx.now_ms = events[i].ts_ms;
-    ctx.agg_value = agg_cb;
+    ctx.agg_get = agg_cb;
     if (e != NULL) (void)tw_expr_eval(e, &ctx, &v);
     if (t != NULL) (void)tw_template_render(t, &ctx, buf, sizeof buf);
   }

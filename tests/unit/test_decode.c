@@ -171,6 +171,8 @@ static const struct {
     {"{" ENV ",\"type\":\"complaint\",\"complaint_id\":\"K\",\"category\":\"refund\"}", NULL, NULL,
      0},
     {"{" ENV ",\"type\":\"refund_request\"}", "unknown_type", "type", 0},
+    {"{" ENV ",\"type\":\"alert\",\"rule\":\"r\",\"severity\":\"high\"}", "reserved_type", "type",
+     0},
     {"{" ENV "}", "missing_field", "type", 0},
     {"{" ENV ",\"type\":7}", "wrong_type", "type", 0},
     {"{\"type\":\"institution\",\"action\":\"open\"}", "missing_field", "event_id", 0},

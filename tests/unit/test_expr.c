@@ -42,7 +42,9 @@ typedef struct fixture {
   tw_event_t pay, complaint, bare; /* bare: a payment with only the envelope */
 } fixture_t;
 
-static int agg_cb(void *ud, size_t index, int64_t *out) {
+static int agg_cb(void *ud, size_t index, tw_agg_out_t *agg) {
+  int64_t *out = &agg->value;
+  agg->present = true;
   (void)ud;
   static const int64_t values[] = {1000000, 200000, 4, 150};
   if (index >= 4) return TW_EINVAL;
@@ -97,7 +99,7 @@ static void ctx_for(tw_eval_ctx_t *ctx, const tw_event_t *ev) {
   memset(ctx, 0, sizeof *ctx);
   ctx->ev = ev;
   ctx->now_ms = ev->ts_ms;
-  ctx->agg_value = agg_cb;
+  ctx->agg_get = agg_cb;
 }
 
 /* ---- value table ---- */
@@ -442,7 +444,7 @@ static void test_no_agg_callback_is_null(void **state) {
   tw_eval_ctx_t ctx;
   tw_value_t v;
   ctx_for(&ctx, &f->pay);
-  ctx.agg_value = NULL;
+  ctx.agg_get = NULL;
   assert_int_equal(tw_expr_eval(e, &ctx, &v), 0);
   assert_int_equal(v.u.i, 0);
 }

@@ -168,7 +168,9 @@ static void test_valid_file(void **state) {
   tw_rules_free(rs);
 }
 
-static int agg_cb(void *ud, size_t index, int64_t *out) {
+static int agg_cb(void *ud, size_t index, tw_agg_out_t *agg) {
+  int64_t *out = &agg->value;
+  agg->present = true;
   const int64_t *values = ud;
   *out = values[index];
   return 0;
@@ -190,7 +192,7 @@ static void test_rules_fire(void **state) {
   memset(&ctx, 0, sizeof ctx);
   ctx.ev = &ev;
   ctx.now_ms = ev.ts_ms;
-  ctx.agg_value = agg_cb;
+  ctx.agg_get = agg_cb;
   ctx.ud = aggs;
   tw_value_t v;
   const tw_rule_t *r = tw_rules_rule(rs, 0);

@@ -36,10 +36,14 @@ static void test_shipped_schema(void **state) {
   assert_int_equal(s->fields[TW_SLOT_TS].kind, TW_FK_TIME);
   assert_int_equal(s->fields[TW_SLOT_INSTITUTION_ID].kind, TW_FK_CREDIT_CODE);
   assert_int_equal(s->fields[TW_SLOT_REGION].kind, TW_FK_REGION);
-  assert_int_equal(s->n_types, 8);
+  assert_int_equal(s->n_types, 9);
   const char *types[] = {"payment",   "refund",      "consumption", "enrollment",
-                         "complaint", "institution", "escrow",      "staff"};
-  for (int i = 0; i < 8; i++) assert_true(tw_schema_type_id(s, types[i], strlen(types[i])) >= 0);
+                         "complaint", "institution", "escrow",      "staff", "alert"};
+  for (int i = 0; i < 9; i++) {
+    int t = tw_schema_type_id(s, types[i], strlen(types[i]));
+    assert_true(t >= 0);
+    assert_int_equal(s->types[t].internal, i == 8); /* only alert is made by the engine */
+  }
 
   int amount = tw_schema_field_slot(s, "amount_fen", 10);
   int student = tw_schema_field_slot(s, "student_id", 10);
