@@ -6,6 +6,7 @@
  * chunk of their own); it is freed whole. Edit distance is the classic two-row Levenshtein over
  * bytes, bounded by the names' lengths (names are short: fields ≤ 31 bytes).
  */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,6 +111,8 @@ const char *tw__type_name(int kind) {
       return "time";
     case TW_V_STR:
       return "string";
+    case TW_V_DEC:
+      return "dec";
     default:
       return "?";
   }
@@ -132,4 +135,19 @@ const char *tw_severity_name(tw_severity_t sev) {
   static const char *const names[] = {"info", "low", "medium", "high", "critical"};
   if ((unsigned)sev > TW_SEV_CRITICAL) return "unknown";
   return names[sev];
+}
+
+int tw__dec_format(double d, char *buf, size_t cap) {
+  char tmp[64];
+  int n;
+  /* the same bytes as engine/alert.c: six decimals, trailing zeros cut, "-0" is "0"; beyond
+   * 1e15 (where six decimals are no longer exact) in exponent form */
+  if (!isfinite(d)) return snprintf(buf, cap, "null");
+  if (fabs(d) >= 1e15) return snprintf(buf, cap, "%.6e", d);
+  n = snprintf(tmp, sizeof tmp, "%.6f", d);
+  while (n > 1 && tmp[n - 1] == '0') n--;
+  if (n > 1 && tmp[n - 1] == '.') n--;
+  tmp[n] = '\0';
+  if (strcmp(tmp, "-0") == 0) return snprintf(buf, cap, "0");
+  return snprintf(buf, cap, "%s", tmp);
 }

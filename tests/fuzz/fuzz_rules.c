@@ -89,7 +89,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       compiled_bytes = 0;
     }
     compiled_bytes += size * 8 + 64;
-    tw__env_t env = {fixed, 0, 1, 0};
+    tw__env_t env = {.rs = fixed, .allow_aggs = 1};
     tw_expr_t *e = NULL;
     tw__perr_t perr;
     if (tw__expr_compile(&env, (const char *)data, size, -1, &e, &perr) == 0) eval_all(e, NULL);

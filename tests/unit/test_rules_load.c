@@ -53,7 +53,7 @@ static const char VALID[] =
     "    message: \"complaint names running away or closure\"\n"
     "  - name: complaint_storm\n"
     "    on: [complaint]\n"
-    "    by: region\n"
+    "    by: institution_id\n"
     "    when: |\n"
     "      complaints_7d >= 3\n"
     "        and collected_all - refunded_all > 10000yuan\n"
@@ -155,7 +155,9 @@ static void test_valid_file(void **state) {
   assert_int_equal(r->n_labels, 0);
   r = tw_rules_rule(rs, 2);
   assert_int_equal(r->severity, TW_SEV_CRITICAL);
-  assert_int_equal(r->by_slot, TW_SLOT_REGION);
+  assert_int_equal(r->by_slot, TW_SLOT_INSTITUTION_ID);
+  assert_int_equal(r->by_derive, TW_KEY_FIELD);
+  assert_string_equal(r->by_name, "institution_id");
   assert_null(r->message);
 
   /* hash: SHA-256 of the bytes, lowercase hex */
@@ -263,7 +265,8 @@ static const bad_t bad_cases[] = {
     {"- 1\n", TW_EINVAL, "bad.yaml:1:1: a rule file is a mapping with 'version: 1'"},
     {"version: 1\nrulez: []\n", TW_EINVAL,
      "bad.yaml:2:1: unknown key 'rulez' in the rule file (did you mean 'rules'?)"},
-    {"version: 1\nparams: {}\n", TW_EINVAL, "bad.yaml:2:1: unknown key 'params' in the rule file"},
+    {"version: 1\nparamz: {}\n", TW_EINVAL,
+     "bad.yaml:2:1: unknown key 'paramz' in the rule file (did you mean 'params'?)"},
     {"version: 1\nversion: 1\n", TW_EINVAL,
      "bad.yaml:2:1: duplicate key 'version' (first at line 1)"},
     {"version: 1\nrules: [\n", TW_EPARSE,
@@ -323,10 +326,14 @@ static const bad_t bad_cases[] = {
     {"version: 1\nrules:\n  - {name: Bad-Name, on: [payment], by: institution_id, when: true, "
      "severity: low}\n",
      TW_EINVAL, "bad.yaml:3:12: rule name 'Bad-Name' must be lowercase letters, digits and '_'"},
-    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: avg(amount_fen), "
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: agv(amount_fen), "
+     "window: all}\n",
+     TW_EINVAL, "bad.yaml:3:46: unknown aggregate function 'agv' (did you mean 'avg'?)"},
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: median(amount_fen), "
      "window: all}\n",
      TW_EINVAL,
-     "bad.yaml:3:46: unknown aggregate function 'avg' (this version has count() and sum(field))"},
+     "bad.yaml:3:46: unknown aggregate function 'median' (count, sum, avg, min, max, distinct, "
+     "first or last)"},
     {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: sum(amout_fen), "
      "window: all}\n",
      TW_EINVAL, "bad.yaml:3:50: unknown field 'amout_fen' (did you mean 'amount_fen'?)"},
