@@ -1262,7 +1262,7 @@ static void warn_unused(loader_t *L) {
       warn(L, rs->macros[i].line, rs->macros[i].col, "macro '%s' is never used",
            rs->macros[i].name);
   for (size_t i = 0; i < rs->n_aggs; i++)
-    if (rs->agg_used[i] == 0 && !rs->agg_bad[i])
+    if (rs->agg_used[i] == 0)
       warn(L, L->agg_keys[i]->line, L->agg_keys[i]->col, "aggregate '%s' is never read by a rule",
            rs->aggs[i].name);
 }
@@ -1296,7 +1296,8 @@ static int load_tree(loader_t *L, const ynode_t *root) {
   STEP(check_macros(L));
   if ((n = section(root, "rules")) != NULL) STEP(load_rules_section(L, n));
 #undef STEP
-  if (L->rs->agg_used != NULL || L->rs->n_aggs == 0) warn_unused(L);
+  /* after an error, uses in the broken parts were not counted: no claims of unused names */
+  if (L->n_errors == 0) warn_unused(L);
   return L->n_errors ? L->first_code : 0;
 }
 
@@ -1309,7 +1310,7 @@ static int cmp_diag(const void *x, const void *y) {
 
 /* Every diagnostic in file order (those without a line, such as --set, first), once each. */
 static void flush_diags(loader_t *L) {
-  if (!diag_mode(L)) return;
+  if (!diag_mode(L) || L->n_diags == 0) return;
   qsort(L->diags, L->n_diags, sizeof *L->diags, cmp_diag);
   for (size_t i = 0; i < L->n_diags; i++) {
     const diag_t *d = &L->diags[i];

@@ -12,7 +12,7 @@ st=$?
 set -e
 expect_eq "check status with one bad file" "$st" 1
 grep -q "default.yaml: ok" out.txt || fail "the good file was not reported ok next to the bad one"
-expect_eq "error line" "$(sed -n 1p err.txt)" "bad.yaml:6:11: unknown field 'amout_fen' (did you mean 'amount_fen'?)"
+expect_eq "error line" "$(sed -n 1p err.txt)" "bad.yaml:6:11: error: unknown field 'amout_fen' (did you mean 'amount_fen'?)"
 expect_eq "source line" "$(sed -n 2p err.txt)" "      when: amout_fen > 5000yuan"
 expect_eq "caret line" "$(sed -n 3p err.txt)" "            ^"
 cp "$TW_SOURCE_DIR/../shared/cases/011-yaml-alias-bomb.yaml" bomb.yaml 2>/dev/null \
