@@ -371,6 +371,75 @@ static const bad_t bad_cases[] = {
      TW_EINVAL, "bad.yaml:1:81: unknown field 'x'"},
     {"version: 1\n---\nversion: 1\n", TW_EPARSE,
      "bad.yaml:2:1: a rule file holds one YAML document"},
+    /* params */
+    {"version: 1\nparams:\n  cap: 5000 yuan\n", TW_EPARSE,
+     "bad.yaml:3:13: expected one literal, found more after it"},
+    {"version: 1\nparams:\n  cap: 12.505yuan\n", TW_EPARSE,
+     "bad.yaml:3:8: money has at most 2 decimals (fen)"},
+    {"version: 1\nparams:\n  cap: [1]\n", TW_EINVAL,
+     "bad.yaml:3:8: param 'cap' must be one literal (5000yuan, 14d, 3, \"text\")"},
+    {"version: 1\nparams:\n  cap: amount_fen\n", TW_EPARSE,
+     "bad.yaml:3:8: expected a literal (5000yuan, 14d, 3, 0.3, \"text\", true), found name"},
+    {"version: 1\nparams:\n  amount_fen: 1\n", TW_EINVAL,
+     "bad.yaml:3:3: param 'amount_fen' has the name of a field"},
+    {"version: 1\nparams:\n  w: 1\nlists:\n  w: [a]\n", TW_EINVAL,
+     "bad.yaml:5:3: list 'w' is already defined"},
+    {"version: 1\nlists:\n  and: [a]\n", TW_EINVAL,
+     "bad.yaml:3:3: list name 'and' is a keyword of the language"},
+    {HEAD "    when: amount_fen > cap\nparams:\n  cap: 3\n", TW_ETYPE,
+     "bad.yaml:7:24: compare money with money: write 5000yuan or 500000fen"},
+    /* macros: errors point into the macro's own source */
+    {"version: 1\nmacros:\n  a: b + 1\n  b: a + 1\n", TW_EINVAL,
+     "bad.yaml:4:6: macro cycle: a -> b -> a"},
+    {"version: 1\nmacros:\n  a: a\n", TW_EINVAL, "bad.yaml:3:6: macro cycle: a -> a"},
+    {"version: 1\nmacros:\n  big: amout_fen > 1yuan\n", TW_EINVAL,
+     "bad.yaml:3:8: unknown field 'amout_fen' (did you mean 'amount_fen'?)"},
+    {HEAD "    when: m\nmacros:\n  m: text contains \"x\"\n", TW_EINVAL,
+     "bad.yaml:9:6: field 'text' does not occur in the event types this runs on"},
+    {"version: 1\nmacros:\n  m: n > 1\naggregates:\n  n: {on: [payment], by: institution_id, "
+     "fn: count(), window: 1d, where: m}\n",
+     TW_EINVAL, "bad.yaml:3:6: aggregate 'n' cannot be used in an aggregate's 'where'"},
+    {"version: 1\nmacros:\n  m: 1 +\n", TW_EPARSE,
+     "bad.yaml:3:9: expected a value, found end of expression"},
+    {"version: 1\nmacros:\n  m: [1]\n", TW_EINVAL, "bad.yaml:3:6: macro 'm' must be one expression"},
+    {HEAD "    when: true\n    message: \"{m + 1}\"\nmacros:\n  m: 1yuan\n", TW_ETYPE,
+     "bad.yaml:8:18: cannot apply '+' to money and int"},
+    /* aggregates: functions, buckets, keys */
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: min(channel), "
+     "window: 1d}\n",
+     TW_ETYPE, "bad.yaml:3:50: min() needs an integer, money or time field, and 'channel' is string"},
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: distinct(), "
+     "window: 1d}\n",
+     TW_EINVAL, "bad.yaml:3:46: distinct() needs a field: distinct(student_id)"},
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: count(), "
+     "window: all, bucket: 1d}\n",
+     TW_EINVAL, "bad.yaml:3:76: a window of 'all' has no buckets: remove 'bucket'"},
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: count(), "
+     "window: 10d, bucket: 7d}\n",
+     TW_EINVAL, "bad.yaml:3:76: window 10d is not a whole number of buckets of 7d"},
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: count(), "
+     "window: 10d, bucket: 500ms}\n",
+     TW_EINVAL, "bad.yaml:3:76: bucket must be at least 1s"},
+    {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: count(), "
+     "window: 5000d, bucket: 1d}\n",
+     TW_EINVAL, "bad.yaml:3:78: window / bucket is 5000 buckets; at most 4096"},
+    {"version: 1\naggregates:\n  a: {on: [payment], by: cty, fn: count(), window: 1d}\n",
+     TW_EINVAL, "bad.yaml:3:26: unknown field 'cty' (did you mean 'city'?)"},
+    {"version: 1\naggregates:\n  c: {on: [complaint], by: city, fn: count(), window: 1d}\n"
+     "rules:\n  - {name: r, on: [complaint], by: institution_id, when: c > 1, severity: low}\n",
+     TW_EINVAL,
+     "bad.yaml:5:58: aggregate 'c' is kept by city, and this rule is by institution_id: a rule "
+     "reads only aggregates with its own key"},
+    {"version: 1\naggregates:\n  c: {on: [complaint], by: city, fn: count(), window: 1d}\n"
+     "rules:\n  - {name: r, on: [complaint], by: province, when: c > 1, severity: low}\n",
+     TW_EINVAL,
+     "bad.yaml:5:52: aggregate 'c' is kept by city, and this rule is by province: a rule reads "
+     "only aggregates with its own key"},
+    {"version: 1\nrules:\n  - {name: r, every: 1d, by: city, when: true, severity: low}\n",
+     TW_EINVAL, "bad.yaml:3:30: a rule with 'every' sweeps institutions: 'by' must be institution_id"},
+    {HEAD "    when: latest(w) > 1\naggregates:\n  w: {on: [payment], by: institution_id, fn: "
+     "count(), window: 400d, bucket: 1d}\n",
+     TW_ETOOBIG, "bad.yaml:7:18: latest() reads at most 366 buckets, and 'w' has 400 (window / bucket)"},
 };
 
 static void test_bad_files(void **state) {
