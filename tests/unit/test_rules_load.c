@@ -16,6 +16,7 @@
 #include <cmocka.h>
 #include <sodium.h>
 
+#include "rules_internal.h"
 #include "rules_test_schema.h"
 #include "tw_error.h"
 #include "tw_rules.h"
@@ -616,6 +617,395 @@ static void test_docs_examples(void **state) {
   assert_true(blocks >= 3);
 }
 
+/* Aggregate functions, buckets and derived keys compile to what tw_state and the engine need. */
+static void test_aggregate_defs(void **state) {
+  (void)state;
+  static const char text[] =
+      "version: 1\n"
+      "aggregates:\n"
+      "  n: {on: [payment], by: institution_id, fn: count(), window: 7d}\n"
+      "  s: {on: [payment], by: institution_id, fn: sum(class_hours), window: 7d}\n"
+      "  am: {on: [payment], by: institution_id, fn: avg(amount_fen), window: 7d}\n"
+      "  ai: {on: [payment], by: institution_id, fn: avg(class_hours), window: 7d}\n"
+      "  mn: {on: [payment], by: institution_id, fn: min(amount_fen), window: 7d}\n"
+      "  mx: {on: [payment], by: institution_id, fn: max(ts), window: 7d}\n"
+      "  d: {on: [payment], by: institution_id, fn: distinct(student_id), window: 30d}\n"
+      "  f: {on: [payment], by: institution_id, fn: first(class_hours), window: all}\n"
+      "  l: {on: [consumption], by: institution_id, fn: last(ts), window: all}\n"
+      "  wk: {on: [payment], by: institution_id, fn: sum(amount_fen), window: 63d, bucket: 7d}\n"
+      "  cc: {on: [complaint], by: city, fn: count(), window: 1d}\n"
+      "  pc: {on: [complaint], by: province, fn: distinct(institution_id), window: 1d}\n"
+      "  ch: {on: [payment], by: channel, fn: count(), window: 1d}\n"
+      "rules:\n"
+      "  - {name: by_city, on: [complaint], by: city, when: cc > 10, severity: low}\n"
+      "  - {name: by_province, on: [complaint], by: province, when: pc > 10, severity: low}\n"
+      "  - {name: by_inst, on: [payment], by: institution_id, severity: low, when: 'n > 1 and s > 1 "
+      "and am > 1yuan and ai > 0.5 and mn > 1fen and mx > ts and d > 1 and f > 1 and latest(wk) > "
+      "1fen'}\n"
+      "  - {name: by_channel, on: [payment], by: channel, when: ch > 1, severity: low}\n";
+  static const struct {
+    const char *name;
+    tw_agg_fn_t fn;
+    int arg_slot, arg_kind, value_type;
+  } want[] = {
+      {"n", TW_AGG_COUNT, -1, TW_V_NULL, TW_V_INT},
+      {"s", TW_AGG_SUM, TS_CLASS_HOURS, TW_V_INT, TW_V_INT},
+      {"am", TW_AGG_AVG, TS_AMOUNT_FEN, TW_V_MONEY, TW_V_MONEY},
+      {"ai", TW_AGG_AVG, TS_CLASS_HOURS, TW_V_INT, TW_V_DEC},
+      {"mn", TW_AGG_MIN, TS_AMOUNT_FEN, TW_V_MONEY, TW_V_MONEY},
+      {"mx", TW_AGG_MAX, TW_SLOT_TS, TW_V_TIME, TW_V_TIME},
+      {"d", TW_AGG_DISTINCT, TS_STUDENT_ID, TW_V_STR, TW_V_INT},
+      {"f", TW_AGG_FIRST, TS_CLASS_HOURS, TW_V_INT, TW_V_INT},
+      {"l", TW_AGG_LAST, TW_SLOT_TS, TW_V_TIME, TW_V_TIME},
+      {"wk", TW_AGG_SUM, TS_AMOUNT_FEN, TW_V_MONEY, TW_V_MONEY},
+      {"cc", TW_AGG_COUNT, -1, TW_V_NULL, TW_V_INT},
+      {"pc", TW_AGG_DISTINCT, TW_SLOT_INSTITUTION_ID, TW_V_STR, TW_V_INT},
+      {"ch", TW_AGG_COUNT, -1, TW_V_NULL, TW_V_INT},
+  };
+  tw_ruleset_t *rs = NULL;
+  tw_rule_error_t err;
+  int rc = tw_rules_load_buffer("aggs.yaml", text, strlen(text), &schema, &rs, &err);
+  if (rc != 0) fprintf(stderr, "%s:%d:%d: %s\n", err.file, err.line, err.col, err.message);
+  assert_int_equal(rc, 0);
+  assert_int_equal(tw_rules_n_aggregates(rs), sizeof want / sizeof want[0]);
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    const tw_agg_def_t *a = tw_rules_aggregate(rs, i);
+    assert_string_equal(a->name, want[i].name);
+    assert_int_equal(a->spec.fn, want[i].fn);
+    assert_int_equal(a->arg_slot, want[i].arg_slot);
+    assert_int_equal(a->arg_kind, want[i].arg_kind);
+    assert_int_equal(a->value_type, want[i].value_type);
+  }
+  const tw_agg_def_t *wk = tw_rules_aggregate(rs, 9);
+  assert_int_equal(wk->spec.window_ms, 63 * 86400000LL);
+  assert_int_equal(wk->spec.bucket_ms, 7 * 86400000LL);
+  assert_int_equal(tw_rules_aggregate(rs, 0)->spec.bucket_ms, 0);
+  const tw_agg_def_t *cc = tw_rules_aggregate(rs, 10), *pc = tw_rules_aggregate(rs, 11);
+  assert_int_equal(cc->by_slot, TW_SLOT_REGION);
+  assert_int_equal(cc->by_derive, TW_KEY_CITY);
+  assert_string_equal(cc->by_name, "city");
+  assert_int_equal(pc->by_slot, TW_SLOT_REGION);
+  assert_int_equal(pc->by_derive, TW_KEY_PROVINCE);
+  assert_string_equal(pc->by_name, "province");
+  const tw_agg_def_t *ch = tw_rules_aggregate(rs, 12);
+  assert_int_equal(ch->by_slot, TS_CHANNEL);
+  assert_int_equal(ch->by_derive, TW_KEY_FIELD);
+  assert_string_equal(ch->by_name, "channel");
+  const tw_rule_t *r = tw_rules_rule(rs, 0);
+  assert_int_equal(r->by_slot, TW_SLOT_REGION);
+  assert_int_equal(r->by_derive, TW_KEY_CITY);
+  assert_string_equal(r->by_name, "city");
+  r = tw_rules_rule(rs, 1);
+  assert_int_equal(r->by_derive, TW_KEY_PROVINCE);
+  assert_string_equal(r->by_name, "province");
+  r = tw_rules_rule(rs, 2);
+  assert_int_equal(r->by_derive, TW_KEY_FIELD);
+  assert_string_equal(r->by_name, "institution_id");
+  tw_rules_free(rs);
+  /* the bucket is part of the state's identity */
+  char a[64], b[64];
+  state_name_of("{on: [complaint], by: institution_id, fn: count(), window: 14d}", "a", a,
+                sizeof a);
+  state_name_of("{on: [complaint], by: institution_id, fn: count(), window: 14d, bucket: 7d}", "a",
+                b, sizeof b);
+  assert_string_not_equal(a, b);
+  state_name_of("{on: [complaint], by: institution_id, fn: count(), window: 14d, bucket: 1d}", "a",
+                a, sizeof a);
+  assert_string_not_equal(a, b);
+}
+
+/* The state name of an aggregate without a bucket is what it was before buckets existed
+ * (BLAKE2b-64 of on, by, fn, window, where), so upgrading keeps the stored series. */
+static void test_state_name_stable(void **state) {
+  (void)state;
+  char got[64];
+  state_name_of("{on: [complaint], by: institution_id, fn: count(), window: 7d}", "a", got,
+                sizeof got);
+  crypto_generichash_state h;
+  unsigned char out[8];
+  char hex[17], want[64];
+  static const char *const parts[][2] = {
+      {"on", "complaint"}, {"by", "institution_id"}, {"fn", "count()"}, {"window", "7d"}, {"where", NULL}};
+  crypto_generichash_init(&h, NULL, 0, sizeof out);
+  for (size_t i = 0; i < 5; i++) {
+    crypto_generichash_update(&h, (const unsigned char *)parts[i][0], strlen(parts[i][0]) + 1);
+    if (parts[i][1] != NULL)
+      crypto_generichash_update(&h, (const unsigned char *)parts[i][1], strlen(parts[i][1]) + 1);
+  }
+  crypto_generichash_final(&h, out, sizeof out);
+  sodium_bin2hex(hex, sizeof hex, out, sizeof out);
+  snprintf(want, sizeof want, "n#%s", hex);
+  assert_string_equal(got, want);
+}
+
+/* --set overrides a param with a value of its type. */
+static void test_set_params(void **state) {
+  (void)state;
+  static const char text[] =
+      "version: 1\n"
+      "params:\n"
+      "  cap: 5000yuan\n"
+      "  ratio: 0.5\n"
+      "  word: \"跑路\"\n"
+      "  window: 14d\n"
+      "rules:\n"
+      "  - name: r\n"
+      "    on: [payment]\n"
+      "    by: institution_id\n"
+      "    when: amount_fen > cap and amount_fen * ratio > 1fen and channel != word and "
+      "now() - ts < window\n"
+      "    severity: low\n";
+  static const struct {
+    const char *set;
+    int rc;
+    const char *msg; /* NULL: loads */
+  } cases[] = {
+      {"cap=3000yuan", 0, NULL},
+      {"ratio=2", 0, NULL}, /* an int is a decimal */
+      {"ratio=0.25", 0, NULL},
+      {"word=关门", 0, NULL}, /* a string param takes the text as it is */
+      {"word=\"关门\"", 0, NULL},
+      {"window=30d", 0, NULL},
+      {"cap=-1yuan", 0, NULL},
+      {"cpa=3000yuan", TW_EINVAL, "--set: unknown param 'cpa' (did you mean 'cap'?)"},
+      {"zzzzzzz=1", TW_EINVAL, "--set: unknown param 'zzzzzzz'"},
+      {"cap", TW_EINVAL, "--set 'cap': write name=value"},
+      {"=1", TW_EINVAL, "--set '=1': write name=value"},
+      {"cap=3000", TW_ETYPE, "--set cap=3000: param 'cap' is money, and the value is int"},
+      {"window=3000yuan", TW_ETYPE,
+       "--set window=3000yuan: param 'window' is duration, and the value is money"},
+      {"cap=3000 yuan", TW_EINVAL,
+       "--set cap=3000 yuan: expected one literal, found more after it"},
+      {"ratio=abc", TW_EINVAL,
+       "--set ratio=abc: expected a literal (5000yuan, 14d, 3, 0.3, \"text\", true), found name"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const char *set[] = {cases[i].set};
+    tw_rules_load_opts_t opts = {set, 1, NULL, NULL};
+    tw_ruleset_t *rs = NULL;
+    tw_rule_error_t err;
+    int rc = tw_rules_load_ex("set.yaml", text, strlen(text), &schema, &opts, &rs, &err);
+    if (rc != cases[i].rc || (cases[i].msg && strcmp(err.message, cases[i].msg) != 0)) {
+      fprintf(stderr, "case %zu: got %d '%s'\n", i, rc, err.message);
+      fail();
+    }
+    if (cases[i].msg != NULL) {
+      assert_null(rs);
+      assert_string_equal(err.file, "set.yaml");
+      assert_int_equal(err.line, 0);
+    }
+    tw_rules_free(rs);
+  }
+  /* the override reaches the compiled condition */
+  const char *set[] = {"cap=7000yuan", "ratio=0.1"};
+  tw_rules_load_opts_t opts = {set, 2, NULL, NULL};
+  tw_ruleset_t *rs = NULL;
+  tw_rule_error_t err;
+  assert_int_equal(tw_rules_load_ex("set.yaml", text, strlen(text), &schema, &opts, &rs, &err), 0);
+  tw_event_t ev;
+  tw_event_init(&ev);
+  ts_envelope(&ev, TT_PAYMENT, "p-1");
+  ts_set_int(&ev, TS_AMOUNT_FEN, TW_V_MONEY, 600000);
+  ts_set_str(&ev, TS_CHANNEL, "supervised");
+  tw_eval_ctx_t ctx;
+  memset(&ctx, 0, sizeof ctx);
+  ctx.ev = &ev;
+  ctx.now_ms = ev.ts_ms;
+  tw_value_t v;
+  assert_int_equal(tw_expr_eval(tw_rules_rule(rs, 0)->when, &ctx, &v), 0);
+  assert_int_equal(v.u.i, 0); /* 6000 yuan is under the new cap of 7000 */
+  tw_rules_free(rs);
+  assert_int_equal(tw_rules_load_buffer("set.yaml", text, strlen(text), &schema, &rs, &err), 0);
+  assert_int_equal(tw_expr_eval(tw_rules_rule(rs, 0)->when, &ctx, &v), 0);
+  assert_int_equal(v.u.i, 1); /* over the file's cap of 5000 */
+  tw_rules_free(rs);
+  tw_event_fini(&ev);
+}
+
+typedef struct collected {
+  char lines[32][1024];
+  int n;
+} collected_t;
+
+static void collect(void *ud, const tw_rule_error_t *d, bool warning) {
+  collected_t *c = ud;
+  if (c->n < 32)
+    snprintf(c->lines[c->n++], sizeof c->lines[0], "%s:%d:%d: %s: %s", d->file, d->line, d->col,
+             warning ? "warning" : "error", d->message);
+}
+
+static void expect_diags(const char *text, const char *const *set, size_t n_set, int want_rc,
+                         const char *const *want, int n_want) {
+  collected_t c;
+  memset(&c, 0, sizeof c);
+  tw_rules_load_opts_t opts = {set, n_set, collect, &c};
+  tw_ruleset_t *rs = NULL;
+  tw_rule_error_t err;
+  int rc = tw_rules_load_ex("d.yaml", text, strlen(text), &schema, &opts, &rs, &err);
+  int ok = rc == want_rc && c.n == n_want;
+  for (int i = 0; ok && i < n_want; i++) ok = strcmp(c.lines[i], want[i]) == 0;
+  if (!ok) {
+    fprintf(stderr, "rc %d (want %d), %d diagnostics (want %d):\n", rc, want_rc, c.n, n_want);
+    for (int i = 0; i < c.n; i++) fprintf(stderr, "  got  %s\n", c.lines[i]);
+    for (int i = 0; i < n_want; i++) fprintf(stderr, "  want %s\n", want[i]);
+  }
+  assert_true(ok);
+  if (want_rc != 0) {
+    /* tw_rules_load's contract holds: the first error (in load order) is in *err */
+    assert_null(rs);
+    assert_int_not_equal(err.message[0], '\0');
+  }
+  tw_rules_free(rs);
+}
+
+/* With opts.diag every error is reported (the load goes on with the next item) and the lint
+ * warnings are added, in file order, each once. */
+static void test_diagnostics(void **state) {
+  (void)state;
+  static const char errors[] =
+      "version: 1\n"
+      "params:\n"
+      "  cap: 5000yuan\n"
+      "  bad: 5000 yuan\n"
+      "macros:\n"
+      "  a: b + 1\n"
+      "  b: a + 1\n"
+      "  big: amount_fen > cap\n"
+      "aggregates:\n"
+      "  n: {on: [payment], by: institution_id, fn: avg(channel), window: 1d}\n"
+      "  c: {on: [complaint], by: city, fn: count(), window: 1d}\n"
+      "rules:\n"
+      "  - {name: r1, on: [payment], by: institution_id, when: a > 1, severity: low}\n"
+      "  - {name: r2, on: [payment], by: institution_id, when: n > 1, severity: low}\n"
+      "  - {name: r3, on: [complaint], by: institution_id, when: c > 1, severity: hihg}\n"
+      "  - {name: r4, on: [complaint], by: institution_id, when: c > 1, severity: low}\n"
+      "  - {name: r5, on: [complaint], by: institution_id, when: big, severity: low}\n"
+      "  - {name: r5, on: [payment], by: institution_id, when: big, severity: low}\n";
+  static const char *const want_errors[] = {
+      "d.yaml:4:13: error: expected one literal, found more after it",
+      "d.yaml:7:6: error: macro cycle: a -> b -> a",
+      "d.yaml:8:8: error: field 'amount_fen' does not occur in the event types this runs on",
+      "d.yaml:10:50: error: avg() needs an integer or money field, and 'channel' is string",
+      "d.yaml:15:76: error: unknown severity 'hihg' (did you mean 'high'?)",
+      "d.yaml:16:59: error: aggregate 'c' is kept by city, and this rule is by institution_id: a "
+      "rule reads only aggregates with its own key",
+      "d.yaml:18:12: error: duplicate rule name 'r5' (first at line 17)",
+  };
+  expect_diags(errors, NULL, 0, TW_EPARSE, want_errors, 7);
+
+  static const char warnings[] =
+      "version: 1\n"
+      "params:\n"
+      "  cap: 5000yuan\n"
+      "  spare: 3\n"
+      "lists:\n"
+      "  words: [a]\n"
+      "macros:\n"
+      "  big: amount_fen > cap\n"
+      "  unused_m: 1 + 1\n"
+      "  risky: channel matches \"(x+)*y\"\n"
+      "aggregates:\n"
+      "  n: {on: [payment], by: institution_id, fn: count(), window: 1d}\n"
+      "  unread: {on: [payment], by: institution_id, fn: count(), window: 1d}\n"
+      "  only_where: {on: [payment], by: institution_id, fn: count(), window: 1d, where: big}\n"
+      "rules:\n"
+      "  - name: r\n"
+      "    on: [payment]\n"
+      "    by: institution_id\n"
+      "    when: big and n > 1 and only_where > 0 and (channel matches \"(a|b+)+$\" or risky)\n"
+      "    severity: low\n";
+  static const char *const want_warnings[] = {
+      "d.yaml:4:3: warning: param 'spare' is never used",
+      "d.yaml:6:3: warning: list 'words' is never used",
+      "d.yaml:9:3: warning: macro 'unused_m' is never used",
+      "d.yaml:10:26: warning: regex may backtrack catastrophically: a quantifier at offset 4 "
+      "repeats a group that holds one (as in (a+)+); the match limit will cut it short",
+      "d.yaml:13:3: warning: aggregate 'unread' is never read by a rule",
+      "d.yaml:19:65: warning: regex may backtrack catastrophically: a quantifier at offset 6 "
+      "repeats a group that holds one (as in (a+)+); the match limit will cut it short",
+  };
+  expect_diags(warnings, NULL, 0, 0, want_warnings, 6);
+
+  /* --set errors have no line; they come first */
+  const char *set[] = {"cpa=1yuan"};
+  static const char *const want_set[] = {
+      "d.yaml:0:0: error: --set: unknown param 'cpa' (did you mean 'cap'?)",
+  };
+  static const char one[] =
+      "version: 1\nparams:\n  cap: 5000yuan\nrules:\n"
+      "  - {name: r, on: [payment], by: institution_id, when: amount_fen > cap, severity: low}\n";
+  expect_diags(one, set, 1, TW_EINVAL, want_set, 1);
+}
+
+/* Regex lint: nested unbounded quantifiers; others are not flagged. */
+static void test_regex_risky(void **state) {
+  (void)state;
+  static const struct {
+    const char *re;
+    long at;
+  } cases[] = {
+      {"(a+)+$", 4},          {"(a*)*", 4},          {"(\\w+\\s?)*$", 8},
+      {"((ab)+c)+", 8},       {"(?:x+){2,}", 6},     {"(a|b+)+", 6},
+      {"a+b+", -1},           {"(ab)+", -1},         {"(a+)?", -1},
+      {"(a+){1,3}", -1},      {"(?>a+)+", -1},       {"(a+)++", -1},
+      {"[(a+)]+", -1},        {"\\(a+\\)+", -1},     {"跑路|卷款", -1},
+      {"(((((a)))))", -1},    {"(a+", -1},           {"a)+", -1},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    long got = tw__regex_risky(cases[i].re, strlen(cases[i].re));
+    if (got != cases[i].at) fprintf(stderr, "%s: got %ld want %ld\n", cases[i].re, got, cases[i].at);
+    assert_int_equal(got, cases[i].at);
+  }
+}
+
+/* Rules on the internal alert type: a composite rule over alerts compiles; the lint says that
+ * alerts of rules on `alert` do not re-enter, unless the condition reads `rule`. */
+static void test_alert_rules(void **state) {
+  (void)state;
+  tw_schema_t s2 = schema;
+  int t = (int)s2.n_types++;
+  int base = (int)s2.n_fields;
+  ts_field(&s2, base, "rule", TW_FK_STRING);
+  ts_field(&s2, base + 1, "severity", TW_FK_ENUM);
+  ts_field(&s2, base + 2, "labels", TW_FK_TEXT);
+  s2.n_fields += 3;
+  static const int alert_fields[] = {TS_N_FIELDS, TS_N_FIELDS + 1, TS_N_FIELDS + 2, -1};
+  ts_type(&s2, t, "alert", alert_fields);
+  s2.types[t].internal = true;
+  static const char text[] =
+      "version: 1\n"
+      "aggregates:\n"
+      "  alert_rules_14d: {on: [alert], by: institution_id, fn: distinct(rule), window: 14d}\n"
+      "rules:\n"
+      "  - name: many_signals\n"
+      "    on: [alert]\n"
+      "    by: institution_id\n"
+      "    when: alert_rules_14d >= 3\n"
+      "    severity: critical\n"
+      "  - name: critical_echo\n"
+      "    on: [alert]\n"
+      "    by: institution_id\n"
+      "    when: severity == \"critical\" and rule != \"many_signals\" and labels contains \"runaway\"\n"
+      "    severity: high\n";
+  static const char *const want[] = {
+      "d.yaml:5:11: warning: rule 'many_signals' runs on alerts and its own alerts would feed it; "
+      "alerts raised by rules on 'alert' do not re-enter, so it never sees them",
+  };
+  collected_t c;
+  memset(&c, 0, sizeof c);
+  tw_rules_load_opts_t opts = {NULL, 0, collect, &c};
+  tw_ruleset_t *rs = NULL;
+  tw_rule_error_t err;
+  int rc = tw_rules_load_ex("d.yaml", text, strlen(text), &s2, &opts, &rs, &err);
+  if (rc != 0) fprintf(stderr, "%d:%d: %s\n", err.line, err.col, err.message);
+  assert_int_equal(rc, 0);
+  assert_int_equal(c.n, 1);
+  assert_string_equal(c.lines[0], want[0]);
+  assert_int_equal(tw_rules_rule(rs, 0)->on_types, 1u << t);
+  assert_int_equal(tw_rules_aggregate(rs, 0)->arg_slot, TS_N_FIELDS);
+  tw_rules_free(rs);
+}
+
 int main(void) {
   ts_build(&schema);
   const struct CMUnitTest tests[] = {
@@ -624,6 +1014,9 @@ int main(void) {
       cmocka_unit_test(test_alias_bomb),     cmocka_unit_test(test_bounds),
       cmocka_unit_test(test_load_from_file), cmocka_unit_test(test_empty_sections),
       cmocka_unit_test(test_severity_names), cmocka_unit_test(test_docs_examples),
+      cmocka_unit_test(test_aggregate_defs), cmocka_unit_test(test_state_name_stable),
+      cmocka_unit_test(test_set_params),     cmocka_unit_test(test_diagnostics),
+      cmocka_unit_test(test_regex_risky),    cmocka_unit_test(test_alert_rules),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
