@@ -937,11 +937,15 @@ static void hash_node(crypto_generichash_state *h, const char *part, const ynode
 }
 
 /* fingerprint_agg: the state name of an aggregate is "name#" + 16 hex of a BLAKE2b of its
- * definition (on, by, fn, window, bucket when given, where, and what a filter could read: the
- * lists, the params' values and the macros' sources), so state is reused exactly when the
- * definition is unchanged: a run or a reload with a changed filter, key or function starts that
- * aggregate afresh instead of mixing two definitions in one series. */
-static int fingerprint_agg(loader_t *L, const ynode_t *k, const ynode_t *v, tw_agg_def_t *a) {
+ * definition (on, by, fn, window, bucket when given, where, and what a filter could read: every
+ * list, and the values of the params and the sources of the macros it reads), so state is reused
+ * exactly when the definition is unchanged: a run or a reload with a changed filter, key or
+ * function starts that aggregate afresh instead of mixing two definitions in one series. A param
+ * that the filter does not read (a --set of a rule's threshold) leaves the state alone; without a
+ * bucket, params or macros the name is what it was before they existed. param_read / macro_read
+ * flag what the filter read (NULL: nothing). */
+static int fingerprint_agg(loader_t *L, const ynode_t *k, const ynode_t *v, tw_agg_def_t *a,
+                           const uint8_t *param_read, const uint8_t *macro_read) {
   crypto_generichash_state h;
   unsigned char out[8];
   char hex[17], *name;
@@ -956,9 +960,10 @@ static int fingerprint_agg(loader_t *L, const ynode_t *k, const ynode_t *v, tw_a
       for (size_t j = 0; j < l->n; j++)
         crypto_generichash_update(&h, (const unsigned char *)l->items[j].ptr, l->items[j].len + 1);
     }
-    for (size_t i = 0; i < L->rs->n_params; i++) {
+    for (size_t i = 0; param_read != NULL && i < L->rs->n_params; i++) {
       const tw__param_t *pm = &L->rs->params[i];
       char val[64];
+      if (!param_read[i]) continue;
       crypto_generichash_update(&h, (const unsigned char *)pm->name, strlen(pm->name) + 1);
       if (pm->value.kind == TW_V_STR) {
         crypto_generichash_update(&h, (const unsigned char *)pm->value.u.s.ptr, pm->value.u.s.len);
@@ -969,8 +974,9 @@ static int fingerprint_agg(loader_t *L, const ynode_t *k, const ynode_t *v, tw_a
         crypto_generichash_update(&h, (const unsigned char *)val, (size_t)nv);
       }
     }
-    for (size_t i = 0; i < L->rs->n_macros; i++) {
+    for (size_t i = 0; macro_read != NULL && i < L->rs->n_macros; i++) {
       const tw__macro_t *m = &L->rs->macros[i];
+      if (!macro_read[i]) continue;
       crypto_generichash_update(&h, (const unsigned char *)m->name, strlen(m->name) + 1);
       crypto_generichash_update(&h, (const unsigned char *)m->src, m->len + 1);
     }
@@ -1024,7 +1030,8 @@ static int load_agg_def(loader_t *L, const ynode_t *k, tw_agg_def_t *a) {
       return fail_at(L, TW_EINVAL, b, "window / bucket is %lld buckets; at most %d",
                      (long long)(a->spec.window_ms / a->spec.bucket_ms), TW_STATE_BUCKETS_MAX);
   }
-  return fingerprint_agg(L, k, v, a);
+  /* with a filter, the name waits for it: it depends on what the filter reads */
+  return get(v, "where") == NULL ? fingerprint_agg(L, k, v, a, NULL, NULL) : 0;
 }
 
 static int load_aggregates(loader_t *L, const ynode_t *map) {
@@ -1072,8 +1079,22 @@ static int compile_wheres(loader_t *L) {
     tw__env_t env;
     tw_expr_t *e;
     env_init(L, &env, a->on_types, 0);
+    /* what the filter reads: the use counts it raises */
+    int *pu = tw__arena_alloc(&L->tmp, (rs->n_params + 1) * sizeof *pu);
+    int *mu = tw__arena_alloc(&L->tmp, (rs->n_macros + 1) * sizeof *mu);
+    uint8_t *pr = tw__arena_alloc(&L->tmp, rs->n_params + 1);
+    uint8_t *mr = tw__arena_alloc(&L->tmp, rs->n_macros + 1);
+    if (pu == NULL || mu == NULL || pr == NULL || mr == NULL)
+      return fail(L, TW_ENOMEM, 0, 0, "out of memory");
+    for (size_t j = 0; j < rs->n_params; j++) pu[j] = rs->params[j].used;
+    for (size_t j = 0; j < rs->n_macros; j++) mu[j] = rs->macros[j].used;
     int rc = want_scalar(L, where, "'where'");
     if (rc == 0) rc = compile_expr(L, where, &env, TW_V_BOOL, &e);
+    if (rc == 0) {
+      for (size_t j = 0; j < rs->n_params; j++) pr[j] = rs->params[j].used != pu[j];
+      for (size_t j = 0; j < rs->n_macros; j++) mr[j] = rs->macros[j].used != mu[j];
+      rc = fingerprint_agg(L, L->agg_keys[i], L->agg_keys[i]->next, a, pr, mr);
+    }
     if (rc != 0) {
       rs->agg_bad[i] = 1;
       if (first == 0) first = rc;

@@ -745,6 +745,42 @@ static void test_state_name_stable(void **state) {
   assert_string_equal(got, want);
 }
 
+/* The state name of an aggregate with a filter follows what the filter reads: a param it reads
+ * (and its --set value), a macro it reads; not the params it does not read. */
+static void where_state_name(const char *text, const char *set, char *out, size_t cap) {
+  const char *sets[] = {set};
+  tw_rules_load_opts_t opts = {sets, set ? 1 : 0, NULL, NULL};
+  tw_ruleset_t *rs = NULL;
+  tw_rule_error_t err;
+  int rc = tw_rules_load_ex("w.yaml", text, strlen(text), &schema, &opts, &rs, &err);
+  if (rc != 0) fprintf(stderr, "%d:%d: %s\n", err.line, err.col, err.message);
+  assert_int_equal(rc, 0);
+  snprintf(out, cap, "%s", tw_rules_aggregate(rs, 0)->spec.name);
+  tw_rules_free(rs);
+}
+
+static void test_state_name_params(void **state) {
+  (void)state;
+  static const char reads[] =
+      "version: 1\nparams:\n  floor: 1yuan\n  cap: 5yuan\n"
+      "aggregates:\n  n: {on: [payment], where: amount_fen > floor, by: institution_id, fn: "
+      "count(), window: 7d}\n";
+  static const char via_macro[] =
+      "version: 1\nparams:\n  floor: 1yuan\n  cap: 5yuan\nmacros:\n  big: amount_fen > floor\n"
+      "aggregates:\n  n: {on: [payment], where: big, by: institution_id, fn: count(), window: 7d}\n";
+  char a[64], b[64];
+  where_state_name(reads, NULL, a, sizeof a);
+  where_state_name(reads, "cap=9yuan", b, sizeof b);
+  assert_string_equal(a, b); /* cap is not read by the filter */
+  where_state_name(reads, "floor=2yuan", b, sizeof b);
+  assert_string_not_equal(a, b);
+  where_state_name(via_macro, NULL, a, sizeof a);
+  where_state_name(via_macro, "cap=9yuan", b, sizeof b);
+  assert_string_equal(a, b);
+  where_state_name(via_macro, "floor=2yuan", b, sizeof b);
+  assert_string_not_equal(a, b);
+}
+
 /* --set overrides a param with a value of its type. */
 static void test_set_params(void **state) {
   (void)state;
@@ -1024,6 +1060,7 @@ int main(void) {
       cmocka_unit_test(test_aggregate_defs), cmocka_unit_test(test_state_name_stable),
       cmocka_unit_test(test_set_params),     cmocka_unit_test(test_diagnostics),
       cmocka_unit_test(test_regex_risky),    cmocka_unit_test(test_alert_rules),
+      cmocka_unit_test(test_state_name_params),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
