@@ -190,6 +190,7 @@ static void sort_dbl(double *x, size_t n) {
 /* latest / mean_of / median_of / stddev_of / zscore over the buckets of a calendar aggregate:
  * the last bucket holds now; the statistics run over the earlier ones. For COUNT, SUM and
  * DISTINCT an empty bucket is 0; for the others an empty bucket is skipped. */
+__attribute__((noinline)) /* its 20 KiB of buffers stay out of eval_node's recursive frame */
 static int eval_series(const tw_expr_t *e, tw_eval_ctx_t *ctx, tw_value_t *out) {
   tw_agg_out_t buf[TW__MAX_SERIES];
   int64_t iv[TW__MAX_SERIES];
