@@ -406,6 +406,8 @@ static tw_expr_t *expand_macro(parser_t *p, int mi, const tw__token_t *t) {
   }
   ms->n--;
   if (n == NULL && p->err->macro == 0) p->err->macro = q.macro;
+  /* a fresh tree per use: errors about it as an operand point at the use, in this source */
+  if (n != NULL) n->pos = (uint32_t)t->pos;
   return n;
 }
 

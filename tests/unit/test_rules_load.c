@@ -403,6 +403,8 @@ static const bad_t bad_cases[] = {
     {"version: 1\nmacros:\n  m: 1 +\n", TW_EPARSE,
      "bad.yaml:3:9: expected a value, found end of expression"},
     {"version: 1\nmacros:\n  m: [1]\n", TW_EINVAL, "bad.yaml:3:6: macro 'm' must be one expression"},
+    {HEAD "    when: channel == \"x\" or amount_fen > five_k\nmacros:\n  five_k: 5000\n", TW_ETYPE,
+     "bad.yaml:7:42: compare money with money: write 5000yuan or 500000fen"},
     {HEAD "    when: true\n    message: \"{m + 1}\"\nmacros:\n  m: 1yuan\n", TW_ETYPE,
      "bad.yaml:8:18: cannot apply '+' to money and int"},
     /* aggregates: functions, buckets, keys */
