@@ -54,6 +54,7 @@ static const char RULES[] =
     "bucket: 7d}\n"
     "  min_gone: {on: [payment], by: institution_id, fn: min(amount_fen), window: 14d, "
     "bucket: 7d}\n"
+    "  last_refund: {on: [refund], by: institution_id, fn: last(ts), window: all}\n"
     "params:\n"
     "  cap: 5000yuan\n"
     "  ratio: 0.25\n"
@@ -94,6 +95,7 @@ static const tw_agg_out_t agg_values[] = {
     {true, false, -5, 2, 0},      /* avg_neg: -2.5 fen → -3 */
     {true, false, 0, 0, 0},       /* half_paid */
     {true, false, 0, 0, 0},       /* min_gone */
+    {false, false, 0, 0, 0},      /* last_refund: none yet */
 };
 #define N_AGGS (sizeof agg_values / sizeof agg_values[0])
 
@@ -399,6 +401,10 @@ static const vcase_t value_cases[] = {
     {"hours(now() - ts + 1d)", 'p', 0, I(24)},
     {"days(now() - first_pay)", 'p', 0, I(1)},
     {"days(ts - ts)", 'b', 0, I(0)},
+    {"last_refund", 'p', 0, N},
+    {"days(now() - last_refund)", 'p', 0, N},
+    {"hours(now() - last_refund) > 1", 'p', 0, B(0)},
+    {"coalesce(last_refund, first_pay)", 'p', 0, T(TS_T0_MS - 86400000)},
     /* coalesce: first non-null */
     {"coalesce(amount_fen, 1yuan)", 'p', 0, M(600000)},
     {"coalesce(amount_fen, 1yuan)", 'b', 0, M(100)},

@@ -982,6 +982,34 @@ static void test_diagnostics(void **state) {
   expect_diags(one, set, 1, TW_EINVAL, want_set, 1);
 }
 
+/* Diagnostics mode reading a file: a missing file is one error without a line. */
+static void test_diagnostics_from_path(void **state) {
+  (void)state;
+  collected_t c;
+  memset(&c, 0, sizeof c);
+  tw_rules_load_opts_t opts = {NULL, 0, collect, &c};
+  tw_ruleset_t *rs = NULL;
+  tw_rule_error_t err;
+  assert_int_equal(tw_rules_load_ex("/nonexistent/r.yaml", NULL, 0, &schema, &opts, &rs, &err),
+                   TW_ENOENT);
+  assert_null(rs);
+  assert_int_equal(c.n, 1);
+  assert_string_equal(c.lines[0],
+                      "/nonexistent/r.yaml:0:0: error: cannot open: No such file or directory");
+  char path[] = "/tmp/tw_rules_diag_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  FILE *f = fdopen(fd, "w");
+  fputs("version: 1\nparams:\n  unused: 1\n", f);
+  fclose(f);
+  memset(&c, 0, sizeof c);
+  assert_int_equal(tw_rules_load_ex(path, NULL, 0, &schema, &opts, &rs, &err), 0);
+  assert_int_equal(c.n, 1);
+  assert_non_null(strstr(c.lines[0], ":3:3: warning: param 'unused' is never used"));
+  tw_rules_free(rs);
+  remove(path);
+}
+
 /* Regex lint: nested unbounded quantifiers; others are not flagged. */
 static void test_regex_risky(void **state) {
   (void)state;
@@ -1062,7 +1090,7 @@ int main(void) {
       cmocka_unit_test(test_aggregate_defs), cmocka_unit_test(test_state_name_stable),
       cmocka_unit_test(test_set_params),     cmocka_unit_test(test_diagnostics),
       cmocka_unit_test(test_regex_risky),    cmocka_unit_test(test_alert_rules),
-      cmocka_unit_test(test_state_name_params),
+      cmocka_unit_test(test_state_name_params), cmocka_unit_test(test_diagnostics_from_path),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
