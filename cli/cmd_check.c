@@ -21,22 +21,23 @@
 #define CHECK_LINE_MAX 4096 /* bytes of a source line shown under an error */
 
 static void usage(FILE *out) {
-  fprintf(out,
-          "usage: tutorwatch check [--schema FILE] [--set NAME=VALUE]... RULES.yaml...\n"
-          "\n"
-          "Compile each rule file exactly as `tutorwatch run` would: YAML structure, names of\n"
-          "fields, params, lists, macros and aggregates (with suggestions), types, keys, regexes,\n"
-          "durations and money; and lint it: unused params, lists, macros and aggregates, regexes\n"
-          "that can backtrack catastrophically, rules on alerts. Every problem is printed as\n"
-          "FILE:LINE:COL: error: message (or warning:), then the line and a caret; then one\n"
-          "summary line per file.\n"
-          "\n"
-          "  --schema FILE      the event schema (default: schema.yaml beside each rule file,\n"
-          "                     else the shipped rules/packs/schema.yaml)\n"
-          "  --set NAME=VALUE   override a param, as `run --set` does (repeatable)\n"
-          "  -h, --help         show this help\n"
-          "\n"
-          "Exit status: 0 every file compiles (warnings allowed), 1 at least one error, 2 usage.\n");
+  fprintf(
+      out,
+      "usage: tutorwatch check [--schema FILE] [--set NAME=VALUE]... RULES.yaml...\n"
+      "\n"
+      "Compile each rule file exactly as `tutorwatch run` would: YAML structure, names of\n"
+      "fields, params, lists, macros and aggregates (with suggestions), types, keys, regexes,\n"
+      "durations and money; and lint it: unused params, lists, macros and aggregates, regexes\n"
+      "that can backtrack catastrophically, rules on alerts. Every problem is printed as\n"
+      "FILE:LINE:COL: error: message (or warning:), then the line and a caret; then one\n"
+      "summary line per file.\n"
+      "\n"
+      "  --schema FILE      the event schema (default: schema.yaml beside each rule file,\n"
+      "                     else the shipped rules/packs/schema.yaml)\n"
+      "  --set NAME=VALUE   override a param, as `run --set` does (repeatable)\n"
+      "  -h, --help         show this help\n"
+      "\n"
+      "Exit status: 0 every file compiles (warnings allowed), 1 at least one error, 2 usage.\n");
 }
 
 /* Print line `line` of path with a caret under character column `col` (1-based, counted in
@@ -123,8 +124,8 @@ static int check_file(const char *path, const char *schema_opt, const char *cons
   int rc = tw_rules_load_ex(path, NULL, 0, schema, &opts, &rs, &err);
   if (rc != 0) {
     if (c.errors == 0) print_diag(&c, &err, false); /* not reached: every error is reported */
-    printf("%s: %d error%s, %d warning%s\n", path, c.errors, c.errors == 1 ? "" : "s",
-           c.warnings, c.warnings == 1 ? "" : "s");
+    printf("%s: %d error%s, %d warning%s\n", path, c.errors, c.errors == 1 ? "" : "s", c.warnings,
+           c.warnings == 1 ? "" : "s");
     goto done;
   }
   size_t na = tw_rules_n_aggregates(rs), nr = tw_rules_n_rules(rs);

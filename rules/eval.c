@@ -191,7 +191,8 @@ static void sort_dbl(double *x, size_t n) {
  * the last bucket holds now; the statistics run over the earlier ones. For COUNT, SUM and
  * DISTINCT an empty bucket is 0; for the others an empty bucket is skipped. */
 __attribute__((noinline)) /* its 20 KiB of buffers stay out of eval_node's recursive frame */
-static int eval_series(const tw_expr_t *e, tw_eval_ctx_t *ctx, tw_value_t *out) {
+static int
+eval_series(const tw_expr_t *e, tw_eval_ctx_t *ctx, tw_value_t *out) {
   tw_agg_out_t buf[TW__MAX_SERIES];
   int64_t iv[TW__MAX_SERIES];
   double dv[TW__MAX_SERIES];
@@ -247,8 +248,7 @@ static int eval_series(const tw_expr_t *e, tw_eval_ctx_t *ctx, tw_value_t *out) 
         *out = tw_value_int(TW_V_MONEY, r);
         return 0;
       }
-      return dec_result(m % 2 ? (double)iv[m / 2]
-                              : ((double)iv[m / 2 - 1] + (double)iv[m / 2]) / 2,
+      return dec_result(m % 2 ? (double)iv[m / 2] : ((double)iv[m / 2 - 1] + (double)iv[m / 2]) / 2,
                         out);
     case TW__SER_STDDEV:
     case TW__SER_ZSCORE: {
@@ -461,9 +461,9 @@ static int eval_node(const tw_expr_t *e, tw_eval_ctx_t *ctx, tw_value_t *out) {
     case TW__OP_DAYS:
     case TW__OP_HOURS:
       if ((rc = eval_node(e->a, ctx, &a)) != 0) return rc;
-      *out = a.kind == TW_V_NULL ? a
-                                 : tw_value_int(TW_V_INT, a.u.i / (e->op == TW__OP_DAYS ? 86400000
-                                                                                       : 3600000));
+      *out = a.kind == TW_V_NULL
+                 ? a
+                 : tw_value_int(TW_V_INT, a.u.i / (e->op == TW__OP_DAYS ? 86400000 : 3600000));
       return 0;
     case TW__OP_COALESCE:
       if ((rc = eval_node(e->a, ctx, &a)) != 0) return rc;

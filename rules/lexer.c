@@ -263,9 +263,14 @@ static int lex_string(tw__lexer_t *lx, tw__token_t *tok, tw__perr_t *err) {
 static const struct {
   const char *word;
   tw__tok_t kind;
-} keywords[] = {{"and", TW__TK_AND},    {"or", TW__TK_OR},           {"not", TW__TK_NOT},
-                {"in", TW__TK_IN},      {"matches", TW__TK_MATCHES}, {"true", TW__TK_TRUE},
-                {"false", TW__TK_FALSE}, {"contains", TW__TK_CONTAINS},
+} keywords[] = {{"and", TW__TK_AND},
+                {"or", TW__TK_OR},
+                {"not", TW__TK_NOT},
+                {"in", TW__TK_IN},
+                {"matches", TW__TK_MATCHES},
+                {"true", TW__TK_TRUE},
+                {"false", TW__TK_FALSE},
+                {"contains", TW__TK_CONTAINS},
                 {"startswith", TW__TK_STARTSWITH}};
 
 int tw__lex_next(tw__lexer_t *lx, tw__token_t *tok, tw__perr_t *err) {

@@ -470,8 +470,7 @@ fail:
 static void perr_location(const loader_t *L, const ynode_t *n, const tw__perr_t *pe, int *line,
                           int *col) {
   const ynode_t *at = n;
-  if (pe->macro > 0 && (size_t)pe->macro <= L->rs->n_macros)
-    at = L->rs->macros[pe->macro - 1].node;
+  if (pe->macro > 0 && (size_t)pe->macro <= L->rs->n_macros) at = L->rs->macros[pe->macro - 1].node;
   expr_location(L, at, pe->pos, line, col);
 }
 
@@ -565,9 +564,9 @@ static int cmp_str(const void *x, const void *y) {
 
 /* In diagnostics mode an error in one item of a section is reported and the next item is
  * loaded; otherwise the first error ends the load. */
-#define NEXT_OR_RETURN(L, rc)          \
-  do {                                 \
-    if (!diag_mode(L)) return (rc);    \
+#define NEXT_OR_RETURN(L, rc)       \
+  do {                              \
+    if (!diag_mode(L)) return (rc); \
   } while (0)
 
 static int load_list(loader_t *L, const ynode_t *k) {
@@ -661,8 +660,7 @@ static int apply_set(loader_t *L, const char *set) {
   size_t nl = (size_t)(eq - set);
   int pi = -1;
   for (size_t i = 0; i < rs->n_params; i++)
-    if (strlen(rs->params[i].name) == nl && memcmp(rs->params[i].name, set, nl) == 0)
-      pi = (int)i;
+    if (strlen(rs->params[i].name) == nl && memcmp(rs->params[i].name, set, nl) == 0) pi = (int)i;
   if (pi < 0) {
     const char *cands[64];
     size_t nc = 0;
@@ -819,8 +817,7 @@ static int parse_by(loader_t *L, const ynode_t *n, uint32_t types, int *slot,
     cands[nc++] = "city";
     cands[nc++] = "province";
     const char *sg = suggest(n->s, n->len, cands, nc);
-    if (sg)
-      return fail_at(L, TW_EINVAL, n, "unknown field '%.64s' (did you mean '%s'?)", n->s, sg);
+    if (sg) return fail_at(L, TW_EINVAL, n, "unknown field '%.64s' (did you mean '%s'?)", n->s, sg);
     return fail_at(L, TW_EINVAL, n, "unknown field '%.64s'", n->s);
   }
   rc = resolve_field(L, n, n->s, n->len, 0, types, slot);
@@ -849,10 +846,10 @@ static const struct {
   tw_agg_fn_t fn;
   int arg;
 } agg_fns[] = {
-    {"count", TW_AGG_COUNT, ARG_NONE},     {"sum", TW_AGG_SUM, ARG_NUM},
-    {"avg", TW_AGG_AVG, ARG_NUM},          {"min", TW_AGG_MIN, ARG_ORDERED},
-    {"max", TW_AGG_MAX, ARG_ORDERED},      {"distinct", TW_AGG_DISTINCT, ARG_ANY},
-    {"first", TW_AGG_FIRST, ARG_ORDERED},  {"last", TW_AGG_LAST, ARG_ORDERED},
+    {"count", TW_AGG_COUNT, ARG_NONE},    {"sum", TW_AGG_SUM, ARG_NUM},
+    {"avg", TW_AGG_AVG, ARG_NUM},         {"min", TW_AGG_MIN, ARG_ORDERED},
+    {"max", TW_AGG_MAX, ARG_ORDERED},     {"distinct", TW_AGG_DISTINCT, ARG_ANY},
+    {"first", TW_AGG_FIRST, ARG_ORDERED}, {"last", TW_AGG_LAST, ARG_ORDERED},
 };
 
 static int parse_fn(loader_t *L, const ynode_t *n, tw_agg_def_t *a) {
@@ -864,8 +861,10 @@ static int parse_fn(loader_t *L, const ynode_t *n, tw_agg_def_t *a) {
   size_t name_len = i;
   while (i < len && s[i] == ' ') i++;
   if (i >= len || s[i] != '(' || s[len - 1] != ')')
-    return fail_at(L, TW_EINVAL, n, "'fn' must be a function call such as count() or "
-                   "sum(amount_fen), not '%.64s'", s);
+    return fail_at(L, TW_EINVAL, n,
+                   "'fn' must be a function call such as count() or "
+                   "sum(amount_fen), not '%.64s'",
+                   s);
   size_t a0 = i + 1, a1 = len - 1;
   while (a0 < a1 && s[a0] == ' ') a0++;
   while (a1 > a0 && s[a1 - 1] == ' ') a1--;
@@ -879,8 +878,8 @@ static int parse_fn(loader_t *L, const ynode_t *n, tw_agg_def_t *a) {
     const char *sg = suggest(s, name_len, cands, 8);
     int nl = (int)(name_len > 32 ? 32 : name_len);
     if (sg)
-      return fail_at(L, TW_EINVAL, n, "unknown aggregate function '%.*s' (did you mean '%s'?)",
-                     nl, s, sg);
+      return fail_at(L, TW_EINVAL, n, "unknown aggregate function '%.*s' (did you mean '%s'?)", nl,
+                     s, sg);
     return fail_at(L, TW_EINVAL, n,
                    "unknown aggregate function '%.*s' (count, sum, avg, min, max, distinct, "
                    "first or last)",
@@ -932,7 +931,8 @@ static void hash_node(crypto_generichash_state *h, const char *part, const ynode
     crypto_generichash_update(h, (const unsigned char *)n->s, n->len + 1);
   } else {
     for (const ynode_t *c = n->child; c != NULL; c = c->next)
-      if (c->kind == YN_SCALAR) crypto_generichash_update(h, (const unsigned char *)c->s, c->len + 1);
+      if (c->kind == YN_SCALAR)
+        crypto_generichash_update(h, (const unsigned char *)c->s, c->len + 1);
   }
 }
 
@@ -951,7 +951,8 @@ static int fingerprint_agg(loader_t *L, const ynode_t *k, const ynode_t *v, tw_a
   char hex[17], *name;
   static const char *const parts[] = {"on", "by", "fn", "window", "where"};
   crypto_generichash_init(&h, NULL, 0, sizeof out);
-  for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) hash_node(&h, parts[i], get(v, parts[i]));
+  for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+    hash_node(&h, parts[i], get(v, parts[i]));
   if (get(v, "bucket") != NULL) hash_node(&h, "bucket", get(v, "bucket"));
   if (get(v, "where") != NULL) {
     for (size_t i = 0; i < L->rs->n_lists; i++) {
@@ -1288,8 +1289,8 @@ static void warn_unused(loader_t *L) {
            rs->aggs[i].name);
 }
 
-static const char *const top_keys[] = {"version", "params",     "lists", "macros",
-                                       "aggregates", "rules", "tests"};
+static const char *const top_keys[] = {"version",    "params", "lists", "macros",
+                                       "aggregates", "rules",  "tests"};
 
 /* Sections in a fixed order whatever their order in the file: params (then --set), lists,
  * macros (names), aggregates (definitions, then their filters), macros checked alone, rules. */
@@ -1304,12 +1305,13 @@ static int load_tree(loader_t *L, const ynode_t *root) {
     return fail_at(L, TW_EINVAL, v, "unsupported version '%.16s': this tutorwatch reads version 1",
                    v->kind == YN_SCALAR ? v->s : "?");
   const ynode_t *n;
-#define STEP(call)                      \
-  do {                                  \
+#define STEP(call)                                 \
+  do {                                             \
     if ((rc = (call)) != 0) NEXT_OR_RETURN(L, rc); \
   } while (0)
   if ((n = section(root, "params")) != NULL) STEP(load_params(L, n));
-  for (size_t i = 0; L->opts != NULL && i < L->opts->n_set; i++) STEP(apply_set(L, L->opts->set[i]));
+  for (size_t i = 0; L->opts != NULL && i < L->opts->n_set; i++)
+    STEP(apply_set(L, L->opts->set[i]));
   if ((n = section(root, "lists")) != NULL) STEP(load_lists(L, n));
   if ((n = section(root, "macros")) != NULL) STEP(load_macros(L, n));
   if ((n = section(root, "aggregates")) != NULL) STEP(load_aggregates(L, n));

@@ -85,7 +85,7 @@ enum {
 };
 
 static const char *const function_names[N_FUNCTIONS] = {
-    "now",    "abs",     "min",       "max",       "days",     "hours",
+    "now",      "abs",    "min",     "max",       "days",      "hours",
     "coalesce", "latest", "mean_of", "median_of", "stddev_of", "zscore"};
 
 #define TW__MAX_ARGS 16 /* arguments of one call (coalesce) */
@@ -246,8 +246,8 @@ static tw_expr_t *parse_series(parser_t *p, tw__token_t name, int fn) {
   if (sf == TW__SER_LATEST) {
     type = vt;
   } else if (vt != TW_V_INT && vt != TW_V_MONEY && vt != TW_V_DEC) {
-    tw__perr_set(p->err, TW_ETYPE, t.pos, "%s() needs a series of int, money or dec, not %s",
-                 fname, tw__type_name(vt));
+    tw__perr_set(p->err, TW_ETYPE, t.pos, "%s() needs a series of int, money or dec, not %s", fname,
+                 tw__type_name(vt));
     return NULL;
   } else {
     type = sf == TW__SER_ZSCORE ? TW_V_DEC : vt == TW_V_MONEY ? TW_V_MONEY : TW_V_DEC;
@@ -357,7 +357,6 @@ static tw_expr_t *parse_call(parser_t *p, tw__token_t name) {
   }
 }
 
-
 /* A macro: its source compiled here, in this expression's environment. Errors inside it point
  * into its own source (err->macro); a use of a macro being expanded is a cycle. */
 static tw_expr_t *expand_macro(parser_t *p, int mi, const tw__token_t *t) {
@@ -379,8 +378,7 @@ static tw_expr_t *expand_macro(parser_t *p, int mi, const tw__token_t *t) {
     return NULL;
   }
   if (ms->n >= TW__MAX_MACRO_DEPTH) {
-    tw__perr_set(p->err, TW_ETOOBIG, t->pos, "macros nested deeper than %d",
-                 TW__MAX_MACRO_DEPTH);
+    tw__perr_set(p->err, TW_ETOOBIG, t->pos, "macros nested deeper than %d", TW__MAX_MACRO_DEPTH);
     return NULL;
   }
   count_use(p->env, &m->used);
@@ -562,10 +560,10 @@ static tw_expr_t *parse_unary(parser_t *p) {
 
 /* Result type of a op b for + - * / %, or -1. */
 static int arith_type(tw__tok_t op, int a, int b) {
-  int dec = (a == TW_V_DEC && (b == TW_V_DEC || b == TW_V_INT)) ||
-            (b == TW_V_DEC && a == TW_V_INT);
+  int dec = (a == TW_V_DEC && (b == TW_V_DEC || b == TW_V_INT)) || (b == TW_V_DEC && a == TW_V_INT);
   if (op != TW__TK_PERCENT && dec) return TW_V_DEC;
-  if (op == TW__TK_STAR && ((a == TW_V_MONEY && b == TW_V_DEC) || (a == TW_V_DEC && b == TW_V_MONEY)))
+  if (op == TW__TK_STAR &&
+      ((a == TW_V_MONEY && b == TW_V_DEC) || (a == TW_V_DEC && b == TW_V_MONEY)))
     return TW_V_MONEY;
   if (op == TW__TK_SLASH && a == TW_V_MONEY && b == TW_V_DEC) return TW_V_MONEY;
   switch (op) {
@@ -811,8 +809,8 @@ static tw_expr_t *parse_comparison(parser_t *p) {
     if (b == NULL) return NULL;
     const tw_expr_t *bad = a->type != TW_V_STR ? a : b->type != TW_V_STR ? b : NULL;
     if (bad != NULL) {
-      tw__perr_set(p->err, TW_ETYPE, pos, "%s needs strings on both sides, not %s",
-                   tw__tok_name(k), tw__type_name(bad->type));
+      tw__perr_set(p->err, TW_ETYPE, pos, "%s needs strings on both sides, not %s", tw__tok_name(k),
+                   tw__type_name(bad->type));
       return NULL;
     }
     return new_node(p, k == TW__TK_CONTAINS ? TW__OP_CONTAINS : TW__OP_STARTSWITH, TW_V_BOOL, pos,

@@ -22,8 +22,8 @@
 #define TW__MAX_TREE_DEPTH 256 /* depth of a compiled tree, so evaluation recursion is bounded */
 #define TW__MAX_LIST_ITEMS 10000
 #define TW__REGEX_DEPTH_LIMIT 10000
-#define TW__MAX_MACRO_DEPTH 16  /* macros using macros, nested */
-#define TW__MAX_SERIES 366      /* buckets a series function reads (window / bucket) */
+#define TW__MAX_MACRO_DEPTH 16 /* macros using macros, nested */
+#define TW__MAX_SERIES 366     /* buckets a series function reads (window / bucket) */
 
 /* ---- arena ---- */
 typedef struct tw__chunk tw__chunk_t;
@@ -94,7 +94,7 @@ struct tw_ruleset {
   size_t n_macros;
   tw_agg_def_t *aggs;
   size_t n_aggs;
-  int *agg_used; /* per aggregate: references from rules (unused-name lint) */
+  int *agg_used;    /* per aggregate: references from rules (unused-name lint) */
   uint8_t *agg_bad; /* per aggregate: its definition failed (diagnostics mode): uses fail quietly */
   tw_rule_t *rules;
   size_t n_rules;
@@ -127,9 +127,9 @@ typedef enum tw__op {
   TW__OP_MOD,
   TW__OP_MIN,
   TW__OP_MAX,
-  TW__OP_IN_STR, /* a in sorted string set */
-  TW__OP_IN_INT, /* a in sorted int64 set (int, money, duration) */
-  TW__OP_MATCH,  /* a matches regex */
+  TW__OP_IN_STR,     /* a in sorted string set */
+  TW__OP_IN_INT,     /* a in sorted int64 set (int, money, duration) */
+  TW__OP_MATCH,      /* a matches regex */
   TW__OP_CONTAINS,   /* string a contains string b */
   TW__OP_STARTSWITH, /* string a starts with string b */
   TW__OP_DAYS,       /* duration → int days, toward zero */
@@ -162,10 +162,10 @@ struct tw_expr {
     struct {
       size_t index;
       const char *name;
-      uint8_t fn;      /* tw_agg_fn_t */
-      uint8_t kind;    /* value_type of the aggregate */
-      uint8_t series;  /* SERIES: tw__series_fn_t */
-    } agg; /* AGG, SERIES (name is then "fn(aggregate)") */
+      uint8_t fn;     /* tw_agg_fn_t */
+      uint8_t kind;   /* value_type of the aggregate */
+      uint8_t series; /* SERIES: tw__series_fn_t */
+    } agg;            /* AGG, SERIES (name is then "fn(aggregate)") */
     struct {
       const tw_str_t *items;
       size_t n;
@@ -184,14 +184,14 @@ typedef void (*tw__warn_cb)(void *ud, const tw__perr_t *w);
 /* What an expression may refer to while it is compiled. */
 typedef struct tw__env {
   tw_ruleset_t *rs;
-  uint32_t on_types; /* the event types it runs on: fields must be carried by one of them */
-  int allow_aggs;    /* 0 inside an aggregate's `where` */
-  int sweep;         /* a scheduled rule: only institution_id, region and ts exist */
+  uint32_t on_types;    /* the event types it runs on: fields must be carried by one of them */
+  int allow_aggs;       /* 0 inside an aggregate's `where` */
+  int sweep;            /* a scheduled rule: only institution_id, region and ts exist */
   const char *key_name; /* the rule's `by`; NULL = no key (aggregates of any key may be read) */
   int key_slot;         /* with key_name: aggregates read must have this by_slot... */
   int key_derive;       /* ...and this tw_key_derive_t */
-  int precheck;      /* compiling a macro on its own: uses are not counted */
-  tw__warn_cb warn;  /* NULL: lint warnings are not wanted */
+  int precheck;         /* compiling a macro on its own: uses are not counted */
+  tw__warn_cb warn;     /* NULL: lint warnings are not wanted */
   void *warn_ud;
 } tw__env_t;
 

@@ -4,9 +4,10 @@
  * writes into the caller's buffer, so rendering allocates nothing.
  *
  * Value formats: int and money as integers (money in fen; authors write `{amount_fen / 100}`
- * for yuan), decimals with 6 decimals and trailing zeros cut (as alerts print them), durations in the largest exact unit (7d, 36h, 90s, 500ms), times as RFC 3339 at
- * +08:00 with milliseconds, strings raw, bool true/false, null `null`. Output longer than the
- * buffer is cut at a UTF-8 boundary and ends with "…".
+ * for yuan), decimals with 6 decimals and trailing zeros cut (as alerts print them), durations in
+ * the largest exact unit (7d, 36h, 90s, 500ms), times as RFC 3339 at +08:00 with milliseconds,
+ * strings raw, bool true/false, null `null`. Output longer than the buffer is cut at a UTF-8
+ * boundary and ends with "…".
  */
 #include <inttypes.h>
 #include <stdio.h>

@@ -74,13 +74,13 @@ typedef struct tw_label {
 typedef struct tw_rule {
   const char *name;
   const char *description;
-  const char *source;    /* the regulation, local measure or documented case */
-  uint32_t on_types;     /* triggering event types (bit per schema type id; the internal
-                            `alert` type for rules on re-entering alerts) */
-  int by_slot;           /* key field slot; the alert's `by` is its field name */
+  const char *source;        /* the regulation, local measure or documented case */
+  uint32_t on_types;         /* triggering event types (bit per schema type id; the internal
+                                `alert` type for rules on re-entering alerts) */
+  int by_slot;               /* key field slot; the alert's `by` is its field name */
   tw_key_derive_t by_derive; /* field, city or province (by_slot is then the region slot) */
   const char *by_name;       /* the alert's `by`: the field name, "city" or "province" */
-  const tw_expr_t *when; /* the condition; must type-check to bool */
+  const tw_expr_t *when;     /* the condition; must type-check to bool */
   tw_severity_t severity;
   int64_t cooldown_ms; /* 0 = fire on every matching event */
   int64_t every_ms;    /* > 0: a scheduled rule, evaluated for every institution each time the

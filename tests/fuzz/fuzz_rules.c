@@ -5,8 +5,9 @@
  * --set override, then plainly), whose compiled conditions and messages are then evaluated
  * against fixed payment and complaint events with fake aggregates and bucket series; and, when
  * short, as one expression compiled and evaluated against a fixed ruleset (params, lists,
- * macros, aggregates, a bucketed one). The hand-made schema and the fixed ruleset are built once. Any crash, leak,
- * sanitizer report or unbounded time is a finding; load and evaluation errors are expected.
+ * macros, aggregates, a bucketed one). The hand-made schema and the fixed ruleset are built once.
+ * Any crash, leak, sanitizer report or unbounded time is a finding; load and evaluation errors are
+ * expected.
  */
 #include <stddef.h>
 #include <stdint.h>

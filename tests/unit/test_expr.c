@@ -76,26 +76,26 @@ typedef struct fixture {
 
 /* What the fake engine answers for each aggregate of RULES, by index. */
 static const tw_agg_out_t agg_values[] = {
-    {true, false, 1000000, 3, 0}, /* collected_all */
-    {true, false, 200000, 1, 0},  /* refunded_all */
-    {true, false, 4, 4, 0},       /* complaints_7d */
-    {true, false, 150, 2, 0},     /* hours_all */
-    {true, false, 5, 2, 0},       /* avg_paid: 2.5 fen → 3 */
-    {true, false, 10, 4, 0},      /* avg_hours: 2.5 */
+    {true, false, 1000000, 3, 0},             /* collected_all */
+    {true, false, 200000, 1, 0},              /* refunded_all */
+    {true, false, 4, 4, 0},                   /* complaints_7d */
+    {true, false, 150, 2, 0},                 /* hours_all */
+    {true, false, 5, 2, 0},                   /* avg_paid: 2.5 fen → 3 */
+    {true, false, 10, 4, 0},                  /* avg_hours: 2.5 */
     {true, false, TS_T0_MS - 86400000, 1, 0}, /* first_pay */
-    {false, false, 0, 0, 0},      /* max_paid: nothing in the window */
-    {true, true, 300, 500, 0},    /* payers (approximate) */
-    {true, false, 0, 0, 0},       /* weekly_paid (as a whole) */
-    {true, false, 0, 0, 0},       /* weekly_count */
-    {true, false, 0, 0, 0},       /* weekly_min */
-    {true, false, 0, 0, 0},       /* weekly_hours */
-    {false, false, 0, 0, 0},      /* city_complaints: empty count is 0 */
-    {true, false, 0, 0, 0},       /* long_daily */
-    {true, false, 0, 0, 0},       /* weekly_first */
-    {true, false, -5, 2, 0},      /* avg_neg: -2.5 fen → -3 */
-    {true, false, 0, 0, 0},       /* half_paid */
-    {true, false, 0, 0, 0},       /* min_gone */
-    {false, false, 0, 0, 0},      /* last_refund: none yet */
+    {false, false, 0, 0, 0},                  /* max_paid: nothing in the window */
+    {true, true, 300, 500, 0},                /* payers (approximate) */
+    {true, false, 0, 0, 0},                   /* weekly_paid (as a whole) */
+    {true, false, 0, 0, 0},                   /* weekly_count */
+    {true, false, 0, 0, 0},                   /* weekly_min */
+    {true, false, 0, 0, 0},                   /* weekly_hours */
+    {false, false, 0, 0, 0},                  /* city_complaints: empty count is 0 */
+    {true, false, 0, 0, 0},                   /* long_daily */
+    {true, false, 0, 0, 0},                   /* weekly_first */
+    {true, false, -5, 2, 0},                  /* avg_neg: -2.5 fen → -3 */
+    {true, false, 0, 0, 0},                   /* half_paid */
+    {true, false, 0, 0, 0},                   /* min_gone */
+    {false, false, 0, 0, 0},                  /* last_refund: none yet */
 };
 #define N_AGGS (sizeof agg_values / sizeof agg_values[0])
 
@@ -115,7 +115,7 @@ typedef struct fake_bucket {
 static const fake_bucket_t weekly_paid[] = {{1, 100, 1}, {1, 200, 1}, {1, 300, 1},
                                             {1, 400, 1}, {0, 0, 0},   {1, 500, 1},
                                             {1, 600, 1}, {1, 700, 1}, {1, 5000, 2}};
-static const fake_bucket_t weekly_count[] = {{1, 1, 1}, {1, 2, 2}, {1, 3, 3}, {1, 4, 4}, {0, 0, 0},
+static const fake_bucket_t weekly_count[] = {{1, 1, 1}, {1, 2, 2}, {1, 3, 3}, {1, 4, 4},  {0, 0, 0},
                                              {1, 5, 5}, {1, 6, 6}, {1, 7, 7}, {1, 20, 20}};
 static const fake_bucket_t weekly_min[] = {{1, 100, 1}, {0, 0, 0}, {1, 300, 2}, {1, 50, 1}};
 static const fake_bucket_t weekly_hours[] = {{1, 10, 4}, {1, 9, 3}, {1, 4, 1}};
@@ -127,9 +127,9 @@ static int series_cb(void *ud, size_t index, tw_agg_out_t *buf, size_t cap, size
   const fake_bucket_t *b;
   size_t nb;
   (void)ud;
-#define PICK(i, arr) \
-  case i:            \
-    b = arr;         \
+#define PICK(i, arr)                 \
+  case i:                            \
+    b = arr;                         \
     nb = sizeof arr / sizeof arr[0]; \
     break
   switch (index) {
@@ -366,8 +366,8 @@ static const vcase_t value_cases[] = {
     {"1.5 / 0", 'p', TW_EDIVZERO, N},
     {"1.5 / 0.0", 'p', TW_EDIVZERO, N},
     {"amount_fen / 0.0", 'p', TW_EDIVZERO, N},
-    {BIG18 BIG18 BIG18 BIG18 BIG18 BIG18 BIG18 BIG18 BIG18 BIG18 BIG18 BIG18 BIG18 BIG18 BIG18
-     BIG18 BIG18 BIG18 "1.0",
+    {BIG18 BIG18 BIG18 BIG18 BIG18 BIG18 BIG18 BIG18 BIG18 BIG18 BIG18 BIG18 BIG18 BIG18 BIG18 BIG18
+         BIG18 BIG18 "1.0",
      'p', TW_EOVERFLOW, N}, /* not finite */
     /* money scaled by a decimal: rounded half away from zero to whole fen */
     {"amount_fen * 0.3", 'p', 0, M(180000)},
@@ -496,8 +496,7 @@ static void test_values(void **state) {
         tw__dec_format(v.u.d, got, sizeof got);
         ok = strcmp(got, c->s) == 0;
         if (!ok) fprintf(stderr, "case %zu: decimal %s, want %s\n", i, got, c->s);
-      }
-      else if (ok && c->kind != TW_V_NULL)
+      } else if (ok && c->kind != TW_V_NULL)
         ok = v.u.i == c->i;
     }
     if (!ok) {
@@ -603,7 +602,8 @@ static const ecase_t error_cases[] = {
     {"hours(ts)", 0, TW_ETYPE, 6, "hours() needs a duration, not time"},
     {"days()", 0, TW_EPARSE, 0, "days() takes 1 argument, not 0"},
     {"coalesce(1)", 0, TW_EPARSE, 0, "coalesce() takes at least 2 arguments, not 1"},
-    {"coalesce(1, \"a\")", 0, TW_ETYPE, 12, "coalesce() needs arguments of one type: int, then string"},
+    {"coalesce(1, \"a\")", 0, TW_ETYPE, 12,
+     "coalesce() needs arguments of one type: int, then string"},
     {"coalesc(1, 2)", 0, TW_EINVAL, 0, "unknown function 'coalesc' (did you mean 'coalesce'?)"},
     {"latest(collected_all)", 0, TW_ETYPE, 7,
      "latest() needs a bucketed aggregate (with 'bucket'), and 'collected_all' has none"},

@@ -402,7 +402,8 @@ static const bad_t bad_cases[] = {
      TW_EINVAL, "bad.yaml:3:6: aggregate 'n' cannot be used in an aggregate's 'where'"},
     {"version: 1\nmacros:\n  m: 1 +\n", TW_EPARSE,
      "bad.yaml:3:9: expected a value, found end of expression"},
-    {"version: 1\nmacros:\n  m: [1]\n", TW_EINVAL, "bad.yaml:3:6: macro 'm' must be one expression"},
+    {"version: 1\nmacros:\n  m: [1]\n", TW_EINVAL,
+     "bad.yaml:3:6: macro 'm' must be one expression"},
     {HEAD "    when: channel == \"x\" or amount_fen > five_k\nmacros:\n  five_k: 5000\n", TW_ETYPE,
      "bad.yaml:7:42: compare money with money: write 5000yuan or 500000fen"},
     {HEAD "    when: true\n    message: \"{m + 1}\"\nmacros:\n  m: 1yuan\n", TW_ETYPE,
@@ -410,7 +411,8 @@ static const bad_t bad_cases[] = {
     /* aggregates: functions, buckets, keys */
     {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: min(channel), "
      "window: 1d}\n",
-     TW_ETYPE, "bad.yaml:3:50: min() needs an integer, money or time field, and 'channel' is string"},
+     TW_ETYPE,
+     "bad.yaml:3:50: min() needs an integer, money or time field, and 'channel' is string"},
     {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: distinct(), "
      "window: 1d}\n",
      TW_EINVAL, "bad.yaml:3:46: distinct() needs a field: distinct(student_id)"},
@@ -426,8 +428,8 @@ static const bad_t bad_cases[] = {
     {"version: 1\naggregates:\n  a: {on: [payment], by: institution_id, fn: count(), "
      "window: 5000d, bucket: 1d}\n",
      TW_EINVAL, "bad.yaml:3:78: window / bucket is 5000 buckets; at most 4096"},
-    {"version: 1\naggregates:\n  a: {on: [payment], by: cty, fn: count(), window: 1d}\n",
-     TW_EINVAL, "bad.yaml:3:26: unknown field 'cty' (did you mean 'city'?)"},
+    {"version: 1\naggregates:\n  a: {on: [payment], by: cty, fn: count(), window: 1d}\n", TW_EINVAL,
+     "bad.yaml:3:26: unknown field 'cty' (did you mean 'city'?)"},
     {"version: 1\naggregates:\n  c: {on: [complaint], by: city, fn: count(), window: 1d}\n"
      "rules:\n  - {name: r, on: [complaint], by: institution_id, when: c > 1, severity: low}\n",
      TW_EINVAL,
@@ -439,10 +441,12 @@ static const bad_t bad_cases[] = {
      "bad.yaml:5:52: aggregate 'c' is kept by city, and this rule is by province: a rule reads "
      "only aggregates with its own key"},
     {"version: 1\nrules:\n  - {name: r, every: 1d, by: city, when: true, severity: low}\n",
-     TW_EINVAL, "bad.yaml:3:30: a rule with 'every' sweeps institutions: 'by' must be institution_id"},
+     TW_EINVAL,
+     "bad.yaml:3:30: a rule with 'every' sweeps institutions: 'by' must be institution_id"},
     {HEAD "    when: latest(w) > 1\naggregates:\n  w: {on: [payment], by: institution_id, fn: "
-     "count(), window: 400d, bucket: 1d}\n",
-     TW_ETOOBIG, "bad.yaml:7:18: latest() reads at most 366 buckets, and 'w' has 400 (window / bucket)"},
+          "count(), window: 400d, bucket: 1d}\n",
+     TW_ETOOBIG,
+     "bad.yaml:7:18: latest() reads at most 366 buckets, and 'w' has 400 (window / bucket)"},
 };
 
 static void test_bad_files(void **state) {
@@ -648,7 +652,8 @@ static void test_aggregate_defs(void **state) {
       "rules:\n"
       "  - {name: by_city, on: [complaint], by: city, when: cc > 10, severity: low}\n"
       "  - {name: by_province, on: [complaint], by: province, when: pc > 10, severity: low}\n"
-      "  - {name: by_inst, on: [payment], by: institution_id, severity: low, when: 'n > 1 and s > 1 "
+      "  - {name: by_inst, on: [payment], by: institution_id, severity: low, when: 'n > 1 and s > "
+      "1 "
       "and am > 1yuan and ai > 0.5 and mn > 1fen and mx > ts and d > 1 and f > 1 and latest(wk) > "
       "1fen'}\n"
       "  - {name: by_channel, on: [payment], by: channel, when: ch > 1, severity: low}\n";
@@ -733,8 +738,11 @@ static void test_state_name_stable(void **state) {
   crypto_generichash_state h;
   unsigned char out[8];
   char hex[17], want[64];
-  static const char *const parts[][2] = {
-      {"on", "complaint"}, {"by", "institution_id"}, {"fn", "count()"}, {"window", "7d"}, {"where", NULL}};
+  static const char *const parts[][2] = {{"on", "complaint"},
+                                         {"by", "institution_id"},
+                                         {"fn", "count()"},
+                                         {"window", "7d"},
+                                         {"where", NULL}};
   crypto_generichash_init(&h, NULL, 0, sizeof out);
   for (size_t i = 0; i < 5; i++) {
     crypto_generichash_update(&h, (const unsigned char *)parts[i][0], strlen(parts[i][0]) + 1);
@@ -769,7 +777,8 @@ static void test_state_name_params(void **state) {
       "count(), window: 7d}\n";
   static const char via_macro[] =
       "version: 1\nparams:\n  floor: 1yuan\n  cap: 5yuan\nmacros:\n  big: amount_fen > floor\n"
-      "aggregates:\n  n: {on: [payment], where: big, by: institution_id, fn: count(), window: 7d}\n";
+      "aggregates:\n  n: {on: [payment], where: big, by: institution_id, fn: count(), window: "
+      "7d}\n";
   char a[64], b[64];
   where_state_name(reads, NULL, a, sizeof a);
   where_state_name(reads, "cap=9yuan", b, sizeof b);
@@ -1017,16 +1026,16 @@ static void test_regex_risky(void **state) {
     const char *re;
     long at;
   } cases[] = {
-      {"(a+)+$", 4},          {"(a*)*", 4},          {"(\\w+\\s?)*$", 8},
-      {"((ab)+c)+", 8},       {"(?:x+){2,}", 6},     {"(a|b+)+", 6},
-      {"a+b+", -1},           {"(ab)+", -1},         {"(a+)?", -1},
-      {"(a+){1,3}", -1},      {"(?>a+)+", -1},       {"(a+)++", -1},
-      {"[(a+)]+", -1},        {"\\(a+\\)+", -1},     {"跑路|卷款", -1},
-      {"(((((a)))))", -1},    {"(a+", -1},           {"a)+", -1},
+      {"(a+)+$", 4},     {"(a*)*", 4},      {"(\\w+\\s?)*$", 8}, {"((ab)+c)+", 8},
+      {"(?:x+){2,}", 6}, {"(a|b+)+", 6},    {"a+b+", -1},        {"(ab)+", -1},
+      {"(a+)?", -1},     {"(a+){1,3}", -1}, {"(?>a+)+", -1},     {"(a+)++", -1},
+      {"[(a+)]+", -1},   {"\\(a+\\)+", -1}, {"跑路|卷款", -1},   {"(((((a)))))", -1},
+      {"(a+", -1},       {"a)+", -1},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     long got = tw__regex_risky(cases[i].re, strlen(cases[i].re));
-    if (got != cases[i].at) fprintf(stderr, "%s: got %ld want %ld\n", cases[i].re, got, cases[i].at);
+    if (got != cases[i].at)
+      fprintf(stderr, "%s: got %ld want %ld\n", cases[i].re, got, cases[i].at);
     assert_int_equal(got, cases[i].at);
   }
 }
@@ -1058,7 +1067,8 @@ static void test_alert_rules(void **state) {
       "  - name: critical_echo\n"
       "    on: [alert]\n"
       "    by: institution_id\n"
-      "    when: severity == \"critical\" and rule != \"many_signals\" and labels contains \"runaway\"\n"
+      "    when: severity == \"critical\" and rule != \"many_signals\" and labels contains "
+      "\"runaway\"\n"
       "    severity: high\n";
   static const char *const want[] = {
       "d.yaml:5:11: warning: rule 'many_signals' runs on alerts and its own alerts would feed it; "
@@ -1082,15 +1092,24 @@ static void test_alert_rules(void **state) {
 int main(void) {
   ts_build(&schema);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_valid_file),     cmocka_unit_test(test_state_name_follows_definition),
-      cmocka_unit_test(test_rules_fire),     cmocka_unit_test(test_bad_files),
-      cmocka_unit_test(test_alias_bomb),     cmocka_unit_test(test_bounds),
-      cmocka_unit_test(test_load_from_file), cmocka_unit_test(test_empty_sections),
-      cmocka_unit_test(test_severity_names), cmocka_unit_test(test_docs_examples),
-      cmocka_unit_test(test_aggregate_defs), cmocka_unit_test(test_state_name_stable),
-      cmocka_unit_test(test_set_params),     cmocka_unit_test(test_diagnostics),
-      cmocka_unit_test(test_regex_risky),    cmocka_unit_test(test_alert_rules),
-      cmocka_unit_test(test_state_name_params), cmocka_unit_test(test_diagnostics_from_path),
+      cmocka_unit_test(test_valid_file),
+      cmocka_unit_test(test_state_name_follows_definition),
+      cmocka_unit_test(test_rules_fire),
+      cmocka_unit_test(test_bad_files),
+      cmocka_unit_test(test_alias_bomb),
+      cmocka_unit_test(test_bounds),
+      cmocka_unit_test(test_load_from_file),
+      cmocka_unit_test(test_empty_sections),
+      cmocka_unit_test(test_severity_names),
+      cmocka_unit_test(test_docs_examples),
+      cmocka_unit_test(test_aggregate_defs),
+      cmocka_unit_test(test_state_name_stable),
+      cmocka_unit_test(test_set_params),
+      cmocka_unit_test(test_diagnostics),
+      cmocka_unit_test(test_regex_risky),
+      cmocka_unit_test(test_alert_rules),
+      cmocka_unit_test(test_state_name_params),
+      cmocka_unit_test(test_diagnostics_from_path),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
