@@ -574,14 +574,15 @@ static int load_list(loader_t *L, const ynode_t *k) {
   const ynode_t *v = k->next;
   int rc = check_new_name(L, k, "list");
   if (rc != 0) return rc;
-  if (v->kind != YN_SEQ)
-    return fail_at(L, TW_EINVAL, v, "list '%s' must be a sequence of words", k->s);
   tw__list_t *list = &rs->lists[rs->n_lists];
   list->name = keep(L, k->s);
   list->items = tw__arena_alloc(&rs->arena, (v->n ? v->n : 1) * sizeof *list->items);
   if (list->name == NULL || list->items == NULL) return fail(L, TW_ENOMEM, 0, 0, "out of memory");
   list->line = k->line;
   list->col = k->col;
+  rs->n_lists++; /* known by name even if broken: no "unknown list" at its uses */
+  if (v->kind != YN_SEQ)
+    return fail_at(L, TW_EINVAL, v, "list '%s' must be a sequence of words", k->s);
   for (const ynode_t *it = v->child; it != NULL; it = it->next) {
     if (it->kind != YN_SCALAR) return fail_at(L, TW_EINVAL, it, "list items must be words");
     if (it->len == 0) return fail_at(L, TW_EINVAL, it, "empty item in list '%s'", k->s);
@@ -590,7 +591,6 @@ static int load_list(loader_t *L, const ynode_t *k) {
     list->items[list->n++] = tw_value_str(s, (uint32_t)it->len).u.s;
   }
   qsort(list->items, list->n, sizeof *list->items, cmp_str);
-  rs->n_lists++;
   return 0;
 }
 
@@ -633,20 +633,24 @@ static int load_params(loader_t *L, const ynode_t *map) {
   for (const ynode_t *k = map->child; k != NULL; k = k->next->next) {
     const ynode_t *v = k->next;
     int rc = check_new_name(L, k, "param");
-    if (rc == 0 && v->kind != YN_SCALAR)
-      rc = fail_at(L, TW_EINVAL, v, "param '%s' must be one literal (5000yuan, 14d, 3, \"text\")",
-                   k->s);
-    tw__param_t *pm = &rs->params[rs->n_params];
-    if (rc == 0) rc = param_value(L, v, &pm->value);
-    if (rc == 0 && (pm->name = keep(L, k->s)) == NULL)
-      rc = fail(L, TW_ENOMEM, 0, 0, "out of memory");
     if (rc != 0) {
       NEXT_OR_RETURN(L, rc);
       continue;
     }
+    tw__param_t *pm = &rs->params[rs->n_params];
+    if ((pm->name = keep(L, k->s)) == NULL) return fail(L, TW_ENOMEM, 0, 0, "out of memory");
     pm->line = k->line;
     pm->col = k->col;
-    rs->n_params++;
+    rs->n_params++; /* known by name even if broken: its uses fail quietly */
+    if (v->kind != YN_SCALAR)
+      rc = fail_at(L, TW_EINVAL, v, "param '%s' must be one literal (5000yuan, 14d, 3, \"text\")",
+                   k->s);
+    else
+      rc = param_value(L, v, &pm->value);
+    if (rc != 0) {
+      pm->bad = 1;
+      NEXT_OR_RETURN(L, rc);
+    }
   }
   return 0;
 }
@@ -672,6 +676,7 @@ static int apply_set(loader_t *L, const char *set) {
     return fail(L, TW_EINVAL, 0, 0, "--set: unknown param '%.*s'", (int)(nl > 64 ? 64 : nl), set);
   }
   tw__param_t *pm = &rs->params[pi];
+  if (pm->bad) return 0; /* its own error is reported */
   const char *val = eq + 1;
   size_t vl = strlen(val);
   tw_value_t v;

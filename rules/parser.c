@@ -459,6 +459,10 @@ static tw_expr_t *parse_name(parser_t *p) {
   int pi = find_param(env, t.s, t.slen);
   if (pi >= 0) {
     tw__param_t *pm = &env->rs->params[pi];
+    if (pm->bad) {
+      quiet_error(p, t.pos, "param", pm->name);
+      return NULL;
+    }
     count_use(env, &pm->used);
     tw_expr_t *n = new_node(p, TW__OP_CONST, pm->value.kind, t.pos, NULL, NULL);
     if (n != NULL) n->u.k = pm->value;

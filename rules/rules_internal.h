@@ -69,6 +69,7 @@ typedef struct tw__param {
   tw_value_t value; /* strings live in the arena */
   int line, col;
   int used;
+  int bad; /* its value was refused: uses fail quietly */
 } tw__param_t;
 
 /* ---- macros: named expressions compiled at each use ---- */

@@ -934,7 +934,11 @@ static void test_diagnostics(void **state) {
       "  - {name: r3, on: [complaint], by: institution_id, when: c > 1, severity: hihg}\n"
       "  - {name: r4, on: [complaint], by: institution_id, when: c > 1, severity: low}\n"
       "  - {name: r5, on: [complaint], by: institution_id, when: big, severity: low}\n"
-      "  - {name: r5, on: [payment], by: institution_id, when: big, severity: low}\n";
+      "  - {name: r5, on: [payment], by: institution_id, when: big, severity: low}\n"
+      "  - {name: r6, on: [payment], by: institution_id, when: 'amount_fen > bad or channel in "
+      "broken', severity: low}\n"
+      "lists:\n"
+      "  broken: [a, '']\n";
   static const char *const want_errors[] = {
       "d.yaml:4:13: error: expected one literal, found more after it",
       "d.yaml:7:6: error: macro cycle: a -> b -> a",
@@ -944,8 +948,10 @@ static void test_diagnostics(void **state) {
       "d.yaml:16:59: error: aggregate 'c' is kept by city, and this rule is by institution_id: a "
       "rule reads only aggregates with its own key",
       "d.yaml:18:12: error: duplicate rule name 'r5' (first at line 17)",
+      "d.yaml:21:15: error: empty item in list 'broken'",
   };
-  expect_diags(errors, NULL, 0, TW_EPARSE, want_errors, 7);
+  /* no error at r6: its param and list are broken, and that is reported once, where they are */
+  expect_diags(errors, NULL, 0, TW_EPARSE, want_errors, 8);
 
   static const char warnings[] =
       "version: 1\n"
