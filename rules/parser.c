@@ -19,6 +19,7 @@
 typedef struct mstack {
   int idx[TW__MAX_MACRO_DEPTH];
   int n;
+  size_t nodes; /* built for this expression, macro expansions included */
 } mstack_t;
 
 typedef struct parser {
@@ -43,6 +44,21 @@ static tw_expr_t *new_node(parser_t *p, tw__op_t op, int type, size_t pos, const
   if (depth > TW__MAX_TREE_DEPTH) {
     tw__perr_set(p->err, TW_ETOOBIG, pos, "expression too deep (more than %d levels)",
                  TW__MAX_TREE_DEPTH);
+    return NULL;
+  }
+  /* macros expand at each use, so a few lines can ask for a huge tree: bound it */
+  if (++p->ms->nodes > TW__MAX_EXPR_NODES) {
+    tw__perr_set(p->err, TW_ETOOBIG, pos,
+                 "expression too large (more than %d nodes with its "
+                 "macros expanded)",
+                 TW__MAX_EXPR_NODES);
+    return NULL;
+  }
+  if (++p->env->rs->n_nodes > TW__MAX_RULESET_NODES) {
+    tw__perr_set(p->err, TW_ETOOBIG, pos,
+                 "rule file too large (more than %d expression nodes "
+                 "with macros expanded)",
+                 TW__MAX_RULESET_NODES);
     return NULL;
   }
   tw_expr_t *n = tw__arena_alloc(&p->env->rs->arena, sizeof *n);
@@ -906,6 +922,7 @@ int tw__expr_compile(const tw__env_t *env, const char *src, size_t len, int want
   p.err = err;
   mstack_t ms;
   ms.n = 0;
+  ms.nodes = 0;
   p.ms = &ms;
   if (advance(&p) != 0) return err->code;
   if (p.tok.kind == TW__TK_EOF) return tw__perr_set(err, TW_EPARSE, 0, "empty expression");

@@ -22,8 +22,10 @@
 #define TW__MAX_TREE_DEPTH 256 /* depth of a compiled tree, so evaluation recursion is bounded */
 #define TW__MAX_LIST_ITEMS 10000
 #define TW__REGEX_DEPTH_LIMIT 10000
-#define TW__MAX_MACRO_DEPTH 16 /* macros using macros, nested */
-#define TW__MAX_SERIES 366     /* buckets a series function reads (window / bucket) */
+#define TW__MAX_MACRO_DEPTH 16        /* macros using macros, nested */
+#define TW__MAX_SERIES 366            /* buckets a series function reads (window / bucket) */
+#define TW__MAX_EXPR_NODES 100000     /* nodes of one compiled expression, macros expanded */
+#define TW__MAX_RULESET_NODES 2000000 /* nodes of every expression of a ruleset */
 
 /* ---- arena ---- */
 typedef struct tw__chunk tw__chunk_t;
@@ -100,6 +102,7 @@ struct tw_ruleset {
   tw_rule_t *rules;
   size_t n_rules;
   tw__regex_t *regexes; /* chain of compiled regexes, freed with the ruleset */
+  size_t n_nodes;       /* expression nodes built so far (TW__MAX_RULESET_NODES) */
   void *match_ctx;      /* pcre2_match_context_8 *: match and depth limits, read-only */
   char hash[65];
 };

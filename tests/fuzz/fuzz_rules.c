@@ -119,7 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size <= 4096) {
     /* one expression against the fixed ruleset; its nodes stay in that arena, so bound the total */
     static size_t compiled_bytes;
-    if (compiled_bytes > (64u << 20)) {
+    if (compiled_bytes > (64u << 20) || fixed->n_nodes > TW__MAX_RULESET_NODES / 2) {
       tw_rules_free(fixed);
       fixed = NULL;
       if (tw_rules_load_buffer("fixed.yaml", FIXED, strlen(FIXED), &schema, &fixed, &err) != 0)

@@ -997,6 +997,47 @@ static void test_diagnostics(void **state) {
   expect_diags(one, set, 1, TW_EINVAL, want_set, 1);
 }
 
+/* Macros expand at each use: a "billion laughs" of macros is refused by the node budgets, fast. */
+static void test_macro_bomb(void **state) {
+  (void)state;
+  static const char bomb[] =
+      "version: 1\n"
+      "macros:\n"
+      "  m0: 1+1+1+1+1+1+1+1+1+1\n"
+      "  m1: m0+m0+m0+m0+m0+m0+m0+m0+m0+m0\n"
+      "  m2: m1+m1+m1+m1+m1+m1+m1+m1+m1+m1\n"
+      "  m3: m2+m2+m2+m2+m2+m2+m2+m2+m2+m2\n"
+      "  m4: m3+m3+m3+m3+m3+m3+m3+m3+m3+m3\n"
+      "  m5: m4+m4+m4+m4+m4+m4+m4+m4+m4+m4\n";
+  tw_ruleset_t *rs = NULL;
+  tw_rule_error_t err;
+  double t0 = now_ms();
+  assert_int_equal(tw_rules_load_buffer("bomb.yaml", bomb, strlen(bomb), &schema, &rs, &err),
+                   TW_ETOOBIG);
+  assert_null(rs);
+  assert_string_equal(err.message,
+                      "expression too large (more than 100000 nodes with its macros expanded)");
+  /* many uses of a big macro: the ruleset's budget */
+  char *text = malloc(64 * 1024);
+  size_t o = (size_t)sprintf(text,
+                             "version: 1\nmacros:\n  m0: 1+1+1+1+1+1+1+1+1+1\n"
+                             "  m1: m0+m0+m0+m0+m0+m0+m0+m0+m0+m0\n"
+                             "  m2: m1+m1+m1+m1+m1+m1+m1+m1+m1+m1\n"
+                             "  m3: m2+m2+m2+m2+m2+m2+m2+m2+m2+m2\nrules:\n");
+  for (int i = 0; i < 120; i++)
+    o += (size_t)sprintf(text + o,
+                         "  - {name: r%d, on: [payment], by: institution_id, when: m3 > 1, "
+                         "severity: low}\n",
+                         i);
+  assert_int_equal(tw_rules_load_buffer("many.yaml", text, o, &schema, &rs, &err), TW_ETOOBIG);
+  assert_null(rs);
+  assert_string_equal(err.message,
+                      "rule file too large (more than 2000000 expression nodes with macros "
+                      "expanded)");
+  free(text);
+  assert_true(now_ms() - t0 < 5000.0);
+}
+
 /* Diagnostics mode reading a file: a missing file is one error without a line. */
 static void test_diagnostics_from_path(void **state) {
   (void)state;
@@ -1116,6 +1157,7 @@ int main(void) {
       cmocka_unit_test(test_alert_rules),
       cmocka_unit_test(test_state_name_params),
       cmocka_unit_test(test_diagnostics_from_path),
+      cmocka_unit_test(test_macro_bomb),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
