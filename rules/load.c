@@ -513,28 +513,16 @@ static int compile_expr(loader_t *L, const ynode_t *n, const tw__env_t *env, int
 
 /* ---- sections ---- */
 
-static const tw__list_t *find_list(const tw_ruleset_t *rs, const char *name) {
-  for (size_t i = 0; i < rs->n_lists; i++)
-    if (strcmp(rs->lists[i].name, name) == 0) return &rs->lists[i];
-  return NULL;
+/* A name already taken by a list, aggregate, param or macro. */
+static int name_taken(const tw_ruleset_t *rs, const char *name) {
+  int kind;
+  return tw__names_find(rs, name, strlen(name), TW__NAMES_SHARED, &kind) >= 0;
 }
 
-static int find_agg(const tw_ruleset_t *rs, const char *name) {
-  for (size_t i = 0; i < rs->n_aggs; i++)
-    if (strcmp(rs->aggs[i].name, name) == 0) return (int)i;
-  return -1;
-}
-
-static int find_param(const tw_ruleset_t *rs, const char *name) {
-  for (size_t i = 0; i < rs->n_params; i++)
-    if (strcmp(rs->params[i].name, name) == 0) return (int)i;
-  return -1;
-}
-
-static int find_macro(const tw_ruleset_t *rs, const char *name) {
-  for (size_t i = 0; i < rs->n_macros; i++)
-    if (strcmp(rs->macros[i].name, name) == 0) return (int)i;
-  return -1;
+static int index_name(loader_t *L, int kind, size_t index) {
+  int rc = tw__names_add(L->rs, kind, index);
+  if (rc != 0) return fail(L, rc, 0, 0, rc == TW_ENOMEM ? "out of memory" : "too many names");
+  return 0;
 }
 
 static const char *const reserved_words[] = {"and",  "or",    "not",      "in",         "matches",
@@ -550,8 +538,7 @@ static int check_new_name(loader_t *L, const ynode_t *k, const char *what) {
       return fail_at(L, TW_EINVAL, k, "%s name '%s' is a keyword of the language", what, k->s);
   if (tw_schema_field_slot(L->schema, k->s, k->len) >= 0)
     return fail_at(L, TW_EINVAL, k, "%s '%s' has the name of a field", what, k->s);
-  if (find_list(L->rs, k->s) != NULL || find_agg(L->rs, k->s) >= 0 ||
-      find_param(L->rs, k->s) >= 0 || find_macro(L->rs, k->s) >= 0)
+  if (name_taken(L->rs, k->s))
     return fail_at(L, TW_EINVAL, k, "%s '%s' is already defined", what, k->s);
   return 0;
 }
@@ -580,6 +567,7 @@ static int load_list(loader_t *L, const ynode_t *k) {
   if (list->name == NULL || list->items == NULL) return fail(L, TW_ENOMEM, 0, 0, "out of memory");
   list->line = k->line;
   list->col = k->col;
+  if ((rc = index_name(L, TW__NAME_LIST, rs->n_lists)) != 0) return rc;
   rs->n_lists++; /* known by name even if broken: no "unknown list" at its uses */
   if (v->kind != YN_SEQ)
     return fail_at(L, TW_EINVAL, v, "list '%s' must be a sequence of words", k->s);
@@ -641,6 +629,7 @@ static int load_params(loader_t *L, const ynode_t *map) {
     if ((pm->name = keep(L, k->s)) == NULL) return fail(L, TW_ENOMEM, 0, 0, "out of memory");
     pm->line = k->line;
     pm->col = k->col;
+    if ((rc = index_name(L, TW__NAME_PARAM, rs->n_params)) != 0) return rc;
     rs->n_params++; /* known by name even if broken: its uses fail quietly */
     if (v->kind != YN_SCALAR)
       rc = fail_at(L, TW_EINVAL, v, "param '%s' must be one literal (5000yuan, 14d, 3, \"text\")",
@@ -721,6 +710,7 @@ static int load_macros(loader_t *L, const ynode_t *map) {
     m->node = v;
     m->line = k->line;
     m->col = k->col;
+    if ((rc = index_name(L, TW__NAME_MACRO, rs->n_macros)) != 0) return rc;
     rs->n_macros++;
   }
   return 0;
@@ -1066,6 +1056,7 @@ static int load_aggregates(loader_t *L, const ynode_t *map) {
     a->line = k->line;
     a->arg_slot = -1;
     L->agg_keys[i] = k;
+    if ((rc = index_name(L, TW__NAME_AGG, i)) != 0) return rc;
     rs->n_aggs++;
     if ((rc = load_agg_def(L, k, a)) != 0) {
       rs->agg_bad[i] = 1;
@@ -1133,10 +1124,11 @@ static int load_rule(loader_t *L, const ynode_t *m, tw_rule_t *r) {
   if (!valid_name(name->s))
     return fail_at(L, TW_EINVAL, name,
                    "rule name '%.64s' must be lowercase letters, digits and '_'", name->s);
-  for (size_t i = 0; i < rs->n_rules; i++)
-    if (strcmp(rs->rules[i].name, name->s) == 0)
-      return fail_at(L, TW_EINVAL, name, "duplicate rule name '%s' (first at line %d)", name->s,
-                     rs->rules[i].line);
+  int kind;
+  long dup = tw__names_find(rs, name->s, name->len, 1u << TW__NAME_RULE, &kind);
+  if (dup >= 0)
+    return fail_at(L, TW_EINVAL, name, "duplicate rule name '%s' (first at line %d)", name->s,
+                   rs->rules[dup].line);
   static const char *const required[] = {"by", "when", "severity"};
   for (size_t i = 0; i < 3; i++)
     if (get(m, required[i]) == NULL)
@@ -1149,6 +1141,7 @@ static int load_rule(loader_t *L, const ynode_t *m, tw_rule_t *r) {
   r->name = keep(L, name->s);
   r->line = m->line;
   if (r->name == NULL) return fail(L, TW_ENOMEM, 0, 0, "out of memory");
+  if ((rc = index_name(L, TW__NAME_RULE, rs->n_rules)) != 0) return rc;
   static const char *const texts[] = {"description", "source"};
   for (size_t i = 0; i < 2; i++) {
     const ynode_t *t = get(m, texts[i]);

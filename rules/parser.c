@@ -146,32 +146,27 @@ static int unknown_name(parser_t *p, const char *kind, const tw__token_t *t, int
   return tw__perr_set(p->err, TW_EINVAL, t->pos, "unknown %s '%.*s'", kind, n, t->s);
 }
 
+static long find_kind(const tw__env_t *env, const char *s, size_t len, int want) {
+  int kind;
+  long i = tw__names_find(env->rs, s, len, 1u << want, &kind);
+  return i >= 0 && kind == want ? i : -1;
+}
+
 static tw__list_t *find_list(const tw__env_t *env, const char *s, size_t len) {
-  for (size_t i = 0; i < env->rs->n_lists; i++)
-    if (strlen(env->rs->lists[i].name) == len && memcmp(env->rs->lists[i].name, s, len) == 0)
-      return &env->rs->lists[i];
-  return NULL;
+  long i = find_kind(env, s, len, TW__NAME_LIST);
+  return i >= 0 ? &env->rs->lists[i] : NULL;
 }
 
 static int find_agg(const tw__env_t *env, const char *s, size_t len) {
-  for (size_t i = 0; i < env->rs->n_aggs; i++)
-    if (strlen(env->rs->aggs[i].name) == len && memcmp(env->rs->aggs[i].name, s, len) == 0)
-      return (int)i;
-  return -1;
+  return (int)find_kind(env, s, len, TW__NAME_AGG);
 }
 
 static int find_param(const tw__env_t *env, const char *s, size_t len) {
-  for (size_t i = 0; i < env->rs->n_params; i++)
-    if (strlen(env->rs->params[i].name) == len && memcmp(env->rs->params[i].name, s, len) == 0)
-      return (int)i;
-  return -1;
+  return (int)find_kind(env, s, len, TW__NAME_PARAM);
 }
 
 static int find_macro(const tw__env_t *env, const char *s, size_t len) {
-  for (size_t i = 0; i < env->rs->n_macros; i++)
-    if (strlen(env->rs->macros[i].name) == len && memcmp(env->rs->macros[i].name, s, len) == 0)
-      return (int)i;
-  return -1;
+  return (int)find_kind(env, s, len, TW__NAME_MACRO);
 }
 
 static void count_use(const tw__env_t *env, int *used) {

@@ -49,6 +49,13 @@ typedef struct tw__perr {
 int tw__perr_set(tw__perr_t *e, int code, size_t pos, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Index the name of rs's list / aggregate / param / macro / rule number index (its name pointer
+ * must be set). 0, or TW_ENOMEM, TW_ETOOBIG (more than 2^28 names). */
+int tw__names_add(tw_ruleset_t *rs, int kind, size_t index);
+/* The index of the name[0..len) of a kind whose bit (1 << kind) is in mask, *kind set; -1 if
+ * none. Rules have their own namespace (mask 1 << TW__NAME_RULE). */
+long tw__names_find(const tw_ruleset_t *rs, const char *name, size_t len, unsigned mask, int *kind);
+
 /* Levenshtein distance, bounded by the shorter work; used for "did you mean". */
 size_t tw__edit_distance(const char *a, size_t alen, const char *b, size_t blen);
 
@@ -85,6 +92,17 @@ typedef struct tw__macro {
   int bad; /* its own compilation failed: uses fail quietly */
 } tw__macro_t;
 
+/* ---- names of lists, aggregates, params and macros: one hash index, so a lookup costs the
+ * same with 10 names or 100,000 ---- */
+enum { TW__NAME_LIST = 0, TW__NAME_AGG, TW__NAME_PARAM, TW__NAME_MACRO, TW__NAME_RULE };
+#define TW__NAMES_SHARED 0x0f /* lists, aggregates, params and macros share one namespace */
+
+typedef struct tw__names {
+  uint32_t *slot; /* 0 empty, else (kind << 28 | index) + 1; open addressing, linear probing */
+  size_t cap;     /* a power of two, or 0 */
+  size_t n;
+} tw__names_t;
+
 /* ---- the ruleset ---- */
 struct tw_ruleset {
   const tw_schema_t *schema;
@@ -103,6 +121,7 @@ struct tw_ruleset {
   size_t n_rules;
   tw__regex_t *regexes; /* chain of compiled regexes, freed with the ruleset */
   size_t n_nodes;       /* expression nodes built so far (TW__MAX_RULESET_NODES) */
+  tw__names_t names;    /* every list, aggregate, param and macro by name (arena) */
   void *match_ctx;      /* pcre2_match_context_8 *: match and depth limits, read-only */
   char hash[65];
 };

@@ -1038,6 +1038,33 @@ static void test_macro_bomb(void **state) {
   assert_true(now_ms() - t0 < 5000.0);
 }
 
+/* Names are found through a hash index: a file with 20,000 lists and 9,000 rules (a sequence
+ * holds at most 10,000 items) loads in linear time. */
+static void test_many_names(void **state) {
+  (void)state;
+  size_t cap = 4u << 20;
+  char *text = malloc(cap);
+  size_t o = (size_t)sprintf(text, "version: 1\nlists:\n");
+  for (int i = 0; i < 20000; i++) o += (size_t)sprintf(text + o, "  l%d: [w%d]\n", i, i);
+  o += (size_t)sprintf(text + o, "rules:\n");
+  for (int i = 0; i < 9000; i++)
+    o += (size_t)sprintf(text + o,
+                         "  - {name: r%d, on: [payment], by: institution_id, when: channel in "
+                         "l%d, severity: low}\n",
+                         i, 19999 - i);
+  assert_true(o < cap);
+  tw_ruleset_t *rs = NULL;
+  tw_rule_error_t err;
+  double t0 = now_ms();
+  int rc = tw_rules_load_buffer("many.yaml", text, o, &schema, &rs, &err);
+  if (rc != 0) fprintf(stderr, "%d:%d: %s\n", err.line, err.col, err.message);
+  assert_int_equal(rc, 0);
+  assert_int_equal(tw_rules_n_rules(rs), 9000);
+  assert_true(now_ms() - t0 < 10000.0);
+  tw_rules_free(rs);
+  free(text);
+}
+
 /* Diagnostics mode reading a file: a missing file is one error without a line. */
 static void test_diagnostics_from_path(void **state) {
   (void)state;
@@ -1158,6 +1185,7 @@ int main(void) {
       cmocka_unit_test(test_state_name_params),
       cmocka_unit_test(test_diagnostics_from_path),
       cmocka_unit_test(test_macro_bomb),
+      cmocka_unit_test(test_many_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
