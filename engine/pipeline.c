@@ -153,7 +153,16 @@ struct tw_pipeline {
   int alert_type; /* schema type id, -1 when the schema has none */
   int slot_rule, slot_severity, slot_labels;
   tw_event_t alert_ev;
+  const tw_rule_t *reenter_from_rule; /* the rule whose alert p->alert_ev is: its key decides */
 };
+
+/* A re-entering alert feeds only what is keyed as the rule that raised it (docs/rules.md): an
+ * institution's composite rule counts institution rules' alerts, a city's counts city rules'. So
+ * the alert stays on the shard that raised it and every shard count gives the same alerts. */
+static bool same_key(const tw_pipeline_t *p, int by_slot, tw_key_derive_t derive) {
+  const tw_rule_t *r = p->reenter_from_rule;
+  return p->cur != &p->alert_ev || r == NULL || (r->by_slot == by_slot && r->by_derive == derive);
+}
 
 static void errf(char *buf, size_t cap, const char *fmt, const char *a, const char *b) {
   if (buf != NULL && cap > 0) snprintf(buf, cap, fmt, a, b);
@@ -513,6 +522,7 @@ static int update_aggregates(tw_pipeline_t *p, const type_plan_t *tp) {
     const char *key;
     size_t len;
     char buf[8];
+    if (!same_key(p, a->by_slot, a->by_derive)) continue;
     if (key_of(ev, a->by_slot, a->by_derive, buf, &key, &len) != 0) continue;
     if (!owns(p, key, len)) continue;
     int64_t value = 1;
@@ -630,6 +640,7 @@ static int evaluate_rules(tw_pipeline_t *p, const type_plan_t *tp) {
     const tw_rule_t *r = tw_rules_rule(p->rules, tp->rules[i]);
     const char *key;
     size_t key_len;
+    if (!same_key(p, r->by_slot, r->by_derive)) continue;
     if (key_of(p->cur, r->by_slot, r->by_derive, p->keybuf[1], &key, &key_len) != 0) continue;
     if (!owns(p, key, key_len)) continue;
     tw_eval_ctx_t ctx = eval_ctx(p);
@@ -723,6 +734,7 @@ static int reenter(tw_pipeline_t *p, size_t from) {
     e->f[p->slot_labels] = tw_value_str(w + used, (uint32_t)ll);
     e->present |= (1ull << p->slot_rule) | (1ull << p->slot_severity) | (1ull << p->slot_labels);
     p->cur = e;
+    p->reenter_from_rule = a->rule;
     p->stats.reentered++;
     rc = update_aggregates(p, tp);
     if (rc == 0) rc = evaluate_rules(p, tp);
