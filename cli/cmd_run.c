@@ -7,6 +7,7 @@
  * edge-triggered), and a 100 ms timer both drains and group-commits pending events, so an alert
  * reaches the feed within about 100 ms of its event even when traffic is light.
  */
+#define RUN_MAX_SET 64 /* --set options */
 #define _XOPEN_SOURCE 700
 #include <fcntl.h>
 #include <ftw.h>
@@ -69,6 +70,8 @@ static void usage(FILE *out) {
       "\n"
       "state and rules:\n"
       "  --rules FILE          the YAML rule file (e.g. rules/packs/default.yaml)\n"
+      "  --set NAME=VALUE      override a param of the rule file (repeatable), e.g.\n"
+      "                        --set prepaid_cap=3000yuan; kept for reloads\n"
       "  --schema FILE         the event schema (default: schema.yaml beside the rule file, else\n"
       "                        the shipped rules/packs/schema.yaml)\n"
       "  --state DIR           LMDB state directory; a second run on it continues its aggregates "
@@ -464,6 +467,7 @@ int tw_cmd_run(int argc, char **argv) {
                                            {"max-future-skew", required_argument, NULL, 'K'},
                                            {"dedup-horizon", required_argument, NULL, 'D'},
                                            {"shards", required_argument, NULL, 'N'},
+                                           {"set", required_argument, NULL, 'P'},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
   const char *input = NULL, *listen_ep = NULL, *feed = NULL, *alerts = NULL;
@@ -478,6 +482,9 @@ int tw_cmd_run(int argc, char **argv) {
   /* SIGHUP reloads the rules when serving; at any other moment it must not end the process. */
   signal(SIGHUP, SIG_IGN);
   int c, have_format = 0, shards = 1;
+  /* --set values point into argv, which outlives the pipeline and its reloads. */
+  static const char *params[RUN_MAX_SET];
+  size_t n_params = 0;
   optind = 1;
   while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
@@ -560,6 +567,17 @@ int tw_cmd_run(int argc, char **argv) {
         }
         have_format = 1;
         break;
+      case 'P':
+        if (strchr(optarg, '=') == NULL || optarg[0] == '=') {
+          fprintf(stderr, "tutorwatch run: --set wants NAME=VALUE, not '%s'\n", optarg);
+          return 2;
+        }
+        if (n_params == RUN_MAX_SET) {
+          fprintf(stderr, "tutorwatch run: at most %d --set options\n", RUN_MAX_SET);
+          return 2;
+        }
+        params[n_params++] = optarg;
+        break;
       case 'h':
         usage(stdout);
         return 0;
@@ -568,6 +586,8 @@ int tw_cmd_run(int argc, char **argv) {
         return 2;
     }
   }
+  po.params_set = params;
+  po.n_params_set = n_params;
   if (optind < argc) {
     fprintf(stderr, "tutorwatch run: unexpected argument '%s'\n", argv[optind]);
     return 2;

@@ -73,7 +73,23 @@ typedef struct tw_pipeline_opts {
   const char *pseudonym_dir;    /* where pseudonym.key lives; NULL = state_dir */
   bool live;                    /* serving (wall clock bounds the future; an idle stream's
                                    watermark follows the wall clock) rather than replaying */
+  const char *const *params_set; /* "name=value" overrides of the rule file's params (--set);
+                                    kept for reloads, so must outlive the pipeline */
+  size_t n_params_set;
+  int shard_index, n_shards; /* one of n_shards (> 1): the pipeline keeps only the keys whose
+                                hash (tw_key_shard) is shard_index; 0, 0: every key */
 } tw_pipeline_opts_t;
+
+/* What the shard router must read from a record to send it to every shard that owns one of its
+ * keys (tw_pipeline_route_needs). */
+#define TW_ROUTE_REGION 1u /* aggregates or rules keyed by city or province: route by region too */
+#define TW_ROUTE_ALL 2u    /* keyed by another field: every shard gets every record */
+
+/* tw_key_shard: the shard (0..n-1) that owns a key: FNV-1a 64 of its bytes mod n; 0 for n ≤ 1. */
+int tw_key_shard(const char *key, size_t len, int n);
+
+/* tw_pipeline_route_needs: TW_ROUTE_* flags for the current rules (0: by institution only). */
+unsigned tw_pipeline_route_needs(const tw_pipeline_t *p);
 
 #define TW_DEFAULT_ALLOWED_LATENESS_MS (60 * 60 * 1000)
 #define TW_DEFAULT_MAX_FUTURE_SKEW_MS (10 * 60 * 1000)
@@ -95,6 +111,7 @@ typedef struct tw_pipeline_stats {
   uint64_t duplicates;  /* events whose event_id was already processed within the horizon */
   uint64_t evicted;     /* state entries dropped: expired behind the watermark, or idle in memory */
   uint64_t incomplete;  /* a tracked file ended inside its last record: left for the grown file */
+  uint64_t reentered;   /* alerts that re-entered as `alert` events (composite rules) */
 } tw_pipeline_stats_t;
 
 /*

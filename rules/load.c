@@ -1451,3 +1451,11 @@ const tw_rule_t *tw_rules_rule(const tw_ruleset_t *rs, size_t i) {
 const char *tw_rules_hash(const tw_ruleset_t *rs) {
   return rs->hash;
 }
+
+/* TEMPORARY (lead's branch only, replaced by the language branch): no options yet. */
+int tw_rules_load_ex(const char *path, const char *data, size_t len, const tw_schema_t *schema,
+                     const tw_rules_load_opts_t *opts, tw_ruleset_t **out, tw_rule_error_t *err) {
+  if (opts != NULL && opts->n_set > 0) return TW_EINVAL;
+  if (data != NULL) return tw_rules_load_buffer(path, data, len, schema, out, err);
+  return tw_rules_load(path, schema, out, err);
+}
