@@ -1106,12 +1106,6 @@ static int compile_wheres(loader_t *L) {
 static const char *const rule_keys[] = {"name", "description", "source",   "on",      "every", "by",
                                         "when", "severity",    "cooldown", "message", "labels"};
 
-static int reads_field(const tw_expr_t *e, int slot) {
-  if (e == NULL) return 0;
-  if (e->op == TW__OP_FIELD && e->u.field.slot == slot) return 1;
-  return reads_field(e->a, slot) || reads_field(e->b, slot);
-}
-
 static int load_rule(loader_t *L, const ynode_t *m, tw_rule_t *r) {
   tw_ruleset_t *rs = L->rs;
   int rc;
@@ -1227,15 +1221,14 @@ static int load_rule(loader_t *L, const ynode_t *m, tw_rule_t *r) {
     }
     r->labels = ls;
   }
-  /* Alerts re-enter once: those raised by rules on `alert` do not, so such a rule never sees
-   * its own. Say so when nothing in its condition tells its own alerts from others. */
+  /* A composite rule fires on alerts: without a cooldown it fires again on every later alert of
+   * its key while its condition holds (one critical alert per warning, not per institution). */
   int alert_type = tw_schema_type_id(L->schema, "alert", 5);
-  int rule_slot = tw_schema_field_slot(L->schema, "rule", 4);
   if (alert_type >= 0 && alert_type < 32 && (r->on_types & (1u << alert_type)) &&
-      !(rule_slot >= 0 && reads_field(r->when, rule_slot)))
+      r->cooldown_ms == 0)
     warn(L, name->line, name->col,
-         "rule '%s' runs on alerts and its own alerts would feed it; alerts raised by rules on "
-         "'alert' do not re-enter, so it never sees them",
+         "rule '%s' runs on alerts without a cooldown: it fires again on every later alert of its "
+         "key while its condition holds",
          r->name);
   return 0;
 }
@@ -1450,12 +1443,4 @@ const tw_rule_t *tw_rules_rule(const tw_ruleset_t *rs, size_t i) {
 
 const char *tw_rules_hash(const tw_ruleset_t *rs) {
   return rs->hash;
-}
-
-/* TEMPORARY (lead's branch only, replaced by the language branch): no options yet. */
-int tw_rules_load_ex(const char *path, const char *data, size_t len, const tw_schema_t *schema,
-                     const tw_rules_load_opts_t *opts, tw_ruleset_t **out, tw_rule_error_t *err) {
-  if (opts != NULL && opts->n_set > 0) return TW_EINVAL;
-  if (data != NULL) return tw_rules_load_buffer(path, data, len, schema, out, err);
-  return tw_rules_load(path, schema, out, err);
 }

@@ -1138,6 +1138,7 @@ static void test_alert_rules(void **state) {
       "    by: institution_id\n"
       "    when: alert_rules_14d >= 3\n"
       "    severity: critical\n"
+      "    cooldown: 14d\n"
       "  - name: critical_echo\n"
       "    on: [alert]\n"
       "    by: institution_id\n"
@@ -1145,8 +1146,8 @@ static void test_alert_rules(void **state) {
       "\"runaway\"\n"
       "    severity: high\n";
   static const char *const want[] = {
-      "d.yaml:5:11: warning: rule 'many_signals' runs on alerts and its own alerts would feed it; "
-      "alerts raised by rules on 'alert' do not re-enter, so it never sees them",
+      "d.yaml:11:11: warning: rule 'critical_echo' runs on alerts without a cooldown: it fires "
+      "again on every later alert of its key while its condition holds",
   };
   collected_t c;
   memset(&c, 0, sizeof c);
