@@ -20,23 +20,24 @@
 #define TEST_LINE_MAX 4096 /* bytes of a source line shown under an error */
 
 static void usage(FILE *out) {
-  fprintf(out,
-          "usage: tutorwatch test [--schema FILE] RULES.yaml...\n"
-          "\n"
-          "Run the tests in the `tests:` section of each rule file: each test feeds its given\n"
-          "events through the engine on a fresh temporary state (never a live one), advances\n"
-          "event time to its `at`, and compares the alerts with its `expect` and `expect_none`.\n"
-          "Prints `ok   FILE: NAME` or `FAIL FILE: NAME` per test; a failure is followed by a diff:\n"
-          "`- expected {...}` for an expectation no alert met, `+ unexpected {...}` for an alert\n"
-          "no expectation accounts for, `! ...` for a given event the engine rejected. The format\n"
-          "is in docs/rules.md (\"Rule tests\").\n"
-          "\n"
-          "  --schema FILE   the event schema (default: schema.yaml beside each rule file, else\n"
-          "                  the shipped rules/packs/schema.yaml)\n"
-          "  -h, --help      show this help\n"
-          "\n"
-          "Exit status: 0 every test passed, 1 a test failed or a file does not load, 2 usage\n"
-          "error, 70 internal failure (state store, out of memory).\n");
+  fprintf(
+      out,
+      "usage: tutorwatch test [--schema FILE] RULES.yaml...\n"
+      "\n"
+      "Run the tests in the `tests:` section of each rule file: each test feeds its given\n"
+      "events through the engine on a fresh temporary state (never a live one), advances\n"
+      "event time to its `at`, and compares the alerts with its `expect` and `expect_none`.\n"
+      "Prints `ok   FILE: NAME` or `FAIL FILE: NAME` per test; a failure is followed by a diff:\n"
+      "`- expected {...}` for an expectation no alert met, `+ unexpected {...}` for an alert\n"
+      "no expectation accounts for, `! ...` for a given event the engine rejected. The format\n"
+      "is in docs/rules.md (\"Rule tests\").\n"
+      "\n"
+      "  --schema FILE   the event schema (default: schema.yaml beside each rule file, else\n"
+      "                  the shipped rules/packs/schema.yaml)\n"
+      "  -h, --help      show this help\n"
+      "\n"
+      "Exit status: 0 every test passed, 1 a test failed or a file does not load, 2 usage\n"
+      "error, 70 internal failure (state store, out of memory).\n");
 }
 
 /* Print line `line` of path with a caret under character column `col` (1-based, counted in

@@ -42,7 +42,7 @@ typedef struct ynode {
   bool quoted; /* single- or double-quoted, block, or tagged !!str: always a string */
   char *text;  /* scalars: NUL-terminated (may hold NULs before len) */
   size_t len;
-  int line, col; /* 1-based */
+  int line, col;       /* 1-based */
   struct ynode **kids; /* maps: key, value, key, value...; sequences: items */
   size_t n, cap;
 } ynode_t;
@@ -79,7 +79,8 @@ static int set_err(tw_rule_error_t *err, const char *path, int line, int col, in
 
 static int yaml_failed(loader_t *L) {
   yaml_parser_t *p = &L->parser;
-  if (p->error == YAML_MEMORY_ERROR) return set_err(L->err, L->path, 0, 0, TW_ENOMEM, "out of memory");
+  if (p->error == YAML_MEMORY_ERROR)
+    return set_err(L->err, L->path, 0, 0, TW_ENOMEM, "out of memory");
   return set_err(L->err, L->path, (int)p->problem_mark.line + 1, (int)p->problem_mark.column + 1,
                  TW_EPARSE, "YAML: %s%s%s", p->problem ? p->problem : "syntax error",
                  p->context ? " " : "", p->context ? p->context : "");
@@ -112,8 +113,7 @@ static int too_deep(loader_t *L, const yaml_event_t *ev) {
 static int skip(loader_t *L, const yaml_event_t *first, int depth) {
   int rc = check_anchor(L, first);
   if (rc != 0) return rc;
-  if (first->type != YAML_SEQUENCE_START_EVENT && first->type != YAML_MAPPING_START_EVENT)
-    return 0;
+  if (first->type != YAML_SEQUENCE_START_EVENT && first->type != YAML_MAPPING_START_EVENT) return 0;
   if (depth >= TW_RULETEST_MAX_DEPTH) return too_deep(L, first);
   for (;;) {
     yaml_event_t ev;
@@ -218,8 +218,7 @@ static int parse_tree(loader_t *L, const char *data, size_t len, ynode_t **tests
     if (t == YAML_DOCUMENT_START_EVENT) {
       yaml_event_delete(&ev);
       if (++docs > 1) {
-        rc = set_err(L->err, L->path, line, col, TW_EINVAL,
-                     "a rule file is one YAML document");
+        rc = set_err(L->err, L->path, line, col, TW_EINVAL, "a rule file is one YAML document");
         break;
       }
       continue;
@@ -274,7 +273,8 @@ static int parse_tree(loader_t *L, const char *data, size_t len, ynode_t **tests
   return rc;
 }
 
-/* ---- small helpers ---------------------------------------------------------------------------- */
+/* ---- small helpers ----------------------------------------------------------------------------
+ */
 
 /* Edit distance, for "did you mean"; strings over 64 bytes are never suggested. */
 static size_t edit_distance(const char *a, const char *b) {
@@ -348,7 +348,9 @@ static void tb_put(tbuf_t *b, const char *s, size_t n) {
   b->p[b->len] = '\0';
 }
 
-static void tb_puts(tbuf_t *b, const char *s) { tb_put(b, s, strlen(s)); }
+static void tb_puts(tbuf_t *b, const char *s) {
+  tb_put(b, s, strlen(s));
+}
 
 static void tb_jstr(tbuf_t *b, const char *s, size_t n) {
   tb_put(b, "\"", 1);
@@ -444,7 +446,8 @@ static void emit(tbuf_t *b, const ynode_t *n) {
   tb_put(b, map ? "}" : "]", 1);
 }
 
-/* ---- the suite --------------------------------------------------------------------------------- */
+/* ---- the suite ---------------------------------------------------------------------------------
+ */
 
 typedef struct rt_expect {
   char *rule;             /* the rule it names */
@@ -462,7 +465,7 @@ typedef struct rt_name {
 typedef struct rt_test {
   char *name;
   int line;
-  char **given;       /* JSON objects */
+  char **given; /* JSON objects */
   size_t *given_len;
   int *given_line;
   size_t n_given;
@@ -572,7 +575,8 @@ static int seq_items(const pctx_t *c, const ynode_t *n, const char *what, size_t
                      const ynode_t *const **items, size_t *count) {
   *items = NULL, *count = 0;
   if (n->kind == Y_SCALAR && !n->quoted && text_in(n, kNulls)) return 0;
-  if (n->kind != Y_SEQ) return at_node(c, n, TW_EINVAL, "%s must be a list, not %s", what, kind_name(n));
+  if (n->kind != Y_SEQ)
+    return at_node(c, n, TW_EINVAL, "%s must be a list, not %s", what, kind_name(n));
   if (n->n > max) return at_node(c, n, TW_ETOOBIG, "%s has more than %zu items", what, max);
   *items = (const ynode_t *const *)n->kids;
   *count = n->n;
@@ -620,7 +624,8 @@ static int parse_given(const pctx_t *c, rt_test_t *t, size_t test_no, const ynod
       const ynode_t *key = defaults->kids[k];
       bool given_too = false;
       for (size_t m = 0; m < ev->n && !given_too; m += 2)
-        given_too = ev->kids[m]->len == key->len && memcmp(ev->kids[m]->text, key->text, key->len) == 0;
+        given_too =
+            ev->kids[m]->len == key->len && memcmp(ev->kids[m]->text, key->text, key->len) == 0;
       if (given_too) continue;
       if (comma) tb_put(&b, ",", 1);
       comma = true;
@@ -652,10 +657,9 @@ static int parse_given(const pctx_t *c, rt_test_t *t, size_t test_no, const ynod
 }
 
 /* The keys of an alert's JSON (tw_alert.h), and message_contains. */
-static const char *const kAlertKeys[] = {"alert_id", "rule",    "severity",         "by",
-                                         "key",      "institution_id", "region",   "event_time",
-                                         "message",  "message_contains", "values", "event_ids",
-                                         "source"};
+static const char *const kAlertKeys[] = {
+    "alert_id",   "rule",    "severity",         "by",     "key",       "institution_id", "region",
+    "event_time", "message", "message_contains", "values", "event_ids", "source"};
 
 static int parse_expect(const pctx_t *c, rt_test_t *t, const ynode_t *node) {
   const ynode_t *const *items;
@@ -680,8 +684,7 @@ static int parse_expect(const pctx_t *c, rt_test_t *t, const ynode_t *node) {
         known = scalar_is(key, kAlertKeys[m]);
       if (!known) {
         char hint[96];
-        suggest(key->text, kAlertKeys, sizeof kAlertKeys / sizeof kAlertKeys[0], hint,
-                sizeof hint);
+        suggest(key->text, kAlertKeys, sizeof kAlertKeys / sizeof kAlertKeys[0], hint, sizeof hint);
         return at_node(c, key, TW_EINVAL, "unknown alert field '%.64s' in an expect item%s",
                        key->text, hint);
       }
@@ -693,8 +696,7 @@ static int parse_expect(const pctx_t *c, rt_test_t *t, const ynode_t *node) {
         if ((*dst = dup_text(val)) == NULL) return TW_ENOMEM;
       }
     }
-    if (e->rule == NULL)
-      return at_node(c, it, TW_EINVAL, "an expect item must name its 'rule'");
+    if (e->rule == NULL) return at_node(c, it, TW_EINVAL, "an expect item must name its 'rule'");
     tbuf_t b = {.max = 1u << 20};
     emit(&b, it);
     if (b.nomem || b.over) {
@@ -793,8 +795,8 @@ static int parse_at(const pctx_t *c, rt_test_t *t, const ynode_t *n) {
   return 0;
 }
 
-static const char *const kTestKeys[] = {"name", "defaults", "given", "at", "set", "expect",
-                                        "expect_none"};
+static const char *const kTestKeys[] = {"name", "defaults", "given",      "at",
+                                        "set",  "expect",   "expect_none"};
 
 static int parse_test(const pctx_t *c, tw_ruletest_suite_t *s, size_t i, const ynode_t *item) {
   rt_test_t *t = &s->tests[i];
@@ -818,8 +820,8 @@ static int parse_test(const pctx_t *c, tw_ruletest_suite_t *s, size_t i, const y
   if (rc != 0) return rc;
   for (size_t j = 0; j < i; j++)
     if (strcmp(s->tests[j].name, name->text) == 0)
-      return at_node(c, name, TW_EINVAL, "duplicate test name '%s' (first at line %d)",
-                     name->text, s->tests[j].line);
+      return at_node(c, name, TW_EINVAL, "duplicate test name '%s' (first at line %d)", name->text,
+                     s->tests[j].line);
   if ((t->name = dup_text(name)) == NULL) return TW_ENOMEM;
   const ynode_t *defaults = map_get(item, "defaults"), *n;
   if (defaults != NULL) {
@@ -840,8 +842,7 @@ static int parse_test(const pctx_t *c, tw_ruletest_suite_t *s, size_t i, const y
 static int read_file(const char *path, char **data, size_t *len, tw_rule_error_t *err) {
   *data = NULL;
   FILE *f = fopen(path, "rb");
-  if (f == NULL)
-    return set_err(err, path, 0, 0, TW_ENOENT, "cannot open: %s", strerror(errno));
+  if (f == NULL) return set_err(err, path, 0, 0, TW_ENOENT, "cannot open: %s", strerror(errno));
   char *buf = malloc(TW_RULES_MAX_FILE_BYTES + 1);
   if (buf == NULL) {
     fclose(f);
@@ -913,11 +914,21 @@ fail:
   return rc;
 }
 
-size_t tw_ruletest_count(const tw_ruletest_suite_t *s) { return s->n_tests; }
-const char *tw_ruletest_path(const tw_ruletest_suite_t *s) { return s->path; }
-const char *tw_ruletest_name(const tw_ruletest_suite_t *s, size_t i) { return s->tests[i].name; }
-int tw_ruletest_line(const tw_ruletest_suite_t *s, size_t i) { return s->tests[i].line; }
-size_t tw_ruletest_n_given(const tw_ruletest_suite_t *s, size_t i) { return s->tests[i].n_given; }
+size_t tw_ruletest_count(const tw_ruletest_suite_t *s) {
+  return s->n_tests;
+}
+const char *tw_ruletest_path(const tw_ruletest_suite_t *s) {
+  return s->path;
+}
+const char *tw_ruletest_name(const tw_ruletest_suite_t *s, size_t i) {
+  return s->tests[i].name;
+}
+int tw_ruletest_line(const tw_ruletest_suite_t *s, size_t i) {
+  return s->tests[i].line;
+}
+size_t tw_ruletest_n_given(const tw_ruletest_suite_t *s, size_t i) {
+  return s->tests[i].n_given;
+}
 
 const char *tw_ruletest_given_json(const tw_ruletest_suite_t *s, size_t i, size_t j,
                                    size_t *len_bytes, int *line) {
@@ -943,7 +954,8 @@ int tw_ruletest_check_rules(const tw_ruletest_suite_t *s, const tw_ruleset_t *rs
     for (size_t k = 0; k < t->n_expect + t->n_none; k++) {
       const char *name = k < t->n_expect ? t->expect[k].rule : t->none[k - t->n_expect].name;
       bool found = false;
-      for (size_t r = 0; r < nr && !found; r++) found = strcmp(tw_rules_rule(rs, r)->name, name) == 0;
+      for (size_t r = 0; r < nr && !found; r++)
+        found = strcmp(tw_rules_rule(rs, r)->name, name) == 0;
       if (found) continue;
       char hint[96];
       suggest(name, names, nn, hint, sizeof hint);
@@ -956,7 +968,8 @@ int tw_ruletest_check_rules(const tw_ruletest_suite_t *s, const tw_ruleset_t *rs
   return 0;
 }
 
-/* ---- reports ------------------------------------------------------------------------------------ */
+/* ---- reports ------------------------------------------------------------------------------------
+ */
 
 void tw_ruletest_report_init(tw_ruletest_report_t *rep) {
   memset(rep, 0, sizeof *rep);
@@ -994,7 +1007,8 @@ static int report_add(tw_ruletest_report_t *rep, const char *fmt, ...) {
   return 0;
 }
 
-/* ---- matching ------------------------------------------------------------------------------------ */
+/* ---- matching
+ * ------------------------------------------------------------------------------------ */
 
 /* A string and a number match when the string is the number's JSON text. */
 static bool str_is_number(const json_t *str, const json_t *num) {
@@ -1050,8 +1064,8 @@ typedef struct matcher {
   size_t n_exp, n_alerts;
   size_t **cand; /* per expectation: the alerts it matches */
   size_t *n_cand;
-  size_t *owner;  /* per alert: the expectation matched to it, or SIZE_MAX */
-  bool *seen;     /* per alert, in one search */
+  size_t *owner; /* per alert: the expectation matched to it, or SIZE_MAX */
+  bool *seen;    /* per alert, in one search */
 } matcher_t;
 
 /* augment: Kuhn's search for an augmenting path from expectation e. Recursion depth is at most
@@ -1123,7 +1137,8 @@ int tw_ruletest_match(const tw_ruletest_suite_t *s, size_t i, const char *const 
     bool counted = false;
     for (size_t e = 0; e < t->n_expect && !counted; e++)
       counted = strcmp(t->expect[e].rule, rule[a]) == 0;
-    for (size_t k = 0; k < t->n_none && !counted; k++) counted = strcmp(t->none[k].name, rule[a]) == 0;
+    for (size_t k = 0; k < t->n_none && !counted; k++)
+      counted = strcmp(t->none[k].name, rule[a]) == 0;
     if (counted) rc = report_add(rep, "+ unexpected %.*s", (int)lens[a], alerts[a]);
   }
 done:
@@ -1138,7 +1153,8 @@ done:
   return rc;
 }
 
-/* ---- running ------------------------------------------------------------------------------------- */
+/* ---- running
+ * ------------------------------------------------------------------------------------- */
 
 /* The alerts of one run, in publication order. */
 typedef struct collected {
@@ -1188,7 +1204,9 @@ static int mem_flush(tw_sink_t *sink) {
   return 0;
 }
 
-static void mem_close(tw_sink_t *sink) { free(sink); }
+static void mem_close(tw_sink_t *sink) {
+  free(sink);
+}
 
 /* Not in the sink table: only the test runner makes it, around its own collection. */
 static const tw_sink_vt_t kMemSinkVt = {"ruletest-memory", NULL, mem_write, mem_flush, mem_close};
@@ -1228,7 +1246,8 @@ static int report_rejected(const char *dl_path, tw_ruletest_report_t *rep) {
   free(line);
   fclose(f);
   if (rc == 0 && count > TW_RULETEST_MAX_REJECTS)
-    rc = report_add(rep, "! ... and %zu more rejected given events", count - TW_RULETEST_MAX_REJECTS);
+    rc = report_add(rep, "! ... and %zu more rejected given events",
+                    count - TW_RULETEST_MAX_REJECTS);
   return rc;
 }
 
@@ -1329,7 +1348,8 @@ int tw_ruletest_run(const tw_ruletest_suite_t *s, size_t i, const tw_ruletest_op
     rc = tw_ruletest_match(s, i, (const char *const *)col.json, col.len, col.n, rep);
   if (rc == 0 && !rep->passed && st.duplicates > 0)
     rc = report_add(rep, "! note: %llu given %s a duplicate event_id and %s not processed",
-                    (unsigned long long)st.duplicates, st.duplicates == 1 ? "event had" : "events had",
+                    (unsigned long long)st.duplicates,
+                    st.duplicates == 1 ? "event had" : "events had",
                     st.duplicates == 1 ? "was" : "were");
 done:
   tw_pipeline_close(p);
