@@ -450,11 +450,11 @@ static void emit(tbuf_t *b, const ynode_t *n) {
  */
 
 typedef struct rt_expect {
-  char *rule;             /* the rule it names */
-  json_t *fields;         /* the item without message_contains */
-  char *message_contains; /* or NULL */
-  char *json;             /* the item as written, as JSON (for the diff) */
-  int line;
+  char *rule;                    /* the rule it names */
+  json_t *fields;                /* the item without message_contains */
+  char *message_contains;        /* or NULL */
+  char *json;                    /* the item as written, as JSON (for the diff) */
+  int line, rule_line, rule_col; /* of the item, and of its rule's name */
 } rt_expect_t;
 
 typedef struct rt_name {
@@ -693,6 +693,7 @@ static int parse_expect(const pctx_t *c, rt_test_t *t, const ynode_t *node) {
           return at_node(c, val, TW_EINVAL, "'%s' must be a string, not %s", key->text,
                          kind_name(val));
         char **dst = scalar_is(key, "rule") ? &e->rule : &e->message_contains;
+        if (dst == &e->rule) e->rule_line = val->line, e->rule_col = val->col;
         if ((*dst = dup_text(val)) == NULL) return TW_ENOMEM;
       }
     }
@@ -959,8 +960,8 @@ int tw_ruletest_check_rules(const tw_ruletest_suite_t *s, const tw_ruleset_t *rs
       if (found) continue;
       char hint[96];
       suggest(name, names, nn, hint, sizeof hint);
-      int line = k < t->n_expect ? t->expect[k].line : t->none[k - t->n_expect].line;
-      int col = k < t->n_expect ? 0 : t->none[k - t->n_expect].col;
+      int line = k < t->n_expect ? t->expect[k].rule_line : t->none[k - t->n_expect].line;
+      int col = k < t->n_expect ? t->expect[k].rule_col : t->none[k - t->n_expect].col;
       return set_err(err, s->path, line, col, TW_EINVAL, "unknown rule '%.64s' in test '%.64s'%s",
                      name, t->name, hint);
     }
