@@ -297,9 +297,10 @@ static size_t edit_distance(const char *a, const char *b) {
   return row[lb];
 }
 
-/* suggest: " (did you mean 'x'?)" for the closest of names within distance 2, else "". */
+/* suggest: " (did you mean 'x'?)" for the closest of names within an edit distance of 2, or of
+ * a third of the word's length when that is more, else "". */
 static void suggest(const char *word, const char *const *names, size_t n, char *buf, size_t cap) {
-  size_t best = 3;
+  size_t best = strlen(word) / 3 > 2 ? strlen(word) / 3 + 1 : 3;
   const char *pick = NULL;
   for (size_t i = 0; i < n; i++) {
     size_t d = edit_distance(word, names[i]);
