@@ -32,6 +32,10 @@
 #include "tw_sink.h"
 
 #define RT_TZ_OFFSET_MIN 480 /* times in messages at Asia/Shanghai, as alerts print them */
+/* `at` stays within the event times the decoder accepts (0000-01-01T00:00:00Z to
+ * 9999-12-31T23:59:59.999+08:00), so sweeping up to it cannot overflow. */
+#define RT_AT_MIN_MS (-62167219200000LL)
+#define RT_AT_MAX_MS (253402300799999LL - 8LL * 3600 * 1000)
 
 /* ---- the YAML tree of the tests section ------------------------------------------------------ */
 
@@ -792,6 +796,9 @@ static int parse_at(const pctx_t *c, rt_test_t *t, const ynode_t *n) {
                    "(\"2025-03-20T00:00:00+08:00\") or epoch milliseconds",
                    n->text);
   }
+  if (ms < RT_AT_MIN_MS || ms > RT_AT_MAX_MS)
+    return at_node(c, n, TW_EINVAL,
+                   "'at' is outside the event times the engine accepts (years 0000 to 9999)");
   t->has_at = true;
   t->at_ms = ms;
   return 0;

@@ -154,6 +154,11 @@ static void test_errors(void **state) {
       {"tests:\n  - name: a\n    at: \"2025-03-20T00:00:00\"\n", TW_EINVAL,
        "3:9: bad time '2025-03-20T00:00:00' in 'at': write RFC 3339 with an offset "
        "(\"2025-03-20T00:00:00+08:00\") or epoch milliseconds"},
+      {"tests:\n  - name: a\n    at: 9223372036854775807\n", TW_EINVAL,
+       "3:9: 'at' is outside the event times the engine accepts (years 0000 to 9999)"},
+      {"tests:\n  - name: a\n    at: 99999999999999999999\n", TW_EINVAL,
+       "3:9: bad time '99999999999999999999' in 'at': write RFC 3339 with an offset "
+       "(\"2025-03-20T00:00:00+08:00\") or epoch milliseconds"},
       {"tests:\n  - name: a\n    expect: [{severity: high}]\n", TW_EINVAL,
        "3:14: an expect item must name its 'rule'"},
       {"tests:\n  - name: a\n    expect: [{rule: r, institution: x}]\n", TW_EINVAL,
