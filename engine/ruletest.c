@@ -277,8 +277,7 @@ static int parse_tree(loader_t *L, const char *data, size_t len, ynode_t **tests
   return rc;
 }
 
-/* ---- small helpers ----------------------------------------------------------------------------
- */
+/* ---- small helpers --------------------------------------------------------------------------- */
 
 /* Edit distance, for "did you mean"; strings over 64 bytes are never suggested. */
 static size_t edit_distance(const char *a, const char *b) {
@@ -451,8 +450,7 @@ static void emit(tbuf_t *b, const ynode_t *n) {
   tb_put(b, map ? "}" : "]", 1);
 }
 
-/* ---- the suite ---------------------------------------------------------------------------------
- */
+/* ---- the suite ------------------------------------------------------------------------------- */
 
 typedef struct rt_expect {
   char *rule;                    /* the rule it names */
@@ -977,8 +975,7 @@ int tw_ruletest_check_rules(const tw_ruletest_suite_t *s, const tw_ruleset_t *rs
   return 0;
 }
 
-/* ---- reports ------------------------------------------------------------------------------------
- */
+/* ---- reports --------------------------------------------------------------------------------- */
 
 void tw_ruletest_report_init(tw_ruletest_report_t *rep) {
   memset(rep, 0, sizeof *rep);
@@ -1016,8 +1013,7 @@ static int report_add(tw_ruletest_report_t *rep, const char *fmt, ...) {
   return 0;
 }
 
-/* ---- matching
- * ------------------------------------------------------------------------------------ */
+/* ---- matching -------------------------------------------------------------------------------- */
 
 /* A string and a number match when the string is the number's JSON text. */
 static bool str_is_number(const json_t *str, const json_t *num) {
@@ -1162,8 +1158,7 @@ done:
   return rc;
 }
 
-/* ---- running
- * ------------------------------------------------------------------------------------- */
+/* ---- running --------------------------------------------------------------------------------- */
 
 /* The alerts of one run, in publication order. */
 typedef struct collected {

@@ -234,7 +234,7 @@ static void test_bounds(void **state) {
   assert_int_equal(tw_ruletest_load("/nonexistent/r.yaml", NULL, 0, &s, &err), TW_ENOENT);
 }
 
-/* ---- matching ----------------------------------------------------------------------------- */
+/* ---- matching -------------------------------------------------------------------------------- */
 
 static int match(const tw_ruletest_suite_t *s, size_t i, const char *const *alerts, size_t n,
                  tw_ruletest_report_t *rep) {
@@ -367,7 +367,7 @@ static void test_match_fields(void **state) {
   tw_ruletest_free(s);
 }
 
-/* ---- runs through the pipeline ------------------------------------------------------------ */
+/* ---- runs through the pipeline --------------------------------------------------------------- */
 
 static char g_dir[256];
 static char g_schema[1024];
