@@ -28,6 +28,7 @@
 #include "tw_cli.h"
 #include "tw_error.h"
 #include "tw_pipeline.h"
+#include "tw_record.h"
 #include "tw_shards.h"
 #include "tw_sink.h"
 #include "tw_sink_zmq.h"
@@ -64,6 +65,8 @@ static void usage(FILE *out) {
       "tcp://127.0.0.1:7601);\n"
       "                        topic '<region>/<severity>/<rule>', so `feed --topic 44` gets "
       "Guangdong\n"
+      "  --record DIR          also keep every accepted event (pseudonymised, deduplicated) in an\n"
+      "                        append-only event record in DIR, for `tutorwatch replay`\n"
       "  --dead-letter FILE    append rejected events, one JSON line each with the reason, "
       "position and\n"
       "                        raw input (default: dead-letter.jsonl in the current directory)\n"
@@ -468,9 +471,11 @@ int tw_cmd_run(int argc, char **argv) {
                                            {"dedup-horizon", required_argument, NULL, 'D'},
                                            {"shards", required_argument, NULL, 'N'},
                                            {"set", required_argument, NULL, 'P'},
+                                           {"record", required_argument, NULL, 'R'},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
-  const char *input = NULL, *listen_ep = NULL, *feed = NULL, *alerts = NULL;
+  const char *input = NULL, *listen_ep = NULL, *feed = NULL, *alerts = NULL, *record = NULL;
+  tw_recorder_t *recorder = NULL;
   char state_tmp[] = "/tmp/tutorwatch-state-XXXXXX";
   tw_pipeline_opts_t po;
   tw_source_opts_t so;
@@ -502,6 +507,9 @@ int tw_cmd_run(int argc, char **argv) {
         break;
       case 'a':
         alerts = optarg;
+        break;
+      case 'R':
+        record = optarg;
         break;
       case 'd':
         po.dead_letter_path = optarg;
@@ -619,6 +627,10 @@ int tw_cmd_run(int argc, char **argv) {
   tw_sink_t *feed_sink = NULL; /* owned by the outputs */
   char err[4096];
   int rc = tw_outputs_open(&eng.out, po.dead_letter_path, po.no_sync, err, sizeof err);
+  if (rc == 0 && record != NULL) {
+    rc = tw_recorder_open(record, shards, po.no_sync, &recorder, err, sizeof err);
+    po.record = recorder;
+  }
   if (rc == 0) {
     po.shared_outputs = &eng.out;
     rc = shards > 1 ? tw_shards_open(&po, shards, &eng.out, &eng.sh, err, sizeof err)
@@ -721,6 +733,10 @@ int tw_cmd_run(int argc, char **argv) {
 done:
   crc = engine_close(&eng); /* shard threads stop before the source their records point into */
   if (src != NULL) src->vt->close(src);
+  if (tw_recorder_close(recorder) != 0) {
+    fprintf(stderr, "tutorwatch run: cannot write the event record '%s'\n", record);
+    if (crc == 0) crc = TW_EIO;
+  }
   if (crc != 0 && status == 0) status = 70;
   if (temp_state) nftw(state_tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
   return status;

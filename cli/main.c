@@ -24,6 +24,7 @@ static const command_t kCommands[] = {
     {"test", tw_cmd_test, "run the tests written in rule files (given events, expected alerts)"},
     {"journal", tw_cmd_journal, "print the committed alert journal of a state directory"},
     {"reload", tw_cmd_reload, "make a serving engine load its rule file again (like SIGHUP)"},
+    {"replay", tw_cmd_replay, "replay recorded events with any rules: alerts, explain, diff"},
 };
 
 static void usage(FILE *out) {
