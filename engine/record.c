@@ -720,7 +720,7 @@ static int cursor_open_segment(cursor_t *c, const tw_record_filter_t *f,
         for (size_t j = 0; j < cnt; j++)
           c->offs[c->n_offs++] = (uint32_t)get_le(ix.offs + 4 * (first + j), 4);
       }
-      qsort(c->offs, c->n_offs, sizeof *c->offs, cmp_u32);
+      if (c->n_offs > 1) qsort(c->offs, c->n_offs, sizeof *c->offs, cmp_u32);
       c->use_offs = true;
       skip = c->n_offs == 0;
     }
