@@ -539,6 +539,10 @@ int tw_recorder_close(tw_recorder_t *r) {
     stream_t *s = &r->s[k];
     if (s->fd >= 0) {
       if (tw_recorder_sync(r, k) != 0) rc = TW_EIO;
+      /* Seal what was written, so a replay reads it through an index too; the next run starts
+       * a new segment (an index whose size no longer matches its segment is ignored anyway). */
+      else if (s->seg_records > 0 && write_index(s, r->no_sync) != 0)
+        rc = TW_EIO;
       close(s->fd);
     }
     free(s->idx);

@@ -13,7 +13,8 @@
  *
  * The payload is one msgpack map of the decoded, pseudonymised event (field name → value; times
  * as epoch ms), which tw_decode_msgpack decodes back into the same event. A segment is sealed at
- * TW_RECORD_SEGMENT_RECORDS records or TW_RECORD_SEGMENT_BYTES bytes; sealing writes its index
+ * TW_RECORD_SEGMENT_RECORDS records or TW_RECORD_SEGMENT_BYTES bytes, and when the recorder
+ * is closed (the next run starts a new segment); sealing writes its index
  * NNNNNN.idx (event-time range, record count, and per institution the offsets of its records),
  * so a replay of one institution over one month reads only that institution's records of the
  * segments whose time range meets the month. The last, open segment has no index yet: readers
@@ -74,8 +75,9 @@ int tw_recorder_append(tw_recorder_t *r, int stream, const tw_schema_t *schema,
  */
 int tw_recorder_sync(tw_recorder_t *r, int stream);
 
-/* tw_recorder_close: sync every stream and release the lock; NULL accepted. Returns 0 or
- * TW_EIO (a write failed; what was written before stays readable). */
+/* tw_recorder_close: sync every stream, seal each open segment that holds records (write its
+ * index), and release the lock; NULL accepted. Returns 0 or TW_EIO (a write failed; what was
+ * written before stays readable). */
 int tw_recorder_close(tw_recorder_t *r);
 
 /* tw_record_encode_event: the msgpack payload of ev into buf (cap bytes). Returns the length,

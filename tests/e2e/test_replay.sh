@@ -44,6 +44,7 @@ done
 "$TW" replay --rules "$RULES" --record rec --institution 52440106MJL176301K --alerts none.jsonl \
   2>none.log || fail "replay of an absent institution failed"
 [ ! -s none.jsonl ] || fail "alerts for an institution with no events"
+grep -q "0 of 1 segments read, 0 records checked" none.log || fail "the index did not skip: $(cat none.log)"
 
 # A time range: the live alerts with from <= event time < to. With `all` windows in the pack the
 # warm-up reads everything before --from.
@@ -176,7 +177,10 @@ fi
 
 # A torn last record (a writer killed mid-write) is cut when the record is opened again, and a
 # damaged record in the middle is found by its checksum.
+# (A killed writer leaves its open segment without an index: the index is written at close.)
 cp -r rec torn
+ls torn/stream-0/000001.idx >/dev/null || fail "a closed record has no index"
+rm torn/stream-0/000001.idx
 truncate -s -7 torn/stream-0/000001.seg
 "$TW" replay --rules "$RULES" --record torn --alerts /dev/null 2>/dev/null || fail "a torn tail stopped the replay"
 echo '{"event_id":"x-1","type":"complaint","ts":"2025-05-01T10:00:00+08:00","institution_id":"52440106MJL176301K","region":"440106","complaint_id":"c1","category":"x","text":"ok"}' > one.jsonl
