@@ -289,11 +289,10 @@ static void tw__table_remove(tw_state_t *st, size_t i) {
 
 /* Load (kind + LMDB key) from LMDB into a fresh entry; spec is NULL for cooldowns. */
 static int tw__entry_load(tw_state_t *st, const unsigned char *k, size_t klen,
-                          const tw_window_spec_t *spec, uint64_t h, tw__entry_t **out) {
+                          const tw_window_spec_t *spec, tw__entry_t **out) {
   int rc;
   tw__entry_t *e = calloc(1, sizeof *e + klen);
   if (e == NULL) return TW_ENOMEM;
-  e->hash = h;
   e->key_len = (uint16_t)klen;
   memcpy(e->key, k, klen);
   if (spec != NULL) tw__entry_init(e, spec, st->tz_offset_ms);
@@ -337,7 +336,7 @@ static int tw__lookup(tw_state_t *st, const unsigned char *k, size_t klen,
     }
   }
   tw__entry_t *e = NULL;
-  int rc = tw__entry_load(st, k, klen, spec, h, &e);
+  int rc = tw__entry_load(st, k, klen, spec, &e);
   if (rc != 0) return rc;
   if ((st->nkeys + 1) * 10 > st->nslots * 7) {
     if ((rc = tw__table_grow(st)) != 0) {
@@ -576,6 +575,15 @@ int tw_state_agg_series(tw_state_t *st, const tw_window_spec_t *spec, const char
   if (cap < e->nb_max) return TW_ETOOBIG;
   tw__window_series(e, at_ms, out);
   *n = e->nb_max;
+  return 0;
+}
+
+int tw__state_agg_mem(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
+                      size_t key_len, size_t *bytes) {
+  tw__entry_t *e;
+  int rc = tw__agg_entry(st, spec, key, key_len, &e);
+  if (rc != 0) return rc;
+  *bytes = tw__entry_mem_bytes(e) + sizeof(tw__slot_t);
   return 0;
 }
 

@@ -46,11 +46,11 @@ typedef struct tw__dx {
 } tw__dx_t;
 
 typedef struct tw__entry {
-  uint64_t hash;
-  int64_t *b;           /* nb rows of stride words (above); NULL until the first bucket */
-  uint8_t *hll;         /* DISTINCT, approximate: nb_alloc rows of TW__HLL_M registers, row i
-                           belongs to bucket i */
-  tw__dx_t *dx;         /* DISTINCT, exact: ndx rows (≤ TW_STATE_DISTINCT_EXACT) */
+  int64_t *b; /* nb rows of stride words (above); NULL until the first bucket */
+  union {
+    uint8_t *hll; /* DISTINCT, approx: nb_alloc rows of TW__HLL_M registers, row i for bucket i */
+    tw__dx_t *dx; /* DISTINCT, exact: ndx rows (≤ TW_STATE_DISTINCT_EXACT) */
+  };
   int64_t c_count;      /* cache: the aggregate of every stored bucket (the window at newest) */
   int64_t c_val;        /*   SUM, AVG: wrapped sum (with c_carries); MIN..LAST: the value */
   int64_t c_ts;         /*   FIRST, LAST: event time of c_val */
@@ -146,6 +146,9 @@ int tw__entry_decode(tw__entry_t *e, const unsigned char *p, size_t len);
 /* Bucket count and cap of (spec, key), loading it if needed; TW_ENOENT if not present. */
 int tw__state_agg_buckets(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
                           size_t key_len, uint32_t *nb, uint32_t *nb_max);
+/* Heap bytes (spec, key) holds in memory, its hash-table slot included, loading it if needed. */
+int tw__state_agg_mem(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
+                      size_t key_len, size_t *bytes);
 /* Make the next n commits fail after writing (the transaction is aborted). */
 void tw__state_fail_commits(tw_state_t *st, int n);
 /* Records in the committed dedup databases (ids, time index); TW_ESTATE on LMDB errors. */

@@ -112,10 +112,8 @@ void tw__entry_init(tw__entry_t *e, const tw_window_spec_t *spec, int64_t tz_off
 
 void tw__entry_release(tw__entry_t *e) {
   free(e->b);
-  free(e->hll);
-  free(e->dx);
+  free(e->dx); /* or the sketch: one pointer */
   e->b = NULL;
-  e->hll = NULL;
   e->dx = NULL;
   e->nb = e->nb_alloc = 0;
   e->ndx = e->ndx_alloc = 0;
@@ -125,7 +123,7 @@ void tw__entry_release(tw__entry_t *e) {
 size_t tw__entry_mem_bytes(const tw__entry_t *e) {
   size_t n = sizeof *e + e->key_len;
   n += (size_t)e->nb_alloc * e->stride * sizeof(int64_t);
-  if (e->hll) n += (size_t)e->nb_alloc * TW__HLL_M;
+  if (e->approx) n += (size_t)e->nb_alloc * TW__HLL_M;
   n += (size_t)e->ndx_alloc * sizeof(tw__dx_t);
   return n;
 }
@@ -359,17 +357,17 @@ static uint32_t tw__bucket_pos(const tw__entry_t *e, int64_t idx) {
   return lo;
 }
 
-/* Move the exact table into per-bucket sketch rows (hll already allocated for nb_alloc rows). A
- * sliding row goes to its time's bucket, or the next stored one if a re-bucketing merged it. */
-static void tw__dx_to_sketch(tw__entry_t *e) {
+/* Move the exact table into per-bucket sketch rows (hll: zeroed, nb_alloc rows). A sliding row
+ * goes to its time's bucket, or the next stored one if a re-bucketing merged it. */
+static void tw__dx_to_sketch(tw__entry_t *e, uint8_t *hll) {
   for (uint32_t i = 0; i < e->ndx; i++) {
     int64_t idx = e->cal ? e->dx[i].t : tw__bucket_of(e, e->dx[i].t);
     uint32_t pos = tw__bucket_pos(e, idx);
     if (pos >= e->nb) pos = e->nb - 1;
-    tw__hll_add(e->hll + (size_t)pos * TW__HLL_M, e->dx[i].hash);
+    tw__hll_add(hll + (size_t)pos * TW__HLL_M, e->dx[i].hash);
   }
   free(e->dx);
-  e->dx = NULL;
+  e->hll = hll;
   e->ndx = e->ndx_alloc = 0;
   e->approx = 1;
 }
@@ -423,7 +421,8 @@ static int tw__reserve(tw__entry_t *e) {
 /* What a DISTINCT add will do to the table, decided (and allocated) before anything changes. */
 enum { TW__DX_NONE, TW__DX_UPDATE, TW__DX_INSERT, TW__DX_SWITCH };
 
-static int tw__dx_prepare(tw__entry_t *e, uint64_t h, int64_t t, uint32_t *pos, int *op) {
+static int tw__dx_prepare(tw__entry_t *e, uint64_t h, int64_t t, uint32_t *pos, int *op,
+                          uint8_t **hll) {
   *op = TW__DX_NONE;
   if (e->approx) return 0;
   if (e->cal) {
@@ -448,9 +447,8 @@ static int tw__dx_prepare(tw__entry_t *e, uint64_t h, int64_t t, uint32_t *pos, 
     *op = TW__DX_INSERT;
     return 0;
   }
-  uint8_t *hll = calloc(e->nb_alloc, TW__HLL_M);
-  if (hll == NULL) return TW_ENOMEM;
-  e->hll = hll;
+  *hll = calloc(e->nb_alloc, TW__HLL_M);
+  if (*hll == NULL) return TW_ENOMEM;
   *op = TW__DX_SWITCH;
   return 0;
 }
@@ -475,9 +473,11 @@ int tw__window_add(tw__entry_t *e, int64_t ts_ms, int64_t v, int *too_old) {
   if (!found && (rc = tw__reserve(e)) != 0) return rc;
   uint32_t dpos = 0;
   int dop = TW__DX_NONE;
+  uint8_t *new_hll = NULL;
   uint64_t h = (uint64_t)v;
   int64_t dt = e->cal ? idx : ts_ms;
-  if (e->fn == TW_AGG_DISTINCT && (rc = tw__dx_prepare(e, h, dt, &dpos, &dop)) != 0) return rc;
+  if (e->fn == TW_AGG_DISTINCT && (rc = tw__dx_prepare(e, h, dt, &dpos, &dop, &new_hll)) != 0)
+    return rc;
   /* Nothing below fails. */
   int64_t *r;
   if (found) {
@@ -485,7 +485,7 @@ int tw__window_add(tw__entry_t *e, int64_t ts_ms, int64_t v, int *too_old) {
     r = tw__bk(e, pos);
   } else {
     memmove(tw__bk(e, pos + 1), tw__bk(e, pos), (size_t)(e->nb - pos) * e->stride * sizeof *r);
-    if (e->hll != NULL) {
+    if (e->approx) {
       uint8_t *row = e->hll + (size_t)pos * TW__HLL_M;
       memmove(row + TW__HLL_M, row, (size_t)(e->nb - pos) * TW__HLL_M);
       memset(row, 0, TW__HLL_M);
@@ -525,7 +525,7 @@ int tw__window_add(tw__entry_t *e, int64_t ts_ms, int64_t v, int *too_old) {
       e->dx[dpos].t = dt;
       e->ndx++;
     } else if (dop == TW__DX_SWITCH) {
-      tw__dx_to_sketch(e);
+      tw__dx_to_sketch(e, new_hll);
     }
     if (e->approx) tw__hll_add(e->hll + (size_t)pos * TW__HLL_M, h);
     break;

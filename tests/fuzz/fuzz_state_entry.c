@@ -50,7 +50,7 @@ static void check(const tw__entry_t *e) {
     if (i > 0 && (e->dx[i].hash < e->dx[i - 1].hash ||
                   (e->dx[i].hash == e->dx[i - 1].hash && e->dx[i].t <= e->dx[i - 1].t)))
       abort();
-  if (e->hll)
+  if (e->approx)
     for (size_t j = 0; j < (size_t)e->nb * TW__HLL_M; j++)
       if (e->hll[j] > TW__HLL_RANK_MAX) abort();
 }
