@@ -28,9 +28,11 @@
  *
  * Bounds: names ≤ TW_STATE_NAME_MAX, keys ≤ TW_STATE_KEY_MAX, event ids ≤ TW_STATE_EVENT_ID_MAX,
  * buckets per key ≤ window cap, journal records ≤ TW_STATE_JOURNAL_MAX, meta records ≤
- * TW_STATE_META_MAX. Allocation happens per new key, while a key's bucket array grows to its cap,
- * and when staging areas grow (their size follows the batch); never per event on a key already
- * in memory. Not thread-safe (see tw_state.h).
+ * TW_STATE_META_MAX. Allocation happens per new key, while a key's bucket array grows to its cap
+ * (and a DISTINCT key's table to 256 rows, or once to its sketch), and when staging areas grow
+ * (their size follows the batch); never per event on a key already in memory otherwise. The
+ * aggregate functions, calendar buckets and the entry format are window.c's. Not thread-safe
+ * (see tw_state.h).
  */
 #include <errno.h>
 #include <lmdb.h>
@@ -578,8 +580,8 @@ int tw_state_agg_series(tw_state_t *st, const tw_window_spec_t *spec, const char
   return 0;
 }
 
-int tw__state_agg_mem(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
-                      size_t key_len, size_t *bytes) {
+int tw__state_agg_mem(tw_state_t *st, const tw_window_spec_t *spec, const char *key, size_t key_len,
+                      size_t *bytes) {
   tw__entry_t *e;
   int rc = tw__agg_entry(st, spec, key, key_len, &e);
   if (rc != 0) return rc;

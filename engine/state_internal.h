@@ -5,7 +5,8 @@
  * An entry is one (aggregate, key) or one (rule, key) cooldown. Its in-memory key is a kind byte
  * followed by the LMDB key of its database, so aggregates and cooldowns share one hash table.
  * A windowed entry holds at most its nb_max buckets, sorted by bucket index; the window
- * functions below never allocate beyond that cap.
+ * functions below never allocate beyond that cap (a DISTINCT entry adds its exact table of at
+ * most TW_STATE_DISTINCT_EXACT rows, or one sketch row per bucket).
  */
 #ifndef TW_STATE_INTERNAL_H
 #define TW_STATE_INTERNAL_H
@@ -147,8 +148,8 @@ int tw__entry_decode(tw__entry_t *e, const unsigned char *p, size_t len);
 int tw__state_agg_buckets(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
                           size_t key_len, uint32_t *nb, uint32_t *nb_max);
 /* Heap bytes (spec, key) holds in memory, its hash-table slot included, loading it if needed. */
-int tw__state_agg_mem(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
-                      size_t key_len, size_t *bytes);
+int tw__state_agg_mem(tw_state_t *st, const tw_window_spec_t *spec, const char *key, size_t key_len,
+                      size_t *bytes);
 /* Make the next n commits fail after writing (the transaction is aborted). */
 void tw__state_fail_commits(tw_state_t *st, int n);
 /* Records in the committed dedup databases (ids, time index); TW_ESTATE on LMDB errors. */

@@ -82,20 +82,21 @@ int64_t tw__align_ms(int64_t tz_offset_ms, int64_t g_ms) {
 
 int64_t tw__calendar_align_ms(int64_t tz_offset_ms, int64_t g_ms) {
   /* 1970-01-05 (day 4 of the epoch) was a Monday: weeks start at local day 4 + 7k. */
-  if (g_ms > 0 && g_ms % (7 * TW__DAY_MS) == 0) return tw__align_ms(tz_offset_ms - 4 * TW__DAY_MS, g_ms);
+  if (g_ms > 0 && g_ms % (7 * TW__DAY_MS) == 0)
+    return tw__align_ms(tz_offset_ms - 4 * TW__DAY_MS, g_ms);
   return tw__align_ms(tz_offset_ms, g_ms);
 }
 
 static uint8_t tw__fn_stride(int fn) {
   switch (fn) {
-  case TW_AGG_COUNT:
-  case TW_AGG_DISTINCT:
-    return 2;
-  case TW_AGG_FIRST:
-  case TW_AGG_LAST:
-    return 4;
-  default:
-    return 3;
+    case TW_AGG_COUNT:
+    case TW_AGG_DISTINCT:
+      return 2;
+    case TW_AGG_FIRST:
+    case TW_AGG_LAST:
+      return 4;
+    default:
+      return 3;
   }
 }
 
@@ -106,8 +107,8 @@ void tw__entry_init(tw__entry_t *e, const tw_window_spec_t *spec, int64_t tz_off
   e->g_ms = tw__spec_granularity_ms(spec);
   e->nb_max = tw__spec_cap(spec);
   e->cal = spec->window_ms > 0 && spec->bucket_ms > 0;
-  e->align_ms = e->cal ? tw__calendar_align_ms(tz_offset_ms, e->g_ms)
-                       : tw__align_ms(tz_offset_ms, e->g_ms);
+  e->align_ms =
+      e->cal ? tw__calendar_align_ms(tz_offset_ms, e->g_ms) : tw__align_ms(tz_offset_ms, e->g_ms);
 }
 
 void tw__entry_release(tw__entry_t *e) {
@@ -213,25 +214,25 @@ static void tw__fold_one(tw__fold_t *f, int fn, int64_t count, int64_t v, int64_
   int sat = 0;
   f->count = tw__sat_add(f->count, count, &sat);
   switch (fn) {
-  case TW_AGG_SUM:
-  case TW_AGG_AVG:
-    tw__acc_add(&f->val, &f->carries, v);
-    break;
-  case TW_AGG_MIN:
-    if (f->n == 0 || v < f->val) f->val = v;
-    break;
-  case TW_AGG_MAX:
-    if (f->n == 0 || v > f->val) f->val = v;
-    break;
-  case TW_AGG_FIRST:
-  case TW_AGG_LAST:
-    if (f->n == 0 || tw__wins(fn, ts, v, f->ts, f->val)) {
-      f->val = v;
-      f->ts = ts;
-    }
-    break;
-  default:
-    break;
+    case TW_AGG_SUM:
+    case TW_AGG_AVG:
+      tw__acc_add(&f->val, &f->carries, v);
+      break;
+    case TW_AGG_MIN:
+      if (f->n == 0 || v < f->val) f->val = v;
+      break;
+    case TW_AGG_MAX:
+      if (f->n == 0 || v > f->val) f->val = v;
+      break;
+    case TW_AGG_FIRST:
+    case TW_AGG_LAST:
+      if (f->n == 0 || tw__wins(fn, ts, v, f->ts, f->val)) {
+        f->val = v;
+        f->ts = ts;
+      }
+      break;
+    default:
+      break;
   }
   f->n++;
 }
@@ -247,18 +248,18 @@ static void tw__fold_out(const tw__fold_t *f, int fn, tw_agg_out_t *out) {
   out->present = f->n > 0;
   out->count = f->count;
   switch (fn) {
-  case TW_AGG_COUNT:
-    out->value = f->count;
-    break;
-  case TW_AGG_SUM:
-  case TW_AGG_AVG:
-    out->value = tw__acc_get(f->val, f->carries, &sat);
-    break;
-  case TW_AGG_DISTINCT:
-    break; /* the caller fills value from the table or sketch */
-  default:
-    out->value = f->n > 0 ? f->val : 0;
-    break;
+    case TW_AGG_COUNT:
+      out->value = f->count;
+      break;
+    case TW_AGG_SUM:
+    case TW_AGG_AVG:
+      out->value = tw__acc_get(f->val, f->carries, &sat);
+      break;
+    case TW_AGG_DISTINCT:
+      break; /* the caller fills value from the table or sketch */
+    default:
+      out->value = f->n > 0 ? f->val : 0;
+      break;
   }
 }
 
@@ -388,8 +389,7 @@ static void tw__evict(tw__entry_t *e) {
   if (e->fn == TW_AGG_DISTINCT && !e->approx) tw__dx_evict(e);
   if (k == 0) return;
   memmove(e->b, tw__bk(e, k), (size_t)(e->nb - k) * e->stride * sizeof(int64_t));
-  if (e->approx)
-    memmove(e->hll, e->hll + (size_t)k * TW__HLL_M, (size_t)(e->nb - k) * TW__HLL_M);
+  if (e->approx) memmove(e->hll, e->hll + (size_t)k * TW__HLL_M, (size_t)(e->nb - k) * TW__HLL_M);
   e->nb -= k;
   if (e->nb == 0 && e->approx) {
     /* The window emptied: count exactly again. */
@@ -499,38 +499,38 @@ int tw__window_add(tw__entry_t *e, int64_t ts_ms, int64_t v, int *too_old) {
   r[TW__B_COUNT] = tw__sat_add(r[TW__B_COUNT], 1, &sat);
   int bucket_sat = 0;
   switch (e->fn) {
-  case TW_AGG_SUM:
-  case TW_AGG_AVG:
-    r[TW__B_VAL] = first ? v : tw__sat_add(r[TW__B_VAL], v, &bucket_sat);
-    break;
-  case TW_AGG_MIN:
-    if (first || v < r[TW__B_VAL]) r[TW__B_VAL] = v;
-    break;
-  case TW_AGG_MAX:
-    if (first || v > r[TW__B_VAL]) r[TW__B_VAL] = v;
-    break;
-  case TW_AGG_FIRST:
-  case TW_AGG_LAST:
-    if (first || tw__wins(e->fn, ts_ms, v, r[TW__B_TS], r[TW__B_VAL])) {
-      r[TW__B_VAL] = v;
-      r[TW__B_TS] = ts_ms;
-    }
-    break;
-  case TW_AGG_DISTINCT:
-    if (dop == TW__DX_UPDATE) {
-      if (ts_ms > e->dx[dpos].t) e->dx[dpos].t = ts_ms;
-    } else if (dop == TW__DX_INSERT) {
-      memmove(e->dx + dpos + 1, e->dx + dpos, (size_t)(e->ndx - dpos) * sizeof e->dx[0]);
-      e->dx[dpos].hash = h;
-      e->dx[dpos].t = dt;
-      e->ndx++;
-    } else if (dop == TW__DX_SWITCH) {
-      tw__dx_to_sketch(e, new_hll);
-    }
-    if (e->approx) tw__hll_add(e->hll + (size_t)pos * TW__HLL_M, h);
-    break;
-  default:
-    break;
+    case TW_AGG_SUM:
+    case TW_AGG_AVG:
+      r[TW__B_VAL] = first ? v : tw__sat_add(r[TW__B_VAL], v, &bucket_sat);
+      break;
+    case TW_AGG_MIN:
+      if (first || v < r[TW__B_VAL]) r[TW__B_VAL] = v;
+      break;
+    case TW_AGG_MAX:
+      if (first || v > r[TW__B_VAL]) r[TW__B_VAL] = v;
+      break;
+    case TW_AGG_FIRST:
+    case TW_AGG_LAST:
+      if (first || tw__wins(e->fn, ts_ms, v, r[TW__B_TS], r[TW__B_VAL])) {
+        r[TW__B_VAL] = v;
+        r[TW__B_TS] = ts_ms;
+      }
+      break;
+    case TW_AGG_DISTINCT:
+      if (dop == TW__DX_UPDATE) {
+        if (ts_ms > e->dx[dpos].t) e->dx[dpos].t = ts_ms;
+      } else if (dop == TW__DX_INSERT) {
+        memmove(e->dx + dpos + 1, e->dx + dpos, (size_t)(e->ndx - dpos) * sizeof e->dx[0]);
+        e->dx[dpos].hash = h;
+        e->dx[dpos].t = dt;
+        e->ndx++;
+      } else if (dop == TW__DX_SWITCH) {
+        tw__dx_to_sketch(e, new_hll);
+      }
+      if (e->approx) tw__hll_add(e->hll + (size_t)pos * TW__HLL_M, h);
+      break;
+    default:
+      break;
   }
   /* The cache: merge the event, unless the bucket saturated (the window sum is then no longer
    * the sum of the events) or the cached sum is already clamped. */
@@ -759,25 +759,25 @@ static void tw__rebucket(tw__entry_t *e, int64_t stored_align_ms) {
       int sat = 0;
       d[TW__B_COUNT] = tw__sat_add(d[TW__B_COUNT], r[TW__B_COUNT], &sat);
       switch (e->fn) {
-      case TW_AGG_SUM:
-      case TW_AGG_AVG:
-        d[TW__B_VAL] = tw__sat_add(d[TW__B_VAL], r[TW__B_VAL], &sat);
-        break;
-      case TW_AGG_MIN:
-        if (r[TW__B_VAL] < d[TW__B_VAL]) d[TW__B_VAL] = r[TW__B_VAL];
-        break;
-      case TW_AGG_MAX:
-        if (r[TW__B_VAL] > d[TW__B_VAL]) d[TW__B_VAL] = r[TW__B_VAL];
-        break;
-      case TW_AGG_FIRST:
-      case TW_AGG_LAST:
-        if (tw__wins(e->fn, r[TW__B_TS], r[TW__B_VAL], d[TW__B_TS], d[TW__B_VAL])) {
-          d[TW__B_VAL] = r[TW__B_VAL];
-          d[TW__B_TS] = r[TW__B_TS];
-        }
-        break;
-      default:
-        break;
+        case TW_AGG_SUM:
+        case TW_AGG_AVG:
+          d[TW__B_VAL] = tw__sat_add(d[TW__B_VAL], r[TW__B_VAL], &sat);
+          break;
+        case TW_AGG_MIN:
+          if (r[TW__B_VAL] < d[TW__B_VAL]) d[TW__B_VAL] = r[TW__B_VAL];
+          break;
+        case TW_AGG_MAX:
+          if (r[TW__B_VAL] > d[TW__B_VAL]) d[TW__B_VAL] = r[TW__B_VAL];
+          break;
+        case TW_AGG_FIRST:
+        case TW_AGG_LAST:
+          if (tw__wins(e->fn, r[TW__B_TS], r[TW__B_VAL], d[TW__B_TS], d[TW__B_VAL])) {
+            d[TW__B_VAL] = r[TW__B_VAL];
+            d[TW__B_TS] = r[TW__B_TS];
+          }
+          break;
+        default:
+          break;
       }
       if (e->approx) {
         uint8_t *dst = e->hll + (size_t)(k - 1) * TW__HLL_M, *src = e->hll + (size_t)i * TW__HLL_M;
@@ -897,6 +897,7 @@ static int tw__decode_v3(tw__entry_t *e, const unsigned char *p, size_t len, int
   if (e->seen ? (e->newest_ts_ms > TW__TS_LIM || e->newest_ts_ms < -TW__TS_LIM)
               : (e->newest_ts_ms != 0 || nb != 0 || ndx != 0 || approx))
     return TW_ESTATE;
+  e->align_ms = sa; /* bucket times below are on the stored grid; the caller moves them */
   if (approx ? (e->fn != TW_AGG_DISTINCT || ndx != 0 || nb == 0)
              : (ndx > TW_STATE_DISTINCT_EXACT || (ndx != 0 && e->fn != TW_AGG_DISTINCT)))
     return TW_ESTATE;
@@ -989,9 +990,10 @@ int tw__entry_decode_ex(tw__entry_t *e, const unsigned char *p, size_t len, int 
     e->newest_ts_ms = tw__get_i64(p + 4);
     return 0;
   }
-  int64_t sa = 0;
+  int64_t sa = 0, align = e->align_ms;
   int rc = p[0] == TW__FORMAT_VERSION ? tw__decode_v3(e, p, len, &sa)
                                       : tw__decode_legacy(e, p, len, &sa);
+  e->align_ms = align; /* tw__decode_v3 reads on the stored grid */
   if (rc != 0) {
     tw__entry_release(e);
     e->seen = 0;

@@ -30,7 +30,7 @@
 #define MIN (60 * SEC)
 #define HOUR (60 * MIN)
 #define DAY (24 * HOUR)
-#define T0 1740787200000LL     /* 2025-03-01T00:00:00Z = 08:00 local */
+#define T0 1740787200000LL       /* 2025-03-01T00:00:00Z = 08:00 local */
 #define MID_0301 1740758400000LL /* 2025-03-01T00:00:00+08:00 (a Saturday) */
 
 typedef struct fx {
@@ -105,32 +105,34 @@ static tw_agg_out_t oracle(tw_agg_fn_t fn, const ev_t *evs, int n, int64_t lo, i
     int first = o.count == 0;
     o.count++;
     switch (fn) {
-    case TW_AGG_COUNT:
-      o.value++;
-      break;
-    case TW_AGG_SUM:
-    case TW_AGG_AVG:
-      o.value += v;
-      break;
-    case TW_AGG_MIN:
-      if (first || v < o.value) o.value = v;
-      break;
-    case TW_AGG_MAX:
-      if (first || v > o.value) o.value = v;
-      break;
-    case TW_AGG_FIRST:
-      if (first || evs[i].ts < ts || (evs[i].ts == ts && v < o.value)) o.value = v, ts = evs[i].ts;
-      break;
-    case TW_AGG_LAST:
-      if (first || evs[i].ts > ts || (evs[i].ts == ts && v > o.value)) o.value = v, ts = evs[i].ts;
-      break;
-    case TW_AGG_DISTINCT: {
-      int dup = 0;
-      for (int j = 0; j < i && !dup; j++)
-        dup = evs[j].ts > lo && evs[j].ts <= hi && evs[j].v == v;
-      o.value += !dup;
-      break;
-    }
+      case TW_AGG_COUNT:
+        o.value++;
+        break;
+      case TW_AGG_SUM:
+      case TW_AGG_AVG:
+        o.value += v;
+        break;
+      case TW_AGG_MIN:
+        if (first || v < o.value) o.value = v;
+        break;
+      case TW_AGG_MAX:
+        if (first || v > o.value) o.value = v;
+        break;
+      case TW_AGG_FIRST:
+        if (first || evs[i].ts < ts || (evs[i].ts == ts && v < o.value))
+          o.value = v, ts = evs[i].ts;
+        break;
+      case TW_AGG_LAST:
+        if (first || evs[i].ts > ts || (evs[i].ts == ts && v > o.value))
+          o.value = v, ts = evs[i].ts;
+        break;
+      case TW_AGG_DISTINCT: {
+        int dup = 0;
+        for (int j = 0; j < i && !dup; j++)
+          dup = evs[j].ts > lo && evs[j].ts <= hi && evs[j].v == v;
+        o.value += !dup;
+        break;
+      }
     }
   }
   o.present = o.count > 0;
@@ -235,7 +237,8 @@ static void test_window_edge(void **state) {
     tw_window_spec_t s = {fn_names[fn], fn, 7 * DAY, 0};
     int64_t t = T0 + 2 * HOUR;
     ev_t evs[3] = {{t - 7 * DAY, 3}, {t - 7 * DAY + 1, 5}, {t, 9}};
-    for (int i = 0; i < 3; i++) assert_int_equal(tw_state_agg_add(f->st, &s, "k", 1, evs[i].ts, evs[i].v), 0);
+    for (int i = 0; i < 3; i++)
+      assert_int_equal(tw_state_agg_add(f->st, &s, "k", 1, evs[i].ts, evs[i].v), 0);
     tw_agg_out_t o = get(f->st, &s, "k", t);
     expect_out(fn, o, oracle(fn, evs, 3, t - 7 * DAY, t), "edge");
     assert_int_equal(o.count, 2);
@@ -321,7 +324,8 @@ static void test_persistence(void **state) {
     t += (int64_t)(rnd() % (40 * MIN));
     int64_t ts = t - (int64_t)(rnd() % (6 * HOUR));
     for (size_t i = 0; i < NS; i++) {
-      int64_t v = specs[i].fn == TW_AGG_DISTINCT ? (int64_t)mix(rnd() % 1000) : value_for(specs[i].fn);
+      int64_t v =
+          specs[i].fn == TW_AGG_DISTINCT ? (int64_t)mix(rnd() % 1000) : value_for(specs[i].fn);
       assert_int_equal(tw_state_agg_add(f->st, &specs[i], "inst", 4, ts, v), 0);
     }
   }
@@ -330,7 +334,8 @@ static void test_persistence(void **state) {
     for (int a = 0; a < 3; a++) before[i][a] = get(f->st, &specs[i], "inst", at[a]);
   size_t n;
   for (size_t k = 0; k < NFNS; k++)
-    assert_int_equal(tw_state_agg_series(f->st, &specs[k * 3 + 2], "inst", 4, t, series_before[k], 7, &n), 0);
+    assert_int_equal(
+        tw_state_agg_series(f->st, &specs[k * 3 + 2], "inst", 4, t, series_before[k], 7, &n), 0);
   /* DISTINCT over ~450 values: the sliding and `all` ones went approximate. */
   assert_true(before[5 * 3 + 0][0].approximate);
   assert_true(before[5 * 3 + 1][0].approximate);
@@ -451,8 +456,8 @@ static void test_calendar_monday_and_zones(void **state) {
   fx_t *f = *state;
   const tw_window_spec_t wk = {"weeks", TW_AGG_SUM, 28 * DAY, 7 * DAY};
   const int64_t mon_0303 = MID_0301 + 2 * DAY; /* 2025-03-03 (Monday) 00:00 +08:00 */
-  assert_int_equal(tw_state_agg_add(f->st, &wk, "k", 1, mon_0303 - 1, 1), 0);  /* Sunday */
-  assert_int_equal(tw_state_agg_add(f->st, &wk, "k", 1, mon_0303, 10), 0);     /* Monday */
+  assert_int_equal(tw_state_agg_add(f->st, &wk, "k", 1, mon_0303 - 1, 1), 0); /* Sunday */
+  assert_int_equal(tw_state_agg_add(f->st, &wk, "k", 1, mon_0303, 10), 0);    /* Monday */
   assert_int_equal(tw_state_agg_add(f->st, &wk, "k", 1, mon_0303 + 6 * DAY + 23 * HOUR, 100), 0);
   assert_int_equal(tw_state_agg_add(f->st, &wk, "k", 1, mon_0303 + 7 * DAY, 1000), 0);
   tw_agg_out_t s[4];
@@ -516,7 +521,9 @@ static void test_calendar_distinct(void **state) {
     uint64_t v;
   } in[] = {{0, 1}, {0, 2}, {0, 1}, {1, 1}, {1, 3}, {3, 4}};
   for (size_t i = 0; i < sizeof in / sizeof in[0]; i++)
-    assert_int_equal(tw_state_agg_add(f->st, &s, "k", 1, MID_0301 + in[i].day * DAY + HOUR, (int64_t)mix(in[i].v)), 0);
+    assert_int_equal(tw_state_agg_add(f->st, &s, "k", 1, MID_0301 + in[i].day * DAY + HOUR,
+                                      (int64_t)mix(in[i].v)),
+                     0);
   tw_agg_out_t o = get(f->st, &s, "k", MID_0301 + 3 * DAY + HOUR);
   assert_int_equal(o.value, 4);
   assert_int_equal(o.count, 6);
@@ -601,7 +608,8 @@ static void test_distinct_exact_then_approximate(void **state) {
   o = get(f->st, &s, "k", later);
   int64_t in_window = 0;
   for (int i = 0; i < 10000; i++)
-    in_window += T0 + TW_STATE_DISTINCT_EXACT * 10 * SEC + SEC + (i + 1) * 30 * SEC > later - 7 * DAY;
+    in_window +=
+        T0 + TW_STATE_DISTINCT_EXACT * 10 * SEC + SEC + (i + 1) * 30 * SEC > later - 7 * DAY;
   assert_true(rel_err(o.value, in_window + 1) < 0.195);
   /* Once the window empties, the key counts exactly again. */
   assert_int_equal(tw_state_agg_add(f->st, &s, "k", 1, later + 30 * DAY, (int64_t)mix(8)), 0);
@@ -657,7 +665,8 @@ static void test_avg_and_saturation(void **state) {
 /* MIN and MAX: absent on an empty window; a late extreme counts; eviction forgets it. */
 static void test_min_max(void **state) {
   fx_t *f = *state;
-  const tw_window_spec_t mn = {"min_fee", TW_AGG_MIN, HOUR, 0}, mx = {"max_fee", TW_AGG_MAX, HOUR, 0};
+  const tw_window_spec_t mn = {"min_fee", TW_AGG_MIN, HOUR, 0},
+                         mx = {"max_fee", TW_AGG_MAX, HOUR, 0};
   assert_false(get(f->st, &mn, "k", T0).present);
   const int64_t ts[4] = {T0 + 10 * MIN, T0 + 20 * MIN, T0 + 5 * MIN, T0 + 50 * MIN};
   const int64_t vs[4] = {50, 70, -20, 60};
@@ -678,19 +687,24 @@ static void test_min_max(void **state) {
 static void test_memory_per_institution(void **state) {
   fx_t *f = *state;
   const tw_window_spec_t pack[10] = {
-      {"collected_all#0a1b2c3d4e5f6071", TW_AGG_SUM, 0, 0},  {"consumed_all#0a1b2c3d4e5f6071", TW_AGG_SUM, 0, 0},
-      {"refunded_all#0a1b2c3d4e5f6071", TW_AGG_SUM, 0, 0},   {"complaints_7d#0a1b2c3d4e5f6071", TW_AGG_COUNT, 7 * DAY, 0},
-      {"lessons_all#0a1b2c3d4e5f6071", TW_AGG_COUNT, 0, 0},  {"lessons_7d#0a1b2c3d4e5f6071", TW_AGG_COUNT, 7 * DAY, 0},
+      {"collected_all#0a1b2c3d4e5f6071", TW_AGG_SUM, 0, 0},
+      {"consumed_all#0a1b2c3d4e5f6071", TW_AGG_SUM, 0, 0},
+      {"refunded_all#0a1b2c3d4e5f6071", TW_AGG_SUM, 0, 0},
+      {"complaints_7d#0a1b2c3d4e5f6071", TW_AGG_COUNT, 7 * DAY, 0},
+      {"lessons_all#0a1b2c3d4e5f6071", TW_AGG_COUNT, 0, 0},
+      {"lessons_7d#0a1b2c3d4e5f6071", TW_AGG_COUNT, 7 * DAY, 0},
       {"payments_30d#0a1b2c3d4e5f6071", TW_AGG_SUM, 30 * DAY, 0},
       {"max_payment_30d#0a1b2c3d4e5f6071", TW_AGG_MAX, 30 * DAY, 0},
-      {"last_escrow#0a1b2c3d4e5f6071", TW_AGG_LAST, 0, 0},   {"avg_fee_7d#0a1b2c3d4e5f6071", TW_AGG_AVG, 7 * DAY, DAY},
+      {"last_escrow#0a1b2c3d4e5f6071", TW_AGG_LAST, 0, 0},
+      {"avg_fee_7d#0a1b2c3d4e5f6071", TW_AGG_AVG, 7 * DAY, DAY},
   };
   const char *inst = "52440106MJL176301K";
   /* A busy week: a few events a day on each. */
   for (int d = 0; d < 7; d++)
     for (int e = 0; e < 3; e++)
       for (int a = 0; a < 10; a++)
-        assert_int_equal(tw_state_agg_add(f->st, &pack[a], inst, 18, T0 + d * DAY + e * 3 * HOUR, 100), 0);
+        assert_int_equal(
+            tw_state_agg_add(f->st, &pack[a], inst, 18, T0 + d * DAY + e * 3 * HOUR, 100), 0);
   size_t total = 0;
   for (int a = 0; a < 10; a++) {
     size_t b = 0;
@@ -847,6 +861,51 @@ static void test_legacy_all_entries(void **state) {
   assert_int_equal(o.count, 1);
 }
 
+/* Changing the time zone moves stored series onto the new grid: every event still counts once,
+ * extremes and first/last survive, DISTINCT rows follow their buckets. */
+static void test_zone_change_rebuckets(void **state) {
+  fx_t *f = *state;
+  const tw_window_spec_t specs[5] = {
+      {"z_count", TW_AGG_COUNT, 7 * DAY, DAY}, {"z_min", TW_AGG_MIN, 7 * DAY, DAY},
+      {"z_first", TW_AGG_FIRST, 7 * DAY, DAY}, {"z_dist", TW_AGG_DISTINCT, 7 * DAY, DAY},
+      {"z_last6h", TW_AGG_LAST, 30 * DAY, 0}, /* automatic 6h buckets: aligned to the zone */
+  };
+  int64_t t = MID_0301;
+  for (int i = 0; i < 40; i++) {
+    t += 3 * HOUR + (int64_t)(rnd() % HOUR);
+    for (int k = 0; k < 5; k++) {
+      int64_t v = k == 3 ? (int64_t)mix((uint64_t)i % 9) : (int64_t)(i * 13 % 17);
+      assert_int_equal(tw_state_agg_add(f->st, &specs[k], "k", 1, t, v), 0);
+    }
+  }
+  tw_agg_out_t before[5];
+  for (int k = 0; k < 5; k++) before[k] = get(f->st, &specs[k], "k", t);
+  assert_int_equal(tw_state_commit(f->st), 0);
+  tw_state_opts_t utc = {.no_sync = true, .tz_set = true, .tz_offset_ms = 0};
+  reopen_with(f, &utc);
+  for (int k = 0; k < 5; k++) {
+    tw_agg_out_t o = get(f->st, &specs[k], "k", t);
+    assert_true(o.count >= before[k].count); /* an event may count up to one bucket longer */
+    if (k == 1) assert_int_equal(o.value, 0);
+    if (k == 2 || k == 4) assert_int_equal(o.value, before[k].value);
+    if (k == 3) assert_int_equal(o.value, 9);
+  }
+  tw_state_stats_t st;
+  tw_state_stats(f->st, &st);
+  assert_int_equal(st.entries_rebucketed, 5);
+  /* Written back on the new grid with the next change, and read as such. */
+  for (int k = 0; k < 5; k++)
+    assert_int_equal(
+        tw_state_agg_add(f->st, &specs[k], "k", 1, t + 1, k == 3 ? (int64_t)mix(1) : 5), 0);
+  tw_agg_out_t after[5];
+  for (int k = 0; k < 5; k++) after[k] = get(f->st, &specs[k], "k", t + 1);
+  assert_int_equal(tw_state_commit(f->st), 0);
+  reopen_with(f, &utc);
+  for (int k = 0; k < 5; k++) same_out(get(f->st, &specs[k], "k", t + 1), after[k]);
+  tw_state_stats(f->st, &st);
+  assert_int_equal(st.entries_rebucketed, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_in_order_against_brute_force, setup, teardown),
@@ -866,6 +925,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_memory_per_institution, setup, teardown),
       cmocka_unit_test_setup_teardown(test_corrupt_v3_entries, setup, teardown),
       cmocka_unit_test_setup_teardown(test_legacy_all_entries, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_zone_change_rebuckets, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -410,8 +410,8 @@ static void test_case_009_calendar_days(void **state) {
   const int64_t ts[4] = {1740843000000LL, 1740846600000LL, 1740844799999LL, 1740844800000LL};
   const int64_t mid_0302 = 1740844800000LL; /* 2025-03-02T00:00:00+08:00 */
   for (int i = 0; i < 4; i++) assert_int_equal(tw_state_agg_add(f->st, &s, "k", 1, ts[i], 0), 0);
-  assert_int_equal(value_at(f->st, &s, "k", mid_0302), 4);     /* 02-24 .. 03-02 */
-  assert_int_equal(value_at(f->st, &s, "k", mid_0302 - 1), 2); /* 02-23 .. 03-01 */
+  assert_int_equal(value_at(f->st, &s, "k", mid_0302), 4);               /* 02-24 .. 03-02 */
+  assert_int_equal(value_at(f->st, &s, "k", mid_0302 - 1), 2);           /* 02-23 .. 03-01 */
   assert_int_equal(value_at(f->st, &s, "k", mid_0302 + 6 * DAY - 1), 4); /* 03-01 .. 03-07 */
   assert_int_equal(value_at(f->st, &s, "k", mid_0302 + 6 * DAY), 2);     /* 03-02 .. 03-08 */
   assert_int_equal(value_at(f->st, &s, "k", mid_0302 + 7 * DAY), 0);     /* 03-03 .. 03-09 */
