@@ -20,6 +20,7 @@
 
 #include "state_internal.h"
 #include "tw_error.h"
+#include "tw_event.h"
 #include "tw_state.h"
 
 #define SEC 1000LL
@@ -404,10 +405,40 @@ static void test_case_009_local_days(void **state) {
 
 /* Case 009 through the API, calendar days in Asia/Shanghai: a bucket is one local day
  * [00:00, 24:00). p-1 and p-3 fall on 03-01; p-2 and p-4 (exactly local midnight) on 03-02. */
+/* The "ts" of each line of tests/data/009-time-zones.jsonl: RFC 3339 or epoch ms. */
+static int read_case_009(int64_t *ts, int cap) {
+  const char *src = getenv("TW_SOURCE_DIR");
+  char path[512], line[2048];
+  snprintf(path, sizeof path, "%s/tests/data/009-time-zones.jsonl", src ? src : TW_SOURCE_DIR);
+  FILE *in = fopen(path, "r");
+  assert_non_null(in);
+  int n = 0;
+  while (n < cap && fgets(line, sizeof line, in)) {
+    const char *p = strstr(line, "\"ts\": ");
+    assert_non_null(p);
+    p += 6;
+    if (*p == '"') {
+      const char *end = strchr(p + 1, '"');
+      assert_non_null(end);
+      assert_int_equal(tw_parse_rfc3339(p + 1, (size_t)(end - p - 1), &ts[n]), 0);
+    } else {
+      ts[n] = strtoll(p, NULL, 10);
+    }
+    n++;
+  }
+  fclose(in);
+  return n;
+}
+
 static void test_case_009_calendar_days(void **state) {
   fx_t *f = *state;
   const tw_window_spec_t s = {"pay_7d", TW_AGG_COUNT, 7 * DAY, DAY};
-  const int64_t ts[4] = {1740843000000LL, 1740846600000LL, 1740844799999LL, 1740844800000LL};
+  int64_t ts[4];
+  assert_int_equal(read_case_009(ts, 4), 4);
+  assert_int_equal(ts[0], 1740843000000LL); /* p-1 2025-03-01T23:30:00+08:00 */
+  assert_int_equal(ts[1], 1740846600000LL); /* p-2 2025-03-01T16:30:00Z */
+  assert_int_equal(ts[2], 1740844799999LL); /* p-3 2025-03-01T15:59:59.999Z */
+  assert_int_equal(ts[3], 1740844800000LL); /* p-4 epoch ms: 03-02 00:00 local */
   const int64_t mid_0302 = 1740844800000LL; /* 2025-03-02T00:00:00+08:00 */
   for (int i = 0; i < 4; i++) assert_int_equal(tw_state_agg_add(f->st, &s, "k", 1, ts[i], 0), 0);
   assert_int_equal(value_at(f->st, &s, "k", mid_0302), 4);               /* 02-24 .. 03-02 */
