@@ -532,8 +532,8 @@ int tw__window_add(tw__entry_t *e, int64_t ts_ms, int64_t v, int *too_old) {
     default:
       break;
   }
-  /* The cache: merge the event, unless the bucket saturated (the window sum is then no longer
-   * the sum of the events) or the cached sum is already clamped. */
+  /* The cache: merge the event, unless its bucket saturated (the window sum is then the sum of
+   * the clamped buckets, no longer of the events): then fold the buckets again. */
   tw__fold_t f = {e->c_count, e->c_val, e->c_ts, e->c_carries, e->nb - (found ? 0u : 1u)};
   if (bucket_sat) {
     tw__cache_recompute(e);
