@@ -49,7 +49,8 @@ typedef struct tw__dx {
 typedef struct tw__entry {
   int64_t *b; /* nb rows of stride words (above); NULL until the first bucket */
   union {
-    uint8_t *hll; /* DISTINCT, approx: nb_alloc rows of TW__HLL_M registers, row i for bucket i */
+    uint8_t *hll; /* DISTINCT, approx: nb_alloc + 1 rows of TW__HLL_M registers: row 0 the
+                     merge of all stored buckets (the window at newest), row i + 1 bucket i */
     tw__dx_t *dx; /* DISTINCT, exact: ndx rows (≤ TW_STATE_DISTINCT_EXACT) */
   };
   int64_t c_count;      /* cache: the aggregate of every stored bucket (the window at newest) */

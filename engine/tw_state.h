@@ -19,9 +19,9 @@
  * TW_STATE_DISTINCT_EXACT hashes or one HyperLogLog sketch row (256 one-byte registers) per
  * bucket. Memory per key: about 120 bytes + the key + 16, 24 or 32 bytes per stored bucket
  * (COUNT/DISTINCT, SUM/AVG/MIN/MAX, FIRST/LAST); a DISTINCT key adds ≤ 256 · 16 bytes while
- * exact, and 256 bytes per stored bucket once approximate (≤ 169 · 256 ≈ 42 KiB for a 7-day
- * window with its automatic 1h buckets; 256 bytes for `all`; ≤ 4096 · 256 bytes, 1 MiB, for the
- * largest calendar series). docs/rules.md, "Memory and accuracy of aggregates".
+ * exact, and once approximate 256 bytes per stored bucket plus one merged row (≤ 170 · 256 ≈
+ * 43 KiB for a 7-day window with its automatic 1h buckets; 512 bytes for `all`; ≤ 4097 · 256
+ * bytes, about 1 MiB, for the largest calendar series). docs/rules.md, "Memory and accuracy of aggregates".
  *
  * Hot state lives in a hash table in memory; an update marks the entry dirty. tw_state_commit
  * writes every dirty entry, the appended alerts (the alert journal, with sequence numbers), the

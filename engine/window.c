@@ -8,8 +8,9 @@
  *   - sliding: every bucket ends after N − W and starts before N, so nb ≤ ceil(W/g) + 1;
  *     calendar: every bucket idx is in (bucket(N) − n, bucket(N)], so nb ≤ n;
  *     `all`: one bucket, idx 0, once an event was seen;
- *   - the cache (c_count, c_val, c_carries, c_ts) is the aggregate of every stored bucket, i.e.
- *     the window ending at N, so the common query (at N) costs O(1) except for DISTINCT;
+ *   - the cache (c_count, c_val, c_carries, c_ts, and sketch row 0 of an approximate DISTINCT) is
+ *     the aggregate of every stored bucket, i.e. the window ending at N, so the common query (at
+ *     N) costs O(1) (DISTINCT: O(table) exact, one 256-register estimate approximate);
  *   - DISTINCT: either an exact table of ≤ TW_STATE_DISTINCT_EXACT rows, each inside the window
  *     of N (calendar rows name a stored bucket), or a HyperLogLog sketch row per bucket.
  * Work per add: O(1) for in-order events on a bucket in place (plus O(log 256 + 256) for an exact
@@ -35,7 +36,7 @@
 #define TW__FLAG_CAL 2u
 #define TW__FLAG_APPROX 4u
 #define TW__DAY_MS 86400000LL
-#define TW__TS_LIM (INT64_MAX / 4) /* event times are bounded at entry (|ts| ≤ 2^61) */
+#define TW__TS_LIM ((int64_t)1 << 61) /* |event time| ≤ 2^61 at entry (state.c's limit) */
 
 static const int64_t tw__widths_ms[] = {
     1000LL, 60000LL, 300000LL, 900000LL, 3600000LL, 21600000LL, 86400000LL,
@@ -124,7 +125,7 @@ void tw__entry_release(tw__entry_t *e) {
 size_t tw__entry_mem_bytes(const tw__entry_t *e) {
   size_t n = sizeof *e + e->key_len;
   n += (size_t)e->nb_alloc * e->stride * sizeof(int64_t);
-  if (e->approx) n += (size_t)e->nb_alloc * TW__HLL_M;
+  if (e->approx) n += ((size_t)e->nb_alloc + 1) * TW__HLL_M;
   n += (size_t)e->ndx_alloc * sizeof(tw__dx_t);
   return n;
 }
@@ -270,10 +271,23 @@ static void tw__cache_set(tw__entry_t *e, const tw__fold_t *f) {
   e->c_ts = f->ts;
 }
 
+/* Sketch row of bucket i. Row 0 of e->hll is the merge of every stored bucket's row (the window
+ * at the newest time), so that common query reads one row instead of merging nb. */
+static uint8_t *tw__hll_row(const tw__entry_t *e, uint32_t i) {
+  return e->hll + (size_t)(i + 1) * TW__HLL_M;
+}
+
 static void tw__cache_recompute(tw__entry_t *e) {
   tw__fold_t f = {0, 0, 0, 0, 0};
   for (uint32_t i = 0; i < e->nb; i++) tw__fold_row(&f, e, i);
   tw__cache_set(e, &f);
+  if (!e->approx) return;
+  memset(e->hll, 0, TW__HLL_M);
+  for (uint32_t i = 0; i < e->nb; i++) {
+    const uint8_t *row = tw__hll_row(e, i);
+    for (int j = 0; j < TW__HLL_M; j++)
+      if (row[j] > e->hll[j]) e->hll[j] = row[j];
+  }
 }
 
 /* ---- HyperLogLog (p = 8, 64-bit hashes) ---- */
@@ -358,19 +372,22 @@ static uint32_t tw__bucket_pos(const tw__entry_t *e, int64_t idx) {
   return lo;
 }
 
-/* Move the exact table into per-bucket sketch rows (hll: zeroed, nb_alloc rows). A sliding row
- * goes to its time's bucket, or the next stored one if a re-bucketing merged it. */
+/* Move the exact table into per-bucket sketch rows (hll: zeroed, nb_alloc + 1 rows). A sliding
+ * row goes to its time's bucket, or the next stored one if a re-bucketing merged it. */
 static void tw__dx_to_sketch(tw__entry_t *e, uint8_t *hll) {
-  for (uint32_t i = 0; i < e->ndx; i++) {
-    int64_t idx = e->cal ? e->dx[i].t : tw__bucket_of(e, e->dx[i].t);
+  tw__dx_t *dx = e->dx;
+  uint32_t ndx = e->ndx;
+  e->hll = hll;
+  e->approx = 1;
+  for (uint32_t i = 0; i < ndx; i++) {
+    int64_t idx = e->cal ? dx[i].t : tw__bucket_of(e, dx[i].t);
     uint32_t pos = tw__bucket_pos(e, idx);
     if (pos >= e->nb) pos = e->nb - 1;
-    tw__hll_add(hll + (size_t)pos * TW__HLL_M, e->dx[i].hash);
+    tw__hll_add(tw__hll_row(e, pos), dx[i].hash);
+    tw__hll_add(e->hll, dx[i].hash);
   }
-  free(e->dx);
-  e->hll = hll;
+  free(dx);
   e->ndx = e->ndx_alloc = 0;
-  e->approx = 1;
 }
 
 /* ---- add ---- */
@@ -389,7 +406,7 @@ static void tw__evict(tw__entry_t *e) {
   if (e->fn == TW_AGG_DISTINCT && !e->approx) tw__dx_evict(e);
   if (k == 0) return;
   memmove(e->b, tw__bk(e, k), (size_t)(e->nb - k) * e->stride * sizeof(int64_t));
-  if (e->approx) memmove(e->hll, e->hll + (size_t)k * TW__HLL_M, (size_t)(e->nb - k) * TW__HLL_M);
+  if (e->approx) memmove(tw__hll_row(e, 0), tw__hll_row(e, k), (size_t)(e->nb - k) * TW__HLL_M);
   e->nb -= k;
   if (e->nb == 0 && e->approx) {
     /* The window emptied: count exactly again. */
@@ -407,7 +424,7 @@ static int tw__reserve(tw__entry_t *e) {
   uint32_t n = e->nb_alloc ? e->nb_alloc * 2 : 1;
   if (n > e->nb_max) n = e->nb_max;
   if (e->approx) {
-    uint8_t *h = realloc(e->hll, (size_t)n * TW__HLL_M);
+    uint8_t *h = realloc(e->hll, ((size_t)n + 1) * TW__HLL_M);
     if (h == NULL) return TW_ENOMEM;
     e->hll = h;
   }
@@ -447,7 +464,7 @@ static int tw__dx_prepare(tw__entry_t *e, uint64_t h, int64_t t, uint32_t *pos, 
     *op = TW__DX_INSERT;
     return 0;
   }
-  *hll = calloc(e->nb_alloc, TW__HLL_M);
+  *hll = calloc((size_t)e->nb_alloc + 1, TW__HLL_M);
   if (*hll == NULL) return TW_ENOMEM;
   *op = TW__DX_SWITCH;
   return 0;
@@ -486,7 +503,7 @@ int tw__window_add(tw__entry_t *e, int64_t ts_ms, int64_t v, int *too_old) {
   } else {
     memmove(tw__bk(e, pos + 1), tw__bk(e, pos), (size_t)(e->nb - pos) * e->stride * sizeof *r);
     if (e->approx) {
-      uint8_t *row = e->hll + (size_t)pos * TW__HLL_M;
+      uint8_t *row = tw__hll_row(e, pos);
       memmove(row + TW__HLL_M, row, (size_t)(e->nb - pos) * TW__HLL_M);
       memset(row, 0, TW__HLL_M);
     }
@@ -527,7 +544,10 @@ int tw__window_add(tw__entry_t *e, int64_t ts_ms, int64_t v, int *too_old) {
       } else if (dop == TW__DX_SWITCH) {
         tw__dx_to_sketch(e, new_hll);
       }
-      if (e->approx) tw__hll_add(e->hll + (size_t)pos * TW__HLL_M, h);
+      if (e->approx) {
+        tw__hll_add(tw__hll_row(e, pos), h);
+        tw__hll_add(e->hll, h);
+      }
       break;
     default:
       break;
@@ -555,17 +575,20 @@ void tw__window_get(const tw__entry_t *e, int64_t at_ms, tw_agg_out_t *out) {
   memset(out, 0, sizeof *out);
   if (!e->seen || e->key[0] != TW__KIND_AGG) return;
   tw__fold_t f = {0, 0, 0, 0, 0};
-  int all = e->window_ms == 0 || at_ms == e->newest_ts_ms;
   uint8_t merged[TW__HLL_M];
-  if (e->approx) memset(merged, 0, sizeof merged);
-  if (all && e->fn != TW_AGG_DISTINCT) {
+  const uint8_t *sketch = e->hll; /* row 0: every stored bucket */
+  if (e->window_ms == 0 || at_ms == e->newest_ts_ms) {
     f = (tw__fold_t){e->c_count, e->c_val, e->c_ts, e->c_carries, e->nb};
   } else {
+    if (e->approx) {
+      memset(merged, 0, sizeof merged);
+      sketch = merged;
+    }
     for (uint32_t i = 0; i < e->nb; i++) {
-      if (!all && !tw__in_window(e, tw__bk(e, i)[TW__B_IDX], at_ms)) continue;
+      if (!tw__in_window(e, tw__bk(e, i)[TW__B_IDX], at_ms)) continue;
       tw__fold_row(&f, e, i);
       if (e->approx) {
-        const uint8_t *row = e->hll + (size_t)i * TW__HLL_M;
+        const uint8_t *row = tw__hll_row(e, i);
         for (int j = 0; j < TW__HLL_M; j++)
           if (row[j] > merged[j]) merged[j] = row[j];
       }
@@ -575,7 +598,7 @@ void tw__window_get(const tw__entry_t *e, int64_t at_ms, tw_agg_out_t *out) {
   if (e->fn == TW_AGG_DISTINCT) {
     if (e->approx) {
       out->approximate = true;
-      out->value = f.n > 0 ? tw__hll_estimate(merged) : 0;
+      out->value = f.n > 0 ? tw__hll_estimate(sketch) : 0;
     } else {
       out->value = tw__dx_count(e, at_ms);
     }
@@ -606,7 +629,7 @@ void tw__window_series(const tw__entry_t *e, int64_t at_ms, tw_agg_out_t *out) {
     out[k].bucket_ms = start;
     if (e->approx) {
       out[k].approximate = true;
-      out[k].value = tw__hll_estimate(e->hll + (size_t)i * TW__HLL_M);
+      out[k].value = tw__hll_estimate(tw__hll_row(e, i));
     }
   }
   if (e->fn == TW_AGG_DISTINCT && !e->approx) {
@@ -727,7 +750,7 @@ size_t tw__entry_encode(const tw__entry_t *e, unsigned char *out) {
     if (e->stride > 3) n += tw__put_zz(out + n, r[TW__B_TS] - tw__bucket_start(e, r[TW__B_IDX]));
   }
   if (e->approx) {
-    memcpy(out + n, e->hll, (size_t)e->nb * TW__HLL_M);
+    memcpy(out + n, tw__hll_row(e, 0), (size_t)e->nb * TW__HLL_M);
     n += (size_t)e->nb * TW__HLL_M;
   }
   int64_t ref = e->cal ? tw__bucket_of(e, e->newest_ts_ms) : e->newest_ts_ms;
@@ -780,7 +803,7 @@ static void tw__rebucket(tw__entry_t *e, int64_t stored_align_ms) {
           break;
       }
       if (e->approx) {
-        uint8_t *dst = e->hll + (size_t)(k - 1) * TW__HLL_M, *src = e->hll + (size_t)i * TW__HLL_M;
+        uint8_t *dst = tw__hll_row(e, k - 1), *src = tw__hll_row(e, i);
         for (int j = 0; j < TW__HLL_M; j++)
           if (src[j] > dst[j]) dst[j] = src[j];
       }
@@ -788,8 +811,7 @@ static void tw__rebucket(tw__entry_t *e, int64_t stored_align_ms) {
     }
     if (k != i) {
       memmove(tw__bk(e, k), r, (size_t)e->stride * sizeof *r);
-      if (e->approx)
-        memmove(e->hll + (size_t)k * TW__HLL_M, e->hll + (size_t)i * TW__HLL_M, TW__HLL_M);
+      if (e->approx) memmove(tw__hll_row(e, k), tw__hll_row(e, i), TW__HLL_M);
     }
     tw__bk(e, k)[TW__B_IDX] = b;
     k++;
@@ -813,7 +835,7 @@ static int tw__alloc_rows(tw__entry_t *e, uint32_t nb, int approx) {
   e->b = b;
   e->nb_alloc = nb;
   if (approx) {
-    e->hll = malloc((size_t)nb * TW__HLL_M);
+    e->hll = calloc((size_t)nb + 1, TW__HLL_M);
     if (e->hll == NULL) return TW_ENOMEM;
   }
   return 0;
@@ -940,7 +962,7 @@ static int tw__decode_v3(tw__entry_t *e, const unsigned char *p, size_t len, int
     if (len - n < (size_t)nb * TW__HLL_M) return TW_ESTATE;
     for (size_t j = 0; j < (size_t)nb * TW__HLL_M; j++)
       if (p[n + j] > TW__HLL_RANK_MAX) return TW_ESTATE;
-    memcpy(e->hll, p + n, (size_t)nb * TW__HLL_M);
+    memcpy(tw__hll_row(e, 0), p + n, (size_t)nb * TW__HLL_M);
     n += (size_t)nb * TW__HLL_M;
   }
   e->nb = nb;
