@@ -97,6 +97,9 @@ static void usage(FILE *out) {
       "                        (serving), or a jump this far ahead of a replayed stream that "
       "later\n"
       "                        events contradict (default 10m)\n"
+      "  --idle-flush D        serving: a pause of D without records processes the events held\n"
+      "                        for the watermark (default 1s; 0s: never, they wait for event time\n"
+      "                        or, on a live stream, the wall clock)\n"
       "  --dedup-horizon D     an event whose event_id was processed within D of event time is a\n"
       "                        duplicate: counted, not processed again (default 7d; 0s: none)\n"
       "\n"
@@ -472,6 +475,7 @@ int tw_cmd_run(int argc, char **argv) {
                                            {"dedup-horizon", required_argument, NULL, 'D'},
                                            {"shards", required_argument, NULL, 'N'},
                                            {"set", required_argument, NULL, 'P'},
+                                           {"idle-flush", required_argument, NULL, 'I'},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
   const char *input = NULL, *listen_ep = NULL, *feed = NULL, *alerts = NULL;
@@ -521,6 +525,7 @@ int tw_cmd_run(int argc, char **argv) {
         break;
       case 'L':
       case 'K':
+      case 'I':
       case 'D': {
         int64_t ms;
         if (parse_duration_ms(optarg, &ms) != 0) {
@@ -529,11 +534,14 @@ int tw_cmd_run(int argc, char **argv) {
                   "'%s'\n",
                   c == 'L'   ? "allowed-lateness"
                   : c == 'K' ? "max-future-skew"
+                  : c == 'I' ? "idle-flush"
                              : "dedup-horizon",
                   optarg);
           return 2;
         }
-        if (c == 'L')
+        if (c == 'I')
+          po.idle_flush_ms = ms > 0 ? ms : -1; /* 0s: never */
+        else if (c == 'L')
           po.allowed_lateness_ms = ms;
         else if (c == 'K')
           po.max_future_skew_ms = ms;
