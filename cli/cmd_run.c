@@ -36,7 +36,7 @@
 
 #define RUN_POLL_BATCH 4096  /* records per source poll */
 #define RUN_TICK_MS 100      /* listen mode: drain + commit interval */
-#define RUN_DRAIN_BATCHES 16 /* listen mode: polls per loop turn before yielding */
+#define RUN_DRAIN_BUDGET_MS 50 /* listen mode: time spent draining per loop turn before yielding */
 
 static void usage(FILE *out) {
   fprintf(
@@ -100,6 +100,9 @@ static void usage(FILE *out) {
       "                        (serving), or a jump this far ahead of a replayed stream that "
       "later\n"
       "                        events contradict (default 10m)\n"
+      "  --idle-flush D        serving: a pause of D without records processes the events held\n"
+      "                        for the watermark (default 1s; 0s: never, they wait for event time\n"
+      "                        or, on a live stream, the wall clock)\n"
       "  --dedup-horizon D     an event whose event_id was processed within D of event time is a\n"
       "                        duplicate: counted, not processed again (default 7d; 0s: none)\n"
       "\n"
@@ -219,13 +222,17 @@ static void serve_stop(serve_t *s) {
   uv_close((uv_handle_t *)&s->sighup, NULL);
 }
 
-/* Drain what the socket holds, at most RUN_DRAIN_BATCHES polls per call so a sender that never
- * pauses cannot starve the loop (signals, commits). When the bound is hit the timer is re-armed
- * to fire at once: ZMQ_FD is edge-triggered and would not wake us for what is left. */
+/* Drain what the socket holds for at most RUN_DRAIN_BUDGET_MS per call (one poll at least), so
+ * a sender that never pauses cannot starve the loop: a signal is seen within a turn, whatever the
+ * machine's speed. When the budget is spent the timer is re-armed to fire 1 ms later: ZMQ_FD is
+ * edge-triggered and would not wake us for what is left. Not 0 ms: libuv 1.44 runs a timer
+ * re-armed with 0 from its own callback again in the same phase, so the loop would never reach
+ * its poll phase, where signals are seen. */
 static void serve_drain(serve_t *s) {
+  uint64_t start = uv_hrtime();
   for (int i = 0; !s->stopping; i++) {
-    if (i == RUN_DRAIN_BATCHES) {
-      uv_timer_start(&s->timer, on_tick, 0, RUN_TICK_MS);
+    if (i > 0 && uv_hrtime() - start >= (uint64_t)RUN_DRAIN_BUDGET_MS * 1000000u) {
+      uv_timer_start(&s->timer, on_tick, 1, RUN_TICK_MS);
       return;
     }
     int n = s->e->sh ? s->src->vt->poll(s->src, RUN_POLL_BATCH, tw_shards_record, s->e->sh)
@@ -471,6 +478,7 @@ int tw_cmd_run(int argc, char **argv) {
                                            {"dedup-horizon", required_argument, NULL, 'D'},
                                            {"shards", required_argument, NULL, 'N'},
                                            {"set", required_argument, NULL, 'P'},
+                                           {"idle-flush", required_argument, NULL, 'I'},
                                            {"record", required_argument, NULL, 'R'},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
@@ -525,6 +533,7 @@ int tw_cmd_run(int argc, char **argv) {
         break;
       case 'L':
       case 'K':
+      case 'I':
       case 'D': {
         int64_t ms;
         if (parse_duration_ms(optarg, &ms) != 0) {
@@ -533,11 +542,14 @@ int tw_cmd_run(int argc, char **argv) {
                   "'%s'\n",
                   c == 'L'   ? "allowed-lateness"
                   : c == 'K' ? "max-future-skew"
+                  : c == 'I' ? "idle-flush"
                              : "dedup-horizon",
                   optarg);
           return 2;
         }
-        if (c == 'L')
+        if (c == 'I')
+          po.idle_flush_ms = ms > 0 ? ms : -1; /* 0s: never */
+        else if (c == 'L')
           po.allowed_lateness_ms = ms;
         else if (c == 'K')
           po.max_future_skew_ms = ms;

@@ -42,7 +42,7 @@
 #define TW_SPAN_FACTOR 10        /* a jump beyond 10x the recent span (and the skew) is suspect */
 #define TW_EVICT_PER_COMMIT 4096 /* state entries examined for eviction per group commit */
 #define TW_SUSPECT_MIN_JUMP_MS (24LL * 3600 * 1000) /* a quiet night or a weekend is no suspect */
-#define TW_IDLE_MS 1000
+#define TW_IDLE_MS 1000 /* live: no record for this long = idle (wall-clock watermark) */
 #define TW_SUSPECT_EOF_MAX_JUMP_MS (30LL * 24 * 3600 * 1000) /* accepted unconfirmed at the end */
 #define TW_LIVE_STREAM_MS                                                 \
   (24LL * 3600 * 1000) /* newest event this close to the wall clock: live \
@@ -128,6 +128,7 @@ struct tw_pipeline {
   int64_t max_seen_ms; /* newest event time accepted */
   int64_t wm_floor_ms; /* live: watermark moved by the wall clock while idle */
   int64_t last_record_wall_ms;
+  int64_t idle_flush_ms; /* < 0: a pause does not release what is held */
   int64_t recent[TW_RECENT]; /* event times of the last accepted events, circular */
   size_t n_recent;
   suspect_t suspects[TW_SUSPECTS_MAX];
@@ -324,6 +325,7 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   p->skew_ms =
       opts->max_future_skew_ms < 0 ? TW_DEFAULT_MAX_FUTURE_SKEW_MS : opts->max_future_skew_ms;
   p->live = opts->live;
+  p->idle_flush_ms = opts->idle_flush_ms == 0 ? TW_DEFAULT_IDLE_FLUSH_MS : opts->idle_flush_ms;
   p->dedup_horizon_ms =
       opts->dedup_horizon_ms < 0 ? TW_DEFAULT_DEDUP_HORIZON_MS : opts->dedup_horizon_ms;
   p->wm_floor_ms = INT64_MIN;
@@ -1280,7 +1282,7 @@ static int admit(tw_pipeline_t *p, const tw_record_t *rec) {
 int tw_pipeline_record(void *ud, const tw_record_t *rec) {
   tw_pipeline_t *p = ud;
   if (rec->offset_bytes < p->skip_below_offset && p->input_fd >= 0) return 0;
-  p->stats.read++;
+  if (!(rec->flags & TW_REC_SECONDARY)) p->stats.read++; /* the primary copy counts it */
   p->input_offset = rec->offset_bytes + rec->full_len_bytes;
   p->input_line = rec->line;
   if (p->live) p->last_record_wall_ms = wall_now_ms();
@@ -1337,8 +1339,10 @@ int tw_pipeline_tick(tw_pipeline_t *p, int64_t wall_ms) {
    * wall clock), event time then follows the wall clock, so scheduled rules ("no lesson for 7
    * days") fire while nothing arrives; an old stream replayed through a live engine is not
    * pushed ahead of itself. */
-  if (!p->live || !p->have_max || wall_ms - p->last_record_wall_ms < TW_IDLE_MS) return 0;
-  if (p->max_seen_ms > p->wm_floor_ms) p->wm_floor_ms = p->max_seen_ms;
+  int64_t idle = wall_ms - p->last_record_wall_ms;
+  if (!p->live || !p->have_max || idle < TW_IDLE_MS) return 0;
+  if (p->idle_flush_ms > 0 && idle >= p->idle_flush_ms && p->max_seen_ms > p->wm_floor_ms)
+    p->wm_floor_ms = p->max_seen_ms;
   int64_t wall_wm = wall_ms - p->lateness_ms;
   if (p->max_seen_ms >= wall_wm - TW_LIVE_STREAM_MS && wall_wm > p->wm_floor_ms)
     p->wm_floor_ms = wall_wm;

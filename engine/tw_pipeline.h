@@ -79,6 +79,10 @@ typedef struct tw_pipeline_opts {
   size_t n_params_set;
   int shard_index, n_shards; /* one of n_shards (> 1): the pipeline keeps only the keys whose
                                 hash (tw_key_shard) is shard_index; 0, 0: every key */
+  int64_t idle_flush_ms;     /* serving: after this long without a record, the events held for
+                                the watermark are processed (the watermark moves up to the newest
+                                event time). 0: the default, 1 s; < 0: never (only the wall
+                                clock of a live stream, and the end, release them) */
   /* Investigations (docs/replay.md). */
   struct tw_recorder *record; /* run --record: every accepted event (pseudonymised, deduplicated,
                                  before rules) is appended to the record's stream shard_index
@@ -91,6 +95,8 @@ typedef struct tw_pipeline_opts {
   const struct tw_pipeline_observer *observer; /* NULL, or told of aggregate updates and alerts
                                                   (replay --explain); borrowed */
 } tw_pipeline_opts_t;
+
+#define TW_DEFAULT_IDLE_FLUSH_MS 1000
 
 /*
  * What a replay observes inside the pipeline (replay --explain). Both are called on the
