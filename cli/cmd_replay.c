@@ -192,6 +192,8 @@ struct replay {
   uint64_t events, alerts_seen;
   int64_t span_from, span_to; /* event-time range being read, for the ETA */
   int64_t last_ts;
+  bool by_bytes; /* --input: the fraction is the bytes read of all the files */
+  uint64_t bytes_total, bytes_before, bytes_at;
   /* pipelines */
   tw_pipeline_t *p, *p_old;
   int64_t max_ts; /* newest event time read (input files) */
@@ -318,7 +320,9 @@ static void draw_progress(replay_t *r, bool final) {
   r->last_draw = now;
   double secs = now - r->t0, rate = secs > 0 ? (double)r->events / secs : 0;
   double frac = 0;
-  if (r->span_to > r->span_from && r->last_ts > r->span_from)
+  if (r->by_bytes)
+    frac = r->bytes_total > 0 ? (double)r->bytes_at / (double)r->bytes_total : 0;
+  else if (r->span_to > r->span_from && r->last_ts > r->span_from)
     frac = (double)(r->last_ts - r->span_from) / (double)(r->span_to - r->span_from);
   if (final || frac > 1) frac = 1;
   char eta[32] = "--";
@@ -366,6 +370,7 @@ static int from_file_cb(void *ud, const tw_record_t *rec) {
   replay_t *r = ud;
   tw_decode_error_t derr;
   int drc = -1;
+  r->bytes_at = r->bytes_before + rec->offset_bytes + rec->full_len_bytes;
   if (!(rec->flags & (TW_REC_TRUNCATED | TW_REC_BROKEN)))
     drc = rec->format == TW_FORMAT_MSGPACK
               ? tw_decode_msgpack(r->schema, rec->data, rec->len_bytes, &r->scratch, &derr)
@@ -402,7 +407,8 @@ static int cmp_kept(const void *x, const void *y) {
   const kept_alert_t *a = x, *b = y;
   int c = strcmp(a->rule, b->rule);
   if (c == 0) c = strcmp(a->key, b->key);
-  if (c == 0 && a->event_time_ms != b->event_time_ms) c = a->event_time_ms < b->event_time_ms ? -1 : 1;
+  if (c == 0 && a->event_time_ms != b->event_time_ms)
+    c = a->event_time_ms < b->event_time_ms ? -1 : 1;
   if (c == 0) c = strcmp(a->alert_id, b->alert_id);
   return c;
 }
@@ -478,9 +484,8 @@ static int write_diff(replay_t *r, size_t n_rules_max, uint64_t totals[4]) {
     /* the next group: the smaller (rule, key) of the two heads */
     const kept_alert_t *g = NULL;
     if (i < O->n) g = &O->a[i];
-    if (j < N->n &&
-        (g == NULL || strcmp(N->a[j].rule, g->rule) < 0 ||
-         (strcmp(N->a[j].rule, g->rule) == 0 && strcmp(N->a[j].key, g->key) < 0)))
+    if (j < N->n && (g == NULL || strcmp(N->a[j].rule, g->rule) < 0 ||
+                     (strcmp(N->a[j].rule, g->rule) == 0 && strcmp(N->a[j].key, g->key) < 0)))
       g = &N->a[j];
     const char *rule = g->rule, *key = g->key;
     size_t oi = i, nj = j;
@@ -536,8 +541,9 @@ static int write_diff(replay_t *r, size_t n_rules_max, uint64_t totals[4]) {
     json_object_set_new(o, "only_new", json_integer((json_int_t)c->only_new));
     json_object_set_new(o, "changed", json_integer((json_int_t)c->changed));
     put_line(r->out, o);
-    fprintf(stderr, "tutorwatch replay: diff %-36s old %6llu new %6llu: same %llu, only old %llu, "
-                    "only new %llu, changed %llu\n",
+    fprintf(stderr,
+            "tutorwatch replay: diff %-36s old %6llu new %6llu: same %llu, only old %llu, "
+            "only new %llu, changed %llu\n",
             c->rule, (unsigned long long)c->old_n, (unsigned long long)c->new_n,
             (unsigned long long)c->same, (unsigned long long)c->only_old,
             (unsigned long long)c->only_new, (unsigned long long)c->changed);
@@ -695,8 +701,10 @@ int tw_cmd_replay(int argc, char **argv) {
       }
       case 'I':
         if (strlen(optarg) != TW_RECORD_INST_LEN) {
-          fprintf(stderr, "tutorwatch replay: --institution wants an 18-character credit code, "
-                          "not '%s'\n", optarg);
+          fprintf(stderr,
+                  "tutorwatch replay: --institution wants an 18-character credit code, "
+                  "not '%s'\n",
+                  optarg);
           return 2;
         }
         if (r.n_insts == REPLAY_MAX_INST) {
@@ -753,8 +761,10 @@ int tw_cmd_replay(int argc, char **argv) {
         break;
       case 'L':
         if (parse_duration_ms(optarg, &lateness_ms) != 0) {
-          fprintf(stderr, "tutorwatch replay: --allowed-lateness wants a duration such as 0s, "
-                          "15m or 1h, not '%s'\n", optarg);
+          fprintf(stderr,
+                  "tutorwatch replay: --allowed-lateness wants a duration such as 0s, "
+                  "15m or 1h, not '%s'\n",
+                  optarg);
           return 2;
         }
         break;
@@ -777,8 +787,9 @@ int tw_cmd_replay(int argc, char **argv) {
     inputs[n_inputs++] = argv[optind];
   }
   if (rules_path == NULL || (record == NULL) == (n_inputs == 0)) {
-    fprintf(stderr, "tutorwatch replay: need --rules FILE and exactly one of --record DIR or "
-                    "--input FILE...\n'tutorwatch replay --help' lists the options\n");
+    fprintf(stderr,
+            "tutorwatch replay: need --rules FILE and exactly one of --record DIR or "
+            "--input FILE...\n'tutorwatch replay --help' lists the options\n");
     return 2;
   }
   bool explaining = explain_all || n_explain > 0;
@@ -787,8 +798,9 @@ int tw_cmd_replay(int argc, char **argv) {
     return 2;
   }
   if (explaining && diff_old != NULL) {
-    fprintf(stderr, "tutorwatch replay: --explain and --diff are separate questions: run them "
-                    "one at a time\n");
+    fprintf(stderr,
+            "tutorwatch replay: --explain and --diff are separate questions: run them "
+            "one at a time\n");
     return 2;
   }
   if (r.from_ms != INT64_MIN && r.to_ms != INT64_MAX && r.to_ms <= r.from_ms) {
@@ -841,8 +853,8 @@ int tw_cmd_replay(int argc, char **argv) {
       if (rule_covered(&r, rule)) continue;
       n_left++;
       if (used < sizeof left)
-        used += (size_t)snprintf(left + used, sizeof left - used, "%s%s (by %s)", n_left > 1 ? ", " : "",
-                                 rule->name, rule->by_name);
+        used += (size_t)snprintf(left + used, sizeof left - used, "%s%s (by %s)",
+                                 n_left > 1 ? ", " : "", rule->name, rule->by_name);
     }
     if (n_left > 0)
       fprintf(stderr,
@@ -863,8 +875,8 @@ int tw_cmd_replay(int argc, char **argv) {
     status = 1;
     goto done;
   }
-  if (explaining &&
-      tw_explain_new(rs, rules_path, explain_ids, n_explain, explain_all, keep_alert, &r, &ex) != 0) {
+  if (explaining && tw_explain_new(rs, rules_path, explain_ids, n_explain, explain_all, keep_alert,
+                                   &r, &ex) != 0) {
     status = 70;
     goto done;
   }
@@ -902,14 +914,20 @@ int tw_cmd_replay(int argc, char **argv) {
   if (record != NULL) {
     if (r.span_from == INT64_MIN) r.span_from = info.min_ts_ms;
     if (r.span_to == INT64_MAX) r.span_to = info.max_ts_ms;
-    tw_record_filter_t f = {r.span_from, r.to_ms == INT64_MAX ? INT64_MAX : r.to_ms - 1,
-                            r.insts, r.n_insts, r.region};
+    tw_record_filter_t f = {r.span_from, r.to_ms == INT64_MAX ? INT64_MAX : r.to_ms - 1, r.insts,
+                            r.n_insts, r.region};
     if (r.span_from == INT64_MAX) f.from_ms = INT64_MIN; /* an empty record */
     rc = tw_record_scan(record, &f, from_record_cb, &r, &scan, err, sizeof err);
     if (rc != 0 && err[0] != '\0') fprintf(stderr, "tutorwatch replay: %s\n", err);
     r.max_ts = info.max_ts_ms;
   } else {
     rc = 0;
+    r.by_bytes = true;
+    for (size_t i = 0; i < n_inputs; i++) {
+      struct stat ist;
+      if (stat(inputs[i], &ist) == 0 && S_ISREG(ist.st_mode))
+        r.bytes_total += (uint64_t)ist.st_size;
+    }
     for (size_t i = 0; i < n_inputs && rc == 0; i++) {
       tw_source_opts_t so;
       memset(&so, 0, sizeof so);
@@ -928,6 +946,9 @@ int tw_cmd_replay(int argc, char **argv) {
       } while (rc >= 0);
       if (rc == TW_EOF) rc = 0;
       src->vt->close(src);
+      struct stat ist;
+      if (stat(inputs[i], &ist) == 0 && S_ISREG(ist.st_mode))
+        r.bytes_before += (uint64_t)ist.st_size;
     }
   }
   /* Scheduled sweeps run up to the end of the whole input (not only of the events selected),
@@ -964,7 +985,8 @@ int tw_cmd_replay(int argc, char **argv) {
     if (tw_explain_write_lines(ex, r.out) != 0) status = 1;
     if (evidence != NULL) {
       json_t *in = json_object();
-      json_object_set_new(in, record ? "record" : "input", json_string(record ? record : inputs[0]));
+      json_object_set_new(in, record ? "record" : "input",
+                          json_string(record ? record : inputs[0]));
       if (from_arg) json_object_set_new(in, "from", json_string(from_arg));
       if (to_arg) json_object_set_new(in, "to", json_string(to_arg));
       json_t *ia = json_array();
@@ -992,7 +1014,9 @@ int tw_cmd_replay(int argc, char **argv) {
           "written%s%s in %.2f s (%.0f events/s)",
           (unsigned long long)r.events, (unsigned long long)st.rejected,
           (unsigned long long)st.duplicates,
-          (unsigned long long)(explaining ? tw_explain_count(ex) : diff_old ? r.diff_new.n : r.written),
+          (unsigned long long)(explaining ? tw_explain_count(ex)
+                               : diff_old ? r.diff_new.n
+                                          : r.written),
           explaining ? "explanations" : "alerts", r.from_ms != INT64_MIN ? " (from --from on)" : "",
           diff_old ? " (new rules)" : "", secs, secs > 0 ? (double)r.events / secs : 0.0);
   if (record != NULL)

@@ -139,14 +139,22 @@ static json_t *time_json(int64_t ms) {
 
 static const char *kind_name(int k) {
   switch ((tw_vkind_t)k) {
-    case TW_V_BOOL: return "bool";
-    case TW_V_INT: return "int";
-    case TW_V_MONEY: return "money_fen";
-    case TW_V_DURATION: return "duration_ms";
-    case TW_V_TIME: return "time";
-    case TW_V_STR: return "string";
-    case TW_V_DEC: return "dec";
-    default: return "null";
+    case TW_V_BOOL:
+      return "bool";
+    case TW_V_INT:
+      return "int";
+    case TW_V_MONEY:
+      return "money_fen";
+    case TW_V_DURATION:
+      return "duration_ms";
+    case TW_V_TIME:
+      return "time";
+    case TW_V_STR:
+      return "string";
+    case TW_V_DEC:
+      return "dec";
+    default:
+      return "null";
   }
 }
 
@@ -173,8 +181,8 @@ static json_t *value_json(tw_value_t v) {
 }
 
 static const char *fn_name(tw_agg_fn_t fn) {
-  static const char *const kNames[] = {"count", "sum", "avg", "min", "max", "distinct", "first",
-                                       "last"};
+  static const char *const kNames[] = {"count", "sum",      "avg",   "min",
+                                       "max",   "distinct", "first", "last"};
   return (unsigned)fn < sizeof kNames / sizeof kNames[0] ? kNames[fn] : "?";
 }
 
@@ -257,12 +265,14 @@ static json_t *aggregate_json(const tw_explain_t *x, const tw_agg_def_t *a, cons
   } else if (older_in_window) {
     char note[160];
     if (a->spec.fn == TW_AGG_COUNT && value.kind == TW_V_INT && (uint64_t)value.u.i > listed)
-      snprintf(note, sizeof note, "%llu earlier events in the window are not listed (the list "
-                                  "holds the latest %d)",
+      snprintf(note, sizeof note,
+               "%llu earlier events in the window are not listed (the list "
+               "holds the latest %d)",
                (unsigned long long)((uint64_t)value.u.i - listed), TW_EXPLAIN_EVENTS);
     else
-      snprintf(note, sizeof note, "earlier events in the window are not listed (the list holds "
-                                  "the latest %d of %llu that fed this key)",
+      snprintf(note, sizeof note,
+               "earlier events in the window are not listed (the list holds "
+               "the latest %d of %llu that fed this key)",
                TW_EXPLAIN_EVENTS, (unsigned long long)t->total);
     json_object_set_new(o, "events_note", json_string(note));
   }
@@ -296,7 +306,8 @@ static int on_alert_raised(void *ud, const tw_rule_t *rule, const tw_alert_t *a,
   json_object_set_new(o, "severity", json_string(tw_severity_name(rule->severity)));
   json_object_set_new(o, "by", json_string(rule->by_name));
   json_object_set_new(o, "key", json_stringn(a->key.ptr, a->key.len));
-  json_object_set_new(o, "institution_id", json_stringn(a->institution_id.ptr, a->institution_id.len));
+  json_object_set_new(o, "institution_id",
+                      json_stringn(a->institution_id.ptr, a->institution_id.len));
   json_object_set_new(o, "region", json_stringn(a->region.ptr, a->region.len));
   json_object_set_new(o, "event_time", time_json(a->event_time_ms));
   json_object_set_new(o, "message", json_string(a->message));
@@ -309,7 +320,8 @@ static int on_alert_raised(void *ud, const tw_rule_t *rule, const tw_alert_t *a,
   } else {
     tw_value_t ty = tw_event_get(ctx->ev, TW_SLOT_TYPE);
     json_object_set_new(trig, "kind", json_string("event"));
-    if (ty.kind == TW_V_STR) json_object_set_new(trig, "type", json_stringn(ty.u.s.ptr, ty.u.s.len));
+    if (ty.kind == TW_V_STR)
+      json_object_set_new(trig, "type", json_stringn(ty.u.s.ptr, ty.u.s.len));
   }
   json_object_set_new(o, "trigger", trig);
   json_object_set_new(o, "rules_file", json_string(x->rules_path));
@@ -338,8 +350,8 @@ static int on_alert_raised(void *ud, const tw_rule_t *rule, const tw_alert_t *a,
   for (size_t i = 0; i < ctx->n_reads; i++) {
     const tw_agg_def_t *ad = agg_named(x->rs, ctx->reads[i].name);
     if (ad == NULL) continue; /* a field of the event */
-    json_array_append_new(aggs, aggregate_json(x, ad, ctx->reads[i].name, ctx->reads[i].value, a,
-                                               events));
+    json_array_append_new(
+        aggs, aggregate_json(x, ad, ctx->reads[i].name, ctx->reads[i].value, a, events));
   }
   json_object_set_new(o, "aggregates", aggs);
   json_t *item = json_object();
@@ -391,8 +403,10 @@ size_t tw_explain_report_missing(const tw_explain_t *x, FILE *err) {
   size_t n = 0;
   for (size_t i = 0; i < x->n_ids; i++)
     if (!x->id_found[i]) {
-      fprintf(err, "tutorwatch replay: alert %s was not raised by this replay (check the rules, "
-                   "--set, and the time range and selection)\n", x->ids[i]);
+      fprintf(err,
+              "tutorwatch replay: alert %s was not raised by this replay (check the rules, "
+              "--set, and the time range and selection)\n",
+              x->ids[i]);
       n++;
     }
   return n;
@@ -457,8 +471,8 @@ static char *read_file(const char *path, size_t *len) {
   return b;
 }
 
-int tw_explain_write_evidence(const tw_explain_t *x, const char *path, json_t *inputs,
-                              char *errbuf, size_t errcap) {
+int tw_explain_write_evidence(const tw_explain_t *x, const char *path, json_t *inputs, char *errbuf,
+                              size_t errcap) {
   size_t rlen = 0;
   char *rules = read_file(x->rules_path, &rlen);
   if (rules == NULL) {

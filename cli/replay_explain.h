@@ -66,8 +66,8 @@ int tw_explain_write_lines(const tw_explain_t *x, FILE *out);
  * and the compact, key-sorted JSON of the explanation and of the events). Written whole
  * (temporary file + rename). Returns 0, TW_EIO (errbuf says why), TW_ENOMEM.
  */
-int tw_explain_write_evidence(const tw_explain_t *x, const char *path, json_t *inputs,
-                              char *errbuf, size_t errcap);
+int tw_explain_write_evidence(const tw_explain_t *x, const char *path, json_t *inputs, char *errbuf,
+                              size_t errcap);
 
 /* tw_explain_free: NULL accepted. */
 void tw_explain_free(tw_explain_t *x);

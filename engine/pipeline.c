@@ -969,9 +969,10 @@ static int process_event(tw_pipeline_t *p) {
   }
   if (counted) p->stats.accepted++;
   if (counted && p->record != NULL) {
-    int rrc = tw_recorder_append(p->record, p->n_shards > 1 ? p->shard_index : 0, p->schema, &p->ev);
-    if (rrc != 0 && rrc != TW_ETOOBIG) return rrc; /* TW_ETOOBIG: cannot happen for a decoded
-                                                       event; it is then simply not recorded */
+    /* TW_ETOOBIG cannot happen for a decoded event; such an event would not be recorded */
+    int rrc =
+        tw_recorder_append(p->record, p->n_shards > 1 ? p->shard_index : 0, p->schema, &p->ev);
+    if (rrc != 0 && rrc != TW_ETOOBIG) return rrc;
   }
   p->uncommitted = true;
   p->cur = &p->ev;

@@ -427,8 +427,8 @@ static int stream_open(tw_recorder_t *r, stream_t *s, const char *dir, int k, ch
     if (rc == 0) rc = recover_segment(s);
     if (rc == 0 && s->seg_records >= TW_RECORD_SEGMENT_RECORDS) rc = seal_and_next(r, s);
   }
-  if (rc != 0) snprintf(errbuf, errcap, "cannot open the segments of %s: %s", s->dir,
-                        tw_strerror(rc));
+  if (rc != 0)
+    snprintf(errbuf, errcap, "cannot open the segments of %s: %s", s->dir, tw_strerror(rc));
   return rc;
 }
 
@@ -487,8 +487,8 @@ int tw_recorder_append(tw_recorder_t *r, int stream, const tw_schema_t *schema,
   if (r == NULL || stream < 0 || stream >= r->n) return TW_EINVAL;
   stream_t *s = &r->s[stream];
   if (s->fd < 0) return TW_EIO;
-  int plen = tw_record_encode_event(schema, ev, s->enc + TW_RECORD_HEADER_BYTES,
-                                    TW_RECORD_MAX_PAYLOAD);
+  int plen =
+      tw_record_encode_event(schema, ev, s->enc + TW_RECORD_HEADER_BYTES, TW_RECORD_MAX_PAYLOAD);
   if (plen < 0) return plen;
   uint8_t *h = s->enc;
   memset(h, 0, TW_RECORD_HEADER_BYTES);
@@ -606,7 +606,8 @@ static int load_index(const char *dir, uint32_t seg, uint64_t seg_size, seg_inde
   ix->max_ts = (int64_t)get_le(b + 24, 8);
   ix->seg_bytes = get_le(b + 32, 8);
   if (ix->n_records > TW_RECORD_SEGMENT_RECORDS || ix->n_inst > ix->n_records ||
-      len != IDX_HEADER_BYTES + (size_t)ix->n_inst * IDX_INST_BYTES + (size_t)ix->n_records * 4 + 8 ||
+      len !=
+          IDX_HEADER_BYTES + (size_t)ix->n_inst * IDX_INST_BYTES + (size_t)ix->n_records * 4 + 8 ||
       ix->seg_bytes != seg_size)
     goto bad;
   ix->inst = b + IDX_HEADER_BYTES;
@@ -795,8 +796,10 @@ static int cursor_next(cursor_t *c, const tw_record_filter_t *f, tw_record_scan_
         if (c->size - (c->pos + c->have) < want) want = (size_t)(c->size - (c->pos + c->have));
         int rc = pread_all(c->fd, c->rbuf + c->have, want, c->pos + c->have);
         if (rc == TW_EIO) return rc;
-        if (rc == TW_EAGAIN) c->size = c->pos + c->have; /* shrank under us */
-        else c->have += want;
+        if (rc == TW_EAGAIN)
+          c->size = c->pos + c->have; /* shrank under us */
+        else
+          c->have += want;
         st->bytes_read += want;
         continue;
       }
@@ -836,8 +839,7 @@ static int list_streams(const char *dir, int *ks, int *n) {
   while ((de = readdir(d)) != NULL) {
     int k;
     char tail;
-    if (sscanf(de->d_name, "stream-%d%c", &k, &tail) == 1 && k >= 0 &&
-        k < TW_RECORD_MAX_STREAMS)
+    if (sscanf(de->d_name, "stream-%d%c", &k, &tail) == 1 && k >= 0 && k < TW_RECORD_MAX_STREAMS)
       have[k] = true;
   }
   closedir(d);
@@ -935,8 +937,7 @@ static int count_cb(void *ud, const tw_record_entry_t *e) {
   return 0;
 }
 
-int tw_record_scan_info(const char *dir, tw_record_scan_stats_t *st, char *errbuf,
-                        size_t errcap) {
+int tw_record_scan_info(const char *dir, tw_record_scan_stats_t *st, char *errbuf, size_t errcap) {
   memset(st, 0, sizeof *st);
   st->min_ts_ms = INT64_MAX;
   st->max_ts_ms = INT64_MIN;

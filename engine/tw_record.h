@@ -92,9 +92,9 @@ typedef struct tw_record_entry {
   char region[TW_RECORD_REGION_LEN + 1];
   const uint8_t *payload; /* msgpack map of the event */
   size_t payload_len;
-  int stream;         /* which stream (shard) recorded it */
-  uint32_t segment;   /* segment number */
-  uint64_t offset;    /* byte offset of the record's header in the segment */
+  int stream;       /* which stream (shard) recorded it */
+  uint32_t segment; /* segment number */
+  uint64_t offset;  /* byte offset of the record's header in the segment */
 } tw_record_entry_t;
 
 /*

@@ -559,22 +559,38 @@ static void pb_value(pbuf_t *b, tw_value_t v) {
 
 static const char *op_word(int op) {
   switch ((tw__op_t)op) {
-    case TW__OP_AND: return " and ";
-    case TW__OP_OR: return " or ";
-    case TW__OP_EQ: return " == ";
-    case TW__OP_NE: return " != ";
-    case TW__OP_LT: return " < ";
-    case TW__OP_LE: return " <= ";
-    case TW__OP_GT: return " > ";
-    case TW__OP_GE: return " >= ";
-    case TW__OP_ADD: return " + ";
-    case TW__OP_SUB: return " - ";
-    case TW__OP_MUL: return " * ";
-    case TW__OP_DIV: return " / ";
-    case TW__OP_MOD: return " % ";
-    case TW__OP_CONTAINS: return " contains ";
-    case TW__OP_STARTSWITH: return " startswith ";
-    default: return NULL;
+    case TW__OP_AND:
+      return " and ";
+    case TW__OP_OR:
+      return " or ";
+    case TW__OP_EQ:
+      return " == ";
+    case TW__OP_NE:
+      return " != ";
+    case TW__OP_LT:
+      return " < ";
+    case TW__OP_LE:
+      return " <= ";
+    case TW__OP_GT:
+      return " > ";
+    case TW__OP_GE:
+      return " >= ";
+    case TW__OP_ADD:
+      return " + ";
+    case TW__OP_SUB:
+      return " - ";
+    case TW__OP_MUL:
+      return " * ";
+    case TW__OP_DIV:
+      return " / ";
+    case TW__OP_MOD:
+      return " % ";
+    case TW__OP_CONTAINS:
+      return " contains ";
+    case TW__OP_STARTSWITH:
+      return " startswith ";
+    default:
+      return NULL;
   }
 }
 
@@ -742,8 +758,8 @@ static void trace_rec(const tw_expr_t *e, tw_eval_ctx_t *ctx, trace_t *t, uint16
   trace_rec(e->b, ctx, t, (uint16_t)(depth + 1), eval_b);
 }
 
-int tw_expr_eval_trace(const tw_expr_t *e, tw_eval_ctx_t *ctx, tw_trace_node_t *nodes,
-                       size_t cap, size_t *n, tw_value_t *out) {
+int tw_expr_eval_trace(const tw_expr_t *e, tw_eval_ctx_t *ctx, tw_trace_node_t *nodes, size_t cap,
+                       size_t *n, tw_value_t *out) {
   if (e == NULL || ctx == NULL || out == NULL || n == NULL || (nodes == NULL && cap > 0))
     return TW_EINVAL;
   trace_t t = {nodes, cap, 0};

@@ -24,4 +24,8 @@ script -q -e -c "'$TW' replay --rules '$RULES' --record rec --no-progress --aler
 grep -q "ETA" ts2 && fail "--no-progress still drew the progress line"
 "$TW" replay --rules "$RULES" --record rec --progress --alerts /dev/null 2>forced.err
 grep -q "ETA" forced.err || fail "--progress did not draw the progress line"
+# --input: the fraction follows the bytes read, and reaches 100%.
+script -q -e -c "'$TW' replay --rules '$RULES' --input e.jsonl --alerts in.jsonl" /dev/null > ts3 \
+  || fail "replay --input under a terminal failed"
+grep -q "ETA" ts3 && grep -q "100%" ts3 || fail "no progress line for --input: $(cat ts3)"
 echo ok

@@ -92,7 +92,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       continue;
     }
     if (rl < TW_RECORD_HEADER_BYTES || rl > seg_len - at ||
-        e.payload != seg + at + TW_RECORD_HEADER_BYTES || e.payload_len != rl - TW_RECORD_HEADER_BYTES)
+        e.payload != seg + at + TW_RECORD_HEADER_BYTES ||
+        e.payload_len != rl - TW_RECORD_HEADER_BYTES)
       abort();
     tw_decode_error_t derr;
     if (tw_decode_msgpack(schema, (const char *)e.payload, e.payload_len, &ev, &derr) == 0) {

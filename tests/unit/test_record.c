@@ -82,7 +82,8 @@ static void test_roundtrip(void **state) {
   assert_int_equal(tw_event_init(&back), 0);
   const char *json =
       "{\"event_id\":\"p-1\",\"type\":\"payment\",\"ts\":\"2025-03-01T10:00:00.123+08:00\","
-      "\"institution_id\":\"" INST_A "\",\"region\":\"440106\",\"student_id\":\"p:0123\","
+      "\"institution_id\":\"" INST_A
+      "\",\"region\":\"440106\",\"student_id\":\"p:0123\","
       "\"course_id\":\"C-1\",\"amount_fen\":600000,\"class_hours\":70,\"service_days\":120,"
       "\"channel\":\"supervised\",\"list_price_fen\":600000}";
   tw_decode_error_t derr;
@@ -248,9 +249,9 @@ static void test_torn_tail_and_checksum(void **state) {
   assert_int_equal(tw_record_scan(dir, &all, collect, &c, NULL, err, sizeof err), TW_EINVAL);
   assert_non_null(strstr(err, "checksum mismatch"));
   /* no record at all */
-  assert_int_equal(tw_record_scan("/nonexistent-tw-record", &all, collect, &c, NULL, err,
-                                  sizeof err),
-                   TW_ENOENT);
+  assert_int_equal(
+      tw_record_scan("/nonexistent-tw-record", &all, collect, &c, NULL, err, sizeof err),
+      TW_ENOENT);
   tw_event_fini(&ev);
   rmdir_all(dir);
 }
@@ -268,7 +269,7 @@ static void test_parse_refuses(void **state) {
   b[2] = 1;
   assert_int_equal(tw_record_parse(b, 3, &e, &rl), TW_EAGAIN);
   assert_int_equal(tw_record_parse(b, sizeof b, &e, &rl), TW_EPARSE); /* length 0 */
-  b[4] = 0xff, b[5] = 0xff, b[6] = 0xff, b[7] = 0x7f; /* 2 GiB claimed */
+  b[4] = 0xff, b[5] = 0xff, b[6] = 0xff, b[7] = 0x7f;                 /* 2 GiB claimed */
   assert_int_equal(tw_record_parse(b, sizeof b, &e, &rl), TW_EPARSE);
   b[4] = 8, b[5] = b[6] = b[7] = 0;
   assert_int_equal(tw_record_parse(b, sizeof b - 1, &e, &rl), TW_EAGAIN);
