@@ -340,8 +340,9 @@ static int idx_note(stream_t *s, const char *inst, int64_t ts) {
   return 0;
 }
 
-/* recover_segment: read the open segment back, rebuild its in-memory index, and cut a torn or
- * damaged tail (a writer killed mid-write) so appends continue after the last good record. */
+/* recover_segment: read the open segment back, rebuild its in-memory index, and cut a torn tail
+ * (a writer killed mid-write) so appends continue after the last good record. TW_EINVAL when a
+ * record before the end is damaged (the caller leaves the segment alone and starts the next). */
 static int recover_segment(stream_t *s) {
   struct stat st;
   if (fstat(s->fd, &st) != 0) return TW_EIO;
@@ -374,11 +375,20 @@ static int recover_segment(stream_t *s) {
       have += (size_t)r;
       continue;
     }
-    if (pos < size) {
-      fprintf(stderr, "tutorwatch: record %s/%06u.seg: %llu bytes after byte %llu are %s; cut\n",
-              s->dir, s->seg, (unsigned long long)(size - pos), (unsigned long long)pos,
-              prc == TW_EAGAIN ? "a torn last record" : "damaged");
+    if (pos < size && prc == TW_EAGAIN) {
+      fprintf(stderr,
+              "tutorwatch: record %s/%06u.seg: %llu bytes after byte %llu are a torn last "
+              "record; cut\n",
+              s->dir, s->seg, (unsigned long long)(size - pos), (unsigned long long)pos);
       if (ftruncate(s->fd, (off_t)pos) != 0) rc = TW_EIO;
+    } else if (pos < size) {
+      /* Damage before the end is not a torn write: keep it for the reader to report (evidence is
+       * not destroyed) and record into a new segment. */
+      fprintf(stderr,
+              "tutorwatch: record %s/%06u.seg: damaged record at byte %llu; left as it "
+              "is, recording goes on in the next segment\n",
+              s->dir, s->seg, (unsigned long long)pos);
+      rc = TW_EINVAL;
     }
     break;
   }
@@ -425,6 +435,11 @@ static int stream_open(tw_recorder_t *r, stream_t *s, const char *dir, int k, ch
   } else {
     rc = open_segment(s, last, false);
     if (rc == 0) rc = recover_segment(s);
+    if (rc == TW_EINVAL) { /* damaged: start the next segment */
+      close(s->fd);
+      s->fd = -1;
+      rc = open_segment(s, last + 1, true);
+    }
     if (rc == 0 && s->seg_records >= TW_RECORD_SEGMENT_RECORDS) rc = seal_and_next(r, s);
   }
   if (rc != 0)

@@ -49,7 +49,8 @@ typedef struct tw_recorder tw_recorder_t;
 /*
  * tw_recorder_open: open (creating it, mode 0700) the record directory dir for appending with
  * n_streams streams (1 ≤ n ≤ TW_RECORD_MAX_STREAMS; one per shard). Each stream's open segment
- * is checked and a torn last record cut. no_sync: tw_recorder_sync writes without fdatasync.
+ * is checked and a torn last record cut; a segment damaged before its end is left as it is (a
+ * replay reports it) and the stream goes on in a new segment. no_sync: tw_recorder_sync writes without fdatasync.
  * Holds an exclusive lock (flock on dir/lock) until closed, so two engines cannot append to one
  * record. Returns 0 with *out owned by the caller (tw_recorder_close), or TW_EINVAL (bad n),
  * TW_EIO (cannot create, open, lock or read; errbuf says which), TW_EEXIST (another process

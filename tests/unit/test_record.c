@@ -248,6 +248,19 @@ static void test_torn_tail_and_checksum(void **state) {
   err[0] = '\0';
   assert_int_equal(tw_record_scan(dir, &all, collect, &c, NULL, err, sizeof err), TW_EINVAL);
   assert_non_null(strstr(err, "checksum mismatch"));
+  /* opened again for writing: the damaged segment is left as it is (evidence is not cut away)
+   * and recording goes on in the next segment */
+  assert_int_equal(stat(path, &st), 0);
+  off_t damaged_size = st.st_size;
+  assert_int_equal(tw_recorder_open(dir, 1, true, &r, err, sizeof err), 0);
+  complaint(&ev, "c-after", INST_A, BASE_MS + 200);
+  assert_int_equal(tw_recorder_append(r, 0, schema, &ev), 0);
+  assert_int_equal(tw_recorder_close(r), 0);
+  assert_int_equal(stat(path, &st), 0);
+  assert_int_equal(st.st_size, damaged_size);
+  snprintf(path, sizeof path, "%s/stream-0/000002.seg", dir);
+  assert_int_equal(access(path, R_OK), 0);
+  assert_int_equal(tw_record_scan(dir, &all, collect, &c, NULL, err, sizeof err), TW_EINVAL);
   /* no record at all */
   assert_int_equal(
       tw_record_scan("/nonexistent-tw-record", &all, collect, &c, NULL, err, sizeof err),
