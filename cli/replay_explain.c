@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <yaml.h>
 
 #include "replay_explain.h"
 #include "tw_error.h"
@@ -52,9 +53,12 @@ struct tw_explain {
   track_t **slots;
   size_t cap, n;
   json_t *items; /* array of {"alert": line, "explanation": {...}} */
+  json_t *whens; /* rule name → its `when` text as written in the file (positions refer to it) */
   int failed;
   tw_trace_node_t nodes[TRACE_NODES];
 };
+
+static void load_whens(tw_explain_t *x);
 
 static uint64_t hash_of(const char *agg, const char *key, size_t len) {
   uint64_t h = 1469598103934665603ULL;
@@ -329,6 +333,8 @@ static int on_alert_raised(void *ud, const tw_rule_t *rule, const tw_alert_t *a,
   if (rule->cooldown_ms > 0) json_object_set_new(o, "cooldown", duration_json(rule->cooldown_ms));
   json_t *cond = json_object(), *subs = json_array();
   json_object_set_new(cond, "text", json_string(n > 0 ? x->nodes[0].text : ""));
+  json_t *src = json_object_get(x->whens, rule->name);
+  if (src != NULL) json_object_set(cond, "source", src);
   json_object_set_new(cond, "value", erc == 0 ? value_json(result) : json_null());
   for (size_t i = 0; i < n; i++) {
     const tw_trace_node_t *t = &x->nodes[i];
@@ -376,13 +382,15 @@ int tw_explain_new(const tw_ruleset_t *rs, const char *rules_path, const char *c
   x->keep_ud = keep_ud;
   x->id_found = calloc(n_ids + 1, 1);
   x->items = json_array();
-  if (x->id_found == NULL || x->items == NULL) {
+  x->whens = json_object();
+  if (x->id_found == NULL || x->items == NULL || x->whens == NULL) {
     tw_explain_free(x);
     return TW_ENOMEM;
   }
   x->obs.agg_added = on_agg_added;
   x->obs.alert_raised = on_alert_raised;
   x->obs.ud = x;
+  load_whens(x);
   *out = x;
   return 0;
 }
@@ -441,6 +449,55 @@ static int part_hash(json_t *part, char hex[65]) {
   sha256_hex(s, strlen(s), hex);
   free(s);
   return 0;
+}
+
+static char *read_file(const char *path, size_t *len);
+
+static const yaml_node_t *map_get(yaml_document_t *d, const yaml_node_t *m, const char *key) {
+  if (m == NULL || m->type != YAML_MAPPING_NODE) return NULL;
+  for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+    const yaml_node_t *k = yaml_document_get_node(d, p->key);
+    if (k != NULL && k->type == YAML_SCALAR_NODE && k->data.scalar.length == strlen(key) &&
+        memcmp(k->data.scalar.value, key, k->data.scalar.length) == 0)
+      return yaml_document_get_node(d, p->value);
+  }
+  return NULL;
+}
+
+/* load_whens: each rule's `when` as written (libyaml's document API: the loader has already
+ * accepted this file, so it is at most TW_RULES_MAX_FILE_BYTES and has no aliases). Best effort:
+ * an explanation without it still has the canonical text. */
+static void load_whens(tw_explain_t *x) {
+  size_t len = 0;
+  char *data = read_file(x->rules_path, &len);
+  if (data == NULL) return;
+  yaml_parser_t parser;
+  yaml_document_t doc;
+  if (!yaml_parser_initialize(&parser)) {
+    free(data);
+    return;
+  }
+  yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
+  if (yaml_parser_load(&parser, &doc)) {
+    const yaml_node_t *rules = map_get(&doc, yaml_document_get_root_node(&doc), "rules");
+    if (rules != NULL && rules->type == YAML_SEQUENCE_NODE)
+      for (yaml_node_item_t *it = rules->data.sequence.items.start;
+           it < rules->data.sequence.items.top; it++) {
+        const yaml_node_t *r = yaml_document_get_node(&doc, *it);
+        const yaml_node_t *name = map_get(&doc, r, "name"), *when = map_get(&doc, r, "when");
+        if (name == NULL || when == NULL || name->type != YAML_SCALAR_NODE ||
+            when->type != YAML_SCALAR_NODE)
+          continue;
+        char *n = strndup((const char *)name->data.scalar.value, name->data.scalar.length);
+        json_t *w = json_stringn((const char *)when->data.scalar.value, when->data.scalar.length);
+        if (n != NULL && w != NULL) json_object_set(x->whens, n, w);
+        json_decref(w);
+        free(n);
+      }
+    yaml_document_delete(&doc);
+  }
+  yaml_parser_delete(&parser);
+  free(data);
 }
 
 static char *read_file(const char *path, size_t *len) {
@@ -526,5 +583,6 @@ void tw_explain_free(tw_explain_t *x) {
   free(x->slots);
   free(x->id_found);
   json_decref(x->items);
+  json_decref(x->whens);
   free(x);
 }

@@ -40,6 +40,13 @@ for a, x in zip(live, exs):
     check(c["value"] is True, "the condition held")
     subs = {s["text"]: s for s in c["subexpressions"]}
     check(c["text"] == "(paid_3d > 15000yuan) and (amount_fen > 0yuan)", "condition text: " + c["text"])
+    check(c["source"] == "paid_3d > 15000yuan and amount_fen > 0yuan", "condition as written: " + c["source"])
+    for sub in c["subexpressions"]:  # each position points into the text as written
+        src = c["source"].encode()
+        if sub["text"] in ("paid_3d", "amount_fen"):
+            check(src[sub["pos"]:].startswith(sub["text"].encode()), "pos of " + sub["text"])
+        if sub["depth"] == 0:
+            check(src[sub["pos"]:].startswith(b"and"), "pos of the root: its operator")
     check(subs["paid_3d > 15000yuan"]["value"] is True and subs["amount_fen > 0yuan"]["value"] is True, "sub-expressions")
     check(subs["paid_3d"]["value"] == a["values"]["paid_3d"], "the aggregate as in the alert")
     check(subs["amount_fen"]["value"] == a["values"]["amount_fen"], "the field as in the alert")
