@@ -23,6 +23,7 @@
 #include <ftw.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -202,6 +203,13 @@ struct replay {
   uint64_t not_selected;
 };
 
+/* SIGINT / SIGTERM: stop reading, remove the private state, exit 130. */
+static volatile sig_atomic_t g_stop;
+static void on_stop_signal(int sig) {
+  (void)sig;
+  g_stop = 1;
+}
+
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -281,7 +289,7 @@ static void keep_free(alert_list_t *l) {
 static int rsink_write(tw_sink_t *s, const tw_alert_t *a, const char *json, size_t len) {
   replay_sink_t *rs = (replay_sink_t *)s;
   replay_t *r = rs->r;
-  if (!keep_alert(r, a)) return 0;
+  if (g_stop || !keep_alert(r, a)) return 0;
   if (rs->keep != NULL) return keep_push(rs->keep, a, json, len);
   r->alerts_seen++;
   if (!r->write_alerts) return 0;
@@ -342,6 +350,7 @@ static void draw_progress(replay_t *r, bool final) {
 /* ---- feeding -------------------------------------------------------------------------------- */
 
 static int feed(replay_t *r, const tw_record_t *rec, int64_t ts) {
+  if (g_stop) return TW_EAGAIN; /* interrupted: stops the scan or the poll */
   r->events++;
   r->last_ts = ts;
   int rc = tw_pipeline_record(r->p, rec);
@@ -580,15 +589,15 @@ static int64_t warm_up_ms(const tw_ruleset_t *rs, int64_t lateness_ms) {
   return w + lateness_ms;
 }
 
-typedef struct opened {
-  char dir[64];
+typedef struct tmpdir {
+  char dir[4096];
   bool made;
 } tmpdir_t;
 
 static int make_tmp(tmpdir_t *t) {
   const char *base = getenv("TMPDIR");
-  snprintf(t->dir, sizeof t->dir, "%s/tw-replay-XXXXXX",
-           base != NULL && strlen(base) < 40 ? base : "/tmp");
+  if (base == NULL || base[0] == '\0' || strlen(base) > sizeof t->dir - 32) base = "/tmp";
+  snprintf(t->dir, sizeof t->dir, "%s/tw-replay-XXXXXX", base);
   if (mkdtemp(t->dir) == NULL) return TW_EIO;
   t->made = true;
   return 0;
@@ -602,7 +611,7 @@ static void drop_tmp(tmpdir_t *t) {
 static int open_pipeline(const tw_pipeline_opts_t *base, const char *rules_path,
                          const char *const *set, size_t n_set, tmpdir_t *t,
                          const tw_pipeline_observer_t *obs, tw_pipeline_t **out) {
-  char err[4096], dl[128];
+  char err[4096], dl[4200];
   if (make_tmp(t) != 0) {
     fprintf(stderr, "tutorwatch replay: cannot create a temporary state directory: %s\n",
             strerror(errno));
@@ -808,6 +817,15 @@ int tw_cmd_replay(int argc, char **argv) {
     return 2;
   }
   r.filtered = r.n_insts > 0 || r.region != NULL;
+  /* A closed output (`| head`) is a write error, not a death that would leave the private state
+   * behind; an interrupt stops the replay and removes it. */
+  signal(SIGPIPE, SIG_IGN);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  g_stop = 0;
   r.write_alerts = !explaining && diff_old == NULL;
   r.progress = progress >= 0 ? progress == 1 : isatty(STDERR_FILENO) == 1;
 
@@ -959,6 +977,11 @@ int tw_cmd_replay(int argc, char **argv) {
   if (rc == 0 && r.p_old != NULL) rc = finish_pipeline(r.p_old, sweep_limit);
   if (rc == 0 && ex != NULL) rc = tw_explain_failed(ex);
   if (r.progress) draw_progress(&r, true);
+  if (g_stop) {
+    fprintf(stderr, "tutorwatch replay: interrupted; nothing more is written\n");
+    status = 130;
+    goto done;
+  }
   if (rc != 0) {
     if (status == 0) {
       fprintf(stderr, "tutorwatch replay: stopped: %s\n", tw_strerror(rc));
@@ -993,9 +1016,9 @@ int tw_cmd_replay(int argc, char **argv) {
       for (size_t i = 0; i < r.n_insts; i++) json_array_append_new(ia, json_string(r.insts[i]));
       json_object_set_new(in, "institutions", ia);
       if (r.region) json_object_set_new(in, "region", json_string(r.region));
-      json_t *sa = json_array();
-      for (size_t i = 0; i < n_params; i++) json_array_append_new(sa, json_string(params[i]));
-      json_object_set_new(in, "set", sa);
+      json_t *sets = json_array();
+      for (size_t i = 0; i < n_params; i++) json_array_append_new(sets, json_string(params[i]));
+      json_object_set_new(in, "set", sets);
       json_object_set_new(in, "events_replayed", json_integer((json_int_t)r.events));
       if (tw_explain_write_evidence(ex, evidence, in, err, sizeof err) != 0) {
         fprintf(stderr, "tutorwatch replay: %s\n", err);

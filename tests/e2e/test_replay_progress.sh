@@ -28,4 +28,18 @@ grep -q "ETA" forced.err || fail "--progress did not draw the progress line"
 script -q -e -c "'$TW' replay --rules '$RULES' --input e.jsonl --alerts in.jsonl" /dev/null > ts3 \
   || fail "replay --input under a terminal failed"
 grep -q "ETA" ts3 && grep -q "100%" ts3 || fail "no progress line for --input: $(cat ts3)"
+# A closed output (| head) or an interrupt: the private state is removed all the same.
+mkdir tmp
+TMPDIR="$PWD/tmp" "$TW" replay --rules "$RULES" --record rec --alerts - 2>/dev/null | head -1 > first.jsonl || true
+[ -s first.jsonl ] || fail "no alert before the pipe closed"
+[ -z "$(ls tmp)" ] || fail "a replay whose output closed left its state behind: $(ls tmp)"
+TMPDIR="$PWD/tmp" "$TW" replay --rules "$RULES" --record rec --diff "$RULES" --alerts /dev/null 2>int.log &
+pid=$!
+sleep 0.2
+kill -INT "$pid" 2>/dev/null || true
+status=0
+wait "$pid" || status=$?
+[ "$status" -eq 0 ] || [ "$status" -eq 130 ] || fail "an interrupted replay exited $status: $(cat int.log)"
+[ "$status" -eq 0 ] || grep -q "interrupted" int.log || fail "no word of the interrupt: $(cat int.log)"
+[ -z "$(ls tmp)" ] || fail "an interrupted replay left its state behind: $(ls tmp)"
 echo ok
