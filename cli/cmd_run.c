@@ -24,6 +24,7 @@
 #include <zmq.h>
 #include <errno.h>
 
+#include "run_net.h"
 #include "tw_cli.h"
 #include "tw_error.h"
 #include "tw_pipeline.h"
@@ -59,10 +60,23 @@ static void usage(FILE *out) {
       "  --alerts FILE|-       append alerts as JSON lines to FILE, or stdout with '-' (default: "
       "stdout\n"
       "                        when no --feed is given)\n"
-      "  --feed ENDPOINT       publish alerts on a ZeroMQ PUB regulator feed (e.g. "
+      "  --feed ENDPOINT       publish alerts on a ZeroMQ XPUB regulator feed (e.g. "
       "tcp://127.0.0.1:7601);\n"
       "                        topic '<region>/<severity>/<rule>', so `feed --topic 44` gets "
       "Guangdong\n"
+      "  --self-check-feed ENDPOINT  the institutions' self-check feed (XPUB): topic = credit\n"
+      "                        code; payload without what only a regulator may see\n"
+      "  --history ENDPOINT    serve the feed history (ROUTER): alerts of a prefix since a "
+      "sequence,\n"
+      "                        for `feed --since SEQ --history ENDPOINT` (docs/feeds.md)\n"
+      "  --feed-format FMT     payload of feeds and history: msgpack (default) or json\n"
+      "  --keys FILE           YAML list of clients' public keys with role and scope; every "
+      "endpoint\n"
+      "                        then uses CURVE and admits only those keys, each within its "
+      "scope.\n"
+      "                        Without it, endpoints must be loopback or ipc://\n"
+      "  --server-key FILE     the engine's secret key (from `tutorwatch keys gen NAME`), with "
+      "--keys\n"
       "  --dead-letter FILE    append rejected events, one JSON line each with the reason, "
       "position and\n"
       "                        raw input (default: dead-letter.jsonl in the current directory)\n"
@@ -403,7 +417,7 @@ static const char *plural(uint64_t n, const char *one, const char *many) {
   return n == 1 ? one : many;
 }
 
-static void print_summary(const engine_t *e, const tw_sink_t *feed, double secs,
+static void print_summary(const engine_t *e, const run_net_t *net, double secs,
                           const char *state_dir, int temp_state, int served) {
   tw_pipeline_stats_t st;
   engine_stats(e, &st);
@@ -425,12 +439,7 @@ static void print_summary(const engine_t *e, const tw_sink_t *feed, double secs,
   if (st.eval_errors > 0)
     snprintf(extra + strlen(extra), sizeof extra - strlen(extra), ", %llu rule evaluation %s",
              (unsigned long long)st.eval_errors, plural(st.eval_errors, "error", "errors"));
-  if (feed != NULL) {
-    uint64_t dropped = tw_sink_zmq_pub_dropped((tw_sink_t *)feed);
-    size_t n = strlen(extra);
-    snprintf(extra + n, sizeof extra - n, ", %llu dropped by the feed for slow subscribers",
-             (unsigned long long)dropped);
-  }
+  run_net_summary(net, extra, sizeof extra);
   /* Served time includes idle waiting, so a rate over it would mislead. */
   if (served)
     snprintf(rate, sizeof rate, ", served %.2f s", secs);
@@ -464,12 +473,19 @@ int tw_cmd_run(int argc, char **argv) {
                                            {"max-future-skew", required_argument, NULL, 'K'},
                                            {"dedup-horizon", required_argument, NULL, 'D'},
                                            {"shards", required_argument, NULL, 'N'},
+                                           {"self-check-feed", required_argument, NULL, 'C'},
+                                           {"history", required_argument, NULL, 'Y'},
+                                           {"feed-format", required_argument, NULL, 'M'},
+                                           {"keys", required_argument, NULL, 'k'},
+                                           {"server-key", required_argument, NULL, 'x'},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
   const char *input = NULL, *listen_ep = NULL, *feed = NULL, *alerts = NULL;
   char state_tmp[] = "/tmp/tutorwatch-state-XXXXXX";
   tw_pipeline_opts_t po;
   tw_source_opts_t so;
+  run_net_t net;
+  memset(&net, 0, sizeof net);
   memset(&po, 0, sizeof po);
   memset(&so, 0, sizeof so);
   po.allowed_lateness_ms = -1; /* the defaults */
@@ -560,6 +576,28 @@ int tw_cmd_run(int argc, char **argv) {
         }
         have_format = 1;
         break;
+      case 'C':
+        net.self_check = optarg;
+        break;
+      case 'Y':
+        net.history = optarg;
+        break;
+      case 'M':
+        if (strcmp(optarg, "msgpack") == 0) {
+          net.format = TW_FEED_MSGPACK;
+        } else if (strcmp(optarg, "json") == 0) {
+          net.format = TW_FEED_JSON;
+        } else {
+          fprintf(stderr, "tutorwatch run: --feed-format is msgpack or json, not '%s'\n", optarg);
+          return 2;
+        }
+        break;
+      case 'k':
+        net.keys_path = optarg;
+        break;
+      case 'x':
+        net.server_key_path = optarg;
+        break;
       case 'h':
         usage(stdout);
         return 0;
@@ -579,6 +617,14 @@ int tw_cmd_run(int argc, char **argv) {
     return 2;
   }
   if (input != NULL && !have_format) so.format = tw_format_from_path(input);
+  net.listen = listen_ep;
+  net.feed = feed;
+  int net_status = run_net_prepare(&net);
+  if (net_status != 0) {
+    run_net_close(&net);
+    return net_status;
+  }
+  so.auth = net.auth;
   int temp_state = 0;
   if (po.state_dir == NULL) {
     if (mkdtemp(state_tmp) == NULL) {
@@ -596,7 +642,6 @@ int tw_cmd_run(int argc, char **argv) {
   engine_t eng;
   memset(&eng, 0, sizeof eng);
   tw_source_t *src = NULL;
-  tw_sink_t *feed_sink = NULL; /* owned by the outputs */
   char err[4096];
   int rc = tw_outputs_open(&eng.out, po.dead_letter_path, po.no_sync, err, sizeof err);
   if (rc == 0) {
@@ -609,13 +654,13 @@ int tw_cmd_run(int argc, char **argv) {
     status = (rc == TW_ENOMEM || rc == TW_ESTATE) ? 70 : 1;
     goto done;
   }
-  if (alerts != NULL || feed == NULL) {
+  if (alerts != NULL || (feed == NULL && net.self_check == NULL && net.history == NULL)) {
     if (open_sink(&eng.out, "jsonl", alerts ? alerts : "-", NULL) != 0) {
       status = 1;
       goto done;
     }
   }
-  if (feed != NULL && open_sink(&eng.out, "zmq-pub", feed, &feed_sink) != 0) {
+  if (run_net_open_feeds(&net, &eng.out, po.state_dir, po.no_sync) != 0) {
     status = 1;
     goto done;
   }
@@ -697,11 +742,12 @@ int tw_cmd_run(int argc, char **argv) {
                        : "every alert is kept in the alert journal of the state directory");
     if (status == 0) status = 1;
   }
-  print_summary(&eng, feed_sink, now_s() - t0, po.state_dir, temp_state, listen_ep != NULL);
+  print_summary(&eng, &net, now_s() - t0, po.state_dir, temp_state, listen_ep != NULL);
 done:
   crc = engine_close(&eng); /* shard threads stop before the source their records point into */
   if (src != NULL) src->vt->close(src);
   if (crc != 0 && status == 0) status = 70;
   if (temp_state) nftw(state_tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+  run_net_close(&net);
   return status;
 }

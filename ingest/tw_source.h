@@ -59,6 +59,9 @@ typedef struct tw_source_opts {
    * start_line + 1. Both 0 = from the beginning. Ignored for stdin and sockets. */
   uint64_t start_offset_bytes;
   uint64_t start_line;
+  /* Sockets only: NULL, or the keys (tw_auth.h) that make the endpoint a CURVE server admitting
+   * operators only; borrowed, must outlive the source. */
+  const struct tw_auth *auth;
 } tw_source_opts_t;
 
 typedef struct tw_source tw_source_t;
