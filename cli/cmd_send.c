@@ -14,6 +14,7 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "tw_auth.h"
 #include "tw_cli.h"
 
 #define SEND_MAX_RECORD_BYTES (16u << 20) /* the engine's ZMQ_MAXMSGSIZE */
@@ -26,7 +27,8 @@
 static void send_usage(FILE *out) {
   fprintf(out,
           "usage: tutorwatch send --connect ENDPOINT [--format jsonl|msgpack|auto]\n"
-          "                       [--timeout-ms MS] [FILE|-]\n"
+          "                       [--timeout-ms MS] [--key NAME.key --server-pub FILE.pub]\n"
+          "                       [FILE|-]\n"
           "\n"
           "Push events to a running engine (`tutorwatch run` reading a ZeroMQ PULL\n"
           "endpoint). Each record of FILE (or stdin when FILE is '-' or missing) is sent as one\n"
@@ -41,6 +43,9 @@ static void send_usage(FILE *out) {
           "  --timeout-ms MS     give up when no engine takes a message for MS milliseconds, and\n"
           "                      wait at most MS at the end to deliver what is queued\n"
           "                      (default %d)\n"
+          "  --key NAME.key      this client's secret key, for an engine run with --keys (the\n"
+          "                      key must be listed there with the role operator)\n"
+          "  --server-pub FILE   the engine's public key (the .pub of its --server-key)\n"
           "  -h, --help          show this help\n"
           "\n"
           "On success prints \"sent N events (B bytes) to ENDPOINT in T ms\" to stderr.\n"
@@ -71,10 +76,12 @@ int tw_cmd_send(int argc, char **argv) {
       {"connect", required_argument, NULL, 'c'},
       {"format", required_argument, NULL, 'f'},
       {"timeout-ms", required_argument, NULL, 't'},
+      {"key", required_argument, NULL, 'k'},
+      {"server-pub", required_argument, NULL, 'p'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
-  const char *endpoint = NULL, *path = "-";
+  const char *endpoint = NULL, *path = "-", *key_path = NULL, *server_pub = NULL;
   /* Read whole records up to ZeroMQ's 16 MiB message bound, so the engine sees an over-long
    * record's true length and dead-letters it as too_long rather than as cut-off JSON. */
   tw_source_opts_t opts = {.format = TW_FORMAT_AUTO, .max_record_bytes = SEND_MAX_RECORD_BYTES};
@@ -100,6 +107,12 @@ int tw_cmd_send(int argc, char **argv) {
           return 2;
         }
         break;
+      case 'k':
+        key_path = optarg;
+        break;
+      case 'p':
+        server_pub = optarg;
+        break;
       case 'h':
         send_usage(stdout);
         return 0;
@@ -123,10 +136,25 @@ int tw_cmd_send(int argc, char **argv) {
     return 2;
   }
   if (argc - optind == 1) path = argv[optind];
+  if ((key_path == NULL) != (server_pub == NULL)) {
+    fprintf(stderr, "tutorwatch send: --key and --server-pub go together\n");
+    return 2;
+  }
+  char secret[TW_AUTH_Z85_LEN + 1], public_[TW_AUTH_Z85_LEN + 1], server[TW_AUTH_Z85_LEN + 1];
+  tw_push_keys_t keys = {secret, public_, server};
+  if (key_path != NULL) {
+    int krc = tw_auth_read_secret(key_path, secret, public_);
+    if (krc == 0) krc = tw_auth_read_public(server_pub, server);
+    if (krc != 0) {
+      fprintf(stderr, "tutorwatch send: cannot read the keys %s / %s: %s\n", key_path, server_pub,
+              krc == TW_EIO ? strerror(errno) : "not a Z85 key file (see `tutorwatch keys gen`)");
+      return 1;
+    }
+  }
 
   tw_push_stats_t st;
   double t0 = now_ms();
-  int rc = tw_push_file(path, &opts, endpoint, timeout_ms, &st);
+  int rc = tw_push_file_keyed(path, &opts, endpoint, timeout_ms, key_path ? &keys : NULL, &st);
   int err = errno;
   double elapsed_ms = now_ms() - t0;
   if (rc == 0 || st.records > 0) {
