@@ -3,8 +3,9 @@
  * and back to JSON for `tutorwatch feed` (contract in tw_feed_codec.h).
  *
  * Bounds: every output goes to a tw_feed_buf_t with a maximum size; conversions recurse at most
- * TW_FEED_DEPTH_MAX levels; msgpack input is unpacked with one zone per call, so a hostile
- * payload costs at most what its own bytes (≤ the socket's maximum message size) can claim.
+ * TW_FEED_DEPTH_MAX levels; msgpack input is framed by tw_msgpack_frame first (declared counts
+ * checked against the bytes, depth and size bounded) and only then unpacked, so a hostile
+ * payload costs at most what its own bytes can claim.
  */
 #include <jansson.h>
 #include <math.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "tw_error.h"
+#include "tw_event.h"
 #include "tw_feed_codec.h"
 
 void tw_feed_buf_free(tw_feed_buf_t *b) {
@@ -184,7 +186,10 @@ static int put_obj(tw_feed_buf_t *b, const msgpack_object *o, int depth) {
 
 /* Unpack exactly one msgpack map from data. Returns 0 with *u holding it, else TW_EINVAL. */
 static int unpack_map(const char *data, size_t len, msgpack_unpacked *u) {
-  size_t off = 0;
+  size_t off = 0, obj_len = 0;
+  tw_decode_error_t err;
+  /* msgpack-c sizes tables from declared counts: check them against the bytes first */
+  if (tw_msgpack_frame(data, len, &obj_len, &err) != 0 || obj_len != len) return TW_EINVAL;
   msgpack_unpacked_init(u);
   if (msgpack_unpack_next(u, data, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len ||
       u->data.type != MSGPACK_OBJECT_MAP) {
