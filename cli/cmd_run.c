@@ -25,6 +25,7 @@
 #include <errno.h>
 
 #include "run_net.h"
+#include "tw_acked.h"
 #include "tw_cli.h"
 #include "tw_error.h"
 #include "tw_pipeline.h"
@@ -52,6 +53,10 @@ static void usage(FILE *out) {
       "                        SIGINT/SIGTERM; send events to it with `tutorwatch send`. SIGHUP\n"
       "                        reloads the rule file: unchanged aggregates keep their state, a\n"
       "                        file that does not compile is refused and the old rules go on\n"
+      "  --ingest ENDPOINT     acknowledged ingest: bind a ZeroMQ ROUTER; `send --acked` "
+      "batches are\n"
+      "                        acknowledged once committed, and resent after a restart "
+      "(single shard)\n"
       "  --format FMT          jsonl | msgpack | auto (default: from the file extension, .msgpack "
       "=\n"
       "                        msgpack; for --listen, detected per message)\n"
@@ -365,9 +370,9 @@ static int serve(tw_source_t *src, engine_t *e, const char *endpoint, const char
     pid_fd = -1;
   }
   fprintf(stderr,
-          "tutorwatch run: listening on %s (ZeroMQ PULL); SIGHUP reloads the rules, SIGINT or "
+          "tutorwatch run: listening on %s (ZeroMQ %s); SIGHUP reloads the rules, SIGINT or "
           "SIGTERM stops\n",
-          endpoint);
+          endpoint, strcmp(src->vt->name, "zmq-router") == 0 ? "ROUTER, acknowledged" : "PULL");
   serve_drain(&s); /* messages that arrived before the loop started */
   uv_run(&s.loop, UV_RUN_DEFAULT);
   if (pid_fd >= 0) {
@@ -380,6 +385,12 @@ static int serve(tw_source_t *src, engine_t *e, const char *endpoint, const char
 }
 
 /* ---- the command ---------------------------------------------------------------------------- */
+
+/* Acknowledged ingest: after each commit, the ROUTER source acknowledges what it covers. */
+static void ack_after_commit(void *ud, uint64_t finished_below_offset) {
+  tw_source_t *const *src = ud;
+  tw_acked_committed(*src, finished_below_offset);
+}
 
 /* A plain reason for a failed open: the system's or ZeroMQ's own words where there are some. */
 static const char *open_error(int rc, const char *target) {
@@ -478,9 +489,10 @@ int tw_cmd_run(int argc, char **argv) {
                                            {"feed-format", required_argument, NULL, 'M'},
                                            {"keys", required_argument, NULL, 'k'},
                                            {"server-key", required_argument, NULL, 'x'},
+                                           {"ingest", required_argument, NULL, 'I'},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
-  const char *input = NULL, *listen_ep = NULL, *feed = NULL, *alerts = NULL;
+  const char *input = NULL, *listen_ep = NULL, *feed = NULL, *alerts = NULL, *ingest_ep = NULL;
   char state_tmp[] = "/tmp/tutorwatch-state-XXXXXX";
   tw_pipeline_opts_t po;
   tw_source_opts_t so;
@@ -598,6 +610,9 @@ int tw_cmd_run(int argc, char **argv) {
       case 'x':
         net.server_key_path = optarg;
         break;
+      case 'I':
+        ingest_ep = optarg;
+        break;
       case 'h':
         usage(stdout);
         return 0;
@@ -610,13 +625,24 @@ int tw_cmd_run(int argc, char **argv) {
     fprintf(stderr, "tutorwatch run: unexpected argument '%s'\n", argv[optind]);
     return 2;
   }
-  if (po.rules_path == NULL || (input == NULL) == (listen_ep == NULL)) {
+  if (po.rules_path == NULL || (input != NULL) + (listen_ep != NULL) + (ingest_ep != NULL) != 1) {
     fprintf(stderr,
-            "tutorwatch run: need --rules FILE and exactly one of --input or --listen\n"
+            "tutorwatch run: need --rules FILE and exactly one of --input, --listen or --ingest\n"
             "'tutorwatch run --help' lists the options\n");
     return 2;
   }
   if (input != NULL && !have_format) so.format = tw_format_from_path(input);
+  if (ingest_ep != NULL && shards > 1) {
+    fprintf(stderr, "tutorwatch run: --ingest works with one shard (acknowledgements follow one "
+                    "pipeline's commits)\n");
+    return 2;
+  }
+  tw_source_t *src = NULL;
+  if (ingest_ep != NULL) {
+    listen_ep = ingest_ep; /* served like --listen; the source acknowledges after commits */
+    po.on_commit = ack_after_commit;
+    po.on_commit_ud = &src;
+  }
   net.listen = listen_ep;
   net.feed = feed;
   int net_status = run_net_prepare(&net);
@@ -641,7 +667,6 @@ int tw_cmd_run(int argc, char **argv) {
   double t0 = 0;
   engine_t eng;
   memset(&eng, 0, sizeof eng);
-  tw_source_t *src = NULL;
   char err[4096];
   int rc = tw_outputs_open(&eng.out, po.dead_letter_path, po.no_sync, err, sizeof err);
   if (rc == 0) {
@@ -695,7 +720,7 @@ int tw_cmd_run(int argc, char **argv) {
             "tutorwatch run: %llu %s committed by an earlier run may not have reached the outputs "
             "(it stopped between a commit and the next); sent again from the journal\n",
             (unsigned long long)redone, plural(redone, "alert", "alerts"));
-  const char *kind = listen_ep ? "zmq-pull" : "file";
+  const char *kind = ingest_ep ? "zmq-router" : listen_ep ? "zmq-pull" : "file";
   const char *target = listen_ep ? listen_ep : input;
   errno = 0;
   rc = tw_source_find(kind)->open(target, &so, &src);

@@ -143,6 +143,8 @@ struct tw_pipeline {
    * restart redoes the batch in which it happened. */
   int failed;
   bool uncommitted; /* events processed (or swept) since the last commit */
+  void (*on_commit)(void *ud, uint64_t finished_below_offset); /* opts.on_commit */
+  void *on_commit_ud;
 };
 
 static void errf(char *buf, size_t cap, const char *fmt, const char *a, const char *b) {
@@ -295,6 +297,8 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   rc = tw_order_new(&p->order);
   if (rc != 0) goto fail;
   p->no_sync = opts->no_sync;
+  p->on_commit = opts->on_commit;
+  p->on_commit_ud = opts->on_commit_ud;
   if (opts->shared_outputs != NULL) {
     p->out = opts->shared_outputs;
   } else {
@@ -1261,6 +1265,11 @@ int tw_pipeline_commit(tw_pipeline_t *p) {
   rc = tw_state_evict(p->state, horizon, TW_EVICT_PER_COMMIT);
   if (rc != 0 && rc != TW_EINVAL) return rc;
   publish(p);
+  if (p->on_commit != NULL) {
+    uint64_t offset, line;
+    resume_point(p, &offset, &line);
+    p->on_commit(p->on_commit_ud, offset);
+  }
   return 0;
 }
 

@@ -73,6 +73,12 @@ typedef struct tw_pipeline_opts {
   const char *pseudonym_dir;    /* where pseudonym.key lives; NULL = state_dir */
   bool live;                    /* serving (wall clock bounds the future; an idle stream's
                                    watermark follows the wall clock) rather than replaying */
+  /* Acknowledged ingest: called at the end of every successful tw_pipeline_commit (same thread)
+   * with the input position below which every record read is processed and committed: the
+   * offset_bytes of the oldest record still held (reorder buffer, suspects), else the end of the
+   * last record read. NULL: not called. */
+  void (*on_commit)(void *ud, uint64_t finished_below_offset);
+  void *on_commit_ud;
 } tw_pipeline_opts_t;
 
 #define TW_DEFAULT_ALLOWED_LATENESS_MS (60 * 60 * 1000)

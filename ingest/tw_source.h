@@ -67,7 +67,7 @@ typedef struct tw_source_opts {
 typedef struct tw_source tw_source_t;
 
 typedef struct tw_source_vt {
-  const char *name; /* "file", "zmq-pull" */
+  const char *name; /* "file", "zmq-pull", "zmq-router" (tw_acked.h) */
   /* open: target is a path ("-" = stdin) or an endpoint. Errors: TW_ENOENT, TW_EIO, TW_EZMQ,
    * TW_ENOMEM. On success *out is owned by the caller (close). */
   int (*open)(const char *target, const tw_source_opts_t *opts, tw_source_t **out);
