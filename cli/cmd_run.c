@@ -82,6 +82,13 @@ static void usage(FILE *out) {
       "                        Without it, endpoints must be loopback or ipc://\n"
       "  --server-key FILE     the engine's secret key (from `tutorwatch keys gen NAME`), with "
       "--keys\n"
+      "  --control ENDPOINT    the alert lifecycle: states, assignees, comments, snoozes, "
+      "escalation and\n"
+      "                        a hash-chained audit log (STATE/lifecycle); `tutorwatch alerts` "
+      "talks to it\n"
+      "  --escalation SPEC     deadlines to acknowledge an open alert before it escalates to the "
+      "region\n"
+      "                        one level up (default critical=24h,high=72h; 0s: none)\n"
       "  --dead-letter FILE    append rejected events, one JSON line each with the reason, "
       "position and\n"
       "                        raw input (default: dead-letter.jsonl in the current directory)\n"
@@ -490,6 +497,8 @@ int tw_cmd_run(int argc, char **argv) {
                                            {"keys", required_argument, NULL, 'k'},
                                            {"server-key", required_argument, NULL, 'x'},
                                            {"ingest", required_argument, NULL, 'I'},
+                                           {"control", required_argument, NULL, 'O'},
+                                           {"escalation", required_argument, NULL, 'E'},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
   const char *input = NULL, *listen_ep = NULL, *feed = NULL, *alerts = NULL, *ingest_ep = NULL;
@@ -613,6 +622,12 @@ int tw_cmd_run(int argc, char **argv) {
       case 'I':
         ingest_ep = optarg;
         break;
+      case 'O':
+        net.control = optarg;
+        break;
+      case 'E':
+        net.escalation = optarg;
+        break;
       case 'h':
         usage(stdout);
         return 0;
@@ -685,10 +700,7 @@ int tw_cmd_run(int argc, char **argv) {
       goto done;
     }
   }
-  if (run_net_open_feeds(&net, &eng.out, po.state_dir, po.no_sync) != 0) {
-    status = 1;
-    goto done;
-  }
+  if ((status = run_net_open_feeds(&net, &eng.out, po.state_dir, po.no_sync)) != 0) goto done;
   if (input != NULL && strcmp(input, "-") != 0) {
     struct stat st;
     if (stat(input, &st) == 0 && S_ISREG(st.st_mode)) {
@@ -769,6 +781,7 @@ int tw_cmd_run(int argc, char **argv) {
   }
   print_summary(&eng, &net, now_s() - t0, po.state_dir, temp_state, listen_ep != NULL);
 done:
+  run_net_stop(&net); /* no escalation may write to the outputs while they close */
   crc = engine_close(&eng); /* shard threads stop before the source their records point into */
   if (src != NULL) src->vt->close(src);
   if (crc != 0 && status == 0) status = 70;

@@ -6,6 +6,7 @@
 #include <zmq.h>
 
 #include "run_net.h"
+#include "tw_lifecycle.h"
 #include "tw_error.h"
 
 int run_net_prepare(run_net_t *n) {
@@ -50,7 +51,44 @@ int run_net_prepare(run_net_t *n) {
   return 0;
 }
 
+static int open_lifecycle(run_net_t *n, tw_outputs_t *o, const char *state_dir, bool no_sync) {
+  tw_lifecycle_opts_t lo = {
+      .state_dir = state_dir,
+      .control_endpoint = n->control,
+      .auth = n->auth,
+      .outputs = o,
+      .no_sync = no_sync,
+  };
+  tw_lifecycle_default_deadlines(lo.deadline_ms);
+  if (n->escalation != NULL && tw_lifecycle_parse_deadlines(n->escalation, lo.deadline_ms) != 0) {
+    fprintf(stderr,
+            "tutorwatch run: --escalation wants SEVERITY=DURATION pairs such as "
+            "critical=24h,high=72h (0s: none), not '%s'\n",
+            n->escalation);
+    return 2;
+  }
+  char err[1024];
+  tw_sink_t *s = NULL;
+  if (tw_lifecycle_open(&lo, &s, err, sizeof err) != 0) {
+    fprintf(stderr, "tutorwatch run: %s\n", err);
+    return 1;
+  }
+  if (tw_outputs_add_sink(o, s) != 0) {
+    s->vt->close(s);
+    fprintf(stderr, "tutorwatch run: too many outputs\n");
+    return 1;
+  }
+  n->lifecycle = s;
+  return 0;
+}
+
+void run_net_stop(run_net_t *n) { tw_lifecycle_stop(n->lifecycle); }
+
 int run_net_open_feeds(run_net_t *n, tw_outputs_t *o, const char *state_dir, bool no_sync) {
+  if (n->control != NULL) {
+    int st = open_lifecycle(n, o, state_dir, no_sync);
+    if (st != 0) return st;
+  }
   if (n->feed == NULL && n->self_check == NULL && n->history == NULL) return 0;
   tw_feeds_opts_t fo = {
       .state_dir = state_dir,
@@ -60,6 +98,8 @@ int run_net_open_feeds(run_net_t *n, tw_outputs_t *o, const char *state_dir, boo
       .format = n->format,
       .auth = n->auth,
       .no_sync = no_sync,
+      .suppress = n->lifecycle != NULL ? tw_lifecycle_snoozed : NULL,
+      .suppress_ud = n->lifecycle,
   };
   char err[1024];
   tw_sink_t *s = NULL;

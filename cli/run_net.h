@@ -17,6 +17,8 @@ typedef struct run_net {
   const char *listen, *feed, *self_check, *history, *ingest, *control; /* endpoints or NULL */
   const char *keys_path, *server_key_path;
   tw_feed_format_t format;
+  const char *escalation;   /* --escalation SPEC, or NULL for the defaults */
+  tw_sink_t *lifecycle;     /* owned by the outputs once attached */
   tw_auth_t *auth;  /* loaded by run_net_prepare when keys_path is given */
   tw_sink_t *feeds; /* owned by the outputs once attached */
 } run_net_t;
@@ -29,10 +31,15 @@ typedef struct run_net {
 int run_net_prepare(run_net_t *n);
 
 /*
- * run_net_open_feeds: when a feed or history endpoint is given, open the feeds sink (history in
- * state_dir/feeds) and attach it to o. Returns 0, or the exit status (1) after printing why.
+ * run_net_open_feeds: with --control, open the alert lifecycle (state_dir/lifecycle) and attach
+ * it; when a feed or history endpoint is given, open the feeds sink (history in state_dir/feeds,
+ * skipping snoozed alerts) and attach it to o. Returns 0, or the exit status (1 or 2) after
+ * printing why.
  */
 int run_net_open_feeds(run_net_t *n, tw_outputs_t *o, const char *state_dir, bool no_sync);
+
+/* run_net_stop: stop the lifecycle's control thread; call before closing the outputs. */
+void run_net_stop(run_net_t *n);
 
 /* run_net_summary: append ", N dropped ..., M refused ..." for the summary line. */
 void run_net_summary(const run_net_t *n, char *extra, size_t cap);

@@ -284,7 +284,9 @@ static const char *const kSelfCheckKeys[] = {"alert_id",   "rule",    "severity"
 static json_t *self_check_view(json_t *a, uint64_t seq) {
   const char *by = json_string_value(json_object_get(a, "by"));
   const char *inst = json_string_value(json_object_get(a, "institution_id"));
+  const char *rule = json_string_value(json_object_get(a, "rule"));
   if (by == NULL || strcmp(by, "institution_id") != 0 || inst == NULL) return NULL;
+  if (rule != NULL && strcmp(rule, "escalation") == 0) return NULL; /* between regulators */
   json_t *o = json_object();
   if (o == NULL) return NULL;
   json_object_set_new(o, "seq", json_integer((json_int_t)seq));

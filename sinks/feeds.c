@@ -129,6 +129,7 @@ static int feeds_write(tw_sink_t *sink, const tw_alert_t *a, const char *json, s
   feeds_t *f = (feeds_t *)sink;
   char topic[FEEDS_TOPIC_MAX];
   if (f == NULL || a == NULL || json == NULL || len < 2) return TW_EINVAL;
+  if (f->opts.suppress != NULL && f->opts.suppress(f->opts.suppress_ud, a)) return 0;
   int t = tw_feed_topic(a, topic, sizeof topic);
   if (t < 0) t = 0; /* kept in the history, never on the regulator feed: only an operator's
                        empty prefix reads it */

@@ -53,6 +53,10 @@ typedef struct tw_feeds_opts {
   const tw_auth_t *auth;           /* NULL: no authentication (bind loopback only);
                                       borrowed, must outlive the sink */
   bool no_sync;                    /* no fsync of the history store */
+  /* NULL, or: true for an alert the feeds must not push (a snooze; tw_lifecycle_snoozed). Such
+   * an alert is neither stored in the history nor published. Called under the outputs' lock. */
+  bool (*suppress)(void *ud, const tw_alert_t *alert);
+  void *suppress_ud;
 } tw_feeds_opts_t;
 
 typedef struct tw_feeds_stats {
