@@ -9,7 +9,8 @@
  *                     has numbers that look like phone, id or bank card numbers and other
  *                     institutions' credit codes masked, and values keeps only numbers and
  *                     booleans (a string value may be complaint text); "by" and "key" are left
- *                     out. Only alerts keyed by institution_id have a self-check view.
+ *                     out. Only alerts keyed by institution_id have a self-check view, and
+ *                     escalations (rule "escalation", between regulators) have none.
  *
  * encoded as msgpack (a map, the default) or as one line of JSON. The regulator JSON view is the
  * journal's bytes with "seq" spliced in, byte for byte; everything else goes through jansson.
