@@ -1024,24 +1024,22 @@ int tw_lifecycle_verify(const char *state_dir, uint64_t *records, uint64_t *firs
     json_error_t e;
     json_t *o = NULL;
     if (seq != expect) {
-      snprintf(msg, cap, "record %llu: expected sequence %llu (a record was removed or inserted)",
+      snprintf(msg, cap, "sequence %llu where %llu was expected (a record was removed or inserted)",
                (unsigned long long)seq, (unsigned long long)expect);
     } else if (at == NULL) {
-      snprintf(msg, cap, "record %llu: no hash at its end (truncated or rewritten)",
-               (unsigned long long)seq);
+      snprintf(msg, cap, "no hash at its end (truncated or rewritten)");
     } else {
       hash_hex(rec, (size_t)(at - rec), hex);
       if (memcmp(hex, at + 9, LC_HASH_HEX) != 0) {
-        snprintf(msg, cap, "record %llu: its content does not match its hash (changed after it "
-                           "was written)", (unsigned long long)seq);
+        snprintf(msg, cap, "its content does not match its hash (changed after it was written)");
       } else {
         o = json_loadb(rec, v.mv_size, 0, &e);
         const char *p = json_string_value(json_object_get(o, "prev"));
         if (o == NULL || p == NULL || strcmp(p, prev) != 0 ||
             (uint64_t)json_integer_value(json_object_get(o, "seq")) != seq) {
-          snprintf(msg, cap, "record %llu: does not link to the hash of record %llu (a record "
-                             "before it was changed, removed or reordered)",
-                   (unsigned long long)seq, (unsigned long long)seq - 1);
+          snprintf(msg, cap, "it does not link to the hash of record %llu (a record before it was "
+                             "changed, removed or reordered)",
+                   (unsigned long long)seq - 1);
         } else {
           memcpy(prev, at + 9, LC_HASH_HEX);
           json_decref(o);

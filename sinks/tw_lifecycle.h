@@ -93,9 +93,11 @@ bool tw_lifecycle_snoozed(void *ud, const tw_alert_t *alert);
 
 /*
  * tw_lifecycle_verify: check the audit chain of STATE/lifecycle (opened read-only). Returns 0 and
- * *records when every record's hash and link hold; TW_ESTATE with *first_bad (its sequence
- * number) and a reason in msg at the first broken record; TW_ENOENT when there is no lifecycle
- * store.
+ * *records when every record's hash and link hold (msg: "N audit records, chain intact");
+ * TW_ESTATE with *first_bad (its sequence number), *records (how many before it held) and the
+ * reason in msg at the first broken record; TW_ENOENT when there is no lifecycle store; another
+ * TW_ESTATE (with *first_bad 0) when the store cannot be read. A removed last record is not
+ * detectable by the chain alone.
  */
 int tw_lifecycle_verify(const char *state_dir, uint64_t *records, uint64_t *first_bad, char *msg,
                         size_t cap);
