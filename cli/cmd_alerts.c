@@ -22,34 +22,35 @@
 #define ALERTS_REPLY_MAX (64 << 20)
 
 static void alerts_usage(FILE *out) {
-  fprintf(out,
-          "usage: tutorwatch alerts --connect ENDPOINT [--key NAME.key --server-pub FILE.pub]\n"
-          "                         [--timeout-ms MS] COMMAND ...\n"
-          "\n"
-          "Follow alerts up on a serving engine (`run --control ENDPOINT`). An alert is open,\n"
-          "acknowledged, in_progress, resolved or dismissed; an open alert nobody acknowledges\n"
-          "before its severity's deadline escalates to the region one level up.\n"
-          "\n"
-          "commands:\n"
-          "  list [--state STATE] [--prefix REGION] [--max N]   alerts, one JSON line each\n"
-          "  show ALERT_ID                                      one alert with its comments\n"
-          "  ack ALERT_ID [--comment TEXT]                      open → acknowledged\n"
-          "  assign ALERT_ID --to NAME [--comment TEXT]         → in_progress, with an assignee\n"
-          "  resolve ALERT_ID [--comment TEXT]                  acknowledged|in_progress → resolved\n"
-          "  dismiss ALERT_ID --reason TEXT                     → dismissed\n"
-          "  comment ALERT_ID --text TEXT                       add a comment\n"
-          "  snooze --rule RULE --institution CODE --until TIME|DURATION --reason TEXT\n"
-          "                                   silence RULE for one institution until TIME\n"
-          "                                   (RFC 3339) or for DURATION (90m, 2h, 3d): its\n"
-          "                                   alerts are journaled but not pushed to the feeds\n"
-          "\n"
-          "With keys, a regulator acts on alerts of its region, an operator on all; each\n"
-          "change is recorded, with the key's name, in the audit log (`tutorwatch audit`).\n"
-          "\n"
-          "Exit status: 0 done, 1 refused or no answer, 2 usage error.\n"
-          "\n"
-          "example:\n"
-          "  tutorwatch alerts --connect tcp://127.0.0.1:7605 list --state open --prefix 4401\n");
+  fprintf(
+      out,
+      "usage: tutorwatch alerts --connect ENDPOINT [--key NAME.key --server-pub FILE.pub]\n"
+      "                         [--timeout-ms MS] COMMAND ...\n"
+      "\n"
+      "Follow alerts up on a serving engine (`run --control ENDPOINT`). An alert is open,\n"
+      "acknowledged, in_progress, resolved or dismissed; an open alert nobody acknowledges\n"
+      "before its severity's deadline escalates to the region one level up.\n"
+      "\n"
+      "commands:\n"
+      "  list [--state STATE] [--prefix REGION] [--max N]   alerts, one JSON line each\n"
+      "  show ALERT_ID                                      one alert with its comments\n"
+      "  ack ALERT_ID [--comment TEXT]                      open → acknowledged\n"
+      "  assign ALERT_ID --to NAME [--comment TEXT]         → in_progress, with an assignee\n"
+      "  resolve ALERT_ID [--comment TEXT]                  acknowledged|in_progress → resolved\n"
+      "  dismiss ALERT_ID --reason TEXT                     → dismissed\n"
+      "  comment ALERT_ID --text TEXT                       add a comment\n"
+      "  snooze --rule RULE --institution CODE --until TIME|DURATION --reason TEXT\n"
+      "                                   silence RULE for one institution until TIME\n"
+      "                                   (RFC 3339) or for DURATION (90m, 2h, 3d): its\n"
+      "                                   alerts are journaled but not pushed to the feeds\n"
+      "\n"
+      "With keys, a regulator acts on alerts of its region, an operator on all; each\n"
+      "change is recorded, with the key's name, in the audit log (`tutorwatch audit`).\n"
+      "\n"
+      "Exit status: 0 done, 1 refused or no answer, 2 usage error.\n"
+      "\n"
+      "example:\n"
+      "  tutorwatch alerts --connect tcp://127.0.0.1:7605 list --state open --prefix 4401\n");
 }
 
 static int usage_error(const char *msg, const char *arg) {
@@ -87,17 +88,23 @@ static int print_line(json_t *v) {
 }
 
 int tw_cmd_alerts(int argc, char **argv) {
-  static const struct option kGlobal[] = {
-      {"connect", required_argument, NULL, 'c'}, {"key", required_argument, NULL, 'k'},
-      {"server-pub", required_argument, NULL, 'p'}, {"timeout-ms", required_argument, NULL, 't'},
-      {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
-  static const struct option kSub[] = {
-      {"state", required_argument, NULL, 's'},  {"prefix", required_argument, NULL, 'P'},
-      {"max", required_argument, NULL, 'm'},    {"comment", required_argument, NULL, 'C'},
-      {"to", required_argument, NULL, 'T'},     {"reason", required_argument, NULL, 'R'},
-      {"text", required_argument, NULL, 'X'},   {"rule", required_argument, NULL, 'r'},
-      {"institution", required_argument, NULL, 'i'}, {"until", required_argument, NULL, 'u'},
-      {NULL, 0, NULL, 0}};
+  static const struct option kGlobal[] = {{"connect", required_argument, NULL, 'c'},
+                                          {"key", required_argument, NULL, 'k'},
+                                          {"server-pub", required_argument, NULL, 'p'},
+                                          {"timeout-ms", required_argument, NULL, 't'},
+                                          {"help", no_argument, NULL, 'h'},
+                                          {NULL, 0, NULL, 0}};
+  static const struct option kSub[] = {{"state", required_argument, NULL, 's'},
+                                       {"prefix", required_argument, NULL, 'P'},
+                                       {"max", required_argument, NULL, 'm'},
+                                       {"comment", required_argument, NULL, 'C'},
+                                       {"to", required_argument, NULL, 'T'},
+                                       {"reason", required_argument, NULL, 'R'},
+                                       {"text", required_argument, NULL, 'X'},
+                                       {"rule", required_argument, NULL, 'r'},
+                                       {"institution", required_argument, NULL, 'i'},
+                                       {"until", required_argument, NULL, 'u'},
+                                       {NULL, 0, NULL, 0}};
   const char *endpoint = NULL, *key_path = NULL, *server_pub = NULL;
   int timeout_ms = 10000, ch;
   optind = 1;
@@ -116,7 +123,8 @@ int tw_cmd_alerts(int argc, char **argv) {
       case 't': {
         char *end;
         long v = strtol(optarg, &end, 10);
-        if (*end != '\0' || v <= 0 || v > 3600000) return usage_error("bad --timeout-ms '%s'", optarg);
+        if (*end != '\0' || v <= 0 || v > 3600000)
+          return usage_error("bad --timeout-ms '%s'", optarg);
         timeout_ms = (int)v;
         break;
       }
@@ -142,14 +150,30 @@ int tw_cmd_alerts(int argc, char **argv) {
   while ((ch = getopt_long(sub_argc, sub_argv, ":", kSub, NULL)) != -1) {
     const char *field = NULL;
     switch (ch) {
-      case 's': field = "state"; break;
-      case 'P': field = "prefix"; break;
-      case 'C': field = "comment"; break;
-      case 'R': field = "comment"; break; /* a dismissal's reason is its comment */
-      case 'X': field = "comment"; break;
-      case 'T': field = "assignee"; break;
-      case 'r': field = "rule"; break;
-      case 'i': field = "institution_id"; break;
+      case 's':
+        field = "state";
+        break;
+      case 'P':
+        field = "prefix";
+        break;
+      case 'C':
+        field = "comment";
+        break;
+      case 'R':
+        field = "comment";
+        break; /* a dismissal's reason is its comment */
+      case 'X':
+        field = "comment";
+        break;
+      case 'T':
+        field = "assignee";
+        break;
+      case 'r':
+        field = "rule";
+        break;
+      case 'i':
+        field = "institution_id";
+        break;
       case 'm': {
         char *end;
         long v = strtol(optarg, &end, 10);

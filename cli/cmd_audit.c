@@ -11,19 +11,20 @@
 #include "tw_lifecycle.h"
 
 static void audit_usage(FILE *out) {
-  fprintf(out,
-          "usage: tutorwatch audit verify --state DIR\n"
-          "\n"
-          "Check the audit log of the alert lifecycle (DIR/lifecycle, written by `run --control`):\n"
-          "every record (each alert, state change, comment, snooze and escalation) carries the\n"
-          "BLAKE2b hash of its content and of the record before it, so a record changed, removed\n"
-          "or reordered after it was written breaks the chain. Prints the number of records, or\n"
-          "the first broken record and why.\n"
-          "\n"
-          "Exit status: 0 chain intact, 1 broken chain or no lifecycle store, 2 usage error.\n"
-          "\n"
-          "example:\n"
-          "  tutorwatch audit verify --state live\n");
+  fprintf(
+      out,
+      "usage: tutorwatch audit verify --state DIR\n"
+      "\n"
+      "Check the audit log of the alert lifecycle (DIR/lifecycle, written by `run --control`):\n"
+      "every record (each alert, state change, comment, snooze and escalation) carries the\n"
+      "BLAKE2b hash of its content and of the record before it, so a record changed, removed\n"
+      "or reordered after it was written breaks the chain. Prints the number of records, or\n"
+      "the first broken record and why.\n"
+      "\n"
+      "Exit status: 0 chain intact, 1 broken chain or no lifecycle store, 2 usage error.\n"
+      "\n"
+      "example:\n"
+      "  tutorwatch audit verify --state live\n");
 }
 
 int tw_cmd_audit(int argc, char **argv) {

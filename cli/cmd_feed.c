@@ -127,8 +127,8 @@ static int print_payload(feed_client_t *fc, const char *data, size_t len) {
     fprintf(stderr, "tutorwatch feed: skipped a message that is not an alert\n");
     return 0;
   }
-  if (fwrite(fc->line.data, 1, fc->line.len, stdout) != fc->line.len || fputc('\n', stdout) == EOF ||
-      fflush(stdout) != 0)
+  if (fwrite(fc->line.data, 1, fc->line.len, stdout) != fc->line.len ||
+      fputc('\n', stdout) == EOF || fflush(stdout) != 0)
     return -1;
   fc->printed++;
   return 0;
@@ -197,8 +197,10 @@ static int history_page(feed_client_t *fc, const char *prefix, uint64_t since, p
     while (more) { /* drain the rest of a malformed answer */
       zmq_msg_t m;
       zmq_msg_init(&m);
-      if (zmq_msg_recv(&m, fc->req, 0) < 0) more = 0;
-      else more = zmq_msg_more(&m);
+      if (zmq_msg_recv(&m, fc->req, 0) < 0)
+        more = 0;
+      else
+        more = zmq_msg_more(&m);
       zmq_msg_close(&m);
     }
     return -1;
@@ -270,7 +272,8 @@ static int catch_up(feed_client_t *fc, uint64_t since, uint64_t until) {
         uint64_t best = UINT64_MAX;
         size_t bi = 0;
         for (size_t i = 0; i < np; i++)
-          if (at[i] < pages[i].n && pages[i].seqs[at[i]] < best) best = pages[i].seqs[at[i]], bi = i;
+          if (at[i] < pages[i].n && pages[i].seqs[at[i]] < best)
+            best = pages[i].seqs[at[i]], bi = i;
         if (best == UINT64_MAX || best > bound || (until != 0 && best >= until)) break;
         if (best > fc->last_seq && (fc->count == 0 || fc->printed < fc->count)) {
           if (print_payload(fc, zmq_msg_data(&pages[bi].msgs[at[bi]]),
@@ -341,11 +344,11 @@ done:
 
 int tw_cmd_feed(int argc, char **argv) {
   static const struct option kOpts[] = {
-      {"connect", required_argument, NULL, 'c'},   {"topic", required_argument, NULL, 't'},
-      {"count", required_argument, NULL, 'n'},     {"timeout-ms", required_argument, NULL, 'w'},
-      {"key", required_argument, NULL, 'k'},       {"server-pub", required_argument, NULL, 'p'},
-      {"since", required_argument, NULL, 's'},     {"history", required_argument, NULL, 'H'},
-      {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0},
+      {"connect", required_argument, NULL, 'c'}, {"topic", required_argument, NULL, 't'},
+      {"count", required_argument, NULL, 'n'},   {"timeout-ms", required_argument, NULL, 'w'},
+      {"key", required_argument, NULL, 'k'},     {"server-pub", required_argument, NULL, 'p'},
+      {"since", required_argument, NULL, 's'},   {"history", required_argument, NULL, 'H'},
+      {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
   };
   feed_client_t fc;
   memset(&fc, 0, sizeof fc);
@@ -392,7 +395,8 @@ int tw_cmd_feed(int argc, char **argv) {
         errno = 0;
         unsigned long long v = strtoull(optarg, &end, 10);
         if (optarg[0] < '0' || optarg[0] > '9' || errno != 0 || *end != '\0') {
-          fprintf(stderr, "tutorwatch feed: --since wants a sequence number (0 or more), not '%s'\n",
+          fprintf(stderr,
+                  "tutorwatch feed: --since wants a sequence number (0 or more), not '%s'\n",
                   optarg);
           return 2;
         }
@@ -468,8 +472,7 @@ int tw_cmd_feed(int argc, char **argv) {
     goto zfail;
   if (fc.n_topics == 0 && zmq_setsockopt(fc.sub, ZMQ_SUBSCRIBE, "", 0) != 0) goto zfail;
   for (size_t i = 0; i < fc.n_topics; i++)
-    if (zmq_setsockopt(fc.sub, ZMQ_SUBSCRIBE, fc.topics[i], strlen(fc.topics[i])) != 0)
-      goto zfail;
+    if (zmq_setsockopt(fc.sub, ZMQ_SUBSCRIBE, fc.topics[i], strlen(fc.topics[i])) != 0) goto zfail;
   if (zmq_connect(fc.sub, fc.endpoint) != 0) goto zfail;
   status = 0;
   if (have_since) {

@@ -14,25 +14,26 @@
 #include "tw_error.h"
 
 static void keys_usage(FILE *out) {
-  fprintf(out,
-          "usage: tutorwatch keys gen NAME\n"
-          "\n"
-          "Make a CURVE key pair: NAME.key holds the secret key (Z85, one line, mode 0600) and\n"
-          "NAME.pub the public key (Z85, one line). Existing files are never overwritten.\n"
-          "\n"
-          "The engine uses its pair with `run --server-key NAME.key`; clients give\n"
-          "`--key NAME.key --server-pub ENGINE.pub`. The keys file (`run --keys FILE`) lists\n"
-          "each client's public key with a role and a scope:\n"
-          "\n"
-          "  clients:\n"
-          "    - {name: gz-bureau, public_key: \"<NAME.pub line>\", role: regulator, scope: \"4401\"}\n"
-          "    - {name: inst-a, public_key: \"...\", role: institution, scope: \"<credit code>\"}\n"
-          "    - {name: ops, public_key: \"...\", role: operator}\n"
-          "\n"
-          "Exit status: 0 written, 1 a file exists or cannot be written, 2 usage error.\n"
-          "\n"
-          "example:\n"
-          "  tutorwatch keys gen engine && tutorwatch keys gen gz-bureau\n");
+  fprintf(
+      out,
+      "usage: tutorwatch keys gen NAME\n"
+      "\n"
+      "Make a CURVE key pair: NAME.key holds the secret key (Z85, one line, mode 0600) and\n"
+      "NAME.pub the public key (Z85, one line). Existing files are never overwritten.\n"
+      "\n"
+      "The engine uses its pair with `run --server-key NAME.key`; clients give\n"
+      "`--key NAME.key --server-pub ENGINE.pub`. The keys file (`run --keys FILE`) lists\n"
+      "each client's public key with a role and a scope:\n"
+      "\n"
+      "  clients:\n"
+      "    - {name: gz-bureau, public_key: \"<NAME.pub line>\", role: regulator, scope: \"4401\"}\n"
+      "    - {name: inst-a, public_key: \"...\", role: institution, scope: \"<credit code>\"}\n"
+      "    - {name: ops, public_key: \"...\", role: operator}\n"
+      "\n"
+      "Exit status: 0 written, 1 a file exists or cannot be written, 2 usage error.\n"
+      "\n"
+      "example:\n"
+      "  tutorwatch keys gen engine && tutorwatch keys gen gz-bureau\n");
 }
 
 int tw_cmd_keys(int argc, char **argv) {

@@ -82,7 +82,9 @@ static int open_lifecycle(run_net_t *n, tw_outputs_t *o, const char *state_dir, 
   return 0;
 }
 
-void run_net_stop(run_net_t *n) { tw_lifecycle_stop(n->lifecycle); }
+void run_net_stop(run_net_t *n) {
+  tw_lifecycle_stop(n->lifecycle);
+}
 
 int run_net_open_feeds(run_net_t *n, tw_outputs_t *o, const char *state_dir, bool no_sync) {
   if (n->control != NULL) {

@@ -17,10 +17,10 @@ typedef struct run_net {
   const char *listen, *feed, *self_check, *history, *ingest, *control; /* endpoints or NULL */
   const char *keys_path, *server_key_path;
   tw_feed_format_t format;
-  const char *escalation;   /* --escalation SPEC, or NULL for the defaults */
-  tw_sink_t *lifecycle;     /* owned by the outputs once attached */
-  tw_auth_t *auth;  /* loaded by run_net_prepare when keys_path is given */
-  tw_sink_t *feeds; /* owned by the outputs once attached */
+  const char *escalation; /* --escalation SPEC, or NULL for the defaults */
+  tw_sink_t *lifecycle;   /* owned by the outputs once attached */
+  tw_auth_t *auth;        /* loaded by run_net_prepare when keys_path is given */
+  tw_sink_t *feeds;       /* owned by the outputs once attached */
 } run_net_t;
 
 /*

@@ -29,9 +29,9 @@
 
 typedef struct batch {
   uint64_t seq;
-  size_t n;          /* records */
-  size_t *lens;      /* batch_records entries */
-  char *data;        /* records back to back */
+  size_t n;     /* records */
+  size_t *lens; /* batch_records entries */
+  char *data;   /* records back to back */
   size_t used, cap;
   int acked;
 } batch_t;
@@ -120,8 +120,10 @@ static int monitor_event(acked_t *a) {
   zmq_msg_close(&m);
   while (more) { /* the address frame */
     zmq_msg_init(&m);
-    if (zmq_msg_recv(&m, a->mon, ZMQ_DONTWAIT) < 0) more = 0;
-    else more = zmq_msg_more(&m);
+    if (zmq_msg_recv(&m, a->mon, ZMQ_DONTWAIT) < 0)
+      more = 0;
+    else
+      more = zmq_msg_more(&m);
     zmq_msg_close(&m);
   }
   if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) return 1;

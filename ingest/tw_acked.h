@@ -21,8 +21,8 @@
 #include "tw_push.h"
 #include "tw_source.h"
 
-#define TW_ACKED_BATCH_MAX 10000      /* records in one batch */
-#define TW_ACKED_PENDING_MAX 100000   /* batches received and not yet acknowledged (engine) */
+#define TW_ACKED_BATCH_MAX 10000    /* records in one batch */
+#define TW_ACKED_PENDING_MAX 100000 /* batches received and not yet acknowledged (engine) */
 
 /*
  * tw_acked_committed: tell a "zmq-router" source that every record below finished_below_offset

@@ -133,7 +133,9 @@ int tw_auth_read_secret(const char *path, char *secret_z85, char *public_z85) {
   return 0;
 }
 
-int tw_auth_read_public(const char *path, char *public_z85) { return read_z85(path, public_z85); }
+int tw_auth_read_public(const char *path, char *public_z85) {
+  return read_z85(path, public_z85);
+}
 
 static int write_new(const char *path, const char *line, mode_t mode) {
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
@@ -243,8 +245,8 @@ static int add_client(kparse_t *k, const kclient_t *kc) {
       return kerr(k, kc->line, TW_EINVAL, "operator '%s' takes no scope (it may read everything)",
                   kc->name);
   } else {
-    return kerr(k, kc->line, TW_EINVAL,
-                "unknown role '%s' (regulator, institution or operator)", kc->role);
+    return kerr(k, kc->line, TW_EINVAL, "unknown role '%s' (regulator, institution or operator)",
+                kc->role);
   }
   if (c.role != TW_ROLE_OPERATOR) memcpy(c.scope, kc->scope, strlen(kc->scope) + 1);
   if (tw_auth_find_name(a, c.name) != NULL)
@@ -300,8 +302,7 @@ static int parse_keys(kparse_t *k, const unsigned char *data, size_t len) {
           depth = 3;
           expect_value = 0;
         } else {
-          rc = kerr(k, line, TW_EINVAL, "unexpected mapping (a client's fields are scalars)%s",
-                    "");
+          rc = kerr(k, line, TW_EINVAL, "unexpected mapping (a client's fields are scalars)%s", "");
         }
         break;
       case YAML_MAPPING_END_EVENT:
@@ -399,8 +400,8 @@ static int parse_keys(kparse_t *k, const unsigned char *data, size_t len) {
   return rc;
 }
 
-int tw_auth_load(const char *keys_path, const char *server_key_path, tw_auth_t **out,
-                 char *errbuf, size_t errcap) {
+int tw_auth_load(const char *keys_path, const char *server_key_path, tw_auth_t **out, char *errbuf,
+                 size_t errcap) {
   kparse_t k;
   unsigned char *data = NULL;
   FILE *f = NULL;
@@ -411,8 +412,7 @@ int tw_auth_load(const char *keys_path, const char *server_key_path, tw_auth_t *
   k.errcap = errcap;
   k.auth = calloc(1, sizeof *k.auth);
   if (k.auth == NULL) goto fail;
-  rc = tw_auth_read_secret(server_key_path, k.auth->server_secret_z85,
-                           k.auth->server_public_z85);
+  rc = tw_auth_read_secret(server_key_path, k.auth->server_secret_z85, k.auth->server_public_z85);
   if (rc != 0) {
     snprintf(errbuf, errcap, "%s: %s", server_key_path,
              rc == TW_EIO ? strerror(errno)

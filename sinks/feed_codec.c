@@ -42,7 +42,9 @@ int tw_feed_buf_put(tw_feed_buf_t *b, const void *p, size_t n) {
   return 0;
 }
 
-static int buf_puts(tw_feed_buf_t *b, const char *s) { return tw_feed_buf_put(b, s, strlen(s)); }
+static int buf_puts(tw_feed_buf_t *b, const char *s) {
+  return tw_feed_buf_put(b, s, strlen(s));
+}
 
 /* msgpack_packer writes through this; a failed write makes the packer return -1. */
 typedef struct pack_sink {
@@ -243,8 +245,12 @@ uint64_t tw_feed_payload_seq(const char *data, size_t len) {
 
 /* ---- masking -------------------------------------------------------------------------------- */
 
-static int is_digit(char c) { return c >= '0' && c <= '9'; }
-static int is_code_char(char c) { return is_digit(c) || (c >= 'A' && c <= 'Z'); }
+static int is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+static int is_code_char(char c) {
+  return is_digit(c) || (c >= 'A' && c <= 'Z');
+}
 
 static void mask_range(char *s, size_t start, size_t n) {
   for (size_t i = start + 3; i + 2 < start + n; i++) s[i] = '*';
@@ -263,8 +269,9 @@ size_t tw_feed_mask_text(char *s, size_t len, const char *own_code) {
     size_t n = j - i;
     int all_digits = digits == n;
     int id_x = digits == n - 1 && n == 18 && (s[j - 1] == 'X');
-    int code_like = n == 18 && digits >= 8 &&
-                    !(own_code != NULL && strlen(own_code) == 18 && memcmp(s + i, own_code, 18) == 0);
+    int code_like =
+        n == 18 && digits >= 8 &&
+        !(own_code != NULL && strlen(own_code) == 18 && memcmp(s + i, own_code, 18) == 0);
     if (((all_digits || id_x) && n >= 11) || code_like) {
       mask_range(s, i, n);
       masked++;
@@ -276,10 +283,9 @@ size_t tw_feed_mask_text(char *s, size_t len, const char *own_code) {
 
 /* ---- views ---------------------------------------------------------------------------------- */
 
-static const char *const kSelfCheckKeys[] = {"alert_id",   "rule",    "severity",
-                                             "institution_id", "region", "event_time",
-                                             "message",    "values",  "event_ids",
-                                             "source"};
+static const char *const kSelfCheckKeys[] = {
+    "alert_id",   "rule",    "severity", "institution_id", "region",
+    "event_time", "message", "values",   "event_ids",      "source"};
 
 static json_t *self_check_view(json_t *a, uint64_t seq) {
   const char *by = json_string_value(json_object_get(a, "by"));

@@ -131,11 +131,11 @@ static int feeds_write(tw_sink_t *sink, const tw_alert_t *a, const char *json, s
   if (f == NULL || a == NULL || json == NULL || len < 2) return TW_EINVAL;
   if (f->opts.suppress != NULL && f->opts.suppress(f->opts.suppress_ud, a)) return 0;
   int t = tw_feed_topic(a, topic, sizeof topic);
-  if (t < 0) t = 0; /* kept in the history, never on the regulator feed: only an operator's
-                       empty prefix reads it */
-  size_t code_len = a->institution_id.ptr != NULL && a->institution_id.len <= 64
-                        ? a->institution_id.len
-                        : 0;
+  if (t < 0)
+    t = 0; /* kept in the history, never on the regulator feed: only an operator's
+              empty prefix reads it */
+  size_t code_len =
+      a->institution_id.ptr != NULL && a->institution_id.len <= 64 ? a->institution_id.len : 0;
   if (f->n_staged == f->cap_staged) {
     size_t ncap = f->cap_staged ? f->cap_staged * 2 : 64;
     staged_t *s = realloc(f->staged, ncap * sizeof *s);
@@ -411,8 +411,8 @@ static void handle_history(feeds_t *f) {
     zmq_send(f->router, head, strlen(head), found > 0 ? ZMQ_SNDMORE | ZMQ_DONTWAIT : ZMQ_DONTWAIT);
     size_t at = 0;
     for (size_t i = 0; i < found; i++) {
-      zmq_send(f->router, out.data + at, lens[i], i + 1 < found ? ZMQ_SNDMORE | ZMQ_DONTWAIT
-                                                                 : ZMQ_DONTWAIT);
+      zmq_send(f->router, out.data + at, lens[i],
+               i + 1 < found ? ZMQ_SNDMORE | ZMQ_DONTWAIT : ZMQ_DONTWAIT);
       at += lens[i];
     }
   }
@@ -505,8 +505,7 @@ static int open_store(feeds_t *f, char *err, size_t cap) {
   int rc = mdb_env_create(&f->env);
   if (rc == 0) rc = mdb_env_set_maxdbs(f->env, 4);
   if (rc == 0) rc = mdb_env_set_mapsize(f->env, (size_t)FEEDS_MAP_BYTES);
-  if (rc == 0)
-    rc = mdb_env_open(f->env, dir, MDB_NOTLS | (f->opts.no_sync ? MDB_NOSYNC : 0), 0600);
+  if (rc == 0) rc = mdb_env_open(f->env, dir, MDB_NOTLS | (f->opts.no_sync ? MDB_NOSYNC : 0), 0600);
   if (rc == 0) rc = mdb_txn_begin(f->env, NULL, 0, &txn);
   if (rc == 0) rc = mdb_dbi_open(txn, "alerts", MDB_CREATE, &f->alerts);
   if (rc == 0) rc = mdb_dbi_open(txn, "ids", MDB_CREATE, &f->ids);
@@ -538,11 +537,10 @@ static int bind_endpoint(feeds_t *f, int type, const char *ep, tw_view_t view, v
   int hwm = FEEDS_SNDHWM, one = 1;
   int64_t max_msg = FEEDS_REQUEST_MAX;
   if (s == NULL) goto fail;
-  if (type == ZMQ_XPUB &&
-      (zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
-       zmq_setsockopt(s, ZMQ_XPUB_NODROP, &one, sizeof one) != 0 ||
-       zmq_setsockopt(s, ZMQ_XPUB_MANUAL, &one, sizeof one) != 0 ||
-       zmq_setsockopt(s, ZMQ_XPUB_VERBOSER, &one, sizeof one) != 0))
+  if (type == ZMQ_XPUB && (zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
+                           zmq_setsockopt(s, ZMQ_XPUB_NODROP, &one, sizeof one) != 0 ||
+                           zmq_setsockopt(s, ZMQ_XPUB_MANUAL, &one, sizeof one) != 0 ||
+                           zmq_setsockopt(s, ZMQ_XPUB_VERBOSER, &one, sizeof one) != 0))
     goto fail;
   if (zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg) != 0) goto fail;
   if (f->opts.auth != NULL && tw_auth_server_socket(f->opts.auth, s, view) != 0) goto fail;
@@ -551,8 +549,7 @@ static int bind_endpoint(feeds_t *f, int type, const char *ep, tw_view_t view, v
   return 0;
 fail:;
   int e = zmq_errno();
-  snprintf(err, cap, "cannot open %s endpoint '%s': %s%s", tw_view_name(view), ep,
-           zmq_strerror(e),
+  snprintf(err, cap, "cannot open %s endpoint '%s': %s%s", tw_view_name(view), ep, zmq_strerror(e),
            strstr(ep, "://") == NULL ? " (an endpoint looks like tcp://127.0.0.1:7601)" : "");
   close_sock(s, 0);
   errno = e;
@@ -592,7 +589,8 @@ int tw_feeds_open(const tw_feeds_opts_t *opts, tw_sink_t **out, char *err, size_
   f->notify_pull = zmq_socket(f->ctx, ZMQ_PULL);
   f->notify_push = zmq_socket(f->ctx, ZMQ_PUSH);
   if (f->notify_pull == NULL || f->notify_push == NULL ||
-      zmq_bind(f->notify_pull, f->notify_ep) != 0 || zmq_connect(f->notify_push, f->notify_ep) != 0) {
+      zmq_bind(f->notify_pull, f->notify_ep) != 0 ||
+      zmq_connect(f->notify_push, f->notify_ep) != 0) {
     snprintf(err, cap, "cannot create the feed wake-up socket: %s", zmq_strerror(zmq_errno()));
     goto fail;
   }
@@ -601,8 +599,8 @@ int tw_feeds_open(const tw_feeds_opts_t *opts, tw_sink_t **out, char *err, size_
                           cap)) != 0)
     goto fail;
   if (opts->self_check_endpoint != NULL &&
-      (rc = bind_endpoint(f, ZMQ_XPUB, opts->self_check_endpoint, TW_VIEW_SELF_CHECK,
-                          &f->xpub_self, err, cap)) != 0)
+      (rc = bind_endpoint(f, ZMQ_XPUB, opts->self_check_endpoint, TW_VIEW_SELF_CHECK, &f->xpub_self,
+                          err, cap)) != 0)
     goto fail;
   if (opts->history_endpoint != NULL &&
       (rc = bind_endpoint(f, ZMQ_ROUTER, opts->history_endpoint, TW_VIEW_HISTORY, &f->router, err,

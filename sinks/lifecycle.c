@@ -312,11 +312,11 @@ static int record_alert(lc_t *lc, MDB_txn *txn, const char *json, size_t len, in
   }
   if (rc == 0) rc = put_record(lc, txn, id, r);
   if (rc == 0)
-    rc = audit_append(lc, txn, "alert", "engine", id,
-                      json_pack("{s:O?,s:O?,s:O?,s:O?,s:b}", "rule", json_object_get(a, "rule"),
-                                "severity", json_object_get(a, "severity"), "region",
-                                json_object_get(a, "region"), "institution_id",
-                                json_object_get(a, "institution_id"), "snoozed", snoozed));
+    rc = audit_append(
+        lc, txn, "alert", "engine", id,
+        json_pack("{s:O?,s:O?,s:O?,s:O?,s:b}", "rule", json_object_get(a, "rule"), "severity",
+                  json_object_get(a, "severity"), "region", json_object_get(a, "region"),
+                  "institution_id", json_object_get(a, "institution_id"), "snoozed", snoozed));
   json_decref(r);
 out:
   json_decref(a);
@@ -399,7 +399,8 @@ typedef struct request {
 
 static bool may_touch_region(const lc_t *lc, const request_t *rq, const char *region) {
   if (lc->opts.auth == NULL) return true;
-  return region != NULL && tw_auth_scope_allows(rq->client, TW_VIEW_CONTROL, region, strlen(region));
+  return region != NULL &&
+         tw_auth_scope_allows(rq->client, TW_VIEW_CONTROL, region, strlen(region));
 }
 
 static json_t *err_reply(const char *fmt, const char *arg) {
@@ -482,7 +483,10 @@ static json_t *cmd_change(lc_t *lc, const request_t *rq, json_t *req, const char
     goto abort;
   }
   char st[24]; /* a copy: the record's own string is replaced below */
-  snprintf(st, sizeof st, "%s", json_string_value(json_object_get(r, "state")) ? json_string_value(json_object_get(r, "state")) : "?");
+  snprintf(st, sizeof st, "%s",
+           json_string_value(json_object_get(r, "state"))
+               ? json_string_value(json_object_get(r, "state"))
+               : "?");
   const char *to = NULL;
   int open = strcmp(st, "open") == 0, acked = strcmp(st, "acknowledged") == 0,
       inprog = strcmp(st, "in_progress") == 0;
@@ -520,8 +524,8 @@ static json_t *cmd_change(lc_t *lc, const request_t *rq, json_t *req, const char
       reply = err_reply("alert %s has the most comments it may keep", id);
       goto abort;
     }
-    json_array_append_new(cs, json_pack("{s:I,s:s,s:s}", "at", (json_int_t)now, "by", rq->actor,
-                                        "text", comment));
+    json_array_append_new(
+        cs, json_pack("{s:I,s:s,s:s}", "at", (json_int_t)now, "by", rq->actor, "text", comment));
   }
   if (to != NULL) {
     json_object_set_new(r, "state", json_string(to));
@@ -533,8 +537,10 @@ static json_t *cmd_change(lc_t *lc, const request_t *rq, json_t *req, const char
     rc = audit_append(lc, txn, cmd, rq->actor, id,
                       json_pack("{s:s,s:s,s:s?,s:s?}", "from", st, "to", to ? to : st, "assignee",
                                 assignee, "comment", comment));
-  if (rc == 0) rc = mdb_txn_commit(txn);
-  else mdb_txn_abort(txn);
+  if (rc == 0)
+    rc = mdb_txn_commit(txn);
+  else
+    mdb_txn_abort(txn);
   if (rc != 0) {
     json_decref(r);
     return err_reply("store: %s", mdb_strerror(rc));
@@ -585,7 +591,8 @@ static json_t *cmd_snooze(lc_t *lc, const request_t *rq, json_t *req) {
   char region[7];
   memcpy(region, inst + 2, 6); /* the region of registration, positions 3-8 of the code */
   region[6] = '\0';
-  if (!may_touch_region(lc, rq, region)) return err_reply("institution %s is outside your scope", inst);
+  if (!may_touch_region(lc, rq, region))
+    return err_reply("institution %s is outside your scope", inst);
   if (atomic_load(&lc->n_snz_hint) >= TW_LC_SNOOZES_MAX) return err_reply("too many snoozes%s", "");
   char key[LC_NAME_MAX + 24];
   int kl = snprintf(key, sizeof key, "%s/%s", rule, inst);
@@ -700,9 +707,8 @@ static void handle_control(lc_t *lc) {
       reply = cmd_show(lc, &rq, req);
     else if (strcmp(cmd, "snooze") == 0)
       reply = cmd_snooze(lc, &rq, req);
-    else if (strcmp(cmd, "ack") == 0 || strcmp(cmd, "assign") == 0 ||
-             strcmp(cmd, "resolve") == 0 || strcmp(cmd, "dismiss") == 0 ||
-             strcmp(cmd, "comment") == 0)
+    else if (strcmp(cmd, "ack") == 0 || strcmp(cmd, "assign") == 0 || strcmp(cmd, "resolve") == 0 ||
+             strcmp(cmd, "dismiss") == 0 || strcmp(cmd, "comment") == 0)
       reply = cmd_change(lc, &rq, req, cmd);
     else
       reply = err_reply("unknown command '%s'", cmd);
@@ -745,8 +751,9 @@ static void escalate_one(lc_t *lc, const char *id) {
   const char *rule = json_string_value(json_object_get(r, "rule"));
   int sev = severity_of(json_string_value(json_object_get(r, "severity")));
   char parent[7];
-  int due = st != NULL && strcmp(st, "open") == 0 && json_is_null(json_object_get(r, "escalated_to")) &&
-            inst != NULL && rule != NULL && sev >= 0 && parent_region(region, parent) == 0;
+  int due = st != NULL && strcmp(st, "open") == 0 &&
+            json_is_null(json_object_get(r, "escalated_to")) && inst != NULL && rule != NULL &&
+            sev >= 0 && parent_region(region, parent) == 0;
   char new_id[TW_ALERT_ID_LEN + 1] = "";
   if (due) {
     tw_alert_t a;
@@ -779,7 +786,8 @@ static void escalate_one(lc_t *lc, const char *id) {
     tw_outputs_t *o = lc->opts.outputs;
     if (n > 0 && o != NULL) {
       pthread_mutex_lock(&o->lock);
-      for (size_t s = 0; s < o->n_sinks; s++) o->sinks[s]->vt->write(o->sinks[s], &a, json, (size_t)n);
+      for (size_t s = 0; s < o->n_sinks; s++)
+        o->sinks[s]->vt->write(o->sinks[s], &a, json, (size_t)n);
       for (size_t s = 0; s < o->n_sinks; s++) o->sinks[s]->vt->flush(o->sinks[s]);
       pthread_mutex_unlock(&o->lock);
     }
@@ -963,13 +971,15 @@ int tw_lifecycle_open(const tw_lifecycle_opts_t *opts, tw_sink_t **out, char *er
     rc = TW_EZMQ;
     lc->ctx = zmq_ctx_new();
     if (lc->ctx == NULL) goto zfail;
-    if (opts->auth != NULL && tw_auth_zap_start(opts->auth, lc->ctx, "tutorwatch run", &lc->zap) != 0)
+    if (opts->auth != NULL &&
+        tw_auth_zap_start(opts->auth, lc->ctx, "tutorwatch run", &lc->zap) != 0)
       goto zfail;
     lc->router = zmq_socket(lc->ctx, ZMQ_ROUTER);
     int64_t max_msg = TW_LC_REQUEST_MAX;
     if (lc->router == NULL ||
         zmq_setsockopt(lc->router, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg) != 0 ||
-        (opts->auth != NULL && tw_auth_server_socket(opts->auth, lc->router, TW_VIEW_CONTROL) != 0) ||
+        (opts->auth != NULL &&
+         tw_auth_server_socket(opts->auth, lc->router, TW_VIEW_CONTROL) != 0) ||
         zmq_bind(lc->router, opts->control_endpoint) != 0)
       goto zfail;
   }
@@ -1037,8 +1047,9 @@ int tw_lifecycle_verify(const char *state_dir, uint64_t *records, uint64_t *firs
         const char *p = json_string_value(json_object_get(o, "prev"));
         if (o == NULL || p == NULL || strcmp(p, prev) != 0 ||
             (uint64_t)json_integer_value(json_object_get(o, "seq")) != seq) {
-          snprintf(msg, cap, "it does not link to the hash of record %llu (a record before it was "
-                             "changed, removed or reordered)",
+          snprintf(msg, cap,
+                   "it does not link to the hash of record %llu (a record before it was "
+                   "changed, removed or reordered)",
                    (unsigned long long)seq - 1);
         } else {
           memcpy(prev, at + 9, LC_HASH_HEX);
@@ -1053,8 +1064,7 @@ int tw_lifecycle_verify(const char *state_dir, uint64_t *records, uint64_t *firs
     rc = TW_ESTATE;
     break;
   }
-  if (rc == 0)
-    snprintf(msg, cap, "%llu audit records, chain intact", (unsigned long long)*records);
+  if (rc == 0) snprintf(msg, cap, "%llu audit records, chain intact", (unsigned long long)*records);
   mdb_cursor_close(cur);
   mdb_txn_abort(txn);
 out:

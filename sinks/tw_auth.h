@@ -36,11 +36,7 @@
 #define TW_AUTH_CLIENTS_MAX 4096   /* clients in one keys file */
 #define TW_AUTH_FILE_MAX (1 << 20) /* bytes of a keys file */
 
-typedef enum tw_role {
-  TW_ROLE_REGULATOR = 0,
-  TW_ROLE_INSTITUTION,
-  TW_ROLE_OPERATOR
-} tw_role_t;
+typedef enum tw_role { TW_ROLE_REGULATOR = 0, TW_ROLE_INSTITUTION, TW_ROLE_OPERATOR } tw_role_t;
 
 /* Which endpoint a request comes through; each admits some roles (tw_auth_role_admitted). */
 typedef enum tw_view {
@@ -90,8 +86,8 @@ int tw_auth_read_public(const char *path, char *public_z85);
  * duplicated name or key) or TW_ENOMEM, with "file:line: message" in errbuf. On success *out is
  * owned by the caller (tw_auth_free).
  */
-int tw_auth_load(const char *keys_path, const char *server_key_path, tw_auth_t **out,
-                 char *errbuf, size_t errcap);
+int tw_auth_load(const char *keys_path, const char *server_key_path, tw_auth_t **out, char *errbuf,
+                 size_t errcap);
 
 void tw_auth_free(tw_auth_t *auth); /* NULL accepted */
 

@@ -24,8 +24,8 @@
  * the feeds do not push them (tw_lifecycle_snoozed). It expires by itself.
  *
  * Every new alert, every state change, comment, snooze and escalation appends one audit record:
- *   {"seq":N,"at":MS,"kind":K,"actor":A,"alert_id":…,"detail":{…},"prev":"<64 hex>","hash":"<64 hex>"}
- * where hash = BLAKE2b-256 of the record's bytes before `,"hash":` and prev is the previous
+ *   {"seq":N,"at":MS,"kind":K,"actor":A,"alert_id":…,"detail":{…},"prev":"<64 hex>","hash":"<64
+ * hex>"} where hash = BLAKE2b-256 of the record's bytes before `,"hash":` and prev is the previous
  * record's hash (64 zeros for the first). tw_lifecycle_verify recomputes the chain.
  *
  * Storage: an LMDB environment of its own in STATE/lifecycle (databases "alerts", "deadlines",
@@ -45,11 +45,11 @@
 #include "tw_pipeline.h"
 #include "tw_sink.h"
 
-#define TW_LC_COMMENTS_MAX 100    /* comments kept per alert (later ones are refused) */
-#define TW_LC_TEXT_MAX 1000       /* bytes of a comment, reason or assignee */
-#define TW_LC_SNOOZES_MAX 10000   /* snoozes in force at once */
-#define TW_LC_LIST_MAX 1000       /* alerts in one list reply */
-#define TW_LC_REQUEST_MAX 8192    /* bytes of a control request */
+#define TW_LC_COMMENTS_MAX 100  /* comments kept per alert (later ones are refused) */
+#define TW_LC_TEXT_MAX 1000     /* bytes of a comment, reason or assignee */
+#define TW_LC_SNOOZES_MAX 10000 /* snoozes in force at once */
+#define TW_LC_LIST_MAX 1000     /* alerts in one list reply */
+#define TW_LC_REQUEST_MAX 8192  /* bytes of a control request */
 
 typedef struct tw_lifecycle_opts {
   const char *state_dir;        /* required: STATE/lifecycle */

@@ -169,7 +169,8 @@ static void test_keys_file(void **state) {
   } bad[] = {
       {"clients:\n  - {name: x, public_key: \"%s\", role: regulator, scope: \"4\"}\n",
        ":2: regulator 'x' needs a scope of 2, 4 or 6 digits"},
-      {"clients:\n  - {name: x, public_key: \"%s\", role: institution, scope: \"52440111DWK00007H3\"}\n",
+      {"clients:\n  - {name: x, public_key: \"%s\", role: institution, scope: "
+       "\"52440111DWK00007H3\"}\n",
        ":2: institution 'x' needs a scope that is its 18-character credit code"},
       {"clients:\n  - {name: x, public_key: \"%s\", role: admin}\n", ":2: unknown role 'admin'"},
       {"clients:\n  - {name: x, public_key: \"short\", role: operator}\n",
@@ -191,8 +192,7 @@ static void test_keys_file(void **state) {
     err[0] = '\0';
     int rc = tw_auth_load(keys, key, &a, err, sizeof err);
     if (rc == 0 || a != NULL || strstr(err, bad[i].message) == NULL)
-      fail_msg("bad keys file %zu: rc %d, message '%s', expected '%s'", i, rc, err,
-               bad[i].message);
+      fail_msg("bad keys file %zu: rc %d, message '%s', expected '%s'", i, rc, err, bad[i].message);
   }
   assert_int_not_equal(tw_auth_load(keys, "/nonexistent.key", &a, err, sizeof err), 0);
 }
@@ -211,7 +211,7 @@ static int teardown(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_scopes),         cmocka_unit_test(test_roles_admitted),
+      cmocka_unit_test(test_scopes),          cmocka_unit_test(test_roles_admitted),
       cmocka_unit_test(test_local_endpoints), cmocka_unit_test(test_keygen),
       cmocka_unit_test(test_keys_file),
   };

@@ -61,7 +61,7 @@ static void test_self_check_view(void **state) {
   assert_null(strstr(s, "\"key\""));
   assert_null(strstr(s, "\"by\""));
   assert_null(strstr(s, "13812345678"));
-  assert_null(strstr(s, "跑路"));                          /* string values left out */
+  assert_null(strstr(s, "跑路"));                         /* string values left out */
   assert_null(strstr(s, "91440101MA59U0A48D"));           /* another institution's code */
   assert_non_null(strstr(s, "about 52440111DWK00007H2")); /* its own code stays */
   assert_non_null(strstr(s, "K-138******78"));

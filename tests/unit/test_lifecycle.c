@@ -31,8 +31,8 @@ static void test_deadlines(void **state) {
   assert_int_equal(d[TW_SEV_CRITICAL], 2LL * 3600 * 1000);
   assert_int_equal(d[TW_SEV_MEDIUM], 90LL * 60 * 1000);
   assert_int_equal(d[TW_SEV_HIGH], 0);
-  static const char *const bad[] = {"critical",   "critical=",  "urgent=1h", "high=1x",
-                                    "high=-1h",   "=1h",        "high=1h,,", "high=99999999999999d"};
+  static const char *const bad[] = {"critical", "critical=", "urgent=1h", "high=1x",
+                                    "high=-1h", "=1h",       "high=1h,,", "high=99999999999999d"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
     if (tw_lifecycle_parse_deadlines(bad[i], d) != TW_EINVAL) fail_msg("accepted '%s'", bad[i]);
 }
@@ -158,6 +158,7 @@ static int teardown(void **state) {
 }
 
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_deadlines), cmocka_unit_test(test_chain)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_deadlines),
+                                     cmocka_unit_test(test_chain)};
   return cmocka_run_group_tests(tests, setup, teardown);
 }
