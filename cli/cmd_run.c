@@ -648,8 +648,9 @@ int tw_cmd_run(int argc, char **argv) {
   }
   if (input != NULL && !have_format) so.format = tw_format_from_path(input);
   if (ingest_ep != NULL && shards > 1) {
-    fprintf(stderr, "tutorwatch run: --ingest works with one shard (acknowledgements follow one "
-                    "pipeline's commits)\n");
+    fprintf(stderr,
+            "tutorwatch run: --ingest works with one shard (acknowledgements follow one "
+            "pipeline's commits)\n");
     return 2;
   }
   tw_source_t *src = NULL;
@@ -781,7 +782,7 @@ int tw_cmd_run(int argc, char **argv) {
   }
   print_summary(&eng, &net, now_s() - t0, po.state_dir, temp_state, listen_ep != NULL);
 done:
-  run_net_stop(&net); /* no escalation may write to the outputs while they close */
+  run_net_stop(&net);       /* no escalation may write to the outputs while they close */
   crc = engine_close(&eng); /* shard threads stop before the source their records point into */
   if (src != NULL) src->vt->close(src);
   if (crc != 0 && status == 0) status = 70;

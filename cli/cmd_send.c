@@ -195,8 +195,8 @@ int tw_cmd_send(int argc, char **argv) {
       fprintf(stderr,
               "sent %llu events (%llu bytes) to %s in %.0f ms; %llu batches acknowledged, %llu "
               "sent again\n",
-              (unsigned long long)as.records, (unsigned long long)as.bytes, endpoint,
-              now_ms() - t0, (unsigned long long)as.batches, (unsigned long long)as.resent);
+              (unsigned long long)as.records, (unsigned long long)as.bytes, endpoint, now_ms() - t0,
+              (unsigned long long)as.batches, (unsigned long long)as.resent);
     st.records = as.records;
     goto status;
   }

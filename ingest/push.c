@@ -63,8 +63,8 @@ int tw_push_file_keyed(const char *path, const tw_source_opts_t *opts, const cha
       zmq_setsockopt(pc.sock, ZMQ_IMMEDIATE, &immediate, sizeof immediate) != 0 ||
       zmq_setsockopt(pc.sock, ZMQ_SNDTIMEO, &timeout_ms, sizeof timeout_ms) != 0 ||
       zmq_setsockopt(pc.sock, ZMQ_LINGER, &timeout_ms, sizeof timeout_ms) != 0 ||
-      (keys != NULL && tw_auth_client_socket(pc.sock, keys->secret_z85, keys->public_z85,
-                                             keys->server_z85) != 0) ||
+      (keys != NULL &&
+       tw_auth_client_socket(pc.sock, keys->secret_z85, keys->public_z85, keys->server_z85) != 0) ||
       zmq_connect(pc.sock, endpoint) != 0)
     goto fail;
   for (;;) {

@@ -18,8 +18,9 @@
  * fd is ZMQ_FD, which is edge-triggered: after it signals, the owner must call poll until poll
  * returns 0 (a poll that returns max_records may have left messages queued), or it may never
  * signal again. With opts->auth the socket is a CURVE server and only operators' keys are admitted
- * (a ZAP handler thread runs in the source's context until close). close sets ZMQ_LINGER 0: messages queued but not yet polled are discarded, the
- * producers' PUSH sockets keep what they have not sent.
+ * (a ZAP handler thread runs in the source's context until close). close sets ZMQ_LINGER 0:
+ * messages queued but not yet polled are discarded, the producers' PUSH sockets keep what they have
+ * not sent.
  */
 #include <errno.h>
 #include <stdint.h>
