@@ -75,6 +75,9 @@ static void usage(FILE *out) {
       "sequence,\n"
       "                        for `feed --since SEQ --history ENDPOINT` (docs/feeds.md)\n"
       "  --feed-format FMT     payload of feeds and history: msgpack (default) or json\n"
+      "  --feed-hwm N          alerts queued per subscriber before the feed drops (and counts) "
+      "for it\n"
+      "                        (default 100000); the history keeps them all\n"
       "  --keys FILE           YAML list of clients' public keys with role and scope; every "
       "endpoint\n"
       "                        then uses CURVE and admits only those keys, each within its "
@@ -499,6 +502,7 @@ int tw_cmd_run(int argc, char **argv) {
                                            {"ingest", required_argument, NULL, 'I'},
                                            {"control", required_argument, NULL, 'O'},
                                            {"escalation", required_argument, NULL, 'E'},
+                                           {"feed-hwm", required_argument, NULL, 'W'},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
   const char *input = NULL, *listen_ep = NULL, *feed = NULL, *alerts = NULL, *ingest_ep = NULL;
@@ -628,6 +632,17 @@ int tw_cmd_run(int argc, char **argv) {
       case 'E':
         net.escalation = optarg;
         break;
+      case 'W': {
+        char *end;
+        long n = strtol(optarg, &end, 10);
+        if (*end != '\0' || n < 1 || n > 10000000) {
+          fprintf(stderr, "tutorwatch run: --feed-hwm wants 1 to 10000000 messages, not '%s'\n",
+                  optarg);
+          return 2;
+        }
+        net.feed_hwm = (int)n;
+        break;
+      }
       case 'h':
         usage(stdout);
         return 0;

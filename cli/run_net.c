@@ -102,6 +102,7 @@ int run_net_open_feeds(run_net_t *n, tw_outputs_t *o, const char *state_dir, boo
       .no_sync = no_sync,
       .suppress = n->lifecycle != NULL ? tw_lifecycle_snoozed : NULL,
       .suppress_ud = n->lifecycle,
+      .sndhwm = n->feed_hwm,
   };
   char err[1024];
   tw_sink_t *s = NULL;

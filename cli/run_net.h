@@ -18,6 +18,7 @@ typedef struct run_net {
   const char *keys_path, *server_key_path;
   tw_feed_format_t format;
   const char *escalation; /* --escalation SPEC, or NULL for the defaults */
+  int feed_hwm;           /* --feed-hwm N, 0 for the default */
   tw_sink_t *lifecycle;   /* owned by the outputs once attached */
   tw_auth_t *auth;        /* loaded by run_net_prepare when keys_path is given */
   tw_sink_t *feeds;       /* owned by the outputs once attached */

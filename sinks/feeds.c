@@ -534,7 +534,7 @@ static int open_store(feeds_t *f, char *err, size_t cap) {
 static int bind_endpoint(feeds_t *f, int type, const char *ep, tw_view_t view, void **out,
                          char *err, size_t cap) {
   void *s = zmq_socket(f->ctx, type);
-  int hwm = FEEDS_SNDHWM, one = 1;
+  int hwm = f->opts.sndhwm > 0 ? f->opts.sndhwm : FEEDS_SNDHWM, one = 1;
   int64_t max_msg = FEEDS_REQUEST_MAX;
   if (s == NULL) goto fail;
   if (type == ZMQ_XPUB && (zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||

@@ -29,7 +29,8 @@
  * subscriber's key (with auth) and refused and logged when outside its scope; without auth
  * every subscription is accepted. History requests are checked the same way.
  *
- * Delivery never blocks the engine: each subscriber may have up to 100,000 messages queued;
+ * Delivery never blocks the engine: each subscriber may have up to 100,000 messages queued
+ * (opts.sndhwm);
  * past that an alert is dropped for the subscribers of its topic and counted
  * (tw_feeds_stats.dropped), and stays in the history. Work per loop turn is bounded (10,000
  * alerts published, one history page), so subscriptions and requests are served in between.
@@ -57,6 +58,7 @@ typedef struct tw_feeds_opts {
    * an alert is neither stored in the history nor published. Called under the outputs' lock. */
   bool (*suppress)(void *ud, const tw_alert_t *alert);
   void *suppress_ud;
+  int sndhwm; /* messages queued per subscriber before drops; 0: 100,000 */
 } tw_feeds_opts_t;
 
 typedef struct tw_feeds_stats {
