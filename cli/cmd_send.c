@@ -52,7 +52,7 @@ static void send_usage(FILE *out) {
           "                      send the unacknowledged again after a reconnect, so a\n"
           "                      restarted engine loses nothing (its dedup by event_id drops\n"
           "                      the repeats); exits 0 once everything is acknowledged\n"
-          "  --batch N           records per batch with --acked (default 500, at most 10000)\n"
+          "  --batch N           records per batch with --acked (default 500, at most 1000)\n"
           "  --window N          unacknowledged batches in flight with --acked (default 16)\n"
           "  -h, --help          show this help\n"
           "\n"

@@ -5,10 +5,11 @@
  * Protocol. A client (DEALER) sends batches as one multipart message:
  *   [batch sequence number (ASCII decimal, 1..2^63), record, record, ...]
  * each record one JSON line or one msgpack map (format per record as on the PULL endpoint), at
- * most TW_ACKED_BATCH_MAX records. The engine replies [batch sequence number] once every record
- * of the batch has been processed (or dead-lettered, or found a duplicate) and committed in LMDB
- * (tw_pipeline_opts_t.on_commit). A batch it cannot parse is dropped and logged, never
- * acknowledged. Acknowledgements to one client come in the order its batches arrived.
+ * most TW_ACKED_BATCH_MAX records of at most 256 KiB each (a larger frame drops the connection;
+ * records above 64 KiB are dead-lettered as too_long). The engine replies [batch sequence number]
+ * once every record of the batch has been processed (or dead-lettered, or found a duplicate) and
+ * committed in LMDB (tw_pipeline_opts_t.on_commit). A batch it cannot parse is dropped and logged,
+ * never acknowledged. Acknowledgements to one client come in the order its batches arrived.
  *
  * Exactly once: the client keeps every unacknowledged batch and sends them again, oldest first,
  * after a reconnect or a silence; the engine's dedup by event_id makes the repeats count once.
@@ -21,7 +22,7 @@
 #include "tw_push.h"
 #include "tw_source.h"
 
-#define TW_ACKED_BATCH_MAX 10000    /* records in one batch */
+#define TW_ACKED_BATCH_MAX 1000     /* records in one batch */
 #define TW_ACKED_PENDING_MAX 100000 /* batches received and not yet acknowledged (engine) */
 
 /*

@@ -10,11 +10,13 @@
  * record may trigger already sees the batch; tw_acked_committed acknowledges, in arrival order,
  * the batches that lie wholly below the committed position.
  *
- * Bounds: a frame above 16 MiB is refused by libzmq (ZMQ_MAXMSGSIZE); a record above
- * max_record_bytes is delivered truncated for the dead-letter file; a batch has at most
- * TW_ACKED_BATCH_MAX records (the rest is dropped and the batch never acknowledged); at most
- * TW_ACKED_PENDING_MAX batches wait for their commit — beyond that poll takes nothing more, so
- * ZeroMQ's high-water marks push back on the clients. With opts->auth the socket is a CURVE
+ * Bounds: a frame above 256 KiB makes libzmq drop the client's connection (ZMQ_MAXMSGSIZE); a
+ * record above max_record_bytes is delivered truncated for the dead-letter file; a batch has at
+ * most TW_ACKED_BATCH_MAX records (the rest is dropped and the batch never acknowledged); the
+ * socket queues at most 4 batches' worth of frames per client (so at most 1 GiB from a hostile
+ * client, 4000 frames of 256 KiB; a few MB for real events); at most TW_ACKED_PENDING_MAX batches
+ * wait for their commit — beyond that poll takes nothing more, so ZeroMQ's high-water marks push
+ * back on the clients. With opts->auth the socket is a CURVE
  * server that admits operators only.
  */
 #include <errno.h>
@@ -30,8 +32,9 @@
 #include "tw_event.h"
 #include "tw_source.h"
 
-#define ROUTER_MAX_MSG_BYTES (16 * 1024 * 1024)
-#define ROUTER_RCVHWM 10000
+#define ROUTER_MAX_MSG_BYTES (256 * 1024)      /* per frame (record): 4x the dead-letter bound */
+#define ROUTER_RCVHWM (4 * TW_ACKED_BATCH_MAX) /* frames; above one batch, or it never completes \
+                                                */
 
 extern const tw_source_vt_t tw__source_zmq_router_vt;
 
