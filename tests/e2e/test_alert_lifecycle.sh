@@ -60,6 +60,12 @@ grep -q "resolve is not allowed for an alert that is open" err.txt || { cat err.
   --until 1h --reason "refund plan agreed with the bureau" > /dev/null || fail "snooze"
 over_cap c2 "$C" "$rc" 3 > ev2.jsonl
 "$TW" send --connect "$IN" --key ops.key $K ev2.jsonl 2>/dev/null || fail "send c2"
+# A snooze expires by itself: B's next alert inside 2 s is kept off the feed, the one after is not.
+"$TW" alerts --connect "$CTL" --key gz.key $K snooze --rule prepaid_over_cap --institution "$B" \
+  --until 2s --reason "short pause" > /dev/null || fail "short snooze"
+over_cap b2 "$B" "$rb" 4 | "$TW" send --connect "$IN" --key ops.key $K - 2>/dev/null || fail "send b2"
+sleep 2.5
+over_cap b3 "$B" "$rb" 5 | "$TW" send --connect "$IN" --key ops.key $K - 2>/dev/null || fail "send b3"
 # A stays open: after 3 s it escalates to its city.
 city="${ra:0:4}00"
 for _ in $(seq 1 100); do
@@ -77,6 +83,9 @@ echo "$esc" | head -1 | jq -e --arg a "$id_a" '.event_ids[0] == $a' >/dev/null |
 echo "$esc" | jq -e --arg b "$id_b" '.event_ids[0] == $b' >/dev/null && fail "acknowledged B escalated"
 "$TW" journal --state live | jq -r '.event_ids[0]' | grep -qx c2 || fail "the snoozed alert is not journaled"
 jq -r '.event_ids[0]' feed.jsonl | grep -qx c2 && fail "the snoozed alert was pushed to the feed"
+jq -r '.event_ids[0]' feed.jsonl | grep -qx b2 && fail "B's alert during its snooze was pushed"
+for _ in $(seq 1 30); do jq -r '.event_ids[0]' feed.jsonl | grep -qx b3 && break; sleep 0.1; done
+jq -r '.event_ids[0]' feed.jsonl | grep -qx b3 || fail "the snooze did not expire"
 
 "$TW" audit verify --state live > verify.txt || { cat verify.txt; fail "audit verify failed on an intact log"; }
 grep -q "chain intact" verify.txt || fail "no verdict"
