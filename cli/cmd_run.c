@@ -7,6 +7,7 @@
  * edge-triggered), and a 100 ms timer both drains and group-commits pending events, so an alert
  * reaches the feed within about 100 ms of its event even when traffic is light.
  */
+#define RUN_MAX_SET 64 /* --set options */
 #define _XOPEN_SOURCE 700
 #include <fcntl.h>
 #include <ftw.h>
@@ -36,7 +37,7 @@
 
 #define RUN_POLL_BATCH 4096  /* records per source poll */
 #define RUN_TICK_MS 100      /* listen mode: drain + commit interval */
-#define RUN_DRAIN_BATCHES 16 /* listen mode: polls per loop turn before yielding */
+#define RUN_DRAIN_BUDGET_MS 50 /* listen mode: time spent draining per loop turn before yielding */
 
 static void usage(FILE *out) {
   fprintf(
@@ -98,6 +99,8 @@ static void usage(FILE *out) {
       "\n"
       "state and rules:\n"
       "  --rules FILE          the YAML rule file (e.g. rules/packs/default.yaml)\n"
+      "  --set NAME=VALUE      override a param of the rule file (repeatable), e.g.\n"
+      "                        --set prepaid_cap=3000yuan; kept for reloads\n"
       "  --schema FILE         the event schema (default: schema.yaml beside the rule file, else\n"
       "                        the shipped rules/packs/schema.yaml)\n"
       "  --state DIR           LMDB state directory; a second run on it continues its aggregates "
@@ -123,6 +126,9 @@ static void usage(FILE *out) {
       "                        (serving), or a jump this far ahead of a replayed stream that "
       "later\n"
       "                        events contradict (default 10m)\n"
+      "  --idle-flush D        serving: a pause of D without records processes the events held\n"
+      "                        for the watermark (default 1s; 0s: never, they wait for event time\n"
+      "                        or, on a live stream, the wall clock)\n"
       "  --dedup-horizon D     an event whose event_id was processed within D of event time is a\n"
       "                        duplicate: counted, not processed again (default 7d; 0s: none)\n"
       "\n"
@@ -242,13 +248,17 @@ static void serve_stop(serve_t *s) {
   uv_close((uv_handle_t *)&s->sighup, NULL);
 }
 
-/* Drain what the socket holds, at most RUN_DRAIN_BATCHES polls per call so a sender that never
- * pauses cannot starve the loop (signals, commits). When the bound is hit the timer is re-armed
- * to fire at once: ZMQ_FD is edge-triggered and would not wake us for what is left. */
+/* Drain what the socket holds for at most RUN_DRAIN_BUDGET_MS per call (one poll at least), so
+ * a sender that never pauses cannot starve the loop: a signal is seen within a turn, whatever the
+ * machine's speed. When the budget is spent the timer is re-armed to fire 1 ms later: ZMQ_FD is
+ * edge-triggered and would not wake us for what is left. Not 0 ms: libuv 1.44 runs a timer
+ * re-armed with 0 from its own callback again in the same phase, so the loop would never reach
+ * its poll phase, where signals are seen. */
 static void serve_drain(serve_t *s) {
+  uint64_t start = uv_hrtime();
   for (int i = 0; !s->stopping; i++) {
-    if (i == RUN_DRAIN_BATCHES) {
-      uv_timer_start(&s->timer, on_tick, 0, RUN_TICK_MS);
+    if (i > 0 && uv_hrtime() - start >= (uint64_t)RUN_DRAIN_BUDGET_MS * 1000000u) {
+      uv_timer_start(&s->timer, on_tick, 1, RUN_TICK_MS);
       return;
     }
     int n = s->e->sh ? s->src->vt->poll(s->src, RUN_POLL_BATCH, tw_shards_record, s->e->sh)
@@ -494,12 +504,14 @@ int tw_cmd_run(int argc, char **argv) {
                                            {"max-future-skew", required_argument, NULL, 'K'},
                                            {"dedup-horizon", required_argument, NULL, 'D'},
                                            {"shards", required_argument, NULL, 'N'},
+                                           {"set", required_argument, NULL, 'P'},
+                                           {"idle-flush", required_argument, NULL, 'I'},
                                            {"self-check-feed", required_argument, NULL, 'C'},
                                            {"history", required_argument, NULL, 'Y'},
                                            {"feed-format", required_argument, NULL, 'M'},
                                            {"keys", required_argument, NULL, 'k'},
                                            {"server-key", required_argument, NULL, 'x'},
-                                           {"ingest", required_argument, NULL, 'I'},
+                                           {"ingest", required_argument, NULL, 'G'},
                                            {"control", required_argument, NULL, 'O'},
                                            {"escalation", required_argument, NULL, 'E'},
                                            {"feed-hwm", required_argument, NULL, 'W'},
@@ -519,6 +531,9 @@ int tw_cmd_run(int argc, char **argv) {
   /* SIGHUP reloads the rules when serving; at any other moment it must not end the process. */
   signal(SIGHUP, SIG_IGN);
   int c, have_format = 0, shards = 1;
+  /* --set values point into argv, which outlives the pipeline and its reloads. */
+  static const char *params[RUN_MAX_SET];
+  size_t n_params = 0;
   optind = 1;
   while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
@@ -551,6 +566,7 @@ int tw_cmd_run(int argc, char **argv) {
         break;
       case 'L':
       case 'K':
+      case 'I':
       case 'D': {
         int64_t ms;
         if (parse_duration_ms(optarg, &ms) != 0) {
@@ -559,11 +575,14 @@ int tw_cmd_run(int argc, char **argv) {
                   "'%s'\n",
                   c == 'L'   ? "allowed-lateness"
                   : c == 'K' ? "max-future-skew"
+                  : c == 'I' ? "idle-flush"
                              : "dedup-horizon",
                   optarg);
           return 2;
         }
-        if (c == 'L')
+        if (c == 'I')
+          po.idle_flush_ms = ms > 0 ? ms : -1; /* 0s: never */
+        else if (c == 'L')
           po.allowed_lateness_ms = ms;
         else if (c == 'K')
           po.max_future_skew_ms = ms;
@@ -601,6 +620,17 @@ int tw_cmd_run(int argc, char **argv) {
         }
         have_format = 1;
         break;
+      case 'P':
+        if (strchr(optarg, '=') == NULL || optarg[0] == '=') {
+          fprintf(stderr, "tutorwatch run: --set wants NAME=VALUE, not '%s'\n", optarg);
+          return 2;
+        }
+        if (n_params == RUN_MAX_SET) {
+          fprintf(stderr, "tutorwatch run: at most %d --set options\n", RUN_MAX_SET);
+          return 2;
+        }
+        params[n_params++] = optarg;
+        break;
       case 'C':
         net.self_check = optarg;
         break;
@@ -623,7 +653,7 @@ int tw_cmd_run(int argc, char **argv) {
       case 'x':
         net.server_key_path = optarg;
         break;
-      case 'I':
+      case 'G':
         ingest_ep = optarg;
         break;
       case 'O':
@@ -651,6 +681,8 @@ int tw_cmd_run(int argc, char **argv) {
         return 2;
     }
   }
+  po.params_set = params;
+  po.n_params_set = n_params;
   if (optind < argc) {
     fprintf(stderr, "tutorwatch run: unexpected argument '%s'\n", argv[optind]);
     return 2;

@@ -41,7 +41,7 @@
 #define TW_SPAN_FACTOR 10        /* a jump beyond 10x the recent span (and the skew) is suspect */
 #define TW_EVICT_PER_COMMIT 4096 /* state entries examined for eviction per group commit */
 #define TW_SUSPECT_MIN_JUMP_MS (24LL * 3600 * 1000) /* a quiet night or a weekend is no suspect */
-#define TW_IDLE_MS 1000
+#define TW_IDLE_MS 1000 /* live: no record for this long = idle (wall-clock watermark) */
 #define TW_SUSPECT_EOF_MAX_JUMP_MS (30LL * 24 * 3600 * 1000) /* accepted unconfirmed at the end */
 #define TW_LIVE_STREAM_MS                                                 \
   (24LL * 3600 * 1000) /* newest event this close to the wall clock: live \
@@ -76,6 +76,7 @@ typedef struct suspect {
   size_t raw_len;
   uint64_t full_len_bytes, offset_bytes, line;
   tw_format_t format;
+  uint32_t flags; /* TW_REC_SECONDARY survives the hold */
   char *origin;
 } suspect_t;
 
@@ -126,6 +127,7 @@ struct tw_pipeline {
   int64_t max_seen_ms; /* newest event time accepted */
   int64_t wm_floor_ms; /* live: watermark moved by the wall clock while idle */
   int64_t last_record_wall_ms;
+  int64_t idle_flush_ms; /* < 0: a pause does not release what is held */
   int64_t recent[TW_RECENT]; /* event times of the last accepted events, circular */
   size_t n_recent;
   suspect_t suspects[TW_SUSPECTS_MAX];
@@ -143,9 +145,27 @@ struct tw_pipeline {
    * restart redoes the batch in which it happened. */
   int failed;
   bool uncommitted; /* events processed (or swept) since the last commit */
+  /* Keys and shards: this pipeline keeps the keys whose tw_key_shard is shard_index. */
+  int shard_index, n_shards;
+  char keybuf[2][8]; /* derived keys (city, province): [0] for aggregate reads, [1] a rule's key */
+  const char *const *params_set;
+  size_t n_params_set;
+  /* Alerts re-entering as events of the internal `alert` type (composite rules). */
+  int alert_type; /* schema type id, -1 when the schema has none */
+  int slot_rule, slot_severity, slot_labels;
+  tw_event_t alert_ev;
+  const tw_rule_t *reenter_from_rule; /* the rule whose alert p->alert_ev is: its key decides */
   void (*on_commit)(void *ud, uint64_t finished_below_offset); /* opts.on_commit */
   void *on_commit_ud;
 };
+
+/* A re-entering alert feeds only what is keyed as the rule that raised it (docs/rules.md): an
+ * institution's composite rule counts institution rules' alerts, a city's counts city rules'. So
+ * the alert stays on the shard that raised it and every shard count gives the same alerts. */
+static bool same_key(const tw_pipeline_t *p, int by_slot, tw_key_derive_t derive) {
+  const tw_rule_t *r = p->reenter_from_rule;
+  return p->cur != &p->alert_ev || r == NULL || (r->by_slot == by_slot && r->by_derive == derive);
+}
 
 static void errf(char *buf, size_t cap, const char *fmt, const char *a, const char *b) {
   if (buf != NULL && cap > 0) snprintf(buf, cap, fmt, a, b);
@@ -247,7 +267,10 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
     goto fail;
   }
   tw_rule_error_t rerr = {0};
-  rc = tw_rules_load(opts->rules_path, p->schema, &p->rules, &rerr);
+  p->params_set = opts->params_set;
+  p->n_params_set = opts->n_params_set;
+  tw_rules_load_opts_t lopts = {.set = p->params_set, .n_set = p->n_params_set};
+  rc = tw_rules_load_ex(opts->rules_path, NULL, 0, p->schema, &lopts, &p->rules, &rerr);
   if (rc != 0) {
     located(errbuf, errcap, rerr.file[0] ? rerr.file : opts->rules_path, rerr.line, rerr.col,
             rerr.message);
@@ -280,7 +303,15 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   }
   rc = tw_event_init(&p->ev);
   if (rc == 0) rc = tw_event_init(&p->sweep_ev);
+  if (rc == 0) rc = tw_event_init(&p->alert_ev);
   if (rc != 0) goto fail;
+  p->shard_index = opts->n_shards > 1 ? opts->shard_index : 0;
+  p->n_shards = opts->n_shards > 1 ? opts->n_shards : 1;
+  p->alert_type = tw_schema_type_id(p->schema, "alert", 5);
+  p->slot_rule = tw_schema_field_slot(p->schema, "rule", 4);
+  p->slot_severity = tw_schema_field_slot(p->schema, "severity", 8);
+  p->slot_labels = tw_schema_field_slot(p->schema, "labels", 6);
+  if (p->slot_rule < 0 || p->slot_severity < 0 || p->slot_labels < 0) p->alert_type = -1;
   p->cur = &p->ev;
   rc = plan_build(p);
   if (rc == 0) rc = sweeps_init(p);
@@ -291,6 +322,7 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   p->skew_ms =
       opts->max_future_skew_ms < 0 ? TW_DEFAULT_MAX_FUTURE_SKEW_MS : opts->max_future_skew_ms;
   p->live = opts->live;
+  p->idle_flush_ms = opts->idle_flush_ms == 0 ? TW_DEFAULT_IDLE_FLUSH_MS : opts->idle_flush_ms;
   p->dedup_horizon_ms =
       opts->dedup_horizon_ms < 0 ? TW_DEFAULT_DEDUP_HORIZON_MS : opts->dedup_horizon_ms;
   p->wm_floor_ms = INT64_MIN;
@@ -322,6 +354,7 @@ int tw_pipeline_add_sink(tw_pipeline_t *p, tw_sink_t *sink) {
 
 static int dead_letter(tw_pipeline_t *p, const tw_record_t *rec, const char *reason,
                        const char *field, const char *message) {
+  if (rec->flags & TW_REC_SECONDARY) return 0; /* the primary copy is dead-lettered */
   p->stats.rejected++;
   size_t raw_len =
       rec->len_bytes < TW_DEAD_LETTER_RAW_MAX ? rec->len_bytes : TW_DEAD_LETTER_RAW_MAX;
@@ -367,12 +400,78 @@ static int dead_letter(tw_pipeline_t *p, const tw_record_t *rec, const char *rea
 
 /* ---- evaluation ----------------------------------------------------------------------------- */
 
-static int agg_key(const tw_event_t *ev, int slot, const char **key, size_t *len) {
+int tw_key_shard(const char *key, size_t len, int n) {
+  if (n <= 1) return 0;
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a 64 */
+  for (size_t i = 0; i < len; i++) {
+    h ^= (unsigned char)key[i];
+    h *= 1099511628211ULL;
+  }
+  return (int)(h % (uint64_t)n);
+}
+
+/* key_of: the key of an aggregate or rule in ev: the `by` field's string, or the city / province
+ * code derived from the region code, written into buf (8 bytes) as 6 digits (440106 → 440100,
+ * 440000). TW_ENOENT when the event has no such key. */
+static int key_of(const tw_event_t *ev, int slot, tw_key_derive_t derive, char *buf,
+                  const char **key, size_t *len) {
   tw_value_t v = tw_event_get(ev, slot);
   if (v.kind != TW_V_STR) return TW_ENOENT;
-  *key = v.u.s.ptr;
-  *len = v.u.s.len;
+  if (derive == TW_KEY_FIELD) {
+    *key = v.u.s.ptr;
+    *len = v.u.s.len;
+    return 0;
+  }
+  if (v.u.s.len != 6) return TW_ENOENT;
+  size_t keep = derive == TW_KEY_CITY ? 4 : 2;
+  memcpy(buf, v.u.s.ptr, keep);
+  memset(buf + keep, '0', 6 - keep);
+  buf[6] = '\0';
+  *key = buf;
+  *len = 6;
   return 0;
+}
+
+static bool owns(const tw_pipeline_t *p, const char *key, size_t len) {
+  return p->n_shards <= 1 || tw_key_shard(key, len, p->n_shards) == p->shard_index;
+}
+
+/* The event's institution is this shard's: it counts the event (a secondary copy does not). */
+static bool primary(const tw_pipeline_t *p, const tw_event_t *ev) {
+  tw_value_t inst = tw_event_get(ev, TW_SLOT_INSTITUTION_ID);
+  return inst.kind != TW_V_STR || owns(p, inst.u.s.ptr, inst.u.s.len);
+}
+
+unsigned tw_pipeline_route_needs(const tw_pipeline_t *p) {
+  unsigned needs = 0;
+  for (size_t i = 0; i < tw_rules_n_aggregates(p->rules); i++) {
+    const tw_agg_def_t *a = tw_rules_aggregate(p->rules, i);
+    if (a->by_derive != TW_KEY_FIELD) needs |= TW_ROUTE_REGION;
+    else if (a->by_slot != TW_SLOT_INSTITUTION_ID) needs |= TW_ROUTE_ALL;
+  }
+  for (size_t i = 0; i < tw_rules_n_rules(p->rules); i++) {
+    const tw_rule_t *r = tw_rules_rule(p->rules, i);
+    if (r->by_derive != TW_KEY_FIELD) needs |= TW_ROUTE_REGION;
+    else if (r->by_slot != TW_SLOT_INSTITUTION_ID) needs |= TW_ROUTE_ALL;
+  }
+  return needs;
+}
+
+/* The 64-bit value DISTINCT counts for one field value: SipHash-2-4 (libsodium shorthash) under
+ * a fixed key, so the same value hashes alike in every run and on every shard. */
+static int64_t distinct_hash(tw_value_t v) {
+  static const unsigned char kKey[crypto_shorthash_KEYBYTES] = {0};
+  unsigned char in[9], out[crypto_shorthash_BYTES];
+  uint64_t h;
+  if (v.kind == TW_V_STR) {
+    crypto_shorthash(out, (const unsigned char *)v.u.s.ptr, v.u.s.len, kKey);
+  } else {
+    in[0] = v.kind;
+    for (int i = 0; i < 8; i++) in[1 + i] = (unsigned char)((uint64_t)v.u.i >> (8 * i));
+    crypto_shorthash(out, in, sizeof in, kKey);
+  }
+  memcpy(&h, out, sizeof h);
+  return (int64_t)h;
 }
 
 static int agg_get_cb(void *ud, size_t agg_index, tw_agg_out_t *out) {
@@ -380,12 +479,34 @@ static int agg_get_cb(void *ud, size_t agg_index, tw_agg_out_t *out) {
   const tw_agg_def_t *a = tw_rules_aggregate(p->rules, agg_index);
   const char *key;
   size_t len;
-  if (agg_key(p->cur, a->by_slot, &key, &len) != 0) {
+  if (key_of(p->cur, a->by_slot, a->by_derive, p->keybuf[0], &key, &len) != 0) {
     memset(out, 0, sizeof *out); /* no key: nothing counted, and no value for min, max... */
-    out->present = a->spec.fn == TW_AGG_COUNT || a->spec.fn == TW_AGG_SUM;
     return 0;
   }
   return tw_state_agg_get(p->state, &a->spec, key, len, p->cur->ts_ms, out);
+}
+
+static int agg_series_cb(void *ud, size_t agg_index, tw_agg_out_t *buf, size_t cap, size_t *n) {
+  tw_pipeline_t *p = ud;
+  const tw_agg_def_t *a = tw_rules_aggregate(p->rules, agg_index);
+  const char *key;
+  size_t len;
+  if (key_of(p->cur, a->by_slot, a->by_derive, p->keybuf[0], &key, &len) != 0) {
+    *n = 0;
+    return 0;
+  }
+  return tw_state_agg_series(p->state, &a->spec, key, len, p->cur->ts_ms, buf, cap, n);
+}
+
+static tw_eval_ctx_t eval_ctx(tw_pipeline_t *p) {
+  tw_eval_ctx_t ctx;
+  memset(&ctx, 0, sizeof ctx);
+  ctx.ev = p->cur;
+  ctx.now_ms = p->cur->ts_ms;
+  ctx.agg_get = agg_get_cb;
+  ctx.agg_series = agg_series_cb;
+  ctx.ud = p;
+  return ctx;
 }
 
 static void log_eval_error(tw_pipeline_t *p, const char *what, const char *name, int rc) {
@@ -399,11 +520,25 @@ static void log_eval_error(tw_pipeline_t *p, const char *what, const char *name,
   }
 }
 
+/* update_aggregates: feed p->cur to every aggregate its type feeds whose key this shard owns. */
 static int update_aggregates(tw_pipeline_t *p, const type_plan_t *tp) {
+  const tw_event_t *ev = p->cur;
   for (size_t i = 0; i < tp->n_aggs; i++) {
     const tw_agg_def_t *a = tw_rules_aggregate(p->rules, tp->aggs[i]);
+    const char *key;
+    size_t len;
+    char buf[8];
+    if (!same_key(p, a->by_slot, a->by_derive)) continue;
+    if (key_of(ev, a->by_slot, a->by_derive, buf, &key, &len) != 0) continue;
+    if (!owns(p, key, len)) continue;
+    int64_t value = 1;
+    if (a->arg_slot >= 0) {
+      tw_value_t arg = tw_event_get(ev, a->arg_slot);
+      if (arg.kind == TW_V_NULL) continue; /* fn(field) counts only events that carry it */
+      value = a->spec.fn == TW_AGG_DISTINCT ? distinct_hash(arg) : arg.u.i;
+    }
     if (a->where != NULL) {
-      tw_eval_ctx_t ctx = {.ev = &p->ev, .now_ms = p->ev.ts_ms, .agg_get = agg_get_cb, .ud = p};
+      tw_eval_ctx_t ctx = eval_ctx(p);
       tw_value_t v;
       int rc = tw_expr_eval(a->where, &ctx, &v);
       if (rc != 0) {
@@ -412,16 +547,7 @@ static int update_aggregates(tw_pipeline_t *p, const type_plan_t *tp) {
       }
       if (v.kind != TW_V_BOOL || !v.u.i) continue;
     }
-    const char *key;
-    size_t len;
-    if (agg_key(&p->ev, a->by_slot, &key, &len) != 0) continue;
-    int64_t value = 1;
-    if (a->arg_slot >= 0) {
-      tw_value_t arg = tw_event_get(&p->ev, a->arg_slot);
-      if (arg.kind == TW_V_NULL) continue;
-      value = arg.u.i;
-    }
-    int rc = tw_state_agg_add(p->state, &a->spec, key, len, p->ev.ts_ms, value);
+    int rc = tw_state_agg_add(p->state, &a->spec, key, len, ev->ts_ms, value);
     if (rc == TW_EOVERFLOW) {
       log_eval_error(p, "aggregate", a->name, rc);
     } else if (rc != 0) {
@@ -483,7 +609,7 @@ static int fire(tw_pipeline_t *p, const tw_rule_t *r, tw_eval_ctx_t *ctx, const 
   tw_alert_t a;
   memset(&a, 0, sizeof a);
   a.rule = r;
-  a.by = p->schema->fields[r->by_slot].name;
+  a.by = r->by_name;
   a.key.ptr = key;
   a.key.len = (uint32_t)key_len;
   a.institution_id = tw_event_get(p->cur, TW_SLOT_INSTITUTION_ID).u.s;
@@ -514,13 +640,16 @@ static int fire(tw_pipeline_t *p, const tw_rule_t *r, tw_eval_ctx_t *ctx, const 
   return stage_alert(p, &a, len);
 }
 
+/* evaluate_rules: every rule p->cur's type triggers, for the keys this shard owns. */
 static int evaluate_rules(tw_pipeline_t *p, const type_plan_t *tp) {
   for (size_t i = 0; i < tp->n_rules; i++) {
     const tw_rule_t *r = tw_rules_rule(p->rules, tp->rules[i]);
     const char *key;
     size_t key_len;
-    if (agg_key(&p->ev, r->by_slot, &key, &key_len) != 0) continue;
-    tw_eval_ctx_t ctx = {.ev = &p->ev, .now_ms = p->ev.ts_ms, .agg_get = agg_get_cb, .ud = p};
+    if (!same_key(p, r->by_slot, r->by_derive)) continue;
+    if (key_of(p->cur, r->by_slot, r->by_derive, p->keybuf[1], &key, &key_len) != 0) continue;
+    if (!owns(p, key, key_len)) continue;
+    tw_eval_ctx_t ctx = eval_ctx(p);
     tw_value_t v;
     int rc = tw_expr_eval(r->when, &ctx, &v);
     if (rc != 0) {
@@ -533,6 +662,91 @@ static int evaluate_rules(tw_pipeline_t *p, const type_plan_t *tp) {
     if (rc != 0) return rc;
   }
   return 0;
+}
+
+/* ---- alerts re-entering as events ------------------------------------------------------------ */
+
+/* labels_text: a rule's labels as "name=value" pairs in name order joined by ";" into buf. */
+static size_t labels_text(const tw_rule_t *r, char *buf, size_t cap) {
+  size_t used = 0;
+  const char *prev = NULL;
+  buf[0] = '\0';
+  for (size_t k = 0; k < r->n_labels; k++) { /* selection by name: labels are few */
+    const tw_label_t *best = NULL;
+    for (size_t j = 0; j < r->n_labels; j++) {
+      const tw_label_t *l = &r->labels[j];
+      if (prev != NULL && strcmp(l->key, prev) <= 0) continue;
+      if (best == NULL || strcmp(l->key, best->key) < 0) best = l;
+    }
+    if (best == NULL) break;
+    int n = snprintf(buf + used, cap - used, "%s%s=%s", used ? ";" : "", best->key, best->value);
+    if (n < 0 || (size_t)n >= cap - used) {
+      buf[used] = '\0'; /* cut at a whole pair */
+      break;
+    }
+    used += (size_t)n;
+    prev = best->key;
+  }
+  return used;
+}
+
+/* reenter: the alerts staged from index `from` on become events of the internal `alert` type and
+ * feed the aggregates and rules on `alert` (composite rules), in the order they were raised.
+ * Alerts raised by rules on `alert` do not re-enter again, so this ends. */
+static int reenter(tw_pipeline_t *p, size_t from) {
+  if (p->alert_type < 0) return 0;
+  const type_plan_t *tp = &p->plan[p->alert_type];
+  if (tp->n_aggs == 0 && tp->n_rules == 0) return 0;
+  size_t until = p->n_pend;
+  tw_event_t *saved = p->cur, *e = &p->alert_ev;
+  int rc = 0;
+  for (size_t i = from; i < until && rc == 0; i++) {
+    const pending_alert_t *pa = &p->pend[i];
+    const tw_alert_t *a = &pa->alert;
+    /* Copy what the event needs out of pend_buf, which may move while its rules fire. */
+    char *w = e->arena;
+    size_t cap = e->arena_cap, used = 0;
+    const char *parts[4] = {a->alert_id, p->pend_buf + pa->inst_off, p->pend_buf + pa->region_off,
+                            a->rule->name};
+    tw_str_t str[4];
+    for (int k = 0; k < 4; k++) {
+      size_t n = strlen(parts[k]);
+      if (used + n + 1 > cap) return TW_ENOMEM;
+      memcpy(w + used, parts[k], n + 1);
+      str[k].ptr = w + used;
+      str[k].len = (uint32_t)n;
+      used += n + 1;
+    }
+    if (cap - used < 2) return TW_ENOMEM;
+    size_t ll = labels_text(a->rule, w + used, cap - used < 1024 ? cap - used : 1024);
+    const char *sev = tw_severity_name(a->rule->severity);
+    e->type = (uint16_t)p->alert_type;
+    e->ts_ms = a->event_time_ms;
+    e->present = 0;
+    e->f[TW_SLOT_EVENT_ID] = tw_value_str(str[0].ptr, str[0].len);
+    e->f[TW_SLOT_TYPE] = tw_value_str("alert", 5);
+    e->f[TW_SLOT_TS] = tw_value_int(TW_V_TIME, a->event_time_ms);
+    e->present |= (1ull << TW_SLOT_EVENT_ID) | (1ull << TW_SLOT_TYPE) | (1ull << TW_SLOT_TS);
+    if (str[1].len > 0) {
+      e->f[TW_SLOT_INSTITUTION_ID] = tw_value_str(str[1].ptr, str[1].len);
+      e->present |= 1ull << TW_SLOT_INSTITUTION_ID;
+    }
+    if (str[2].len > 0) {
+      e->f[TW_SLOT_REGION] = tw_value_str(str[2].ptr, str[2].len);
+      e->present |= 1ull << TW_SLOT_REGION;
+    }
+    e->f[p->slot_rule] = tw_value_str(str[3].ptr, str[3].len);
+    e->f[p->slot_severity] = tw_value_str(sev, (uint32_t)strlen(sev));
+    e->f[p->slot_labels] = tw_value_str(w + used, (uint32_t)ll);
+    e->present |= (1ull << p->slot_rule) | (1ull << p->slot_severity) | (1ull << p->slot_labels);
+    p->cur = e;
+    p->reenter_from_rule = a->rule;
+    p->stats.reentered++;
+    rc = update_aggregates(p, tp);
+    if (rc == 0) rc = evaluate_rules(p, tp);
+    p->cur = saved;
+  }
+  return rc;
 }
 
 /* ---- event time: arrivals, reorder buffer, watermark, suspects --------------------------------
@@ -621,6 +835,7 @@ static void put_last_sweep(tw_pipeline_t *p, const tw_rule_t *r, int64_t at) {
  * sweep clocks at the first event (the earliest, since events are processed in time order). */
 static int register_for_sweeps(tw_pipeline_t *p) {
   tw_value_t inst = tw_event_get(&p->ev, TW_SLOT_INSTITUTION_ID);
+  if (!owns(p, inst.u.s.ptr, inst.u.s.len)) return 0; /* a secondary copy */
   int rc = tw_state_agg_add(p->state, &kInstitutions, inst.u.s.ptr, inst.u.s.len, p->ev.ts_ms, 1);
   if (rc != 0) return rc;
   for (size_t i = 0; p->sweep_clocks_unset > 0 && i < tw_rules_n_rules(p->rules); i++) {
@@ -657,8 +872,9 @@ static int sweep_key(void *ud, const char *key, size_t len) {
                (1u << TW_SLOT_TS);
   e->ts_ms = p->sweep_at_ms;
   p->cur = e;
-  tw_eval_ctx_t ctx = {.ev = e, .now_ms = p->sweep_at_ms, .agg_get = agg_get_cb, .ud = p};
+  tw_eval_ctx_t ctx = eval_ctx(p);
   tw_value_t v;
+  size_t from = p->n_pend;
   int rc = tw_expr_eval(r->when, &ctx, &v);
   if (rc != 0) {
     if (rc == TW_ESTATE || rc == TW_ENOMEM) {
@@ -669,6 +885,7 @@ static int sweep_key(void *ud, const char *key, size_t len) {
     rc = 0;
   } else if (v.kind == TW_V_BOOL && v.u.i) {
     rc = fire(p, r, &ctx, inst, len);
+    if (rc == 0) rc = reenter(p, from);
   }
   p->cur = &p->ev;
   return rc;
@@ -736,17 +953,21 @@ static int process_event(tw_pipeline_t *p) {
                                      : tw_state_dedup(p->state, id.u.s.ptr, id.u.s.len, p->ev.ts_ms,
                                                       p->dedup_horizon_ms, &dup);
   if (drc == TW_ESTATE || drc == TW_ENOMEM) return drc;
+  bool counted = primary(p, &p->ev); /* a secondary copy is counted by its primary shard */
   if (drc == 0 && dup) {
-    p->stats.duplicates++;
+    if (counted) p->stats.duplicates++;
     return 0;
   }
-  p->stats.accepted++;
+  if (counted) p->stats.accepted++;
   p->uncommitted = true;
+  p->cur = &p->ev;
   int rc = p->has_every ? register_for_sweeps(p) : 0;
   if (rc != 0) return rc;
   const type_plan_t *tp = &p->plan[p->ev.type];
+  size_t from = p->n_pend;
   rc = update_aggregates(p, tp);
   if (rc == 0) rc = evaluate_rules(p, tp);
+  if (rc == 0 && p->n_pend > from) rc = reenter(p, from);
   return rc;
 }
 
@@ -779,12 +1000,12 @@ static int place(tw_pipeline_t *p, const tw_record_t *rec, uint64_t seq) {
              "event time is %lld ms behind the watermark, beyond the longest window (%lld ms): "
              "state no longer holds its buckets",
              (long long)(wm - ts), (long long)p->retention_ms);
-    p->stats.too_late++;
+    if (!(rec->flags & TW_REC_SECONDARY)) p->stats.too_late++;
     arrival_done(p, seq);
     return dead_letter(p, rec, "too_late", "ts", msg);
   }
   if (wm != INT64_MIN && ts < wm) {
-    p->stats.late++;
+    if (!(rec->flags & TW_REC_SECONDARY)) p->stats.late++;
     int rc = process_event(p);
     arrival_done(p, seq);
     return rc;
@@ -825,6 +1046,7 @@ static tw_record_t suspect_record(const suspect_t *s) {
   r.origin = s->origin;
   r.offset_bytes = s->offset_bytes;
   r.line = s->line;
+  r.flags = s->flags;
   return r;
 }
 
@@ -836,7 +1058,7 @@ static int suspect_refuse(tw_pipeline_t *p, size_t i, const char *why) {
   snprintf(msg, sizeof msg,
            "event time jumps %lld ms ahead of the stream (newest accepted event time) and %s",
            (long long)(s->ts_ms - p->max_seen_ms), why);
-  p->stats.future_skew++;
+  if (!(r.flags & TW_REC_SECONDARY)) p->stats.future_skew++;
   int rc = dead_letter(p, &r, "future_skew", "ts", msg);
   arrival_done(p, s->arrival);
   suspect_free(s);
@@ -883,6 +1105,7 @@ static int suspect_hold(tw_pipeline_t *p, const tw_record_t *rec, uint64_t seq,
   s->offset_bytes = rec->offset_bytes;
   s->line = rec->line;
   s->format = rec->format;
+  s->flags = rec->flags & TW_REC_SECONDARY;
   s->arrival = seq;
   s->ts_ms = p->ev.ts_ms;
   s->tolerance_ms = tolerance_ms;
@@ -1012,7 +1235,7 @@ static int admit(tw_pipeline_t *p, const tw_record_t *rec) {
       snprintf(msg, sizeof msg,
                "event time is %lld ms ahead of the wall clock, more than the allowed %lld ms",
                (long long)(ts - now), (long long)p->skew_ms);
-      p->stats.future_skew++;
+      if (!(rec->flags & TW_REC_SECONDARY)) p->stats.future_skew++;
       arrival_done(p, seq);
       return dead_letter(p, rec, "future_skew", "ts", msg);
     }
@@ -1043,7 +1266,7 @@ static int admit(tw_pipeline_t *p, const tw_record_t *rec) {
 int tw_pipeline_record(void *ud, const tw_record_t *rec) {
   tw_pipeline_t *p = ud;
   if (rec->offset_bytes < p->skip_below_offset && p->input_fd >= 0) return 0;
-  p->stats.read++;
+  if (!(rec->flags & TW_REC_SECONDARY)) p->stats.read++; /* the primary copy counts it */
   p->input_offset = rec->offset_bytes + rec->full_len_bytes;
   p->input_line = rec->line;
   if (p->live) p->last_record_wall_ms = wall_now_ms();
@@ -1100,8 +1323,10 @@ int tw_pipeline_tick(tw_pipeline_t *p, int64_t wall_ms) {
    * wall clock), event time then follows the wall clock, so scheduled rules ("no lesson for 7
    * days") fire while nothing arrives; an old stream replayed through a live engine is not
    * pushed ahead of itself. */
-  if (!p->live || !p->have_max || wall_ms - p->last_record_wall_ms < TW_IDLE_MS) return 0;
-  if (p->max_seen_ms > p->wm_floor_ms) p->wm_floor_ms = p->max_seen_ms;
+  int64_t idle = wall_ms - p->last_record_wall_ms;
+  if (!p->live || !p->have_max || idle < TW_IDLE_MS) return 0;
+  if (p->idle_flush_ms > 0 && idle >= p->idle_flush_ms && p->max_seen_ms > p->wm_floor_ms)
+    p->wm_floor_ms = p->max_seen_ms;
   int64_t wall_wm = wall_ms - p->lateness_ms;
   if (p->max_seen_ms >= wall_wm - TW_LIVE_STREAM_MS && wall_wm > p->wm_floor_ms)
     p->wm_floor_ms = wall_wm;
@@ -1342,7 +1567,8 @@ int tw_pipeline_reload(tw_pipeline_t *p, const char *rules_path, char *msg, size
   tw_ruleset_t *fresh = NULL;
   tw_rule_error_t err;
   memset(&err, 0, sizeof err);
-  int rc = tw_rules_load(rules_path, p->schema, &fresh, &err);
+  tw_rules_load_opts_t lopts = {.set = p->params_set, .n_set = p->n_params_set};
+  int rc = tw_rules_load_ex(rules_path, NULL, 0, p->schema, &lopts, &fresh, &err);
   if (rc != 0) {
     located(msg, cap, err.file[0] ? err.file : rules_path, err.line, err.col, err.message);
     return rc;
@@ -1355,7 +1581,8 @@ int tw_pipeline_reload_buffer(tw_pipeline_t *p, const char *name, const char *da
   tw_ruleset_t *fresh = NULL;
   tw_rule_error_t err;
   memset(&err, 0, sizeof err);
-  int rc = tw_rules_load_buffer(name, data, len, p->schema, &fresh, &err);
+  tw_rules_load_opts_t lopts = {.set = p->params_set, .n_set = p->n_params_set};
+  int rc = tw_rules_load_ex(name, data, len, p->schema, &lopts, &fresh, &err);
   if (rc != 0) {
     located(msg, cap, err.file[0] ? err.file : name, err.line, err.col, err.message);
     return rc;
@@ -1450,6 +1677,7 @@ int tw_pipeline_close(tw_pipeline_t *p) {
   free(p->arr);
   tw_event_fini(&p->ev);
   tw_event_fini(&p->sweep_ev);
+  tw_event_fini(&p->alert_ev);
   free(p->next_sweep_ms);
   if (p->input_fd >= 0) close(p->input_fd);
   tw_state_close(p->state);

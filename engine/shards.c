@@ -65,6 +65,7 @@ struct tw_shards {
   const char *reload_name;
   int64_t final_sweep_ms; /* end of a replay: every shard sweeps up to this (the newest event) */
   int finishing;
+  unsigned route_needs; /* TW_ROUTE_* of the current rules (tw_pipeline_route_needs) */
 };
 
 static size_t align8(size_t n) {
@@ -72,15 +73,6 @@ static size_t align8(size_t n) {
 }
 
 /* ---- routing ------------------------------------------------------------------------------ */
-
-static uint64_t fnv1a(const char *p, size_t n) {
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < n; i++) {
-    h ^= (unsigned char)p[i];
-    h *= 1099511628211ULL;
-  }
-  return h;
-}
 
 /* json_string: the JSON string at d[*i] (which is '"'), unescaped into out (up to cap bytes;
  * longer strings are truncated but still skipped whole). Advances *i past the closing quote.
@@ -136,11 +128,12 @@ static long json_string(const char *d, size_t len, size_t *i, char *out, size_t 
   return (long)(n < cap ? n : cap);
 }
 
-/* The top-level "institution_id" of a JSON object, unescaped into out: keys of nested objects
- * and strings inside values are skipped, as the decoder would read them. */
-static int json_institution(const char *d, size_t len, char *out, size_t cap, size_t *id_len) {
+/* The top-level string field `name` (at most 15 bytes) of a JSON object, unescaped into out:
+ * keys of nested objects and strings inside values are skipped, as the decoder would read them. */
+static int json_top_string(const char *d, size_t len, const char *name, char *out, size_t cap,
+                           size_t *id_len) {
   int depth = 0;
-  size_t i = 0;
+  size_t i = 0, name_len = strlen(name);
   char key[16];
   while (i < len) {
     char c = d[i];
@@ -154,7 +147,7 @@ static int json_institution(const char *d, size_t len, char *out, size_t cap, si
       size_t j = i;
       while (j < len && (d[j] == ' ' || d[j] == '\t' || d[j] == '\r' || d[j] == '\n')) j++;
       if (depth != 1 || j >= len || d[j] != ':') continue; /* a value, or a nested key */
-      if (n != 14 || memcmp(key, "institution_id", 14) != 0) continue;
+      if ((size_t)n != name_len || memcmp(key, name, name_len) != 0) continue;
       j++;
       while (j < len && (d[j] == ' ' || d[j] == '\t' || d[j] == '\r' || d[j] == '\n')) j++;
       if (j >= len || d[j] != '"') return -1;
@@ -186,9 +179,11 @@ static int mp_str(const unsigned char *p, size_t avail, size_t *hdr, size_t *sle
   return *hdr + *slen <= avail ? 0 : -1;
 }
 
-static int msgpack_institution(const char *d, size_t len, const char **id, size_t *id_len) {
+/* The top-level string field `name` of a msgpack map, borrowed from d. */
+static int msgpack_top_string(const char *d, size_t len, const char *name, const char **id,
+                              size_t *id_len) {
   const unsigned char *p = (const unsigned char *)d;
-  size_t pos, n;
+  size_t pos, n, name_len = strlen(name);
   if (len < 1) return -1;
   if ((p[0] & 0xf0) == 0x80) {
     n = p[0] & 0x0f, pos = 1;
@@ -202,8 +197,8 @@ static int msgpack_institution(const char *d, size_t len, const char **id, size_
   for (size_t i = 0; i < n && pos < len; i++) {
     size_t hdr, slen, vlen;
     tw_decode_error_t err;
-    int is_key = mp_str(p + pos, len - pos, &hdr, &slen) == 0 && slen == 14 &&
-                 memcmp(p + pos + hdr, "institution_id", 14) == 0;
+    int is_key = mp_str(p + pos, len - pos, &hdr, &slen) == 0 && slen == name_len &&
+                 memcmp(p + pos + hdr, name, name_len) == 0;
     if (tw_msgpack_extent(d + pos, len - pos, len - pos, &vlen, &err) != 0) return -1;
     pos += vlen;
     if (is_key) {
@@ -218,20 +213,44 @@ static int msgpack_institution(const char *d, size_t len, const char **id, size_
   return -1;
 }
 
+/* top_string: the top-level string field `name` of a record (JSON or msgpack), in buf or
+ * borrowed from the record. */
+static int top_string(const tw_record_t *rec, const char *name, char *buf, size_t cap,
+                      const char **out, size_t *out_len) {
+  if (rec->format == TW_FORMAT_MSGPACK)
+    return msgpack_top_string(rec->data, rec->len_bytes, name, out, out_len);
+  *out = buf;
+  return json_top_string(rec->data, rec->len_bytes, name, buf, cap, out_len);
+}
+
 int tw_shard_of(const tw_record_t *rec, int n) {
   char buf[TW_EVENT_ID_MAX];
   const char *id;
   size_t id_len;
-  int rc;
   if (n <= 1 || (rec->flags & (TW_REC_TRUNCATED | TW_REC_BROKEN))) return 0;
-  if (rec->format == TW_FORMAT_MSGPACK) {
-    rc = msgpack_institution(rec->data, rec->len_bytes, &id, &id_len);
-  } else {
-    rc = json_institution(rec->data, rec->len_bytes, buf, sizeof buf, &id_len);
-    id = buf;
+  if (top_string(rec, "institution_id", buf, sizeof buf, &id, &id_len) != 0) return 0;
+  return tw_key_shard(id, id_len, n);
+}
+
+uint64_t tw_shards_route(const tw_record_t *rec, int n, unsigned needs, int *primary_shard) {
+  int k0 = tw_shard_of(rec, n);
+  uint64_t mask = (uint64_t)1 << k0;
+  *primary_shard = k0;
+  if (n <= 1 || (rec->flags & (TW_REC_TRUNCATED | TW_REC_BROKEN))) return mask;
+  if (needs & TW_ROUTE_ALL) return n >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << n) - 1;
+  if (needs & TW_ROUTE_REGION) {
+    char buf[16], key[8];
+    const char *region;
+    size_t len;
+    if (top_string(rec, "region", buf, sizeof buf, &region, &len) == 0 && len == 6) {
+      for (int keep = 2; keep <= 4; keep += 2) { /* province, city */
+        memcpy(key, region, (size_t)keep);
+        memset(key + keep, '0', (size_t)(6 - keep));
+        mask |= (uint64_t)1 << tw_key_shard(key, 6, n);
+      }
+    }
   }
-  if (rc != 0) return 0;
-  return (int)(fnv1a(id, id_len) % (uint64_t)n);
+  return mask;
 }
 
 /* ---- the shard threads -------------------------------------------------------------------- */
@@ -391,6 +410,8 @@ int tw_shards_open(const tw_pipeline_opts_t *opts, int n, tw_outputs_t *outputs,
     po.state_dir = dir;
     po.pseudonym_dir = opts->state_dir;
     po.shared_outputs = outputs;
+    po.shard_index = k;
+    po.n_shards = n;
     sh->cap = TW_SHARD_QUEUE_BYTES;
     sh->ring = malloc(sh->cap);
     if (sh->ring == NULL) {
@@ -401,6 +422,7 @@ int tw_shards_open(const tw_pipeline_opts_t *opts, int n, tw_outputs_t *outputs,
     rc = tw_pipeline_open(&po, &sh->p, errbuf, errcap);
     if (rc != 0) goto fail;
   }
+  s->route_needs = tw_pipeline_route_needs(s->shards[0].p);
   if (!have_marker && write_layout(opts->state_dir, n) != 0) {
     snprintf(errbuf, errcap, "cannot write %s/shards: %s", opts->state_dir, strerror(errno));
     rc = TW_EIO;
@@ -498,7 +520,16 @@ static int enqueue(shard_t *sh, uint32_t kind, const tw_record_t *rec, const cha
 int tw_shards_record(void *ud, const tw_record_t *rec) {
   tw_shards_t *s = ud;
   if (s->origin == NULL) s->origin = rec->origin; /* the source's, valid until it closes */
-  return enqueue(&s->shards[tw_shard_of(rec, s->n)], QREC_RECORD, rec, rec->data, rec->len_bytes);
+  int k0;
+  uint64_t mask = tw_shards_route(rec, s->n, s->route_needs, &k0);
+  int rc = enqueue(&s->shards[k0], QREC_RECORD, rec, rec->data, rec->len_bytes);
+  if (rc != 0 || mask == ((uint64_t)1 << k0)) return rc;
+  tw_record_t copy = *rec; /* the same record for the shards that own its other keys */
+  copy.flags |= TW_REC_SECONDARY;
+  for (int k = 0; k < s->n && rc == 0; k++)
+    if (k != k0 && (mask >> k & 1))
+      rc = enqueue(&s->shards[k], QREC_RECORD, &copy, copy.data, copy.len_bytes);
+  return rc;
 }
 
 int tw_shards_tick(tw_shards_t *s, int64_t wall_ms) {
@@ -544,6 +575,8 @@ int tw_shards_reload(tw_shards_t *s, const char *rules_path, char *msg, size_t c
   while (s->replies_pending > 0) pthread_cond_wait(&s->reply_cv, &s->reply_mu);
   pthread_mutex_unlock(&s->reply_mu);
   free(buf);
+  /* Every shard has answered and waits for records: the rules are settled, route by them. */
+  s->route_needs = tw_pipeline_route_needs(s->shards[0].p);
   snprintf(msg, cap, "%s", s->shards[0].reload_msg);
   for (int k = 0; k < s->n && rc == 0; k++)
     if (s->shards[k].reload_rc != 0) {

@@ -73,6 +73,15 @@ typedef struct tw_pipeline_opts {
   const char *pseudonym_dir;    /* where pseudonym.key lives; NULL = state_dir */
   bool live;                    /* serving (wall clock bounds the future; an idle stream's
                                    watermark follows the wall clock) rather than replaying */
+  const char *const *params_set; /* "name=value" overrides of the rule file's params (--set);
+                                    kept for reloads, so must outlive the pipeline */
+  size_t n_params_set;
+  int shard_index, n_shards; /* one of n_shards (> 1): the pipeline keeps only the keys whose
+                                hash (tw_key_shard) is shard_index; 0, 0: every key */
+  int64_t idle_flush_ms;     /* serving: after this long without a record, the events held for
+                                the watermark are processed (the watermark moves up to the newest
+                                event time). 0: the default, 1 s; < 0: never (only the wall
+                                clock of a live stream, and the end, release them) */
   /* Acknowledged ingest: called at the end of every successful tw_pipeline_commit (same thread)
    * with the input position below which every record read is processed and committed: the
    * offset_bytes of the oldest record still held (reorder buffer, suspects), else the end of the
@@ -80,6 +89,19 @@ typedef struct tw_pipeline_opts {
   void (*on_commit)(void *ud, uint64_t finished_below_offset);
   void *on_commit_ud;
 } tw_pipeline_opts_t;
+
+#define TW_DEFAULT_IDLE_FLUSH_MS 1000
+
+/* What the shard router must read from a record to send it to every shard that owns one of its
+ * keys (tw_pipeline_route_needs). */
+#define TW_ROUTE_REGION 1u /* aggregates or rules keyed by city or province: route by region too */
+#define TW_ROUTE_ALL 2u    /* keyed by another field: every shard gets every record */
+
+/* tw_key_shard: the shard (0..n-1) that owns a key: FNV-1a 64 of its bytes mod n; 0 for n ≤ 1. */
+int tw_key_shard(const char *key, size_t len, int n);
+
+/* tw_pipeline_route_needs: TW_ROUTE_* flags for the current rules (0: by institution only). */
+unsigned tw_pipeline_route_needs(const tw_pipeline_t *p);
 
 #define TW_DEFAULT_ALLOWED_LATENESS_MS (60 * 60 * 1000)
 #define TW_DEFAULT_MAX_FUTURE_SKEW_MS (10 * 60 * 1000)
@@ -101,6 +123,7 @@ typedef struct tw_pipeline_stats {
   uint64_t duplicates;  /* events whose event_id was already processed within the horizon */
   uint64_t evicted;     /* state entries dropped: expired behind the watermark, or idle in memory */
   uint64_t incomplete;  /* a tracked file ended inside its last record: left for the grown file */
+  uint64_t reentered;   /* alerts that re-entered as `alert` events (composite rules) */
 } tw_pipeline_stats_t;
 
 /*

@@ -89,4 +89,11 @@ int tw_shards_close(tw_shards_t *s);
  * decode (JSON key scan, or a msgpack map walk), FNV-1a hashed; 0 when none is found. */
 int tw_shard_of(const tw_record_t *rec, int n);
 
+/* tw_shards_route: the shards (bit k set) that must see rec: its primary shard (tw_shard_of,
+ * stored in *primary_shard), plus, for rules needing it (TW_ROUTE_* flags of
+ * tw_pipeline_route_needs), the owners of its region's city and province codes (from a key scan
+ * of "region"), or every shard (TW_ROUTE_ALL: keys of other fields, found only by decoding).
+ * The other shards get a copy flagged TW_REC_SECONDARY. n ≤ TW_SHARDS_MAX (64). */
+uint64_t tw_shards_route(const tw_record_t *rec, int n, unsigned needs, int *primary_shard);
+
 #endif

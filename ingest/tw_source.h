@@ -31,6 +31,9 @@ tw_format_t tw_format_from_path(const char *path);
 #define TW_REC_UNTERMINATED 4u /* the input ended inside this record: a last line without its
                                   newline, or a msgpack object cut short (with BROKEN). A file
                                   still being written may complete it later */
+#define TW_REC_SECONDARY 8u /* shards: a copy of a record for a shard that owns another of its keys
+                               (a city's aggregates); it updates only what that shard owns and is
+                               never dead-lettered or counted there (the primary copy is) */
 #define TW_REC_HEAD_BYTES                                                \
   4096u /* a truncated or broken record carries at most this many of its \
            first bytes, enough for the dead-letter file */

@@ -3,10 +3,13 @@
  *
  * Numbers carry their unit in a suffix: `60` (int), `5000yuan` / `12.50yuan` / `500000fen`
  * (money, converted to integer fen exactly, at most two decimals, never through floating point),
- * `500ms 15s 30m 12h 7d` (durations in ms). Every conversion checks for int64 overflow.
+ * `500ms 15s 30m 12h 7d` (durations in ms). A number with a fraction and no unit is a decimal
+ * (`0.3`, a double). Every integer conversion checks for int64 overflow.
  * Strings are double-quoted with the escapes \" \\ \n \t \uXXXX and are decoded into the
  * ruleset's arena. Each call does work linear in the token's length; positions are byte offsets.
  */
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "rules_internal.h"
@@ -53,7 +56,10 @@ const char *tw__tok_name(tw__tok_t kind) {
                                       "'in'",
                                       "'matches'",
                                       "'true'",
-                                      "'false'"};
+                                      "'false'",
+                                      "decimal",
+                                      "'contains'",
+                                      "'startswith'"};
   if ((unsigned)kind >= sizeof names / sizeof names[0]) return "?";
   return names[kind];
 }
@@ -126,10 +132,18 @@ static int lex_number(tw__lexer_t *lx, tw__token_t *tok, tw__perr_t *err) {
     return 0;
   }
   if (frac_len > 0) {
-    if (unit_len == 0)
-      return tw__perr_set(err, TW_EPARSE, start,
-                          "decimal numbers need a unit: write 12.50yuan (there are no floats)");
-    return tw__perr_set(err, TW_EPARSE, start, "only yuan amounts may have decimals");
+    if (unit_len != 0)
+      return tw__perr_set(err, TW_EPARSE, start, "only yuan amounts may have decimals");
+    char tmp[64];
+    if (unit_start - start >= sizeof tmp)
+      return tw__perr_set(err, TW_EPARSE, start, "decimal has more than %zu digits",
+                          sizeof tmp - 2);
+    memcpy(tmp, s + start, unit_start - start);
+    tmp[unit_start - start] = '\0';
+    tok->d = strtod(tmp, NULL); /* digits '.' digits: no locale or exponent surprises */
+    if (!isfinite(tok->d)) return tw__perr_set(err, TW_EPARSE, start, "decimal too large");
+    tok->kind = TW__TK_DEC;
+    return 0;
   }
   if (unit_len == 0) {
     tok->kind = TW__TK_INT;
@@ -249,9 +263,15 @@ static int lex_string(tw__lexer_t *lx, tw__token_t *tok, tw__perr_t *err) {
 static const struct {
   const char *word;
   tw__tok_t kind;
-} keywords[] = {{"and", TW__TK_AND},    {"or", TW__TK_OR},           {"not", TW__TK_NOT},
-                {"in", TW__TK_IN},      {"matches", TW__TK_MATCHES}, {"true", TW__TK_TRUE},
-                {"false", TW__TK_FALSE}};
+} keywords[] = {{"and", TW__TK_AND},
+                {"or", TW__TK_OR},
+                {"not", TW__TK_NOT},
+                {"in", TW__TK_IN},
+                {"matches", TW__TK_MATCHES},
+                {"true", TW__TK_TRUE},
+                {"false", TW__TK_FALSE},
+                {"contains", TW__TK_CONTAINS},
+                {"startswith", TW__TK_STARTSWITH}};
 
 int tw__lex_next(tw__lexer_t *lx, tw__token_t *tok, tw__perr_t *err) {
   const char *s = lx->src;
@@ -352,4 +372,45 @@ int tw__lex_next(tw__lexer_t *lx, tw__token_t *tok, tw__perr_t *err) {
   }
   lx->pos += tok->len;
   return 0;
+}
+
+int tw__parse_literal(tw__arena_t *arena, const char *src, size_t len, tw_value_t *out,
+                      tw__perr_t *err) {
+  tw__lexer_t lx = {src, len, 0, arena};
+  tw__token_t t, end;
+  int neg = 0;
+  memset(err, 0, sizeof *err);
+  if (tw__lex_next(&lx, &t, err) != 0) return err->code;
+  if (t.kind == TW__TK_MINUS) {
+    neg = 1;
+    if (tw__lex_next(&lx, &t, err) != 0) return err->code;
+  }
+  if (tw__lex_next(&lx, &end, err) != 0) return err->code;
+  if (end.kind != TW__TK_EOF)
+    return tw__perr_set(err, TW_EPARSE, end.pos, "expected one literal, found more after it");
+  switch (t.kind) {
+    case TW__TK_INT:
+    case TW__TK_MONEY:
+    case TW__TK_DURATION:
+      *out = tw_value_int(t.kind == TW__TK_INT     ? TW_V_INT
+                          : t.kind == TW__TK_MONEY ? TW_V_MONEY
+                                                   : TW_V_DURATION,
+                          neg ? -t.i : t.i); /* t.i ≥ 0: negation cannot overflow */
+      return 0;
+    case TW__TK_DEC:
+      *out = tw_value_dec(neg ? -t.d : t.d);
+      return 0;
+    case TW__TK_STRING:
+    case TW__TK_TRUE:
+    case TW__TK_FALSE:
+      if (neg) break;
+      *out = t.kind == TW__TK_STRING ? tw_value_str(t.s, (uint32_t)t.slen)
+                                     : tw_value_int(TW_V_BOOL, t.kind == TW__TK_TRUE);
+      return 0;
+    default:
+      break;
+  }
+  return tw__perr_set(err, TW_EPARSE, t.pos,
+                      "expected a literal (5000yuan, 14d, 3, 0.3, \"text\", true), found %s",
+                      tw__tok_name(t.kind));
 }

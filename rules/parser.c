@@ -8,11 +8,19 @@
  * pass. Work is bounded: recursion by TW__MAX_NESTING, tree depth by TW__MAX_TREE_DEPTH (so the
  * evaluator's recursion is bounded too), list literals by TW__MAX_LIST_ITEMS.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "rules_internal.h"
 #include "tw_error.h"
+
+/* The macros being expanded, innermost last: a use of one of them again is a cycle. */
+typedef struct mstack {
+  int idx[TW__MAX_MACRO_DEPTH];
+  int n;
+  size_t nodes; /* built for this expression, macro expansions included */
+} mstack_t;
 
 typedef struct parser {
   tw__lexer_t lx;
@@ -20,6 +28,8 @@ typedef struct parser {
   const tw__env_t *env;
   tw__perr_t *err;
   int nesting;
+  int macro;    /* 0: the compiled text; i > 0: the source of macro i - 1 */
+  mstack_t *ms; /* shared by the parsers of nested macro expansions */
 } parser_t;
 
 static int advance(parser_t *p) {
@@ -34,6 +44,21 @@ static tw_expr_t *new_node(parser_t *p, tw__op_t op, int type, size_t pos, const
   if (depth > TW__MAX_TREE_DEPTH) {
     tw__perr_set(p->err, TW_ETOOBIG, pos, "expression too deep (more than %d levels)",
                  TW__MAX_TREE_DEPTH);
+    return NULL;
+  }
+  /* macros expand at each use, so a few lines can ask for a huge tree: bound it */
+  if (++p->ms->nodes > TW__MAX_EXPR_NODES) {
+    tw__perr_set(p->err, TW_ETOOBIG, pos,
+                 "expression too large (more than %d nodes with its "
+                 "macros expanded)",
+                 TW__MAX_EXPR_NODES);
+    return NULL;
+  }
+  if (++p->env->rs->n_nodes > TW__MAX_RULESET_NODES) {
+    tw__perr_set(p->err, TW_ETOOBIG, pos,
+                 "rule file too large (more than %d expression nodes "
+                 "with macros expanded)",
+                 TW__MAX_RULESET_NODES);
     return NULL;
   }
   tw_expr_t *n = tw__arena_alloc(&p->env->rs->arena, sizeof *n);
@@ -59,7 +84,27 @@ static int expect(parser_t *p, tw__tok_t kind, const char *what) {
 
 /* ---- names ---- */
 
-static const char *const function_names[] = {"now", "abs", "min", "max"};
+enum {
+  FN_NOW = 0,
+  FN_ABS,
+  FN_MIN,
+  FN_MAX,
+  FN_DAYS,
+  FN_HOURS,
+  FN_COALESCE,
+  FN_LATEST,
+  FN_MEAN_OF,
+  FN_MEDIAN_OF,
+  FN_STDDEV_OF,
+  FN_ZSCORE,
+  N_FUNCTIONS
+};
+
+static const char *const function_names[N_FUNCTIONS] = {
+    "now",      "abs",    "min",     "max",       "days",      "hours",
+    "coalesce", "latest", "mean_of", "median_of", "stddev_of", "zscore"};
+
+#define TW__MAX_ARGS 16 /* arguments of one call (coalesce) */
 
 static void consider(const char *cand, const char *name, size_t len, const char **best,
                      size_t *best_d) {
@@ -85,6 +130,10 @@ static const char *suggest_name(const tw__env_t *env, const char *name, size_t l
     consider(env->rs->aggs[i].name, name, len, &best, &best_d);
   for (size_t i = 0; i < env->rs->n_lists; i++)
     consider(env->rs->lists[i].name, name, len, &best, &best_d);
+  for (size_t i = 0; i < env->rs->n_params; i++)
+    consider(env->rs->params[i].name, name, len, &best, &best_d);
+  for (size_t i = 0; i < env->rs->n_macros; i++)
+    consider(env->rs->macros[i].name, name, len, &best, &best_d);
   return best;
 }
 
@@ -97,23 +146,58 @@ static int unknown_name(parser_t *p, const char *kind, const tw__token_t *t, int
   return tw__perr_set(p->err, TW_EINVAL, t->pos, "unknown %s '%.*s'", kind, n, t->s);
 }
 
+static long find_kind(const tw__env_t *env, const char *s, size_t len, int want) {
+  int kind;
+  long i = tw__names_find(env->rs, s, len, 1u << want, &kind);
+  return i >= 0 && kind == want ? i : -1;
+}
+
 static tw__list_t *find_list(const tw__env_t *env, const char *s, size_t len) {
-  for (size_t i = 0; i < env->rs->n_lists; i++)
-    if (strlen(env->rs->lists[i].name) == len && memcmp(env->rs->lists[i].name, s, len) == 0)
-      return &env->rs->lists[i];
-  return NULL;
+  long i = find_kind(env, s, len, TW__NAME_LIST);
+  return i >= 0 ? &env->rs->lists[i] : NULL;
 }
 
 static int find_agg(const tw__env_t *env, const char *s, size_t len) {
-  for (size_t i = 0; i < env->rs->n_aggs; i++)
-    if (strlen(env->rs->aggs[i].name) == len && memcmp(env->rs->aggs[i].name, s, len) == 0)
-      return (int)i;
-  return -1;
+  return (int)find_kind(env, s, len, TW__NAME_AGG);
 }
 
-static int agg_type(const tw_agg_def_t *a, const tw_schema_t *sc) {
-  if (a->spec.fn == TW_AGG_COUNT) return TW_V_INT;
-  return sc->fields[a->arg_slot].kind == TW_FK_FEN ? TW_V_MONEY : TW_V_INT;
+static int find_param(const tw__env_t *env, const char *s, size_t len) {
+  return (int)find_kind(env, s, len, TW__NAME_PARAM);
+}
+
+static int find_macro(const tw__env_t *env, const char *s, size_t len) {
+  return (int)find_kind(env, s, len, TW__NAME_MACRO);
+}
+
+static void count_use(const tw__env_t *env, int *used) {
+  if (!env->precheck) (*used)++;
+}
+
+/* An error that follows from one already reported (a broken macro or aggregate). */
+static void quiet_error(parser_t *p, size_t pos, const char *what, const char *name) {
+  tw__perr_set(p->err, TW_EINVAL, pos, "%s '%s' has errors", what, name);
+  p->err->quiet = 1;
+}
+
+/* The aggregate may be read here: not in a `where`, and with the rule's own key. */
+static int check_agg_use(parser_t *p, int agg, size_t pos) {
+  const tw__env_t *env = p->env;
+  const tw_agg_def_t *a = &env->rs->aggs[agg];
+  if (env->rs->agg_bad != NULL && env->rs->agg_bad[agg]) {
+    quiet_error(p, pos, "aggregate", a->name);
+    return TW_EINVAL;
+  }
+  if (!env->allow_aggs)
+    return tw__perr_set(p->err, TW_EINVAL, pos,
+                        "aggregate '%s' cannot be used in an aggregate's 'where'", a->name);
+  if (env->key_name != NULL &&
+      (a->by_slot != env->key_slot || (int)a->by_derive != env->key_derive))
+    return tw__perr_set(p->err, TW_EINVAL, pos,
+                        "aggregate '%s' is kept by %s, and this rule is by %s: a rule reads only "
+                        "aggregates with its own key",
+                        a->name, a->by_name, env->key_name);
+  if (env->rs->agg_used != NULL) count_use(env, &env->rs->agg_used[agg]);
+  return 0;
 }
 
 /* ---- grammar ---- */
@@ -124,25 +208,95 @@ static int is_numeric(int t) {
   return t == TW_V_INT || t == TW_V_MONEY || t == TW_V_DURATION;
 }
 
+static int is_signed(int t) { /* unary minus, abs */
+  return is_numeric(t) || t == TW_V_DEC;
+}
+
 static int is_ordered(int t) {
-  return is_numeric(t) || t == TW_V_TIME;
+  return is_numeric(t) || t == TW_V_TIME || t == TW_V_DEC;
+}
+
+/* dec and int compare with each other */
+static int comparable(int a, int b) {
+  return a == b || (a == TW_V_DEC && b == TW_V_INT) || (a == TW_V_INT && b == TW_V_DEC);
+}
+
+/* latest(a), mean_of(a)...: the argument is the name of a calendar (bucketed) aggregate. */
+static tw_expr_t *parse_series(parser_t *p, tw__token_t name, int fn) {
+  tw__series_fn_t sf = (tw__series_fn_t)(fn - FN_LATEST);
+  const char *fname = function_names[fn];
+  if (advance(p) != 0) return NULL; /* '(' */
+  tw__token_t t = p->tok;
+  int agg = t.kind == TW__TK_IDENT ? find_agg(p->env, t.s, t.slen) : -1;
+  if (agg < 0) {
+    if (t.kind == TW__TK_IDENT && tw_schema_field_slot(p->env->rs->schema, t.s, t.slen) < 0 &&
+        find_macro(p->env, t.s, t.slen) < 0 && find_param(p->env, t.s, t.slen) < 0 &&
+        find_list(p->env, t.s, t.slen) == NULL) {
+      unknown_name(p, "aggregate", &t, 0);
+      return NULL;
+    }
+    tw__perr_set(p->err, TW_ETYPE, t.pos, "%s() takes the name of a bucketed aggregate", fname);
+    return NULL;
+  }
+  const tw_agg_def_t *a = &p->env->rs->aggs[agg];
+  if (check_agg_use(p, agg, t.pos) != 0) return NULL;
+  if (a->spec.bucket_ms <= 0) {
+    tw__perr_set(p->err, TW_ETYPE, t.pos,
+                 "%s() needs a bucketed aggregate (with 'bucket'), and '%s' has none", fname,
+                 a->name);
+    return NULL;
+  }
+  int64_t nb = a->spec.window_ms / a->spec.bucket_ms;
+  if (nb > TW__MAX_SERIES) {
+    tw__perr_set(p->err, TW_ETOOBIG, t.pos,
+                 "%s() reads at most %d buckets, and '%s' has %lld (window / bucket)", fname,
+                 TW__MAX_SERIES, a->name, (long long)nb);
+    return NULL;
+  }
+  int vt = a->value_type, type;
+  if (sf == TW__SER_LATEST) {
+    type = vt;
+  } else if (vt != TW_V_INT && vt != TW_V_MONEY && vt != TW_V_DEC) {
+    tw__perr_set(p->err, TW_ETYPE, t.pos, "%s() needs a series of int, money or dec, not %s", fname,
+                 tw__type_name(vt));
+    return NULL;
+  } else {
+    type = sf == TW__SER_ZSCORE ? TW_V_DEC : vt == TW_V_MONEY ? TW_V_MONEY : TW_V_DEC;
+  }
+  if (advance(p) != 0 || expect(p, TW__TK_RPAREN, "')'") != 0) return NULL;
+  tw_expr_t *n = new_node(p, TW__OP_SERIES, type, name.pos, NULL, NULL);
+  if (n == NULL) return NULL;
+  size_t nl = strlen(fname) + strlen(a->name) + 3;
+  char *label = tw__arena_alloc(&p->env->rs->arena, nl);
+  if (label == NULL) {
+    tw__perr_set(p->err, TW_ENOMEM, name.pos, "out of memory");
+    return NULL;
+  }
+  snprintf(label, nl, "%s(%s)", fname, a->name);
+  n->u.agg.index = (size_t)agg;
+  n->u.agg.name = label;
+  n->u.agg.fn = (uint8_t)a->spec.fn;
+  n->u.agg.kind = (uint8_t)vt;
+  n->u.agg.series = (uint8_t)sf;
+  return n;
 }
 
 static tw_expr_t *parse_call(parser_t *p, tw__token_t name) {
-  tw_expr_t *args[2] = {NULL, NULL};
+  tw_expr_t *args[TW__MAX_ARGS];
   size_t nargs = 0;
   int fn = -1;
-  for (size_t i = 0; i < sizeof function_names / sizeof function_names[0]; i++)
+  for (size_t i = 0; i < N_FUNCTIONS; i++)
     if (strlen(function_names[i]) == name.slen && memcmp(function_names[i], name.s, name.slen) == 0)
       fn = (int)i;
   if (fn < 0) {
     unknown_name(p, "function", &name, 1);
     return NULL;
   }
+  if (fn >= FN_LATEST) return parse_series(p, name, fn);
   if (advance(p) != 0) return NULL; /* '(' */
   if (p->tok.kind != TW__TK_RPAREN) {
     for (;;) {
-      if (nargs == 2) {
+      if (nargs == TW__MAX_ARGS) {
         tw__perr_set(p->err, TW_EPARSE, p->tok.pos, "too many arguments to %s()",
                      function_names[fn]);
         return NULL;
@@ -155,34 +309,115 @@ static tw_expr_t *parse_call(parser_t *p, tw__token_t name) {
     }
   }
   if (expect(p, TW__TK_RPAREN, "')'") != 0) return NULL;
-  static const size_t arity[] = {0, 1, 2, 2};
-  if (nargs != arity[fn]) {
+  static const size_t arity[] = {0, 1, 2, 2, 1, 1, 0};
+  if (fn == FN_COALESCE) {
+    if (nargs < 2) {
+      tw__perr_set(p->err, TW_EPARSE, name.pos, "coalesce() takes at least 2 arguments, not %zu",
+                   nargs);
+      return NULL;
+    }
+  } else if (nargs != arity[fn]) {
     tw__perr_set(p->err, TW_EPARSE, name.pos, "%s() takes %zu argument%s, not %zu",
                  function_names[fn], arity[fn], arity[fn] == 1 ? "" : "s", nargs);
     return NULL;
   }
   switch (fn) {
-    case 0:
+    case FN_NOW:
       return new_node(p, TW__OP_NOW, TW_V_TIME, name.pos, NULL, NULL);
-    case 1:
-      if (!is_numeric(args[0]->type)) {
-        tw__perr_set(p->err, TW_ETYPE, args[0]->pos, "abs() needs int, money or duration, not %s",
+    case FN_ABS:
+      if (!is_signed(args[0]->type)) {
+        tw__perr_set(p->err, TW_ETYPE, args[0]->pos,
+                     "abs() needs int, money, duration or dec, not %s",
                      tw__type_name(args[0]->type));
         return NULL;
       }
       return new_node(p, TW__OP_ABS, args[0]->type, name.pos, args[0], NULL);
+    case FN_DAYS:
+    case FN_HOURS:
+      if (args[0]->type != TW_V_DURATION) {
+        tw__perr_set(p->err, TW_ETYPE, args[0]->pos, "%s() needs a duration, not %s",
+                     function_names[fn], tw__type_name(args[0]->type));
+        return NULL;
+      }
+      return new_node(p, fn == FN_DAYS ? TW__OP_DAYS : TW__OP_HOURS, TW_V_INT, name.pos, args[0],
+                      NULL);
+    case FN_COALESCE: {
+      for (size_t i = 1; i < nargs; i++)
+        if (args[i]->type != args[0]->type) {
+          tw__perr_set(p->err, TW_ETYPE, args[i]->pos,
+                       "coalesce() needs arguments of one type: %s, then %s",
+                       tw__type_name(args[0]->type), tw__type_name(args[i]->type));
+          return NULL;
+        }
+      tw_expr_t *n = args[nargs - 1];
+      for (size_t i = nargs - 1; i-- > 0 && n != NULL;)
+        n = new_node(p, TW__OP_COALESCE, args[0]->type, name.pos, args[i], n);
+      return n;
+    }
     default:
       if (args[0]->type != args[1]->type || !is_ordered(args[0]->type)) {
         tw__perr_set(p->err, TW_ETYPE, name.pos,
-                     "%s() needs two values of the same type (int, money, duration or time), "
-                     "not %s and %s",
+                     "%s() needs two values of the same type (int, money, duration, time or "
+                     "dec), not %s and %s",
                      function_names[fn], tw__type_name(args[0]->type),
                      tw__type_name(args[1]->type));
         return NULL;
       }
-      return new_node(p, fn == 2 ? TW__OP_MIN : TW__OP_MAX, args[0]->type, name.pos, args[0],
+      return new_node(p, fn == FN_MIN ? TW__OP_MIN : TW__OP_MAX, args[0]->type, name.pos, args[0],
                       args[1]);
   }
+}
+
+/* A macro: its source compiled here, in this expression's environment. Errors inside it point
+ * into its own source (err->macro); a use of a macro being expanded is a cycle. */
+static tw_expr_t *expand_macro(parser_t *p, int mi, const tw__token_t *t) {
+  tw__macro_t *m = &p->env->rs->macros[mi];
+  mstack_t *ms = p->ms;
+  for (int i = 0; i < ms->n; i++) {
+    if (ms->idx[i] != mi) continue;
+    char chain[400];
+    size_t o = 0;
+    for (int k = i; k < ms->n && o < sizeof chain; k++)
+      o += (size_t)snprintf(chain + o, sizeof chain - o, "%s -> ",
+                            p->env->rs->macros[ms->idx[k]].name);
+    if (o < sizeof chain) snprintf(chain + o, sizeof chain - o, "%s", m->name);
+    tw__perr_set(p->err, TW_EINVAL, t->pos, "macro cycle: %s", chain);
+    return NULL;
+  }
+  if (m->bad) {
+    quiet_error(p, t->pos, "macro", m->name);
+    return NULL;
+  }
+  if (ms->n >= TW__MAX_MACRO_DEPTH) {
+    tw__perr_set(p->err, TW_ETOOBIG, t->pos, "macros nested deeper than %d", TW__MAX_MACRO_DEPTH);
+    return NULL;
+  }
+  count_use(p->env, &m->used);
+  parser_t q;
+  memset(&q, 0, sizeof q);
+  q.lx.src = m->src;
+  q.lx.len = m->len;
+  q.lx.arena = &p->env->rs->arena;
+  q.env = p->env;
+  q.err = p->err;
+  q.nesting = p->nesting;
+  q.macro = mi + 1;
+  q.ms = ms;
+  ms->idx[ms->n++] = mi;
+  tw_expr_t *n = NULL;
+  if (advance(&q) == 0) {
+    if (q.tok.kind == TW__TK_EOF)
+      tw__perr_set(q.err, TW_EPARSE, 0, "empty expression");
+    else if ((n = parse_or(&q)) != NULL && q.tok.kind != TW__TK_EOF) {
+      tw__perr_set(q.err, TW_EPARSE, q.tok.pos, "unexpected %s", tw__tok_name(q.tok.kind));
+      n = NULL;
+    }
+  }
+  ms->n--;
+  if (n == NULL && p->err->macro == 0) p->err->macro = q.macro;
+  /* a fresh tree per use: errors about it as an operand point at the use, in this source */
+  if (n != NULL) n->pos = (uint32_t)t->pos;
+  return n;
 }
 
 static tw_expr_t *parse_name(parser_t *p) {
@@ -222,20 +457,33 @@ static tw_expr_t *parse_name(parser_t *p) {
   }
   int agg = find_agg(env, t.s, t.slen);
   if (agg >= 0) {
-    if (!env->allow_aggs) {
-      tw__perr_set(p->err, TW_EINVAL, t.pos,
-                   "aggregate '%s' cannot be used in an aggregate's 'where'",
-                   env->rs->aggs[agg].name);
-      return NULL;
-    }
-    tw_expr_t *n = new_node(p, TW__OP_AGG, agg_type(&env->rs->aggs[agg], sc), t.pos, NULL, NULL);
+    if (check_agg_use(p, agg, t.pos) != 0) return NULL;
+    const tw_agg_def_t *a = &env->rs->aggs[agg];
+    tw_expr_t *n = new_node(p, TW__OP_AGG, a->value_type, t.pos, NULL, NULL);
     if (n == NULL) return NULL;
     n->u.agg.index = (size_t)agg;
-    n->u.agg.name = env->rs->aggs[agg].name;
+    n->u.agg.name = a->name;
+    n->u.agg.fn = (uint8_t)a->spec.fn;
+    n->u.agg.kind = a->value_type;
     return n;
   }
+  int pi = find_param(env, t.s, t.slen);
+  if (pi >= 0) {
+    tw__param_t *pm = &env->rs->params[pi];
+    if (pm->bad) {
+      quiet_error(p, t.pos, "param", pm->name);
+      return NULL;
+    }
+    count_use(env, &pm->used);
+    tw_expr_t *n = new_node(p, TW__OP_CONST, pm->value.kind, t.pos, NULL, NULL);
+    if (n != NULL) n->u.k = pm->value;
+    return n;
+  }
+  int mi = find_macro(env, t.s, t.slen);
+  if (mi >= 0) return expand_macro(p, mi, &t);
   tw__list_t *list = find_list(env, t.s, t.slen);
   if (list != NULL) {
+    count_use(env, &list->used);
     tw__perr_set(p->err, TW_ETYPE, t.pos,
                  "list '%s' can only be used after 'in' or inside 'matches any(...)'", list->name);
     return NULL;
@@ -263,6 +511,12 @@ static tw_expr_t *parse_primary(parser_t *p) {
       if (advance(p) != 0) return NULL;
       return n;
     }
+    case TW__TK_DEC:
+      n = new_node(p, TW__OP_CONST, TW_V_DEC, t.pos, NULL, NULL);
+      if (n == NULL) return NULL;
+      n->u.k = tw_value_dec(t.d);
+      if (advance(p) != 0) return NULL;
+      return n;
     case TW__TK_STRING:
       n = new_node(p, TW__OP_CONST, TW_V_STR, t.pos, NULL, NULL);
       if (n == NULL) return NULL;
@@ -297,10 +551,15 @@ static tw_expr_t *parse_unary(parser_t *p) {
   tw_expr_t *a = parse_unary(p);
   p->nesting--;
   if (a == NULL) return NULL;
-  if (!is_numeric(a->type)) {
-    tw__perr_set(p->err, TW_ETYPE, pos, "unary '-' needs int, money or duration, not %s",
+  if (!is_signed(a->type)) {
+    tw__perr_set(p->err, TW_ETYPE, pos, "unary '-' needs int, money, duration or dec, not %s",
                  tw__type_name(a->type));
     return NULL;
+  }
+  if (a->op == TW__OP_CONST && a->type == TW_V_DEC) {
+    tw_expr_t *n = new_node(p, TW__OP_CONST, TW_V_DEC, pos, NULL, NULL);
+    if (n != NULL) n->u.k = tw_value_dec(-a->u.k.u.d);
+    return n;
   }
   if (a->op == TW__OP_CONST) { /* fold, so `-5` is a constant (list items) */
     if (a->u.k.u.i == INT64_MIN) {
@@ -316,6 +575,12 @@ static tw_expr_t *parse_unary(parser_t *p) {
 
 /* Result type of a op b for + - * / %, or -1. */
 static int arith_type(tw__tok_t op, int a, int b) {
+  int dec = (a == TW_V_DEC && (b == TW_V_DEC || b == TW_V_INT)) || (b == TW_V_DEC && a == TW_V_INT);
+  if (op != TW__TK_PERCENT && dec) return TW_V_DEC;
+  if (op == TW__TK_STAR &&
+      ((a == TW_V_MONEY && b == TW_V_DEC) || (a == TW_V_DEC && b == TW_V_MONEY)))
+    return TW_V_MONEY;
+  if (op == TW__TK_SLASH && a == TW_V_MONEY && b == TW_V_DEC) return TW_V_MONEY;
   switch (op) {
     case TW__TK_PLUS:
       if (a == b && is_numeric(a)) return a;
@@ -391,6 +656,7 @@ static tw_expr_t *parse_in(parser_t *p, tw_expr_t *a, size_t pos) {
       unknown_name(p, "list", &t, 0);
       return NULL;
     }
+    count_use(p->env, &list->used);
     if (a->type != TW_V_STR) {
       tw__perr_set(p->err, TW_ETYPE, pos, "'in %s' needs a string on the left, not %s", list->name,
                    tw__type_name(a->type));
@@ -498,6 +764,20 @@ static tw_expr_t *parse_matches(parser_t *p, tw_expr_t *a, size_t pos) {
       p->err->pos = t.pos;
       return NULL;
     }
+    /* warned once: where it is written (a macro's regex when the macro is checked alone) */
+    long risky = p->env->warn != NULL && (p->env->precheck || p->macro == 0)
+                     ? tw__regex_risky(t.s, t.slen)
+                     : -1;
+    if (risky >= 0) {
+      tw__perr_t w;
+      memset(&w, 0, sizeof w);
+      tw__perr_set(&w, 0, t.pos,
+                   "regex may backtrack catastrophically: a quantifier at offset %ld repeats a "
+                   "group that holds one (as in (a+)+); the match limit will cut it short",
+                   risky);
+      w.macro = p->macro;
+      p->env->warn(p->env->warn_ud, &w);
+    }
     if (advance(p) != 0) return NULL;
   } else if (t.kind == TW__TK_IDENT && t.slen == 3 && memcmp(t.s, "any", 3) == 0) {
     if (advance(p) != 0 || expect(p, TW__TK_LPAREN, "'('") != 0) return NULL;
@@ -512,6 +792,7 @@ static tw_expr_t *parse_matches(parser_t *p, tw_expr_t *a, size_t pos) {
       unknown_name(p, "list", &lt, 0);
       return NULL;
     }
+    count_use(p->env, &list->used);
     if (tw__regex_compile_list(p->env->rs, list, &re, p->err) != 0) {
       p->err->pos = lt.pos;
       return NULL;
@@ -537,11 +818,24 @@ static tw_expr_t *parse_comparison(parser_t *p) {
     if (advance(p) != 0) return NULL;
     return k == TW__TK_IN ? parse_in(p, a, pos) : parse_matches(p, a, pos);
   }
+  if (k == TW__TK_CONTAINS || k == TW__TK_STARTSWITH) {
+    if (advance(p) != 0) return NULL;
+    tw_expr_t *b = parse_arith(p, 0);
+    if (b == NULL) return NULL;
+    const tw_expr_t *bad = a->type != TW_V_STR ? a : b->type != TW_V_STR ? b : NULL;
+    if (bad != NULL) {
+      tw__perr_set(p->err, TW_ETYPE, pos, "%s needs strings on both sides, not %s", tw__tok_name(k),
+                   tw__type_name(bad->type));
+      return NULL;
+    }
+    return new_node(p, k == TW__TK_CONTAINS ? TW__OP_CONTAINS : TW__OP_STARTSWITH, TW_V_BOOL, pos,
+                    a, b);
+  }
   if (k < TW__TK_EQ || k > TW__TK_GE) return a;
   if (advance(p) != 0) return NULL;
   tw_expr_t *b = parse_arith(p, 0);
   if (b == NULL) return NULL;
-  if (a->type != b->type) {
+  if (!comparable(a->type, b->type)) {
     /* a bare integer literal next to money or a duration: say how to write it */
     const tw_expr_t *bare = (a->type == TW_V_INT && a->op == TW__OP_CONST)   ? a
                             : (b->type == TW_V_INT && b->op == TW__OP_CONST) ? b
@@ -559,7 +853,7 @@ static tw_expr_t *parse_comparison(parser_t *p) {
     return NULL;
   }
   if (k != TW__TK_EQ && k != TW__TK_NE && !is_ordered(a->type)) {
-    tw__perr_set(p->err, TW_ETYPE, pos, "%s needs int, money, duration or time, not %s",
+    tw__perr_set(p->err, TW_ETYPE, pos, "%s needs int, money, duration, time or dec, not %s",
                  tw__tok_name(k), tw__type_name(a->type));
     return NULL;
   }
@@ -621,6 +915,10 @@ int tw__expr_compile(const tw__env_t *env, const char *src, size_t len, int want
   p.lx.arena = &env->rs->arena;
   p.env = env;
   p.err = err;
+  mstack_t ms;
+  ms.n = 0;
+  ms.nodes = 0;
+  p.ms = &ms;
   if (advance(&p) != 0) return err->code;
   if (p.tok.kind == TW__TK_EOF) return tw__perr_set(err, TW_EPARSE, 0, "empty expression");
   tw_expr_t *n = parse_or(&p);

@@ -164,6 +164,76 @@ int tw__regex_match(const tw__regex_t *re, const char *s, size_t len, tw_eval_ct
   return TW_EINVAL;
 }
 
+/* Length of a quantifier at pattern[i] (0 if none); *unbounded when it has no upper bound. */
+static size_t quantifier(const char *pt, size_t len, size_t i, int *unbounded) {
+  *unbounded = 0;
+  if (i >= len) return 0;
+  if (pt[i] == '*' || pt[i] == '+') {
+    *unbounded = 1;
+    return 1;
+  }
+  if (pt[i] == '?') return 1;
+  if (pt[i] != '{') return 0;
+  size_t k = i + 1, digits = 0;
+  while (k < len && pt[k] >= '0' && pt[k] <= '9') k++, digits++;
+  if (digits == 0) return 0;
+  if (k < len && pt[k] == '}') return k + 1 - i;
+  if (k >= len || pt[k] != ',') return 0;
+  k++;
+  size_t upper = 0;
+  while (k < len && pt[k] >= '0' && pt[k] <= '9') k++, upper++;
+  if (k >= len || pt[k] != '}') return 0;
+  *unbounded = upper == 0;
+  return k + 1 - i;
+}
+
+long tw__regex_risky(const char *pt, size_t len) {
+  struct {
+    int unbounded, atomic;
+  } st[64];
+  int depth = 0, group_unb = 0; /* group_unb: the atom just closed is a group holding one */
+  st[0].unbounded = st[0].atomic = 0;
+  size_t i = 0;
+  while (i < len) {
+    char c = pt[i];
+    int atom_group = 0;
+    if (c == '\\') {
+      i += 2;
+    } else if (c == '[') {
+      i++;
+      if (i < len && pt[i] == '^') i++;
+      if (i < len && pt[i] == ']') i++;
+      while (i < len && pt[i] != ']') i += pt[i] == '\\' ? 2 : 1;
+      i++;
+    } else if (c == '(') {
+      if (depth + 1 >= (int)(sizeof st / sizeof st[0])) return -1; /* too deep to judge */
+      depth++;
+      st[depth].unbounded = 0;
+      st[depth].atomic = i + 2 < len && pt[i + 1] == '?' && pt[i + 2] == '>';
+      i++;
+      continue;
+    } else if (c == ')') {
+      if (depth == 0) return -1;
+      int inner = st[depth].unbounded && !st[depth].atomic;
+      depth--;
+      st[depth].unbounded |= inner;
+      group_unb = inner;
+      atom_group = 1;
+      i++;
+    } else {
+      i++;
+    }
+    int unb;
+    size_t q = quantifier(pt, len, i, &unb);
+    if (q == 0) continue;
+    int possessive = i + q < len && pt[i + q] == '+';
+    if (atom_group && group_unb && unb && !possessive) return (long)i;
+    if (unb && !possessive) st[depth].unbounded = 1;
+    i += q + (i + q < len && (pt[i + q] == '?' || pt[i + q] == '+'));
+  }
+  return -1;
+}
+
 void tw__regex_release(tw_ruleset_t *rs) {
   tw__regex_t *chain = rs->regexes;
   rs->regexes = NULL;

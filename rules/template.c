@@ -4,9 +4,10 @@
  * writes into the caller's buffer, so rendering allocates nothing.
  *
  * Value formats: int and money as integers (money in fen; authors write `{amount_fen / 100}`
- * for yuan), durations in the largest exact unit (7d, 36h, 90s, 500ms), times as RFC 3339 at
- * +08:00 with milliseconds, strings raw, bool true/false, null `null`. Output longer than the
- * buffer is cut at a UTF-8 boundary and ends with "…".
+ * for yuan), decimals with 6 decimals and trailing zeros cut (as alerts print them), durations in
+ * the largest exact unit (7d, 36h, 90s, 500ms), times as RFC 3339 at +08:00 with milliseconds,
+ * strings raw, bool true/false, null `null`. Output longer than the buffer is cut at a UTF-8
+ * boundary and ends with "…".
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -56,7 +57,7 @@ static int split(const tw__env_t *env, const char *src, size_t len, tw__part_t *
       if (parts) {
         tw_expr_t *e;
         if (tw__expr_compile(env, src + start, i - start, -1, &e, err) != 0) {
-          err->pos += start;
+          if (err->macro == 0) err->pos += start; /* else it points into the macro's source */
           return err->code;
         }
         parts[n].expr = e;
@@ -130,6 +131,8 @@ int tw__value_format(tw_value_t v, char *buf, size_t cap) {
       return format_time(v.u.i, buf, cap);
     case TW_V_STR:
       return snprintf(buf, cap, "%.*s", (int)v.u.s.len, v.u.s.ptr);
+    case TW_V_DEC:
+      return tw__dec_format(v.u.d, buf, cap);
     default:
       return snprintf(buf, cap, "null");
   }
@@ -175,6 +178,7 @@ int tw_template_render(const tw_template_t *t, tw_eval_ctx_t *ctx, char *buf, si
         full = append(buf, cap, &o, v.u.s.ptr, v.u.s.len);
       } else {
         int n = tw__value_format(v, tmp, sizeof tmp);
+        if (n >= (int)sizeof tmp) n = (int)sizeof tmp - 1; /* snprintf cut it */
         full = append(buf, cap, &o, tmp, n < 0 ? 0 : (size_t)n);
       }
     }

@@ -1,9 +1,10 @@
 /*
  * tw_rules.h: the rule language: loading a YAML rule file, compiled expressions, evaluation.
  *
- * A rule file (libyaml) has `version`, `lists`, `aggregates` and `rules` (see docs/rules.md).
- * Loading resolves every field name to a schema slot, every aggregate name to an index and
- * every list to a constant set, compiles and JITs every regex (PCRE2) once, and type-checks the
+ * A rule file (libyaml) has `version`, `params`, `lists`, `macros`, `aggregates`, `rules` and
+ * `tests` (see docs/rules.md). Loading resolves every field name to a schema slot, every
+ * aggregate name to an index, every param to a constant, every macro to its expansion and every
+ * list to a constant set, compiles and JITs every regex (PCRE2) once, and type-checks the
  * expressions, so evaluation does no string lookup, no allocation and no regex compilation.
  * Errors name the file, line and column: "rules/default.yaml:42:17: unknown field 'amout_fen'
  * (did you mean 'amount_fen'?)".
@@ -73,13 +74,13 @@ typedef struct tw_label {
 typedef struct tw_rule {
   const char *name;
   const char *description;
-  const char *source;    /* the regulation, local measure or documented case */
-  uint32_t on_types;     /* triggering event types (bit per schema type id; the internal
-                            `alert` type for rules on re-entering alerts) */
-  int by_slot;           /* key field slot; the alert's `by` is its field name */
+  const char *source;        /* the regulation, local measure or documented case */
+  uint32_t on_types;         /* triggering event types (bit per schema type id; the internal
+                                `alert` type for rules on re-entering alerts) */
+  int by_slot;               /* key field slot; the alert's `by` is its field name */
   tw_key_derive_t by_derive; /* field, city or province (by_slot is then the region slot) */
   const char *by_name;       /* the alert's `by`: the field name, "city" or "province" */
-  const tw_expr_t *when; /* the condition; must type-check to bool */
+  const tw_expr_t *when;     /* the condition; must type-check to bool */
   tw_severity_t severity;
   int64_t cooldown_ms; /* 0 = fire on every matching event */
   int64_t every_ms;    /* > 0: a scheduled rule, evaluated for every institution each time the
@@ -102,11 +103,13 @@ typedef struct tw_rule_error {
 /*
  * tw_rules_load: read, parse and compile the rule file at path against schema (which must
  * outlive the ruleset). On success *out is owned by the caller (tw_rules_free). Errors, each with
- * *err filled (file:line:col and message): TW_ENOENT (cannot open), TW_ETOOBIG (file over
- * TW_RULES_MAX_FILE_BYTES; YAML aliases, which are refused outright), TW_EPARSE (YAML or
- * expression syntax; a regex error names its offset), TW_ETYPE (type errors), TW_EINVAL
- * (unknown names with a suggestion, duplicates, missing keys, bad severity or duration),
- * TW_ENOMEM.
+ * *err filled (file:line:col and message; the first error found, loading stops there):
+ * TW_ENOENT (cannot open), TW_EIO (cannot read), TW_ETOOBIG (file over TW_RULES_MAX_FILE_BYTES;
+ * YAML aliases, which are refused outright; a series function over more than 366 buckets),
+ * TW_EPARSE (YAML or expression syntax; a regex error names its offset), TW_ETYPE (type errors,
+ * a --set value of another type), TW_EINVAL (unknown names with a suggestion, duplicates,
+ * missing keys, bad severity, duration or bucket, macro cycles, an aggregate read by a rule of
+ * another key), TW_ECRYPTO (libsodium failed to initialise), TW_ENOMEM.
  */
 int tw_rules_load(const char *path, const tw_schema_t *schema, tw_ruleset_t **out,
                   tw_rule_error_t *err);
@@ -128,8 +131,18 @@ typedef struct tw_rules_load_opts {
   void *diag_ud;
 } tw_rules_load_opts_t;
 
-/* tw_rules_load_ex: tw_rules_load with options (opts may be NULL); data NULL reads path,
- * else data[0..len) is the file and path names it in messages. Errors as tw_rules_load. */
+/*
+ * tw_rules_load_ex: tw_rules_load with options (opts may be NULL); data NULL reads path,
+ * else data[0..len) is the file (borrowed for the call) and path names it in messages.
+ * opts->set overrides params before anything is compiled. With opts->diag, an error in one
+ * param, list, macro, aggregate or rule does not stop the load: it goes on with the next one,
+ * and when it ends every error and lint warning (unused params, lists, macros and aggregates on a
+ * file without errors; regexes with nested unbounded quantifiers; rules on `alert` that cannot
+ * tell their own alerts) is passed to opts->diag once, in file order (line 0 first: --set),
+ * each d valid for the call only; an error that only follows from another (a use of a broken
+ * macro or aggregate) is not reported. Returns as tw_rules_load: the code of the first error
+ * (*err holds it), or 0 (warnings alone do not fail the load). At most 1000 diagnostics.
+ */
 int tw_rules_load_ex(const char *path, const char *data, size_t len, const tw_schema_t *schema,
                      const tw_rules_load_opts_t *opts, tw_ruleset_t **out, tw_rule_error_t *err);
 
@@ -170,16 +183,22 @@ typedef struct tw_eval_ctx {
 } tw_eval_ctx_t;
 
 /*
- * tw_expr_eval: evaluate a compiled expression. Returns 0 with *out set; TW_EOVERFLOW on
- * integer overflow, TW_EDIVZERO, TW_ELIMIT when a regex hit its match limit (the condition is
- * then false: the caller counts and logs it), or an error from agg_value. No allocation.
+ * tw_expr_eval: evaluate a compiled expression. Returns 0 with *out set (null, or a value of the
+ * expression's type); TW_EOVERFLOW on integer overflow, a decimal result that is not finite, or
+ * money scaled by a decimal beyond int64; TW_EDIVZERO (by 0 or 0.0); TW_ELIMIT when a regex hit
+ * its match limit (the condition is then false: the caller counts and logs it); TW_ENOMEM (no
+ * per-thread regex match data); or an error returned by agg_get / agg_series. On an error *out
+ * is false. No allocation; stack use is bounded (tree depth 256, one series buffer of 366
+ * buckets, about 30 KiB).
  */
 int tw_expr_eval(const tw_expr_t *e, tw_eval_ctx_t *ctx, tw_value_t *out);
 
 /*
  * tw_template_render: render a message template into buf (cap bytes, always NUL-terminated,
  * truncated with "…" when too long). Holes `{expr}` are evaluated in ctx; money renders in fen
- * as an integer, times as RFC 3339 (+08:00). Returns the length written or a TW_E... code.
+ * as an integer, decimals with six decimals and trailing zeros cut (as engine/alert.c), times
+ * as RFC 3339 (+08:00). Returns the length written, TW_EINVAL (buf NULL or cap 0), or the first
+ * error of tw_expr_eval in a hole (buf then holds the text before that hole).
  */
 int tw_template_render(const tw_template_t *t, tw_eval_ctx_t *ctx, char *buf, size_t cap);
 

@@ -6,6 +6,7 @@
  * chunk of their own); it is freed whole. Edit distance is the classic two-row Levenshtein over
  * bytes, bounded by the names' lengths (names are short: fields ≤ 31 bytes).
  */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,6 +111,8 @@ const char *tw__type_name(int kind) {
       return "time";
     case TW_V_STR:
       return "string";
+    case TW_V_DEC:
+      return "dec";
     default:
       return "?";
   }
@@ -132,4 +135,85 @@ const char *tw_severity_name(tw_severity_t sev) {
   static const char *const names[] = {"info", "low", "medium", "high", "critical"};
   if ((unsigned)sev > TW_SEV_CRITICAL) return "unknown";
   return names[sev];
+}
+
+int tw__dec_format(double d, char *buf, size_t cap) {
+  char tmp[64];
+  int n;
+  /* the same bytes as engine/alert.c: six decimals, trailing zeros cut, "-0" is "0"; beyond
+   * 1e15 (where six decimals are no longer exact) in exponent form */
+  if (!isfinite(d)) return snprintf(buf, cap, "null");
+  if (fabs(d) >= 1e15) return snprintf(buf, cap, "%.6e", d);
+  n = snprintf(tmp, sizeof tmp, "%.6f", d);
+  while (n > 1 && tmp[n - 1] == '0') n--;
+  if (n > 1 && tmp[n - 1] == '.') n--;
+  tmp[n] = '\0';
+  if (strcmp(tmp, "-0") == 0) return snprintf(buf, cap, "0");
+  return snprintf(buf, cap, "%s", tmp);
+}
+
+static const char *name_of(const tw_ruleset_t *rs, uint32_t v) {
+  size_t i = (v - 1) & 0x0fffffffu;
+  switch ((v - 1) >> 28) {
+    case TW__NAME_LIST:
+      return rs->lists[i].name;
+    case TW__NAME_AGG:
+      return rs->aggs[i].name;
+    case TW__NAME_PARAM:
+      return rs->params[i].name;
+    case TW__NAME_MACRO:
+      return rs->macros[i].name;
+    default:
+      return rs->rules[i].name;
+  }
+}
+
+static uint64_t name_hash(const char *s, size_t len) {
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+  for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+  return h;
+}
+
+static void names_put(uint32_t *slot, size_t cap, uint64_t h, uint32_t v) {
+  size_t i = (size_t)h & (cap - 1);
+  while (slot[i] != 0) i = (i + 1) & (cap - 1);
+  slot[i] = v;
+}
+
+int tw__names_add(tw_ruleset_t *rs, int kind, size_t index) {
+  tw__names_t *t = &rs->names;
+  if (index >= 0x0fffffffu) return TW_ETOOBIG;
+  if (2 * (t->n + 1) > t->cap) { /* load factor ≤ 1/2; the old table stays in the arena */
+    size_t cap = t->cap ? 2 * t->cap : 64;
+    uint32_t *slot = tw__arena_alloc(&rs->arena, cap * sizeof *slot);
+    if (slot == NULL) return TW_ENOMEM;
+    for (size_t i = 0; i < t->cap; i++)
+      if (t->slot[i] != 0) {
+        const char *nm = name_of(rs, t->slot[i]);
+        names_put(slot, cap, name_hash(nm, strlen(nm)), t->slot[i]);
+      }
+    t->slot = slot;
+    t->cap = cap;
+  }
+  uint32_t v = (((uint32_t)kind << 28) | (uint32_t)index) + 1;
+  const char *nm = name_of(rs, v);
+  names_put(t->slot, t->cap, name_hash(nm, strlen(nm)), v);
+  t->n++;
+  return 0;
+}
+
+long tw__names_find(const tw_ruleset_t *rs, const char *name, size_t len, unsigned mask,
+                    int *kind) {
+  const tw__names_t *t = &rs->names;
+  if (t->cap == 0) return -1;
+  for (size_t i = (size_t)name_hash(name, len) & (t->cap - 1); t->slot[i] != 0;
+       i = (i + 1) & (t->cap - 1)) {
+    const char *nm = name_of(rs, t->slot[i]);
+    if (!(mask & (1u << ((t->slot[i] - 1) >> 28)))) continue;
+    if (strlen(nm) == len && memcmp(nm, name, len) == 0) {
+      *kind = (int)((t->slot[i] - 1) >> 28);
+      return (long)((t->slot[i] - 1) & 0x0fffffffu);
+    }
+  }
+  return -1;
 }
