@@ -29,10 +29,10 @@ clients:
   - {name: inst-a, public_key: "$(cat inst.pub)", role: institution, scope: "$A"}
   - {name: ops, public_key: "$(cat ops.pub)", role: operator}
 YAML
-ports 3
+ports 4
 start_engine engine.log --listen "tcp://127.0.0.1:$P1" --feed "tcp://127.0.0.1:$P2" \
-  --self-check-feed "tcp://127.0.0.1:$P3" --keys keys.yaml --server-key engine.key --state live \
-  --feed-format json
+  --self-check-feed "tcp://127.0.0.1:$P3" --history "tcp://127.0.0.1:$P4" --keys keys.yaml \
+  --server-key engine.key --state live --feed-format json
 trap 'kill $engine 2>/dev/null || true' EXIT
 SELF="tcp://127.0.0.1:$P3"
 selfsub() { # selfsub OUT ARGS...
@@ -51,6 +51,17 @@ sleep 1.5
 "$TW" send --connect "tcp://127.0.0.1:$P1" --key ops.key --server-pub engine.pub ev.jsonl 2>send.log \
   || { cat send.log; fail "send failed"; }
 wait $(jobs -p | grep -v "^$engine$") 2>/dev/null || true
+# History: its own code only, in the self-check view.
+"$TW" feed --connect "$SELF" --key inst.key --server-pub engine.pub --topic "$A" --since 0 \
+  --history "tcp://127.0.0.1:$P4" --timeout-ms 500 > own_hist.jsonl 2>own_hist.err \
+  || { cat own_hist.err; fail "institution history of its own code"; }
+for t in "$B" "$short"; do
+  if "$TW" feed --connect "$SELF" --key inst.key --server-pub engine.pub --topic "$t" --since 0 \
+    --history "tcp://127.0.0.1:$P4" --timeout-ms 500 > bad_hist.jsonl 2>/dev/null; then
+    fail "history of '$t' was served to inst-a"
+  fi
+  [ ! -s bad_hist.jsonl ] || fail "history of '$t' printed alerts"
+done
 stop_engine engine.log
 trap - EXIT
 
@@ -63,6 +74,7 @@ grep -q "refused subscription '$short' from 'inst-a'" engine.log || fail "the sh
 grep -q "refused subscription '$B' from 'inst-a'" engine.log || fail "another code was not refused"
 
 expect_eq "own alerts" "$(wc -l < own.jsonl)" 2
+diff own.jsonl own_hist.jsonl || fail "history differs from the live self-check view"
 expect_eq "only its own code" "$(jq -r .institution_id own.jsonl | sort -u)" "$A"
 jq -e 'has("key") or has("by")' own.jsonl >/dev/null && fail "the self-check view shows key or by"
 msg=$(jq -r 'select(.rule == "complaint_runaway_words") | .message' own.jsonl)
