@@ -683,7 +683,7 @@ static void test_distinct_estimate_clamped(void **state) {
  * it with the window still holding events (they stay approximate), empty their windows (exact
  * again) and cross it again. After every add, every aggregate of every key is compared at the
  * event's time, at the newest time and 30 minutes before the event. */
-enum { DET_N = 2600, DET_KEYS = 2, DET_SPECS = 4 };
+enum { DET_N = 2200, DET_KEYS = 2, DET_SPECS = 4 };
 typedef struct det_ev {
   int64_t ts;
   uint64_t h;
@@ -718,21 +718,22 @@ static void test_distinct_determinism(void **state) {
                                              {"d_cal", TW_AGG_DISTINCT, 7 * DAY, DAY}};
   const char *keys[DET_KEYS] = {"440000", "310000"};
   /* Phases of the stream (per event i): 0..899 fresh values a minute apart (both keys cross 256
-   * in the 7d, all and calendar windows; the 1h window holds about 60); 900..1699 a few values
-   * repeated over 9 days (the old ones leave the 7d window: back under the limit, still
-   * approximate); then a 12-day gap (every window empties: exact again) and 900 fresh values. */
+   * in the 7d, all and calendar windows; the 1h window holds about 60); 900..1299 mostly a few
+   * values repeated over 9 days (the old ones leave the 7d window, which keeps about 155 events:
+   * back under the limit, still approximate); then a 12-day gap (every window empties: exact
+   * again) and 900 fresh values. */
   int64_t t = T0;
   for (int i = 0; i < DET_N; i++) {
-    if (i < 900 || i >= 1700) {
+    if (i < 900 || i >= 1300) {
       t += MIN;
     } else {
-      t += 9 * DAY / 800;
+      t += 9 * DAY / 400;
     }
-    if (i == 1700) t += 12 * DAY;
+    if (i == 1300) t += 12 * DAY;
     int64_t late = rnd() % 5 == 0 ? (int64_t)(rnd() % (2 * HOUR)) : 0;
     evs[i].ts = t - late;
     evs[i].key = (int)(rnd() % DET_KEYS);
-    uint64_t v = (i >= 900 && i < 1700) ? rnd() % 7 : 1000 + (uint64_t)i;
+    uint64_t v = (i >= 900 && i < 1300) ? rnd() % 7 : 1000 + (uint64_t)i;
     if (rnd() % 6 == 0 && i > 0) v = 1000 + rnd() % (uint64_t)i; /* seen before (maybe) */
     evs[i].h = mix(v);
   }
@@ -756,7 +757,7 @@ static void test_distinct_determinism(void **state) {
     }
     int64_t newest = INT64_MIN;
     int64_t prev_exact[DET_KEYS] = {0, 0};
-    int switches = 0, back_exact = 0;
+    int switches = 0, back_exact = 0, under_approx = 0;
     for (int i = 0; i < DET_N; i++) {
       const det_ev_t *ev = &evs[i];
       const char *k = keys[ev->key];
@@ -787,6 +788,7 @@ static void test_distinct_determinism(void **state) {
       int switched = o7.approximate && prev_exact[ev->key] >= TW_STATE_DISTINCT_EXACT - 2;
       switches += switched;
       back_exact += !o7.approximate && prev_exact[ev->key] < 0;
+      under_approx += o7.approximate && o7.count < TW_STATE_DISTINCT_EXACT;
       prev_exact[ev->key] = o7.approximate ? -1 : o7.value;
       int act; /* 0 nothing, 1 commit, 2 commit and evict, 3 commit and reopen */
       switch (round) {
@@ -814,6 +816,7 @@ static void test_distinct_determinism(void **state) {
     }
     assert_true(switches >= 2 * DET_KEYS);
     assert_true(back_exact >= 1);
+    assert_true(under_approx > 0); /* back under the limit, window not empty: still approximate */
     tw_state_stats_t stb;
     tw_state_stats(det_b.st, &stb);
     assert_true(stb.keys_loaded > 0);
