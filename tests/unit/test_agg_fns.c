@@ -3,8 +3,10 @@
  * over sliding windows, `all` windows and calendar buckets, checked against brute force: in
  * order, out of order (late inside the window), at the window edge, after eviction, across
  * commit / close / reopen; calendar series with empty buckets, Monday weeks, the case-009 day
- * split and other time zones; DISTINCT's switch from the exact table to the HyperLogLog sketch;
- * ties of FIRST and LAST; saturation; the memory bound per key; corrupt version 3 entries.
+ * split and other time zones; DISTINCT's switch from the exact table to the HyperLogLog sketch,
+ * its estimate cut to the window's events, and the same values whatever commits, eviction and
+ * restarts; ties of FIRST and LAST; saturation; the memory bound per key; corrupt version 3
+ * entries.
  * Each test gets a fresh state directory from mkdtemp, removed in teardown.
  */
 #define _XOPEN_SOURCE 700
