@@ -307,7 +307,8 @@ static void rsink_close(tw_sink_t *s) {
   free(s);
 }
 
-static const tw_sink_vt_t kReplaySink = {"replay", NULL, rsink_write, rsink_flush, rsink_close};
+static const tw_sink_vt_t kReplaySink = {
+    .name = "replay", .write = rsink_write, .flush = rsink_flush, .close = rsink_close};
 
 static int add_sink(replay_t *r, tw_pipeline_t *p, alert_list_t *keep) {
   replay_sink_t *s = calloc(1, sizeof *s);

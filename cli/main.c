@@ -24,6 +24,9 @@ static const command_t kCommands[] = {
     {"test", tw_cmd_test, "run the tests written in rule files (given events, expected alerts)"},
     {"journal", tw_cmd_journal, "print the committed alert journal of a state directory"},
     {"reload", tw_cmd_reload, "make a serving engine load its rule file again (like SIGHUP)"},
+    {"keys", tw_cmd_keys, "make a CURVE key pair for the engine or a feed client"},
+    {"alerts", tw_cmd_alerts, "list, show, acknowledge, assign, resolve, dismiss, snooze alerts"},
+    {"audit", tw_cmd_audit, "verify the hash-chained audit log of the alert lifecycle"},
     {"replay", tw_cmd_replay, "replay recorded events with any rules: alerts, explain, diff"},
 };
 

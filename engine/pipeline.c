@@ -156,6 +156,8 @@ struct tw_pipeline {
   int slot_rule, slot_severity, slot_labels;
   tw_event_t alert_ev;
   const tw_rule_t *reenter_from_rule; /* the rule whose alert p->alert_ev is: its key decides */
+  void (*on_commit)(void *ud, uint64_t finished_below_offset); /* opts.on_commit */
+  void *on_commit_ud;
   /* Investigations: the event record (run --record), replayed input, observer (replay). */
   tw_recorder_t *record;
   bool from_record;
@@ -332,6 +334,8 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   rc = tw_order_new(&p->order);
   if (rc != 0) goto fail;
   p->no_sync = opts->no_sync;
+  p->on_commit = opts->on_commit;
+  p->on_commit_ud = opts->on_commit_ud;
   p->record = opts->record;
   p->from_record = opts->from_record;
   p->observer = opts->observer;
@@ -1511,6 +1515,11 @@ int tw_pipeline_commit(tw_pipeline_t *p) {
   rc = tw_state_evict(p->state, horizon, TW_EVICT_PER_COMMIT);
   if (rc != 0 && rc != TW_EINVAL) return rc;
   publish(p);
+  if (p->on_commit != NULL) {
+    uint64_t offset, line;
+    resume_point(p, &offset, &line);
+    p->on_commit(p->on_commit_ud, offset);
+  }
   return 0;
 }
 

@@ -83,6 +83,12 @@ typedef struct tw_pipeline_opts {
                                 the watermark are processed (the watermark moves up to the newest
                                 event time). 0: the default, 1 s; < 0: never (only the wall
                                 clock of a live stream, and the end, release them) */
+  /* Acknowledged ingest: called at the end of every successful tw_pipeline_commit (same thread)
+   * with the input position below which every record read is processed and committed: the
+   * offset_bytes of the oldest record still held (reorder buffer, suspects), else the end of the
+   * last record read. NULL: not called. */
+  void (*on_commit)(void *ud, uint64_t finished_below_offset);
+  void *on_commit_ud;
   /* Investigations (docs/replay.md). */
   struct tw_recorder *record; /* run --record: every accepted event (pseudonymised, deduplicated,
                                  before rules) is appended to the record's stream shard_index
