@@ -276,7 +276,12 @@ typedef struct held {
 typedef struct part {
   int partition;
   natsSubscription *sub;
-  char origin[48]; /* "nats:tw.events.<k>" */
+  char origin[48];       /* "nats:tw.events.<k>" */
+  natsMsgList list;      /* fetched, not yet delivered: Msgs[next .. Count) */
+  int next;
+  uint64_t *seqs;        /* stream sequence of each fetched message (batch entries) */
+  uint64_t remote;       /* messages the consumer still holds after the last one fetched */
+  uint64_t idle_poll;    /* the poll in which it was last fetched while idle */
 } part_t;
 
 typedef struct nats_source {
@@ -289,6 +294,7 @@ typedef struct nats_source {
   tw_format_t format;
   size_t max_record_bytes;
   uint64_t offset_bytes;
+  uint64_t polls;
   held_t *ring; /* delivered, not yet acknowledged: ring[head .. head+count) */
   size_t cap, head, count;
   uint64_t ack_failures;
@@ -355,8 +361,11 @@ static void source_close(tw_source_t *src) {
   nats_source_t *ns = (nats_source_t *)src;
   if (ns == NULL) return;
   for (size_t i = 0; i < ns->count; i++) natsMsg_Destroy(ns->ring[(ns->head + i) % ns->cap].msg);
-  for (size_t i = 0; i < ns->n_parts; i++)
+  for (size_t i = 0; i < ns->n_parts; i++) {
+    natsMsgList_Destroy(&ns->parts[i].list);
+    free(ns->parts[i].seqs);
     if (ns->parts[i].sub != NULL) natsSubscription_Destroy(ns->parts[i].sub);
+  }
   free(ns->parts);
   free(ns->ring);
   jsCtx_Destroy(ns->js);
@@ -404,6 +413,11 @@ int tw_nats_source_open(const tw_nats_source_opts_t *o, tw_source_t **out, char 
   for (size_t i = 0; i < o->n_owns; i++) {
     ns->parts[i].partition = o->owns[i];
     ns->n_parts = i + 1;
+    ns->parts[i].seqs = calloc((size_t)ns->batch, sizeof *ns->parts[i].seqs);
+    if (ns->parts[i].seqs == NULL) {
+      rc = TW_ENOMEM;
+      goto fail;
+    }
     rc = open_part(ns, &ns->parts[i], o, errbuf, errcap);
     if (rc != 0) goto fail;
   }
@@ -415,20 +429,15 @@ fail:
 }
 
 /* Deliver one fetched message: keep it for its acknowledgement, then hand its body on. */
-static int deliver(nats_source_t *ns, const part_t *pt, natsMsg *m, tw_record_cb cb, void *ud) {
+static int deliver(nats_source_t *ns, const part_t *pt, natsMsg *m, uint64_t seq, tw_record_cb cb,
+                   void *ud) {
   const char *data = natsMsg_GetData(m);
   size_t len = (size_t)natsMsg_GetDataLength(m);
   if (data == NULL) data = "";
-  jsMsgMetaData *meta = NULL;
-  uint64_t seq = 0;
-  if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
-    seq = meta->Sequence.Stream;
-    jsMsgMetaData_Destroy(meta);
-  }
   tw_record_t rec;
   memset(&rec, 0, sizeof rec);
   rec.data = data;
-  rec.full_len_bytes = rec.len_bytes = len;
+  rec.len_bytes = len;
   /* A JSON line published with its newline. */
   while (rec.len_bytes > 0 && (data[rec.len_bytes - 1] == '\n' || data[rec.len_bytes - 1] == '\r'))
     rec.len_bytes--;
@@ -439,13 +448,13 @@ static int deliver(nats_source_t *ns, const part_t *pt, natsMsg *m, tw_record_cb
   rec.offset_bytes = ns->offset_bytes;
   rec.line = seq;
   if (rec.len_bytes > ns->max_record_bytes) {
-    rec.len_bytes = TW_REC_HEAD_BYTES < rec.len_bytes ? TW_REC_HEAD_BYTES : rec.len_bytes;
+    rec.len_bytes = TW_REC_HEAD_BYTES;
     rec.flags = TW_REC_TRUNCATED;
     rec.reason = "too_long";
   }
-  /* The position after this record is offset + full_len_bytes (the pipeline's view); the body's
-   * stripped newline does not count, so the two agree. */
-  ns->offset_bytes += rec.full_len_bytes + 1; /* + 1: an empty body still moves the position */
+  /* The pipeline's position after this record is offset + full_len_bytes; the next record starts
+   * one further, so that even an empty body moves the position. */
+  ns->offset_bytes += rec.full_len_bytes + 1;
   held_t *h = &ns->ring[(ns->head + ns->count) % ns->cap];
   h->msg = m;
   h->end_offset = rec.offset_bytes + rec.full_len_bytes;
@@ -453,40 +462,101 @@ static int deliver(nats_source_t *ns, const part_t *pt, natsMsg *m, tw_record_cb
   return cb(ud, &rec);
 }
 
+/* Fill a partition's buffer when it is empty: at most `want` messages, waiting up to wait_ms.
+ * Returns 0 (possibly nothing fetched), TW_EIO or TW_ENOMEM. */
+static int refill(nats_source_t *ns, part_t *pt, size_t want, int64_t wait_ms) {
+  if (pt->next < pt->list.Count || want == 0) return 0;
+  natsMsgList_Destroy(&pt->list);
+  pt->list.Msgs = NULL;
+  pt->list.Count = pt->next = 0;
+  if (want > (size_t)ns->batch) want = (size_t)ns->batch;
+  jsErrCode jerr = 0;
+  natsStatus s = natsSubscription_Fetch(&pt->list, pt->sub, (int)want, wait_ms, &jerr);
+  if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND) {
+    pt->list.Msgs = NULL;
+    pt->list.Count = 0;
+    pt->remote = 0;
+    return 0;
+  }
+  if (s != NATS_OK) {
+    fprintf(stderr, "tutorwatch: NATS fetch from %s failed: %s\n", pt->origin,
+            natsStatus_GetText(s));
+    return s == NATS_NO_MEMORY ? TW_ENOMEM : TW_EIO;
+  }
+  for (int i = 0; i < pt->list.Count; i++) {
+    jsMsgMetaData *meta = NULL;
+    pt->seqs[i] = UINT64_MAX; /* no metadata (cannot happen on a pull consumer): last */
+    if (natsMsg_GetMetaData(&meta, pt->list.Msgs[i]) == NATS_OK) {
+      pt->seqs[i] = meta->Sequence.Stream;
+      pt->remote = meta->NumPending;
+      jsMsgMetaData_Destroy(meta);
+    }
+  }
+  return 0;
+}
+
+/*
+ * Poll: the owned partitions are merged in stream-sequence order, so one engine sees its
+ * partitions' events in the order they were published (the order of a batch run over the same
+ * file), not one partition racing ahead of another in event time. A partition whose buffer is
+ * empty is fetched first: briefly when its consumer said nothing more was pending (a partition
+ * that is idle must not hold the others back), for up to a second when messages are known to
+ * wait. Then the head with the lowest stream sequence is delivered, until max_records or the
+ * ring's room is reached, or a partition with messages still pending runs dry (refetch first).
+ */
 static int source_poll(tw_source_t *src, size_t max_records, tw_record_cb cb, void *ud) {
   nats_source_t *ns = (nats_source_t *)src;
   if (ns == NULL || cb == NULL) return TW_EINVAL;
-  int n = 0, rc = 0;
-  int64_t wait_ms = SOURCE_IDLE_WAIT_MS / (int64_t)ns->n_parts;
-  if (wait_ms < 1) wait_ms = 1;
-  for (size_t tried = 0; tried < ns->n_parts && (size_t)n < max_records && rc == 0; tried++) {
-    part_t *pt = &ns->parts[ns->next_part];
-    ns->next_part = (ns->next_part + 1) % ns->n_parts;
-    size_t room = ns->cap - ns->count, want = max_records - (size_t)n;
-    if (want > room) want = room;
-    if (want > (size_t)ns->batch) want = (size_t)ns->batch;
-    if (want == 0) break;
-    natsMsgList list = {NULL, 0};
-    jsErrCode jerr = 0;
-    natsStatus s = natsSubscription_Fetch(&list, pt->sub, (int)want, wait_ms, &jerr);
-    if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND) continue;
-    if (s != NATS_OK) {
-      natsMsgList_Destroy(&list);
-      fprintf(stderr, "tutorwatch: NATS fetch from %s failed: %s\n", pt->origin,
-              natsStatus_GetText(s));
-      return s == NATS_NO_MEMORY ? TW_ENOMEM : TW_EIO;
+  int64_t idle_wait_ms = SOURCE_IDLE_WAIT_MS / (int64_t)ns->n_parts;
+  if (idle_wait_ms < 1) idle_wait_ms = 1;
+  size_t n = 0;
+  ns->polls++;
+  while (n < max_records && ns->count < ns->cap) {
+    size_t room = ns->cap - ns->count;
+    for (size_t i = 0; i < ns->n_parts; i++) {
+      part_t *pt = &ns->parts[i];
+      if (pt->next < pt->list.Count) continue;
+      /* An idle partition is asked once per poll, so it costs one short wait, not one per
+       * record delivered from the others. */
+      if (pt->remote == 0 && pt->idle_poll == ns->polls) continue;
+      if (pt->remote == 0) pt->idle_poll = ns->polls;
+      /* Never fetch more than the ring can keep, counting what other buffers already hold. */
+      size_t buffered = 0;
+      for (size_t j = 0; j < ns->n_parts; j++)
+        buffered += (size_t)(ns->parts[j].list.Count - ns->parts[j].next);
+      if (buffered >= room) break;
+      int rc = refill(ns, pt, room - buffered, pt->remote > 0 ? 1000 : idle_wait_ms);
+      if (rc != 0) return rc;
     }
-    int i = 0;
-    for (; i < list.Count && rc == 0; i++) {
-      natsMsg *m = list.Msgs[i];
-      list.Msgs[i] = NULL; /* the ring owns it now */
+    part_t *best = NULL;
+    for (size_t i = 0; i < ns->n_parts; i++) {
+      part_t *pt = &ns->parts[i];
+      if (pt->next < pt->list.Count &&
+          (best == NULL || pt->seqs[pt->next] < best->seqs[best->next]))
+        best = pt;
+    }
+    if (best == NULL) break;
+    /* Deliver from the best partition while it stays the lowest. */
+    for (;;) {
+      natsMsg *m = best->list.Msgs[best->next];
+      uint64_t seq = best->seqs[best->next];
+      best->list.Msgs[best->next++] = NULL; /* the ring owns it now */
       n++;
-      rc = deliver(ns, pt, m, cb, ud);
+      int rc = deliver(ns, best, m, seq, cb, ud);
+      if (rc != 0) return rc;
+      if (n >= max_records || ns->count >= ns->cap || best->next >= best->list.Count) break;
+      int lowest = 1;
+      for (size_t i = 0; i < ns->n_parts && lowest; i++) {
+        part_t *pt = &ns->parts[i];
+        if (pt == best) continue;
+        if (pt->next < pt->list.Count ? pt->seqs[pt->next] < best->seqs[best->next]
+                                      : pt->remote > 0)
+          lowest = 0;
+      }
+      if (!lowest) break;
     }
-    /* After a failure the rest stays unacknowledged: the next run gets it again. */
-    natsMsgList_Destroy(&list);
   }
-  return rc != 0 ? rc : n;
+  return n > (size_t)INT32_MAX ? INT32_MAX : (int)n;
 }
 
 void tw_nats_committed(tw_source_t *src, uint64_t finished_below_offset) {
