@@ -579,6 +579,12 @@ static int run_nats(tw_pipeline_opts_t *po, const char *url, int partitions, con
     status = (rc == TW_ENOMEM || rc == TW_ESTATE) ? 70 : 1;
     goto done;
   }
+  if (n_owns < partitions && tw_pipeline_route_needs(eng.p) != 0)
+    fprintf(stderr,
+            "tutorwatch run: warning: the rules keep aggregates keyed by city, province or another "
+            "field than the institution; owning %d of %d partitions, this engine sees only its "
+            "institutions' events for them (docs/scaling.md)\n",
+            n_owns, partitions);
   if (alerts != NULL && open_sink(&eng.out, "jsonl", alerts, NULL) != 0) {
     status = 1;
     goto done;

@@ -562,6 +562,7 @@ static int source_poll(tw_source_t *src, size_t max_records, tw_record_cb cb, vo
 void tw_nats_committed(tw_source_t *src, uint64_t finished_below_offset) {
   if (src == NULL || src->vt != &tw__source_nats_vt) return;
   nats_source_t *ns = (nats_source_t *)src;
+  size_t acked = 0;
   while (ns->count > 0) {
     held_t *h = &ns->ring[ns->head];
     if (h->end_offset > finished_below_offset) break;
@@ -570,10 +571,11 @@ void tw_nats_committed(tw_source_t *src, uint64_t finished_below_offset) {
     h->msg = NULL;
     ns->head = (ns->head + 1) % ns->cap;
     ns->count--;
+    acked++;
   }
-  /* Acks are published asynchronously; flush them out so a kill right after still loses none
-   * that the commit covered (a lost one only means a redelivery, dropped by dedup). */
-  natsConnection_FlushTimeout(ns->nc, 2000);
+  /* Acks are published asynchronously; flush them out so a kill right after loses none that the
+   * commit covered (a lost one would only mean a redelivery, dropped by the dedup). */
+  if (acked > 0) natsConnection_FlushTimeout(ns->nc, 2000);
 }
 
 size_t tw_nats_source_pending(const tw_source_t *src) {
