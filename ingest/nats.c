@@ -472,16 +472,26 @@ static int refill(nats_source_t *ns, part_t *pt, size_t want, int64_t wait_ms) {
   if (want > (size_t)ns->batch) want = (size_t)ns->batch;
   jsErrCode jerr = 0;
   natsStatus s = natsSubscription_Fetch(&pt->list, pt->sub, (int)want, wait_ms, &jerr);
-  if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND) {
+  if ((s == NATS_TIMEOUT || s == NATS_NOT_FOUND) && pt->list.Count == 0) {
+    natsMsgList_Destroy(&pt->list);
     pt->list.Msgs = NULL;
     pt->list.Count = 0;
     pt->remote = 0;
     return 0;
   }
-  if (s != NATS_OK) {
+  if (s != NATS_OK && s != NATS_TIMEOUT && s != NATS_NOT_FOUND) {
+    natsMsgList_Destroy(&pt->list);
+    pt->list.Msgs = NULL;
+    pt->list.Count = 0;
     fprintf(stderr, "tutorwatch: NATS fetch from %s failed: %s\n", pt->origin,
             natsStatus_GetText(s));
     return s == NATS_NO_MEMORY ? TW_ENOMEM : TW_EIO;
+  }
+  if (pt->list.Count > ns->batch) { /* more than asked: the library broke its contract */
+    natsMsgList_Destroy(&pt->list);
+    pt->list.Msgs = NULL;
+    pt->list.Count = 0;
+    return TW_EIO;
   }
   for (int i = 0; i < pt->list.Count; i++) {
     jsMsgMetaData *meta = NULL;

@@ -88,11 +88,13 @@ typedef struct tw_nats_source_opts {
  * delivered again at once and in stream order, before anything newer. A crashed run's held
  * messages thus come back in their order instead of after AckWait.
  *
- * The source's poll fetches up to max_records messages, round robin over the partitions, waiting
- * at most 50 ms in all when none is available, and delivers them as records: data the message
+ * The source's poll fetches up to max_records messages and delivers them merged in stream-sequence
+ * order over the owned partitions (a batch run's order), waiting at most about 50 ms in all when
+ * none is available (up to 1 s for a partition whose consumer said messages were pending), as
+ * records: data the message
  * body (borrowed for the callback), origin "nats:tw.events.<k>", line the stream sequence,
  * offset_bytes a position in the concatenation of the bodies delivered since open. It never
- * acknowledges by itself: see tw_nats_committed. fd is -1 (poll blocks up to 50 ms).
+ * acknowledges by itself: see tw_nats_committed. fd is -1 (poll itself waits, as said).
  * poll returns the number delivered, the callback's non-zero value, TW_EIO (lost connection;
  * the run should stop: nothing unacknowledged is lost) or TW_ENOMEM.
  *
@@ -106,7 +108,9 @@ int tw_nats_source_open(const tw_nats_source_opts_t *opts, tw_source_t **out, ch
  * tw_nats_committed: every record delivered below finished_below_offset (the pipeline's
  * on_commit argument) is committed: acknowledge its message, in delivery order, and free it.
  * A failed acknowledgement is counted, not fatal: the message comes again and the engine's dedup
- * by event_id drops it. No effect on NULL or on another source. Same thread as poll.
+ * by event_id drops it. When something was acknowledged it waits (at most 2 s) for the
+ * acknowledgements to reach the server, so a crash right after loses none that a commit covered.
+ * No effect on NULL or on another source. Same thread as poll.
  */
 void tw_nats_committed(tw_source_t *src, uint64_t finished_below_offset);
 
