@@ -64,8 +64,9 @@ static void usage(FILE *out) {
       "  --nats URL            consume NATS JetStream instead (nats://127.0.0.1:4222): stream "
       "EVENTS,\n"
       "                        one durable pull consumer per owned partition, each message\n"
-      "                        acknowledged after the commit that includes it; alerts go to stream\n"
-      "                        ALERTS on tw.alerts.<region>.<severity>, Nats-Msg-Id = alert_id\n"
+      "                        acknowledged after the commit that includes it; alerts go to\n"
+      "                        stream ALERTS on tw.alerts.<region>.<severity>, Nats-Msg-Id =\n"
+      "                        alert_id\n"
       "                        (docs/scaling.md; single shard; serves until SIGINT/SIGTERM)\n"
       "  --partitions P        the partition count of the EVENTS stream, with --nats\n"
       "  --owns K,...          the partitions this engine consumes (default: all, 0..P-1)\n"
@@ -569,7 +570,8 @@ static int run_nats(tw_pipeline_opts_t *po, const char *url, int partitions, con
   engine_t eng;
   memset(&eng, 0, sizeof eng);
   char err[4096];
-  int status = 0, rc = tw_outputs_open(&eng.out, po->dead_letter_path, po->no_sync, err, sizeof err);
+  int status = 0;
+  int rc = tw_outputs_open(&eng.out, po->dead_letter_path, po->no_sync, err, sizeof err);
   if (rc == 0) {
     po->shared_outputs = &eng.out;
     rc = tw_pipeline_open(po, &eng.p, err, sizeof err);
@@ -908,8 +910,8 @@ int tw_cmd_run(int argc, char **argv) {
               "with one shard and without --record\n");
       return 2;
     }
-    return run_nats(&po, nats_url, nats_partitions, owns_arg, alerts, have_format ? so.format
-                                                                               : TW_FORMAT_AUTO);
+    return run_nats(&po, nats_url, nats_partitions, owns_arg, alerts,
+                    have_format ? so.format : TW_FORMAT_AUTO);
   }
   if (po.rules_path == NULL || (input != NULL) + (listen_ep != NULL) + (ingest_ep != NULL) != 1) {
     fprintf(stderr,

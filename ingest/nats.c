@@ -36,7 +36,8 @@ int tw_nats_partition(const char *institution_id, size_t len, int partitions) {
   return tw_key_shard(institution_id, len, partitions);
 }
 
-/* ---- record ids ------------------------------------------------------------------------------- */
+/* ---- record ids -------------------------------------------------------------------------------
+ */
 
 static void copy_id(char *dst, const char *src, size_t len) {
   dst[0] = '\0';
@@ -97,13 +98,16 @@ void tw_nats_record_ids(const char *data, size_t len, tw_format_t format, char *
     ids_json(data, len, event_id, institution_id);
 }
 
-/* ---- connection and stream -------------------------------------------------------------------- */
+/* ---- connection and stream --------------------------------------------------------------------
+ */
 
 static void nats_err(char *errbuf, size_t errcap, const char *what, natsStatus s, jsErrCode jerr) {
   if (errbuf == NULL || errcap == 0) return;
-  const char *last = nats_GetLastError(NULL);
-  snprintf(errbuf, errcap, "%s: %s%s%s (jetstream error %d)", what, natsStatus_GetText(s),
-           last != NULL && last[0] != '\0' ? ": " : "", last != NULL ? last : "", (int)jerr);
+  const char *last = nats_GetLastError(NULL); /* the library's detail, else its status text */
+  int n = snprintf(errbuf, errcap, "%s: %s", what,
+                   last != NULL && last[0] != '\0' ? last : natsStatus_GetText(s));
+  if (jerr != 0 && n > 0 && (size_t)n < errcap)
+    snprintf(errbuf + n, errcap - (size_t)n, " (JetStream error %d)", (int)jerr);
 }
 
 /* connect: url with a 2 s connect timeout and no endless reconnect (a lost server stops the run;
@@ -139,9 +143,9 @@ static int nats_open(const char *url, natsConnection **nc, jsCtx **js, char *err
 int tw__nats_ensure_stream(jsCtx *js, const char *name, const char *subjects, char *errbuf,
                            size_t errcap);
 
-/* tw__nats_ensure_stream: create stream name on subjects (file storage, TW_NATS_DUPLICATE_WINDOW_MS)
- * unless it exists; an existing stream is used as it is. Returns 0 or TW_EIO (errbuf). Shared
- * with sinks/nats_alerts.c. */
+/* tw__nats_ensure_stream: create stream name on subjects (file storage,
+ * TW_NATS_DUPLICATE_WINDOW_MS) unless it exists; an existing stream is used as it is. Returns 0 or
+ * TW_EIO (errbuf). Shared with sinks/nats_alerts.c. */
 int tw__nats_ensure_stream(jsCtx *js, const char *name, const char *subjects, char *errbuf,
                            size_t errcap) {
   jsStreamInfo *si = NULL;
@@ -176,8 +180,7 @@ int tw__nats_ensure_stream(jsCtx *js, const char *name, const char *subjects, ch
   return 0;
 }
 
-int tw__nats_connect(const char *url, natsConnection **nc, jsCtx **js, char *errbuf,
-                     size_t errcap);
+int tw__nats_connect(const char *url, natsConnection **nc, jsCtx **js, char *errbuf, size_t errcap);
 
 /* tw__nats_connect: as nats_open, for sinks/nats_alerts.c. */
 int tw__nats_connect(const char *url, natsConnection **nc, jsCtx **js, char *errbuf,
@@ -185,7 +188,8 @@ int tw__nats_connect(const char *url, natsConnection **nc, jsCtx **js, char *err
   return nats_open(url, nc, js, errbuf, errcap);
 }
 
-/* ---- send ------------------------------------------------------------------------------------- */
+/* ---- send -------------------------------------------------------------------------------------
+ */
 
 typedef struct sender {
   jsCtx *js;
@@ -264,7 +268,8 @@ done:
   return rc;
 }
 
-/* ---- source ----------------------------------------------------------------------------------- */
+/* ---- source -----------------------------------------------------------------------------------
+ */
 
 extern const tw_source_vt_t tw__source_nats_vt;
 
@@ -276,12 +281,12 @@ typedef struct held {
 typedef struct part {
   int partition;
   natsSubscription *sub;
-  char origin[48];       /* "nats:tw.events.<k>" */
-  natsMsgList list;      /* fetched, not yet delivered: Msgs[next .. Count) */
+  char origin[48];  /* "nats:tw.events.<k>" */
+  natsMsgList list; /* fetched, not yet delivered: Msgs[next .. Count) */
   int next;
-  uint64_t *seqs;        /* stream sequence of each fetched message (batch entries) */
-  uint64_t remote;       /* messages the consumer still holds after the last one fetched */
-  uint64_t idle_poll;    /* the poll in which it was last fetched while idle */
+  uint64_t *seqs;     /* stream sequence of each fetched message (batch entries) */
+  uint64_t remote;    /* messages the consumer still holds after the last one fetched */
+  uint64_t idle_poll; /* the poll in which it was last fetched while idle */
 } part_t;
 
 typedef struct nats_source {
@@ -399,8 +404,8 @@ int tw_nats_source_open(const tw_nats_source_opts_t *o, tw_source_t **out, char 
   ns->batch = o->batch > 0 ? o->batch : SOURCE_DEFAULT_BATCH;
   ns->format = o->format;
   ns->max_record_bytes = o->max_record_bytes > 0 ? o->max_record_bytes : TW_EVENT_MAX_BYTES;
-  size_t per = (size_t)(o->max_ack_pending > 0 ? o->max_ack_pending
-                                               : SOURCE_DEFAULT_MAX_ACK_PENDING);
+  size_t per =
+      (size_t)(o->max_ack_pending > 0 ? o->max_ack_pending : SOURCE_DEFAULT_MAX_ACK_PENDING);
   ns->cap = per * o->n_owns;
   ns->ring = calloc(ns->cap, sizeof *ns->ring);
   ns->parts = calloc(o->n_owns, sizeof *ns->parts);
@@ -443,7 +448,7 @@ static int deliver(nats_source_t *ns, const part_t *pt, natsMsg *m, uint64_t seq
     rec.len_bytes--;
   rec.full_len_bytes = rec.len_bytes;
   rec.format = ns->format != TW_FORMAT_AUTO ? ns->format
-                                             : detect((const unsigned char *)data, rec.len_bytes);
+                                            : detect((const unsigned char *)data, rec.len_bytes);
   rec.origin = pt->origin;
   rec.offset_bytes = ns->offset_bytes;
   rec.line = seq;

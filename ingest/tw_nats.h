@@ -69,15 +69,15 @@ int tw_nats_send(const char *url, int partitions, const char *path, const tw_sou
                  int timeout_ms, tw_nats_send_stats_t *stats, char *errbuf, size_t errcap);
 
 typedef struct tw_nats_source_opts {
-  const char *url;       /* nats://host:port; borrowed for the call */
-  int partitions;        /* P, 1..TW_NATS_PARTITIONS_MAX */
-  const int *owns;       /* the partitions this engine consumes (each 0..P-1, no repeats) */
-  size_t n_owns;         /* 1..P */
-  int batch;             /* messages per fetch and partition; 0 = 256 */
-  int64_t ack_wait_ms;   /* consumer AckWait: a message not acknowledged this long after its
-                            delivery is delivered again; 0 = 10 min */
-  int max_ack_pending;   /* per consumer; 0 = 20,000 (the memory bound of the source) */
-  tw_format_t format;    /* AUTO: per message, as the PULL source */
+  const char *url;         /* nats://host:port; borrowed for the call */
+  int partitions;          /* P, 1..TW_NATS_PARTITIONS_MAX */
+  const int *owns;         /* the partitions this engine consumes (each 0..P-1, no repeats) */
+  size_t n_owns;           /* 1..P */
+  int batch;               /* messages per fetch and partition; 0 = 256 */
+  int64_t ack_wait_ms;     /* consumer AckWait: a message not acknowledged this long after its
+                              delivery is delivered again; 0 = 10 min */
+  int max_ack_pending;     /* per consumer; 0 = 20,000 (the memory bound of the source) */
+  tw_format_t format;      /* AUTO: per message, as the PULL source */
   size_t max_record_bytes; /* 0 = TW_EVENT_MAX_BYTES */
 } tw_nats_source_opts_t;
 

@@ -20,8 +20,7 @@
 #define NATS_ALERT_WAIT_MS 5000
 #define NATS_TOPIC_MAX 192
 
-int tw__nats_connect(const char *url, natsConnection **nc, jsCtx **js, char *errbuf,
-                     size_t errcap);
+int tw__nats_connect(const char *url, natsConnection **nc, jsCtx **js, char *errbuf, size_t errcap);
 int tw__nats_ensure_stream(jsCtx *js, const char *name, const char *subjects, char *errbuf,
                            size_t errcap);
 

@@ -71,6 +71,23 @@ PY
 
 port=$(free_port)
 URL="nats://127.0.0.1:$port"
+
+# Usage errors exit 2; no server exits 1 with the reason (nothing listens on $port yet).
+status() { "$@" 2>/dev/null && echo 0 || echo $?; }
+expect_eq "--nats without --partitions" "$(status "$TW" send --nats "$URL" /dev/null)" 2
+expect_eq "--nats with --connect" \
+  "$(status "$TW" send --nats "$URL" --partitions 2 --connect tcp://127.0.0.1:1 /dev/null)" 2
+expect_eq "--owns twice" "$(status "$TW" run --rules "$RULES" --nats "$URL" --partitions 4 \
+  --owns 1,1 --state s)" 2
+expect_eq "--owns out of range" "$(status "$TW" run --rules "$RULES" --nats "$URL" --partitions 4 \
+  --owns 4 --state s)" 2
+expect_eq "--nats with --input" "$(status "$TW" run --rules "$RULES" --nats "$URL" --partitions 4 \
+  --input /dev/null --state s)" 2
+expect_eq "--nats without --state" \
+  "$(status "$TW" run --rules "$RULES" --nats "$URL" --partitions 4)" 2
+"$TW" send --nats "$URL" --partitions 4 /dev/null 2>noserver.log && fail "send without a server"
+grep -q "No server available" noserver.log || { cat noserver.log; fail "no reason given"; }
+
 nats-server -js -a 127.0.0.1 -p "$port" -sd "$TW_WORK/js" >server.log 2>&1 &
 server=$!
 engine=

@@ -28,10 +28,11 @@ static const id_case_t kCases[] = {
     {"{\"institution_id\":\"I\"}", "", "I"},
     {"{\"event_id\":7,\"institution_id\":null}", "", ""},
     {"{\"event_id\":\"\",\"institution_id\":\"I\"}", "", "I"},
-    {"{\"event_id\":\"a b\",\"institution_id\":\"I\"}", "", "I"},       /* space */
+    {"{\"event_id\":\"a b\",\"institution_id\":\"I\"}", "", "I"},         /* space */
     {"{\"event_id\":\"a\\r\\nX: y\",\"institution_id\":\"I\"}", "", "I"}, /* header injection */
-    {"{\"event_id\":\"\\u4e2d\",\"institution_id\":\"I\"}", "", "I"},    /* not ASCII */
-    {"{\"event_id\":\"e\",\"event_id\":\"f\",\"institution_id\":\"I\"}", "", ""}, /* duplicate key */
+    {"{\"event_id\":\"\\u4e2d\",\"institution_id\":\"I\"}", "", "I"},     /* not ASCII */
+    {"{\"event_id\":\"e\",\"event_id\":\"f\",\"institution_id\":\"I\"}", "",
+     ""}, /* duplicate key */
     {"[\"event_id\",\"e\"]", "", ""},
     {"{\"event_id\":\"e\",", "", ""},
     {"", "", ""},
