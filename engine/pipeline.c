@@ -410,7 +410,7 @@ static int dead_letter(tw_pipeline_t *p, const tw_record_t *rec, const char *rea
 
 int tw_key_shard(const char *key, size_t len, int n) {
   if (n <= 1) return 0;
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a 64 */
+  uint64_t h = 14695981039346656037ULL; /* FNV-1a 64: offset basis, then prime 2^40 + 435 */
   for (size_t i = 0; i < len; i++) {
     h ^= (unsigned char)key[i];
     h *= 1099511628211ULL;

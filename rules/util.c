@@ -169,7 +169,7 @@ static const char *name_of(const tw_ruleset_t *rs, uint32_t v) {
 }
 
 static uint64_t name_hash(const char *s, size_t len) {
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+  uint64_t h = 14695981039346656037ULL; /* FNV-1a */
   for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
   return h;
 }
