@@ -558,7 +558,7 @@ static int update_aggregates(tw_pipeline_t *p, const type_plan_t *tp) {
     int rc = tw_state_agg_add(p->state, &a->spec, key, len, ev->ts_ms, value);
     if (p->observer != NULL && p->observer->agg_added != NULL && (rc == 0 || rc == TW_EOVERFLOW))
       p->observer->agg_added(p->observer->ud, a, key, len, ev, value);
-    if (rc == TW_EOVERFLOW) {
+    if (rc == TW_EOVERFLOW || rc == TW_ETOOBIG) { /* a saturated sum; a key over 256 bytes */
       log_eval_error(p, "aggregate", a->name, rc);
     } else if (rc != 0) {
       return rc;
@@ -611,6 +611,10 @@ static int fire(tw_pipeline_t *p, const tw_rule_t *r, tw_eval_ctx_t *ctx, const 
   bool allowed = true;
   int rc =
       tw_state_cooldown(p->state, r->name, key, key_len, p->cur->ts_ms, r->cooldown_ms, &allowed);
+  if (rc == TW_ETOOBIG) { /* a key over 256 bytes cannot be kept: counted, the engine goes on */
+    log_eval_error(p, "cooldown of rule", r->name, rc);
+    return 0;
+  }
   if (rc != 0) return rc;
   if (!allowed) {
     p->stats.suppressed++;

@@ -26,6 +26,11 @@ struct tw__chunk {
 void *tw__arena_alloc(tw__arena_t *a, size_t size) {
   size = (size + 15u) & ~(size_t)15u;
   if (size == 0) size = 16;
+  if (a->limit > 0 && (size > a->limit || a->bytes > a->limit - size)) {
+    a->over = 1; /* the loader reports it as a bound, not as the machine's memory */
+    return NULL;
+  }
+  a->bytes += size;
   tw__chunk_t *c = a->head;
   if (c == NULL || c->cap - c->used < size) {
     size_t cap = size > TW__CHUNK_BYTES ? size : TW__CHUNK_BYTES;
