@@ -898,6 +898,7 @@ int tw_cmd_run(int argc, char **argv) {
     }
   }
   po.params_set = params;
+  po.stop = &g_stop; /* SIGINT/SIGTERM during a long run of scheduled sweeps */
   po.n_params_set = n_params;
   if (optind < argc) {
     fprintf(stderr, "tutorwatch run: unexpected argument '%s'\n", argv[optind]);
@@ -1034,7 +1035,7 @@ int tw_cmd_run(int argc, char **argv) {
     do {
       rc = src->vt->poll(src, RUN_POLL_BATCH, cb, ud);
     } while (rc >= 0 && !g_stop);
-    if (rc == TW_EOF) rc = 0;
+    if (rc == TW_EOF || (g_stop && rc > 0)) rc = 0; /* a poll's record count is no error */
     if (g_stop) fprintf(stderr, "tutorwatch run: interrupted; committing what was processed\n");
   }
   if (rc != 0) {

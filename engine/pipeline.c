@@ -129,6 +129,7 @@ struct tw_pipeline {
   int64_t wm_floor_ms; /* live: watermark moved by the wall clock while idle */
   int64_t last_record_wall_ms;
   int64_t idle_flush_ms; /* < 0: a pause does not release what is held */
+  const volatile sig_atomic_t *stop; /* opts.stop */
   int64_t recent[TW_RECENT]; /* event times of the last accepted events, circular */
   size_t n_recent;
   suspect_t suspects[TW_SUSPECTS_MAX];
@@ -327,6 +328,7 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   p->skew_ms =
       opts->max_future_skew_ms < 0 ? TW_DEFAULT_MAX_FUTURE_SKEW_MS : opts->max_future_skew_ms;
   p->live = opts->live;
+  p->stop = opts->stop;
   p->idle_flush_ms = opts->idle_flush_ms == 0 ? TW_DEFAULT_IDLE_FLUSH_MS : opts->idle_flush_ms;
   p->dedup_horizon_ms =
       opts->dedup_horizon_ms < 0 ? TW_DEFAULT_DEDUP_HORIZON_MS : opts->dedup_horizon_ms;
@@ -912,6 +914,7 @@ static int sweep_key(void *ud, const char *key, size_t len) {
  * so the institutions named since the last commit are among its keys. */
 static int run_sweeps(tw_pipeline_t *p, int64_t limit) {
   for (;;) {
+    if (p->stop != NULL && *p->stop) return 0; /* interrupted: the clocks say where it stopped */
     size_t pick = SIZE_MAX;
     for (size_t i = 0; i < tw_rules_n_rules(p->rules); i++)
       if (tw_rules_rule(p->rules, i)->every_ms > 0 && p->next_sweep_ms[i] != INT64_MIN &&
@@ -1001,6 +1004,9 @@ static int release(tw_pipeline_t *p, int64_t limit, int64_t sweep_limit) {
   int64_t ts;
   uint64_t seq;
   while (tw_order_peek_ts(p->order, &ts) == 0 && ts <= limit) {
+    /* Interrupted with scheduled rules: stop here, between events, so no event is processed
+     * ahead of a sweep due before it; what is held is read again by the next run. */
+    if (p->has_every && p->stop != NULL && *p->stop) return 0;
     if (p->has_every) {
       int rc = run_sweeps(p, ts - 1 < sweep_limit ? ts - 1 : sweep_limit);
       if (rc != 0) return rc;
