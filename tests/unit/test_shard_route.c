@@ -119,12 +119,23 @@ static void test_spreads_institutions(void **state) {
   for (int k = 0; k < N; k++) assert_true(seen[k] > 1000 / N / 3); /* no empty or starved shard */
 }
 
+/* Keys are placed by FNV-1a 64 as specified (offset basis 14695981039346656037, prime
+ * 1099511628211), computed independently in Python, so an outside producer can agree, and a
+ * change of the hash (which would move every key of every sharded state) is seen. */
+static void test_hash_is_fnv1a64(void **state) {
+  (void)state;
+  assert_int_equal(tw_key_shard("5244010602F000000W", 18, 4), 2);
+  assert_int_equal(tw_key_shard("", 0, 7), (int)(14695981039346656037ULL % 7));
+  assert_int_equal(tw_key_shard("a", 1, 1000), (int)(0xaf63dc4c8601ec8cULL % 1000));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_json_forms_agree),
       cmocka_unit_test(test_msgpack_agrees_with_json),
       cmocka_unit_test(test_without_id_goes_to_shard_zero),
       cmocka_unit_test(test_spreads_institutions),
+      cmocka_unit_test(test_hash_is_fnv1a64),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
