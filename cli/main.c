@@ -23,6 +23,7 @@ static const command_t kCommands[] = {
     {"check", tw_cmd_check, "compile rule files and report errors with file:line:col and a caret"},
     {"journal", tw_cmd_journal, "print the committed alert journal of a state directory"},
     {"reload", tw_cmd_reload, "make a serving engine load its rule file again (like SIGHUP)"},
+    {"bench", tw_cmd_bench, "measure throughput by stage, latency and memory on this machine"},
 };
 
 static void usage(FILE *out) {

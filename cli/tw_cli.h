@@ -15,5 +15,6 @@ int tw_cmd_feed(int argc, char **argv);
 int tw_cmd_check(int argc, char **argv);
 int tw_cmd_journal(int argc, char **argv);
 int tw_cmd_reload(int argc, char **argv);
+int tw_cmd_bench(int argc, char **argv);
 
 #endif
