@@ -249,10 +249,13 @@ int tw_bench_latency(const tw_bench_latency_opts_t *o, tw_bench_latency_t *out, 
   }
   char dl[4200];
   snprintf(dl, sizeof dl, "%s/dead-letter.jsonl", o->state_dir);
+  char batch[24];
+  snprintf(batch, sizeof batch, "%u", o->batch_events);
   char *argv[] = {(char *)o->exe,        "run",      "--rules",   (char *)o->rules_path,
                   "--schema",            (char *)o->schema_path, "--listen", (char *)o->in_endpoint,
                   "--feed",              (char *)o->feed_endpoint, "--state", (char *)o->state_dir,
-                  "--dead-letter",       dl,         "--allowed-lateness", "0s", NULL};
+                  "--dead-letter",       dl,         "--allowed-lateness", "0s",
+                  o->batch_events > 0 ? "--batch" : NULL, batch, NULL};
   int pid = tw_bench_spawn(argv, o->log_path);
   if (pid < 0) {
     snprintf(errbuf, errcap, "cannot start the engine %s: %s", o->exe, strerror(errno));

@@ -168,6 +168,8 @@ typedef struct tw_bench_latency_opts {
   const tw_bench_input_t *in; /* records to send, in order; event ids "g<seed>-<index>" */
   double rate_per_s;        /* offered rate */
   double seconds;           /* how long to offer it (capped by the records available) */
+  unsigned batch_events;    /* the engine's --batch (group commit every N records); 0: its
+                               default when serving (1000) */
 } tw_bench_latency_opts_t;
 
 typedef struct tw_bench_latency {
@@ -182,7 +184,7 @@ typedef struct tw_bench_latency {
 
 /*
  * tw_bench_latency: start the engine (`exe run --listen in_endpoint --feed feed_endpoint
- * --allowed-lateness 0s`, durable state, its default listen batch), subscribe to its feed, push
+ * --allowed-lateness 0s [--batch N]`, durable state), subscribe to its feed, push
  * the first rate·seconds records at the offered rate (event i is due at start + i/rate; late
  * ones are sent at once, their delay counted), and record, for each alert, the time it left the
  * feed minus the intended send time of the event that triggered it (its `event_ids`). Then stop
@@ -250,6 +252,7 @@ typedef struct tw_bench_report {
   uint64_t events;
   uint64_t bytes_msgpack, bytes_jsonl;
   int shards;
+  unsigned latency_batch; /* the engine's --batch in latency runs; 0: its default (1000) */
   char state_tmpfs[256];  /* where the unsynced stage kept its state */
   char state_durable[256];/* where the durable stages kept theirs */
   /* results */

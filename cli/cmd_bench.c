@@ -49,6 +49,7 @@ static void usage(FILE *out) {
       "  --shards N            shards of the N-shard stage (default: CPUs, at least 2)\n"
       "  --rates LIST          offered rates for latency, events/s (default 10000,50000,100000)\n"
       "  --rate-seconds S      seconds per offered rate (default 10; capped by the stream)\n"
+      "  --latency-batch N     the engine's --batch in latency runs (default: its own, 1000)\n"
       "  --mem-institutions L  institution counts for memory (default 10000,100000)\n"
       "  --mem-days D          days generated for memory runs (default 8: full 7-day windows)\n"
       "  --rules FILE          rule file (default: the shipped rules/packs/default.yaml)\n"
@@ -72,6 +73,7 @@ typedef struct bench_opts {
   double rates[TW_BENCH_MAX_RATES];
   size_t n_rates;
   double rate_seconds;
+  unsigned latency_batch;
   uint32_t mem_inst[TW_BENCH_MAX_MEMORY];
   size_t n_mem;
   int skip_throughput, skip_latency, skip_memory;
@@ -256,7 +258,7 @@ static int run_latency(const bench_opts_t *o, tw_bench_report_t *r, const char *
     snprintf(log, sizeof log, "%s/engine-latency-%.0f.log", work, o->rates[i]);
     tw_bench_rm_rf(state);
     tw_bench_latency_opts_t lo = {exe,   probe, schema_path, state, log, in_ep, feed_ep,
-                                  mp,    o->rates[i], o->rate_seconds};
+                                  mp,    o->rates[i], o->rate_seconds, o->latency_batch};
     tw_bench_latency_t *l = &r->latency[r->n_latency];
     rc = tw_bench_latency(&lo, l, err, sizeof err);
     if (rc != 0) {
@@ -308,6 +310,7 @@ int tw_cmd_bench(int argc, char **argv) {
                                            {"shards", required_argument, NULL, 'N'},
                                            {"rates", required_argument, NULL, 'R'},
                                            {"rate-seconds", required_argument, NULL, 'T'},
+                                           {"latency-batch", required_argument, NULL, 'B'},
                                            {"mem-institutions", required_argument, NULL, 'M'},
                                            {"mem-days", required_argument, NULL, 'D'},
                                            {"rules", required_argument, NULL, 'r'},
@@ -364,6 +367,10 @@ int tw_cmd_bench(int argc, char **argv) {
         if ((n = parse_list(optarg, 0.1, 3600, list, 1)) != 1) goto bad;
         o.rate_seconds = list[0];
         set_secs = 1;
+        break;
+      case 'B':
+        if (parse_u64(optarg, 1, 10000000, &v) != 0) goto bad;
+        o.latency_batch = (unsigned)v;
         break;
       case 'M':
         if ((n = parse_list(optarg, 1, TW_GEN_MAX_INSTITUTIONS, list, TW_BENCH_MAX_MEMORY)) < 0)
@@ -491,6 +498,7 @@ int tw_cmd_bench(int argc, char **argv) {
   r->days = o.days;
   r->seed = o.seed;
   r->shards = o.shards;
+  r->latency_batch = o.latency_batch;
   snprintf(r->state_tmpfs, sizeof r->state_tmpfs, "%s (%s)", shm_dir, fs_kind(shm_dir));
   snprintf(r->state_durable, sizeof r->state_durable, "%s (%s)", work, fs_kind(work));
   if (r->build[0] != 'o' || strstr(r->build, "ASan") != NULL)
