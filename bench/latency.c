@@ -106,7 +106,8 @@ static int id_number_after(const char *data, size_t len, const char *key, uint64
   p++;
   uint64_t v = 0;
   d = p;
-  while (p < end && *p >= '0' && *p <= '9' && v < UINT64_MAX / 10) v = v * 10 + (uint64_t)(*p++ - '0');
+  while (p < end && *p >= '0' && *p <= '9' && v < UINT64_MAX / 10)
+    v = v * 10 + (uint64_t)(*p++ - '0');
   if (p == d) return -1;
   *n = v;
   return 0;
@@ -161,8 +162,8 @@ typedef struct lat_run {
   void *sub;
   int64_t t0_ns;
   double period_ns;
-  uint64_t base;            /* the id number of record 0 */
-  _Atomic uint64_t sent;    /* events sent so far */
+  uint64_t base;         /* the id number of record 0 */
+  _Atomic uint64_t sent; /* events sent so far */
   _Atomic int64_t last_send_ns;
   _Atomic int sender_done;
   tw_bench_latency_t *out;
@@ -251,11 +252,25 @@ int tw_bench_latency(const tw_bench_latency_opts_t *o, tw_bench_latency_t *out, 
   snprintf(dl, sizeof dl, "%s/dead-letter.jsonl", o->state_dir);
   char batch[24];
   snprintf(batch, sizeof batch, "%u", o->batch_events);
-  char *argv[] = {(char *)o->exe,        "run",      "--rules",   (char *)o->rules_path,
-                  "--schema",            (char *)o->schema_path, "--listen", (char *)o->in_endpoint,
-                  "--feed",              (char *)o->feed_endpoint, "--state", (char *)o->state_dir,
-                  "--dead-letter",       dl,         "--allowed-lateness", "0s",
-                  o->batch_events > 0 ? "--batch" : NULL, batch, NULL};
+  char *argv[] = {(char *)o->exe,
+                  "run",
+                  "--rules",
+                  (char *)o->rules_path,
+                  "--schema",
+                  (char *)o->schema_path,
+                  "--listen",
+                  (char *)o->in_endpoint,
+                  "--feed",
+                  (char *)o->feed_endpoint,
+                  "--state",
+                  (char *)o->state_dir,
+                  "--dead-letter",
+                  dl,
+                  "--allowed-lateness",
+                  "0s",
+                  o->batch_events > 0 ? "--batch" : NULL,
+                  batch,
+                  NULL};
   int pid = tw_bench_spawn(argv, o->log_path);
   if (pid < 0) {
     snprintf(errbuf, errcap, "cannot start the engine %s: %s", o->exe, strerror(errno));
@@ -285,8 +300,7 @@ int tw_bench_latency(const tw_bench_latency_opts_t *o, tw_bench_latency_t *out, 
   push = zmq_socket(ctx, ZMQ_PUSH);
   r.sub = zmq_socket(ctx, ZMQ_SUB);
   int hwm = 100000, zero = 0, linger = 2000;
-  if (push == NULL || r.sub == NULL ||
-      zmq_setsockopt(push, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
+  if (push == NULL || r.sub == NULL || zmq_setsockopt(push, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
       zmq_setsockopt(push, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
       zmq_setsockopt(r.sub, ZMQ_RCVHWM, &zero, sizeof zero) != 0 ||
       zmq_setsockopt(r.sub, ZMQ_LINGER, &zero, sizeof zero) != 0 ||

@@ -85,9 +85,9 @@ static int one_run(const char *exe, const char *rules_path, uint32_t institution
     goto done;
   }
   tw_bench_rm_rf(state);
-  char *argv[] = {(char *)exe, "run",     "--rules",  (char *)rules_path, "--input", events,
-                  "--state",   state,     "--no-sync", "--alerts",         "/dev/null",
-                  "--dead-letter", dl,    NULL};
+  char *argv[] = {(char *)exe, "run", "--rules",   (char *)rules_path, "--input",   events,
+                  "--state",   state, "--no-sync", "--alerts",         "/dev/null", "--dead-letter",
+                  dl,          NULL};
   double t0 = tw_bench_now_s();
   int pid = tw_bench_spawn(argv, log);
   if (pid < 0) {

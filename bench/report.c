@@ -94,12 +94,15 @@ static const char *grouped(double v, char *buf, size_t cap) {
   return buf;
 }
 
-static double ms(uint64_t ns) { return (double)ns / 1e6; }
+static double ms(uint64_t ns) {
+  return (double)ns / 1e6;
+}
 
 void tw_bench_print_table(const tw_bench_report_t *r, FILE *out) {
   char a[32], b[32], c[32];
-  fprintf(out, "tutorwatch bench%s: %s events (%u institutions, %u days, seed %llu), %s msgpack, "
-               "%s JSONL\n",
+  fprintf(out,
+          "tutorwatch bench%s: %s events (%u institutions, %u days, seed %llu), %s msgpack, "
+          "%s JSONL\n",
           r->quick ? " --quick" : "", grouped((double)r->events, a, sizeof a), r->institutions,
           r->days, (unsigned long long)r->seed, grouped((double)r->bytes_msgpack, b, sizeof b),
           grouped((double)r->bytes_jsonl, c, sizeof c));
@@ -110,17 +113,17 @@ void tw_bench_print_table(const tw_bench_report_t *r, FILE *out) {
             "seconds", "alerts");
     for (size_t i = 0; i < r->n_stages; i++) {
       const tw_bench_stage_t *s = &r->stages[i];
-      fprintf(out, "%-44s %12s %9.2f %8.2f %8llu\n", s->name,
-              grouped(s->events_per_s, a, sizeof a), s->ratio, s->seconds,
-              (unsigned long long)s->alerts);
+      fprintf(out, "%-44s %12s %9.2f %8.2f %8llu\n", s->name, grouped(s->events_per_s, a, sizeof a),
+              s->ratio, s->seconds, (unsigned long long)s->alerts);
     }
-    fprintf(out, "(x decode: the stage's rate / decode-only msgpack; state: %s unsynced, %s "
-                 "durable)\n",
+    fprintf(out,
+            "(x decode: the stage's rate / decode-only msgpack; state: %s unsynced, %s "
+            "durable)\n",
             r->state_tmpfs, r->state_durable);
   }
   if (r->n_latency > 0) {
-    fprintf(out, "\n%-10s %10s %8s %8s %9s %9s %9s %9s %9s\n", "offered/s", "achieved/s",
-            "events", "alerts", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "lag ms");
+    fprintf(out, "\n%-10s %10s %8s %8s %9s %9s %9s %9s %9s\n", "offered/s", "achieved/s", "events",
+            "alerts", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "lag ms");
     for (size_t i = 0; i < r->n_latency; i++) {
       const tw_bench_latency_t *l = &r->latency[i];
       fprintf(out, "%-10s %10s %8llu %8llu %9.3f %9.3f %9.3f %9.3f %9.3f\n",
@@ -135,8 +138,8 @@ void tw_bench_print_table(const tw_bench_report_t *r, FILE *out) {
             r->latency_batch ? r->latency_batch : 1000u);
   }
   if (r->n_memory > 0) {
-    fprintf(out, "\n%-13s %9s %10s %12s %12s %12s %12s\n", "institutions", "events",
-            "RSS MiB", "RSS B/inst", "LMDB B/inst", "state B/inst", "dedup B/inst");
+    fprintf(out, "\n%-13s %9s %10s %12s %12s %12s %12s\n", "institutions", "events", "RSS MiB",
+            "RSS B/inst", "LMDB B/inst", "state B/inst", "dedup B/inst");
     for (size_t i = 0; i < r->n_memory; i++) {
       const tw_bench_memory_t *m = &r->memory[i];
       double n = m->institutions;
@@ -145,8 +148,9 @@ void tw_bench_print_table(const tw_bench_report_t *r, FILE *out) {
               (unsigned long long)m->events, (double)m->rss_bytes / 1048576.0, rss_per,
               (double)m->lmdb_bytes / n, (double)m->state_bytes / n, (double)m->dedup_bytes / n);
     }
-    fprintf(out, "(RSS B/inst: peak RSS above a one-institution run, per institution; state: "
-                 "aggregates and cooldowns; dedup: event ids within the 7-day horizon)\n");
+    fprintf(out,
+            "(RSS B/inst: peak RSS above a one-institution run, per institution; state: "
+            "aggregates and cooldowns; dedup: event ids within the 7-day horizon)\n");
   }
   fprintf(out, "\ntotal %.1f s\n", r->total_seconds);
 }
@@ -157,14 +161,14 @@ static json_t *latency_json(const tw_bench_latency_t *l) {
     if (l->hist.counts[b] > 0)
       json_array_append_new(buckets, json_pack("[I,I]", (json_int_t)tw_hist_bucket_high(b),
                                                (json_int_t)l->hist.counts[b]));
-  return json_pack(
-      "{s:f,s:f,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:o}", "offered_per_s", l->offered_per_s,
-      "achieved_per_s", l->achieved_per_s, "events", (json_int_t)l->sent, "alerts",
-      (json_int_t)l->alerts, "unmatched", (json_int_t)l->unmatched, "p50_ms",
-      ms(tw_hist_percentile(&l->hist, 50)), "p99_ms", ms(tw_hist_percentile(&l->hist, 99)),
-      "p999_ms", ms(tw_hist_percentile(&l->hist, 99.9)), "max_ms", ms(l->hist.max),
-      "mean_ms", l->hist.count ? l->hist.sum / (double)l->hist.count / 1e6 : 0.0,
-      "sender_lag_max_ms", l->sender_lag_max_ms, "histogram_ns", buckets);
+  return json_pack("{s:f,s:f,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:o}", "offered_per_s",
+                   l->offered_per_s, "achieved_per_s", l->achieved_per_s, "events",
+                   (json_int_t)l->sent, "alerts", (json_int_t)l->alerts, "unmatched",
+                   (json_int_t)l->unmatched, "p50_ms", ms(tw_hist_percentile(&l->hist, 50)),
+                   "p99_ms", ms(tw_hist_percentile(&l->hist, 99)), "p999_ms",
+                   ms(tw_hist_percentile(&l->hist, 99.9)), "max_ms", ms(l->hist.max), "mean_ms",
+                   l->hist.count ? l->hist.sum / (double)l->hist.count / 1e6 : 0.0,
+                   "sender_lag_max_ms", l->sender_lag_max_ms, "histogram_ns", buckets);
 }
 
 int tw_bench_write_json(const tw_bench_report_t *r, const char *path) {
@@ -176,10 +180,9 @@ int tw_bench_write_json(const tw_bench_report_t *r, const char *path) {
     const tw_bench_stage_t *s = &r->stages[i];
     if (json_array_append_new(
             stages, json_pack("{s:s,s:s,s:I,s:I,s:I,s:f,s:f,s:f}", "key", s->key, "name", s->name,
-                              "events", (json_int_t)s->events, "accepted",
-                              (json_int_t)s->accepted, "alerts", (json_int_t)s->alerts, "seconds",
-                              s->seconds, "events_per_s", s->events_per_s, "ratio_to_decode",
-                              s->ratio)) != 0)
+                              "events", (json_int_t)s->events, "accepted", (json_int_t)s->accepted,
+                              "alerts", (json_int_t)s->alerts, "seconds", s->seconds,
+                              "events_per_s", s->events_per_s, "ratio_to_decode", s->ratio)) != 0)
       goto fail;
   }
   for (size_t i = 0; i < r->n_latency; i++)
@@ -188,18 +191,17 @@ int tw_bench_write_json(const tw_bench_report_t *r, const char *path) {
     const tw_bench_memory_t *m = &r->memory[i];
     double n = m->institutions;
     if (json_array_append_new(
-            mem,
-            json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f}", "institutions",
-                      (json_int_t)m->institutions, "days", (json_int_t)m->days, "events",
-                      (json_int_t)m->events, "rss_bytes", (json_int_t)m->rss_bytes,
-                      "rss_base_bytes", (json_int_t)m->rss_base_bytes, "lmdb_bytes",
-                      (json_int_t)m->lmdb_bytes, "state_bytes", (json_int_t)m->state_bytes,
-                      "dedup_bytes", (json_int_t)m->dedup_bytes, "journal_bytes",
-                      (json_int_t)m->journal_bytes, "rss_per_institution",
-                      ((double)m->rss_bytes - (double)m->rss_base_bytes) / n,
-                      "lmdb_per_institution", (double)m->lmdb_bytes / n, "state_per_institution",
-                      (double)m->state_bytes / n, "dedup_per_institution",
-                      (double)m->dedup_bytes / n, "seconds", m->seconds)) != 0)
+            mem, json_pack(
+                     "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f}", "institutions",
+                     (json_int_t)m->institutions, "days", (json_int_t)m->days, "events",
+                     (json_int_t)m->events, "rss_bytes", (json_int_t)m->rss_bytes, "rss_base_bytes",
+                     (json_int_t)m->rss_base_bytes, "lmdb_bytes", (json_int_t)m->lmdb_bytes,
+                     "state_bytes", (json_int_t)m->state_bytes, "dedup_bytes",
+                     (json_int_t)m->dedup_bytes, "journal_bytes", (json_int_t)m->journal_bytes,
+                     "rss_per_institution", ((double)m->rss_bytes - (double)m->rss_base_bytes) / n,
+                     "lmdb_per_institution", (double)m->lmdb_bytes / n, "state_per_institution",
+                     (double)m->state_bytes / n, "dedup_per_institution",
+                     (double)m->dedup_bytes / n, "seconds", m->seconds)) != 0)
       goto fail;
   }
   root = json_pack(
@@ -209,11 +211,10 @@ int tw_bench_write_json(const tw_bench_report_t *r, const char *path) {
       "build", r->build, "load_before", r->load_before[0], r->load_before[1], r->load_before[2],
       "started_utc", r->started_utc, "quick", r->quick, "stream", "institutions",
       (json_int_t)r->institutions, "days", (json_int_t)r->days, "seed", (json_int_t)r->seed,
-      "events", (json_int_t)r->events, "bytes_msgpack", (json_int_t)r->bytes_msgpack,
-      "bytes_jsonl", (json_int_t)r->bytes_jsonl, "state", "unsynced", r->state_tmpfs, "durable",
-      r->state_durable, "stages", stages, "latency_batch",
-      (json_int_t)(r->latency_batch ? r->latency_batch : 1000u), "latency", lat, "memory", mem, "total_seconds",
-      r->total_seconds);
+      "events", (json_int_t)r->events, "bytes_msgpack", (json_int_t)r->bytes_msgpack, "bytes_jsonl",
+      (json_int_t)r->bytes_jsonl, "state", "unsynced", r->state_tmpfs, "durable", r->state_durable,
+      "stages", stages, "latency_batch", (json_int_t)(r->latency_batch ? r->latency_batch : 1000u),
+      "latency", lat, "memory", mem, "total_seconds", r->total_seconds);
   if (root == NULL) goto fail;
   rc = TW_EIO;
   if (strcmp(path, "-") == 0) {
@@ -295,8 +296,8 @@ int tw_bench_plot(const tw_bench_report_t *r, const char *dir, char *errbuf, siz
     return TW_EIO;
   }
   FILE *f = NULL;
-  int rc = write_text(dir, "throughput.dat", "# stage\tevents/s\tratio to decode msgpack\n",
-                      errbuf, errcap, &f);
+  int rc = write_text(dir, "throughput.dat", "# stage\tevents/s\tratio to decode msgpack\n", errbuf,
+                      errcap, &f);
   if (rc != 0) return rc;
   for (size_t i = 0; i < r->n_stages; i++)
     fprintf(f, "%s\t%.0f\t%.3f\n", r->stages[i].name, r->stages[i].events_per_s,

@@ -155,13 +155,12 @@ int tw_bench_input_load(const char *path, tw_format_t format, size_t max_bytes,
   if ((rc = push_offset(in, &cap, in->len_bytes)) != 0) goto fail;
   fclose(f);
   return 0;
-fail:
-  {
-    int e = errno;
-    fclose(f);
-    tw_bench_input_free(in);
-    errno = e;
-  }
+fail : {
+  int e = errno;
+  fclose(f);
+  tw_bench_input_free(in);
+  errno = e;
+}
   return rc;
 }
 
@@ -332,8 +331,8 @@ int tw_bench_engine_zmq(const char *exe, const char *input_path, tw_format_t for
   }
   char fmt_arg[16];
   snprintf(fmt_arg, sizeof fmt_arg, "%s", format == TW_FORMAT_MSGPACK ? "msgpack" : "jsonl");
-  char *argv[] = {(char *)exe,       "send",  "--connect", (char *)endpoint, "--format",
-                  fmt_arg,           "--timeout-ms", "60000", (char *)input_path, NULL};
+  char *argv[] = {(char *)exe, "send",         "--connect", (char *)endpoint,   "--format",
+                  fmt_arg,     "--timeout-ms", "60000",     (char *)input_path, NULL};
   rc = tw_bench_spawn(argv, log_path);
   if (rc < 0) {
     snprintf(errbuf, errcap, "cannot start the sender %s: %s", exe, strerror(errno));

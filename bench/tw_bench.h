@@ -44,10 +44,10 @@
 #define TW_HIST_BUCKETS ((64u - TW_HIST_SUB_BITS + 1u) * TW_HIST_SUB_COUNT) /* 7424 */
 
 typedef struct tw_hist {
-  uint64_t count;   /* values recorded */
-  uint64_t min;     /* exact smallest value (UINT64_MAX when empty) */
-  uint64_t max;     /* exact largest value (0 when empty) */
-  double sum;       /* for the mean */
+  uint64_t count; /* values recorded */
+  uint64_t min;   /* exact smallest value (UINT64_MAX when empty) */
+  uint64_t max;   /* exact largest value (0 when empty) */
+  double sum;     /* for the mean */
   uint64_t counts[TW_HIST_BUCKETS];
 } tw_hist_t;
 
@@ -78,11 +78,11 @@ uint64_t tw_hist_percentile(const tw_hist_t *h, double p);
 /* ---- input: one stream loaded into memory, split into records ------------------------------- */
 
 typedef struct tw_bench_input {
-  char *data;        /* owned: the whole file */
+  char *data; /* owned: the whole file */
   size_t len_bytes;
-  size_t *offsets;   /* owned: n + 1 record boundaries (record i is data[offsets[i], offsets[i+1])
-                        less its newline for JSONL) */
-  size_t n;          /* records */
+  size_t *offsets; /* owned: n + 1 record boundaries (record i is data[offsets[i], offsets[i+1])
+                      less its newline for JSONL) */
+  size_t n;        /* records */
   tw_format_t format;
 } tw_bench_input_t;
 
@@ -158,28 +158,28 @@ int tw_bench_engine_zmq(const char *exe, const char *input_path, tw_format_t for
 #define TW_BENCH_DRAIN_MS 3000 /* wait for the last alerts after the last send, at most */
 
 typedef struct tw_bench_latency_opts {
-  const char *exe;          /* the tutorwatch executable (the engine runs as `exe run --listen`) */
-  const char *rules_path;   /* rule file with a rule that fires often (see tw_bench_probe_rules) */
-  const char *schema_path;  /* the schema for it */
-  const char *state_dir;    /* the engine's state: absent or empty */
-  const char *log_path;     /* the engine's stderr */
-  const char *in_endpoint;  /* engine PULL, e.g. tcp://127.0.0.1:7611 */
-  const char *feed_endpoint;/* engine PUB feed */
+  const char *exe;           /* the tutorwatch executable (the engine runs as `exe run --listen`) */
+  const char *rules_path;    /* rule file with a rule that fires often (see tw_bench_probe_rules) */
+  const char *schema_path;   /* the schema for it */
+  const char *state_dir;     /* the engine's state: absent or empty */
+  const char *log_path;      /* the engine's stderr */
+  const char *in_endpoint;   /* engine PULL, e.g. tcp://127.0.0.1:7611 */
+  const char *feed_endpoint; /* engine PUB feed */
   const tw_bench_input_t *in; /* records to send, in order; event ids "g<seed>-<index>" */
-  double rate_per_s;        /* offered rate */
-  double seconds;           /* how long to offer it (capped by the records available) */
-  unsigned batch_events;    /* the engine's --batch (group commit every N records); 0: its
-                               default when serving (1000) */
+  double rate_per_s;          /* offered rate */
+  double seconds;             /* how long to offer it (capped by the records available) */
+  unsigned batch_events;      /* the engine's --batch (group commit every N records); 0: its
+                                 default when serving (1000) */
 } tw_bench_latency_opts_t;
 
 typedef struct tw_bench_latency {
-  double offered_per_s;   /* the rate asked for */
-  double achieved_per_s;  /* events sent / (time of the last send - start) */
-  uint64_t sent;          /* events sent */
-  uint64_t alerts;        /* alerts received from the feed and matched to a sent event */
-  uint64_t unmatched;     /* alerts whose event id was not recognised */
+  double offered_per_s;     /* the rate asked for */
+  double achieved_per_s;    /* events sent / (time of the last send - start) */
+  uint64_t sent;            /* events sent */
+  uint64_t alerts;          /* alerts received from the feed and matched to a sent event */
+  uint64_t unmatched;       /* alerts whose event id was not recognised */
   double sender_lag_max_ms; /* the furthest the sender fell behind its schedule */
-  tw_hist_t hist;         /* latency, ns: receive time - intended send time of the event */
+  tw_hist_t hist;           /* latency, ns: receive time - intended send time of the event */
 } tw_bench_latency_t;
 
 /*
@@ -207,7 +207,7 @@ int tw_bench_probe_rules(const char *rules_path, const char *out_path);
 /* ---- memory per active institution ---------------------------------------------------------- */
 
 typedef struct tw_bench_memory {
-  uint32_t institutions;   /* institutions generated (all are active) */
+  uint32_t institutions; /* institutions generated (all are active) */
   uint32_t days;
   uint64_t events;
   uint64_t rss_bytes;      /* peak resident set of `tutorwatch run` over that stream */
@@ -242,7 +242,7 @@ typedef struct tw_bench_report {
   char cpu_model[128];
   int cpus;
   char kernel[256];
-  char build[96];       /* build type and sanitizers: figures from a sanitizer build are slow */
+  char build[96];        /* build type and sanitizers: figures from a sanitizer build are slow */
   double load_before[3]; /* /proc/loadavg at the start: other work on the machine */
   char started_utc[32];
   int quick;
@@ -252,9 +252,9 @@ typedef struct tw_bench_report {
   uint64_t events;
   uint64_t bytes_msgpack, bytes_jsonl;
   int shards;
-  unsigned latency_batch; /* the engine's --batch in latency runs; 0: its default (1000) */
-  char state_tmpfs[256];  /* where the unsynced stage kept its state */
-  char state_durable[256];/* where the durable stages kept theirs */
+  unsigned latency_batch;  /* the engine's --batch in latency runs; 0: its default (1000) */
+  char state_tmpfs[256];   /* where the unsynced stage kept its state */
+  char state_durable[256]; /* where the durable stages kept theirs */
   /* results */
   tw_bench_stage_t stages[TW_BENCH_MAX_STAGES];
   size_t n_stages;

@@ -201,8 +201,7 @@ static int run_throughput(const bench_opts_t *o, tw_bench_report_t *r, const cha
   };
   snprintf(plan[0].name, sizeof plan[0].name, "rules, state unsynced on %s, 1 commit",
            fs_kind(shm_dir));
-  snprintf(plan[2].name, sizeof plan[2].name, "engine, durable group commit, %d shards",
-           o->shards);
+  snprintf(plan[2].name, sizeof plan[2].name, "engine, durable group commit, %d shards", o->shards);
   for (size_t i = 0; i < sizeof plan / sizeof plan[0]; i++) {
     s = &r->stages[r->n_stages];
     stage_names(s, plan[i].key, plan[i].name);
@@ -257,8 +256,9 @@ static int run_latency(const bench_opts_t *o, tw_bench_report_t *r, const char *
     snprintf(state, sizeof state, "%s/state-latency-%.0f", work, o->rates[i]);
     snprintf(log, sizeof log, "%s/engine-latency-%.0f.log", work, o->rates[i]);
     tw_bench_rm_rf(state);
-    tw_bench_latency_opts_t lo = {exe,   probe, schema_path, state, log, in_ep, feed_ep,
-                                  mp,    o->rates[i], o->rate_seconds, o->latency_batch};
+    tw_bench_latency_opts_t lo = {exe,         probe,           schema_path,     state,
+                                  log,         in_ep,           feed_ep,         mp,
+                                  o->rates[i], o->rate_seconds, o->latency_batch};
     tw_bench_latency_t *l = &r->latency[r->n_latency];
     rc = tw_bench_latency(&lo, l, err, sizeof err);
     if (rc != 0) {
@@ -502,8 +502,9 @@ int tw_cmd_bench(int argc, char **argv) {
   snprintf(r->state_tmpfs, sizeof r->state_tmpfs, "%s (%s)", shm_dir, fs_kind(shm_dir));
   snprintf(r->state_durable, sizeof r->state_durable, "%s (%s)", work, fs_kind(work));
   if (r->build[0] != 'o' || strstr(r->build, "ASan") != NULL)
-    fprintf(stderr, "tutorwatch bench: this is a %s build: its figures are far below a release "
-                    "build's\n",
+    fprintf(stderr,
+            "tutorwatch bench: this is a %s build: its figures are far below a release "
+            "build's\n",
             r->build);
   double t_start = tw_bench_now_s();
 
@@ -535,9 +536,8 @@ int tw_cmd_bench(int argc, char **argv) {
     r->bytes_msgpack = mp.len_bytes;
     r->bytes_jsonl = js.len_bytes;
   }
-  if (!o.skip_throughput &&
-      (rc = run_throughput(&o, r, exe, work, shm_dir, schema, schema_path, &mp, &js, mp_path)) !=
-          0) {
+  if (!o.skip_throughput && (rc = run_throughput(&o, r, exe, work, shm_dir, schema, schema_path,
+                                                 &mp, &js, mp_path)) != 0) {
     status = rc == TW_ENOMEM ? 70 : 1;
     goto report;
   }

@@ -29,7 +29,7 @@ work=$(mktemp -d /tmp/tutorwatch-peers-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
 echo "peers: generating $institutions institutions x $days days (seed $seed)" >&2
-"$TW" gen --institutions "$institutions" --days "$days" --seed "$seed" --out "$work/events.jsonl" 2>&2
+"$TW" gen --institutions "$institutions" --days "$days" --seed "$seed" --out "$work/events.jsonl"
 
 # The five starter rules: the default pack without the scheduled classes_stopped (the peers have
 # no clock to sweep with) and the aggregates only it reads.

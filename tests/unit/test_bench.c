@@ -44,8 +44,8 @@ static void test_hist_small_values_exact(void **state) {
   assert_int_equal(h->count, 200);
   assert_int_equal(h->min, 1);
   assert_int_equal(h->max, 200);
-  assert_int_equal(tw_hist_percentile(h, 50), 100);  /* rank 100 */
-  assert_int_equal(tw_hist_percentile(h, 99), 198);  /* rank 198 */
+  assert_int_equal(tw_hist_percentile(h, 50), 100); /* rank 100 */
+  assert_int_equal(tw_hist_percentile(h, 99), 198); /* rank 198 */
   assert_int_equal(tw_hist_percentile(h, 100), 200);
   assert_int_equal(tw_hist_percentile(h, 0.001), 1); /* rank 1 */
   free(h);
