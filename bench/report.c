@@ -109,16 +109,18 @@ void tw_bench_print_table(const tw_bench_report_t *r, FILE *out) {
   fprintf(out, "machine: %s, %d CPUs, %s; build %s; load before %.2f %.2f %.2f\n", r->cpu_model,
           r->cpus, r->kernel, r->build, r->load_before[0], r->load_before[1], r->load_before[2]);
   if (r->n_stages > 0) {
-    fprintf(out, "\n%-44s %12s %9s %8s %8s\n", "throughput stage", "events/s", "x decode",
-            "seconds", "alerts");
+    fprintf(out, "\n%-44s %12s %9s %8s %6s %8s\n", "throughput stage", "events/s", "x decode",
+            "seconds", "CPU %", "alerts");
     for (size_t i = 0; i < r->n_stages; i++) {
       const tw_bench_stage_t *s = &r->stages[i];
-      fprintf(out, "%-44s %12s %9.2f %8.2f %8llu\n", s->name, grouped(s->events_per_s, a, sizeof a),
-              s->ratio, s->seconds, (unsigned long long)s->alerts);
+      fprintf(out, "%-44s %12s %9.2f %8.2f %6.0f %8llu\n", s->name,
+              grouped(s->events_per_s, a, sizeof a), s->ratio, s->seconds,
+              s->seconds > 0 ? 100.0 * s->cpu_seconds / s->seconds : 0.0,
+              (unsigned long long)s->alerts);
     }
     fprintf(out,
-            "(x decode: the stage's rate / decode-only msgpack; state: %s unsynced, %s "
-            "durable)\n",
+            "(x decode: the stage's rate / decode-only msgpack; CPU %%: this process's CPU time / "
+            "wall time, all threads; state: %s unsynced, %s durable)\n",
             r->state_tmpfs, r->state_durable);
   }
   if (r->n_latency > 0) {
@@ -179,10 +181,11 @@ int tw_bench_write_json(const tw_bench_report_t *r, const char *path) {
   for (size_t i = 0; i < r->n_stages; i++) {
     const tw_bench_stage_t *s = &r->stages[i];
     if (json_array_append_new(
-            stages, json_pack("{s:s,s:s,s:I,s:I,s:I,s:f,s:f,s:f}", "key", s->key, "name", s->name,
-                              "events", (json_int_t)s->events, "accepted", (json_int_t)s->accepted,
-                              "alerts", (json_int_t)s->alerts, "seconds", s->seconds,
-                              "events_per_s", s->events_per_s, "ratio_to_decode", s->ratio)) != 0)
+            stages, json_pack("{s:s,s:s,s:I,s:I,s:I,s:f,s:f,s:f,s:f}", "key", s->key, "name",
+                              s->name, "events", (json_int_t)s->events, "accepted",
+                              (json_int_t)s->accepted, "alerts", (json_int_t)s->alerts, "seconds",
+                              s->seconds, "cpu_seconds", s->cpu_seconds, "events_per_s",
+                              s->events_per_s, "ratio_to_decode", s->ratio)) != 0)
       goto fail;
   }
   for (size_t i = 0; i < r->n_latency; i++)

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -38,6 +39,13 @@ double tw_bench_now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+double tw_bench_cpu_s(void) {
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 int tw_bench_free_tcp_port(void) {
@@ -193,7 +201,7 @@ int tw_bench_decode(const tw_schema_t *schema, const tw_bench_input_t *in, doubl
   if (tw_event_init(&ev) != 0) return TW_ENOMEM;
   tw_decode_error_t err;
   uint64_t events = 0, ok = 0;
-  double t0 = tw_bench_now_s(), t1;
+  double t0 = tw_bench_now_s(), t1, c0 = tw_bench_cpu_s();
   do {
     for (size_t i = 0; i < in->n; i++) {
       tw_record_t rec;
@@ -211,6 +219,7 @@ int tw_bench_decode(const tw_schema_t *schema, const tw_bench_input_t *in, doubl
   out->accepted = ok;
   out->alerts = 0;
   out->seconds = t1 - t0;
+  out->cpu_seconds = tw_bench_cpu_s() - c0;
   out->events_per_s = out->seconds > 0 ? (double)events / out->seconds : 0;
   return 0;
 }
@@ -235,7 +244,9 @@ static int open_outputs(tw_outputs_t *o, const tw_pipeline_opts_t *opts, const c
   return rc;
 }
 
-static void fill_stage(tw_bench_stage_t *out, const tw_pipeline_stats_t *st, double secs) {
+static void fill_stage(tw_bench_stage_t *out, const tw_pipeline_stats_t *st, double secs,
+                       double cpu_secs) {
+  out->cpu_seconds = cpu_secs;
   out->events = st->read;
   out->accepted = st->accepted;
   out->alerts = st->alerts;
@@ -258,7 +269,7 @@ int tw_bench_engine(const tw_bench_input_t *in, const tw_pipeline_opts_t *opts, 
   rc = shards > 1 ? tw_shards_open(&po, shards, &o, &sh, errbuf, errcap)
                   : tw_pipeline_open(&po, &p, errbuf, errcap);
   if (rc != 0) goto fail;
-  double t0 = tw_bench_now_s();
+  double t0 = tw_bench_now_s(), c0 = tw_bench_cpu_s();
   for (size_t i = 0; i < in->n && rc == 0; i++) {
     tw_record_t rec;
     tw_bench_input_record(in, i, &rec);
@@ -271,7 +282,7 @@ int tw_bench_engine(const tw_bench_input_t *in, const tw_pipeline_opts_t *opts, 
       rc = tw_pipeline_commit(p);
     }
   }
-  double secs = tw_bench_now_s() - t0;
+  double secs = tw_bench_now_s() - t0, cpu = tw_bench_cpu_s() - c0;
   if (rc != 0) {
     snprintf(errbuf, errcap, "engine stopped: %s", tw_strerror(rc));
     goto fail;
@@ -280,7 +291,7 @@ int tw_bench_engine(const tw_bench_input_t *in, const tw_pipeline_opts_t *opts, 
     tw_shards_stats(sh, &st);
   else
     tw_pipeline_stats(p, &st);
-  fill_stage(out, &st, secs);
+  fill_stage(out, &st, secs, cpu);
 fail:;
   int crc = sh ? tw_shards_close(sh) : tw_pipeline_close(p);
   int orc = tw_outputs_close(&o);
@@ -341,7 +352,7 @@ int tw_bench_engine_zmq(const char *exe, const char *input_path, tw_format_t for
   sender = (pid_t)rc;
   rc = 0;
   tw_pipeline_stats_t st;
-  double t0 = 0, last = tw_bench_now_s();
+  double t0 = 0, c0 = 0, last = tw_bench_now_s();
   int fd = src->vt->fd(src);
   for (;;) {
     int n = src->vt->poll(src, 4096, tw_pipeline_record, p);
@@ -352,7 +363,10 @@ int tw_bench_engine_zmq(const char *exe, const char *input_path, tw_format_t for
     }
     double now = tw_bench_now_s();
     if (n > 0) {
-      if (t0 == 0) t0 = now;
+      if (t0 == 0) {
+        t0 = now;
+        c0 = tw_bench_cpu_s();
+      }
       last = now;
       tw_pipeline_stats(p, &st);
       if (st.read >= expected_events) break;
@@ -379,13 +393,13 @@ int tw_bench_engine_zmq(const char *exe, const char *input_path, tw_format_t for
     (void)poll(&pfd, 1, 5);
   }
   if ((rc = tw_pipeline_flush(p)) == 0) rc = tw_pipeline_commit(p);
-  double secs = tw_bench_now_s() - t0;
+  double secs = tw_bench_now_s() - t0, cpu = tw_bench_cpu_s() - c0;
   if (rc != 0) {
     snprintf(errbuf, errcap, "engine stopped: %s", tw_strerror(rc));
     goto fail;
   }
   tw_pipeline_stats(p, &st);
-  fill_stage(out, &st, secs);
+  fill_stage(out, &st, secs, cpu);
 fail:
   if (sender > 0 && !sender_reaped) {
     if (rc != 0) kill(sender, SIGTERM);

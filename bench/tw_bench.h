@@ -112,6 +112,8 @@ typedef struct tw_bench_stage {
   uint64_t accepted;   /* events decoded and valid (decode) or accepted by the engine */
   uint64_t alerts;     /* alerts raised (0 for decode stages) */
   double seconds;      /* wall time measured */
+  double cpu_seconds;  /* CPU time (user + system) of this process over the same span, all its
+                          threads: below `seconds` the stage waits (fsync, the network) */
   double events_per_s; /* events / seconds */
   double ratio;        /* events_per_s / the decode-only msgpack rate (set by the caller) */
 } tw_bench_stage_t;
@@ -291,6 +293,9 @@ int tw_bench_plot(const tw_bench_report_t *r, const char *dir, char *errbuf, siz
 
 /* tw_bench_now_s: the monotonic clock in seconds. */
 double tw_bench_now_s(void);
+
+/* tw_bench_cpu_s: CPU time (user + system) of this process so far, all threads, in seconds. */
+double tw_bench_cpu_s(void);
 
 /*
  * tw_bench_free_tcp_port: a TCP port on 127.0.0.1 free at the time of the call (bound to port 0

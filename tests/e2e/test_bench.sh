@@ -64,7 +64,8 @@ check(keys == ["decode_msgpack", "decode_jsonl", "rules_unsynced", "engine_1", "
 st = {x["key"]: x for x in d["stages"]}
 check(st["decode_msgpack"]["ratio_to_decode"] == 1.0, "decode msgpack is the ratio's base")
 for x in d["stages"]:
-    check(x["events_per_s"] > 0 and x["seconds"] > 0, "rate of " + x["key"])
+    check(x["events_per_s"] > 0 and x["seconds"] > 0 and x["cpu_seconds"] >= 0,
+          "rate of " + x["key"])
     check(abs(x["ratio_to_decode"] - x["events_per_s"] / st["decode_msgpack"]["events_per_s"])
           < 1e-6, "ratio of " + x["key"])
 for k in ("decode_msgpack", "decode_jsonl"):
