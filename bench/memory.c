@@ -2,12 +2,12 @@
  * memory.c: resident memory and LMDB bytes per active institution.
  *
  * The stream is generated in this process (tw_gen_run) into a msgpack file; the engine is the
- * real `tutorwatch run` in a child process, so its peak resident set (wait4's ru_maxrss) holds
- * nothing of the benchmark's own buffers. A baseline run over one institution and one day gives
- * the fixed cost (code, rule pack, LMDB map, read buffers); what is above it is per institution.
- * The LMDB figures are read from the state the run leaves, read-only: pages in use in the file,
- * and the pages of each named database, so aggregates and cooldowns (the state proper) are told
- * apart from the dedup ids and the alert journal.
+ * real `tutorwatch run` in a grandchild process (see tw_bench_peak_rss_main), so its peak resident
+ * set holds nothing of the benchmark's own buffers. A baseline run over one institution and one day
+ * gives the fixed cost (code, rule pack, LMDB map, read buffers); what is above it is per
+ * institution. The LMDB figures are read from the state the run leaves, read-only: pages in use in
+ * the file, and the pages of each named database, so aggregates and cooldowns (the state proper)
+ * are told apart from the dedup ids and the alert journal.
  *
  * Bounds: one child at a time; the generator's own bounds (tw_gen.h) bound the stream.
  */
@@ -85,9 +85,30 @@ static int one_run(const char *exe, const char *rules_path, uint32_t institution
     goto done;
   }
   tw_bench_rm_rf(state);
-  char *argv[] = {(char *)exe, "run", "--rules",   (char *)rules_path, "--input",   events,
-                  "--state",   state, "--no-sync", "--alerts",         "/dev/null", "--dead-letter",
-                  dl,          NULL};
+  /* The engine is started by a helper (`exe bench --peak-rss-to FILE -- exe run ...`), a fresh
+   * small process that forks and waits for it: a child's peak RSS (ru_maxrss) also counts the
+   * memory of the process it was spawned from before its exec, which here would be this bench. */
+  char peak_path[4200];
+  snprintf(peak_path, sizeof peak_path, "%s/memory-%u.peak", work_dir, institutions);
+  char *argv[] = {(char *)exe,
+                  "bench",
+                  "--peak-rss-to",
+                  peak_path,
+                  "--",
+                  (char *)exe,
+                  "run",
+                  "--rules",
+                  (char *)rules_path,
+                  "--input",
+                  events,
+                  "--state",
+                  state,
+                  "--no-sync",
+                  "--alerts",
+                  "/dev/null",
+                  "--dead-letter",
+                  dl,
+                  NULL};
   double t0 = tw_bench_now_s();
   int pid = tw_bench_spawn(argv, log);
   if (pid < 0) {
@@ -96,17 +117,21 @@ static int one_run(const char *exe, const char *rules_path, uint32_t institution
     goto done;
   }
   int status = 0;
-  struct rusage ru;
   pid_t w;
-  while ((w = wait4((pid_t)pid, &status, 0, &ru)) < 0 && errno == EINTR) {
+  while ((w = waitpid((pid_t)pid, &status, 0)) < 0 && errno == EINTR) {
   }
   double secs = tw_bench_now_s() - t0;
-  if (w != (pid_t)pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+  unsigned long long peak_kb = 0;
+  FILE *pf = fopen(peak_path, "r");
+  int got = pf != NULL && fscanf(pf, "%llu", &peak_kb) == 1;
+  if (pf != NULL) fclose(pf);
+  unlink(peak_path);
+  if (w != (pid_t)pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || !got) {
     rc = TW_EIO;
     snprintf(errbuf, errcap, "the engine failed on %u institutions (see %s)", institutions, log);
     goto done;
   }
-  *rss_bytes = (uint64_t)ru.ru_maxrss * 1024u; /* Linux: kilobytes */
+  *rss_bytes = (uint64_t)peak_kb * 1024u;
   if (keep_state_for) {
     m->events = gs.events;
     m->seconds = secs;
@@ -140,4 +165,25 @@ int tw_bench_memory(const char *exe, const char *rules_path, uint32_t institutio
   out->rss_base_bytes = base;
   return one_run(exe, rules_path, institutions, days, seed, work_dir, 1, out, &out->rss_bytes,
                  errbuf, errcap);
+}
+
+int tw_bench_peak_rss_main(const char *out_path, char *const argv[]) {
+  pid_t pid = fork();
+  if (pid < 0) return 70;
+  if (pid == 0) {
+    execv(argv[0], argv);
+    _exit(127);
+  }
+  int status = 0;
+  struct rusage ru;
+  pid_t w;
+  while ((w = wait4(pid, &status, 0, &ru)) < 0 && errno == EINTR) {
+  }
+  if (w != pid) return 70;
+  FILE *f = fopen(out_path, "w");
+  if (f == NULL) return 70;
+  int ok = fprintf(f, "%llu\n", (unsigned long long)ru.ru_maxrss) > 0; /* Linux: KiB */
+  if (fclose(f) != 0 || !ok) return 70;
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 70;
 }

@@ -289,6 +289,16 @@ int tw_bench_write_json(const tw_bench_report_t *r, const char *path);
  */
 int tw_bench_plot(const tw_bench_report_t *r, const char *dir, char *errbuf, size_t errcap);
 
+/*
+ * tw_bench_peak_rss_main: the helper behind `tutorwatch bench --peak-rss-to FILE -- CMD ARGS...`:
+ * fork, exec CMD in the child, wait for it, write its peak resident set in KiB (wait4's
+ * ru_maxrss) and a newline to FILE, and return its exit status (70 when it cannot be started
+ * or FILE cannot be written; 128 + signal when it was killed). Linux counts in a child's
+ * ru_maxrss the memory of the process it was created from until its exec, so the peak of a
+ * program is only its own when its parent is small: this helper, freshly started, is.
+ */
+int tw_bench_peak_rss_main(const char *out_path, char *const argv[]);
+
 /* ---- helpers for the command ---------------------------------------------------------------- */
 
 /* tw_bench_now_s: the monotonic clock in seconds. */

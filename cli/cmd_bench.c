@@ -63,7 +63,11 @@ static void usage(FILE *out) {
       "Run it on a quiet machine: other work changes the figures (the load average before the\n"
       "run is printed with them). A sanitizer or -O0 build is much slower; the table says which\n"
       "build ran. Exit status: 0 done, 1 a stage or an output failed, 2 usage error, 70 internal\n"
-      "error.\n");
+      "error.\n"
+      "\n"
+      "internal: `tutorwatch bench --peak-rss-to FILE -- CMD ARGS...` runs CMD and writes its "
+      "peak\n"
+      "RSS in KiB to FILE (the memory stage measures the engine through it).\n");
 }
 
 typedef struct bench_opts {
@@ -303,6 +307,9 @@ static int run_memory(const bench_opts_t *o, tw_bench_report_t *r, const char *e
 }
 
 int tw_cmd_bench(int argc, char **argv) {
+  /* Internal: the memory stage's helper (tw_bench_peak_rss_main). */
+  if (argc >= 5 && strcmp(argv[1], "--peak-rss-to") == 0 && strcmp(argv[3], "--") == 0)
+    return tw_bench_peak_rss_main(argv[2], argv + 4);
   static const struct option longopts[] = {{"quick", no_argument, NULL, 'q'},
                                            {"institutions", required_argument, NULL, 'i'},
                                            {"days", required_argument, NULL, 'd'},
