@@ -10,7 +10,7 @@
  * of every event queued behind is counted (Gil Tene's coordinated omission).
  *
  * Bounds: the histogram is fixed; the events sent are those loaded; the wait for the last alerts
- * is at most TW_BENCH_DRAIN_MS; the engine is given 10 s to listen and 10 s to stop after SIGTERM
+ * is at most TW_BENCH_DRAIN_MS; the engine is given 10 s to listen and 30 s to stop after SIGTERM
  * before SIGKILL.
  */
 #define _XOPEN_SOURCE 700
@@ -36,7 +36,9 @@
 
 #define LAT_READY_MS 10000
 #define LAT_QUIET_MS 1000 /* after the last send: stop once no alert came for this long */
-#define LAT_SPIN_NS 20000 /* closer to the due time than this: do not sleep */
+#define LAT_SPIN_NS 20000
+#define LAT_STOP_S \
+  30 /* after SIGTERM, then SIGKILL */ /* closer to the due time than this: do not sleep */
 
 static const char kProbeRule[] =
     "\n"
@@ -142,11 +144,11 @@ static void sleep_ms(int ms) {
   }
 }
 
-/* Stop the engine: SIGTERM, up to 10 s, then SIGKILL. 1 when it exited with status 0. */
+/* Stop the engine: SIGTERM, up to LAT_STOP_S, then SIGKILL. 1 when it exited with status 0. */
 static int stop_engine(pid_t pid) {
   int status = 0;
   kill(pid, SIGTERM);
-  for (int i = 0; i < 1000; i++) {
+  for (int i = 0; i < LAT_STOP_S * 100; i++) {
     pid_t r = waitpid(pid, &status, WNOHANG);
     if (r == pid) return WIFEXITED(status) && WEXITSTATUS(status) == 0;
     if (r < 0 && errno != EINTR) return 0;
@@ -355,9 +357,11 @@ fail:
   if (push != NULL) zmq_close(push);
   if (r.sub != NULL) zmq_close(r.sub);
   if (ctx != NULL) zmq_ctx_term(ctx);
-  if (engine > 0 && !stop_engine(engine) && rc == 0) {
-    rc = TW_EIO;
-    snprintf(errbuf, errcap, "the engine did not stop cleanly (see %s)", o->log_path);
-  }
+  /* The figures are taken by then: an engine slow to stop (a backlog after an overload) or
+   * failing at exit is reported, and does not void them. */
+  if (engine > 0 && !stop_engine(engine))
+    fprintf(stderr,
+            "tutorwatch bench: warning: the engine did not stop cleanly within %d s (see %s)\n",
+            LAT_STOP_S, o->log_path);
   return rc;
 }
