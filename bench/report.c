@@ -266,6 +266,7 @@ static const char kPlotScript[] =
     "set ylabel 'ms'\n"
     "set xlabel 'offered rate, events/s'\n"
     "set key top left\n"
+    "set offsets 0.25, 0.25, 0, 0\n"
     "plot 'latency.dat' using 0:2:xtic(1) with linespoints title 'p50', \\\n"
     "     '' using 0:3 with linespoints title 'p99', \\\n"
     "     '' using 0:4 with linespoints title 'p99.9', \\\n"

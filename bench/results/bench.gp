@@ -25,6 +25,7 @@ set format y '%g'
 set ylabel 'ms'
 set xlabel 'offered rate, events/s'
 set key top left
+set offsets 0.25, 0.25, 0, 0
 plot 'latency.dat' using 0:2:xtic(1) with linespoints title 'p50', \
      '' using 0:3 with linespoints title 'p99', \
      '' using 0:4 with linespoints title 'p99.9', \
