@@ -28,6 +28,7 @@ static const command_t kCommands[] = {
     {"alerts", tw_cmd_alerts, "list, show, acknowledge, assign, resolve, dismiss, snooze alerts"},
     {"audit", tw_cmd_audit, "verify the hash-chained audit log of the alert lifecycle"},
     {"replay", tw_cmd_replay, "replay recorded events with any rules: alerts, explain, diff"},
+    {"bench", tw_cmd_bench, "measure throughput by stage, latency and memory on this machine"},
 };
 
 static void usage(FILE *out) {
