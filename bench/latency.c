@@ -264,6 +264,8 @@ int tw_bench_latency(const tw_bench_latency_opts_t *o, tw_bench_latency_t *out, 
                   (char *)o->in_endpoint,
                   "--feed",
                   (char *)o->feed_endpoint,
+                  "--feed-format", /* the alert's event_ids are read from its JSON */
+                  "json",
                   "--state",
                   (char *)o->state_dir,
                   "--dead-letter",
