@@ -197,7 +197,16 @@ static const char kCodeAlphabet[] = "0123456789ABCDEFGHJKLMNPQRTUWXY"; /* GB 321
 /* ---- State ---- */
 
 enum { SLOT_FREE = 0, SLOT_ACTIVE, SLOT_LEAVING };
-enum { PAY_NORMAL, PAY_MAX, PAY_OVER_CAP, PAY_UNSUPERVISED, PAY_LOAN, PAY_DISCOUNT, PAY_SPLIT };
+enum {
+  PAY_NORMAL,
+  PAY_MAX,
+  PAY_OVER_CAP,
+  PAY_UNSUPERVISED,
+  PAY_LOAN,
+  PAY_DISCOUNT,
+  PAY_SPLIT,     /* a year card split into three orders at the caps, within hours */
+  PAY_SPLIT_PART /* one of the later two */
+};
 
 typedef struct gen_student { /* 32 bytes: N × ~50 of these is the generator's memory */
   uint32_t serial;           /* student number within the institution */
@@ -425,6 +434,11 @@ static int64_t pay(gen_t *g, uint32_t i, gen_student_t *s, int64_t ms_of_day, in
     channel = rng_chance(&g->rng, 1, 2) ? CH_TRAINING_LOAN : CH_INSTALMENT;
   } else if (kind == PAY_DISCOUNT) { /* 35-45% of the listed price */
     amount = amount * (35 + (int64_t)rng_below(&g->rng, 11)) / 100;
+  } else if (kind == PAY_SPLIT || kind == PAY_SPLIT_PART) { /* a third of a year card */
+    hours = TW_GEN_CAP_AMOUNT_FEN / price;
+    if (hours > TW_GEN_CAP_CLASS_HOURS) hours = TW_GEN_CAP_CLASS_HOURS;
+    amount = list = (int64_t)hours * price;
+    days = TW_GEN_CAP_SERVICE_DAYS;
   }
   gen_event_t *e = emit(g, i, TW_GEN_PAYMENT, ms_of_day);
   if (e == NULL) return -1;
@@ -453,7 +467,7 @@ static int64_t pay(gen_t *g, uint32_t i, gen_student_t *s, int64_t ms_of_day, in
   if (kind == PAY_SPLIT) { /* two more orders within hours: together over the caps */
     for (int k = 0; k < 2; k++) {
       size_t before = g->day_len;
-      end = pay(g, i, s, end + (20 + rng_below(&g->rng, 100)) * MS_PER_MIN, PAY_NORMAL);
+      end = pay(g, i, s, end + (20 + rng_below(&g->rng, 100)) * MS_PER_MIN, PAY_SPLIT_PART);
       if (end < 0) return -1;
       if (k == 0 && in->problem == TW_GEN_SPLIT_ORDERS) note_problem(in, &g->day[before]);
     }
@@ -875,7 +889,8 @@ static int inst_day(gen_t *g, uint32_t i, int weekday) {
     if (ahead) amount *= 3; /* released ahead of the lessons delivered */
     if (amount > in->escrow_fen) amount = in->escrow_fen > 0 ? in->escrow_fen : 0;
     if (amount > 0) {
-      gen_event_t *e = escrow(g, i, ES_RELEASE, amount, rand_time(g, 9 * 60, 10 * 60));
+      /* settled in the evening, after the day's lessons (which end by 20:30) */
+      gen_event_t *e = escrow(g, i, ES_RELEASE, amount, rand_time(g, 21 * 60, 22 * 60));
       if (e == NULL) return -1;
       if (ahead) note_problem(in, e);
     }
