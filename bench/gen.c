@@ -454,7 +454,8 @@ static int64_t pay(gen_t *g, uint32_t i, gen_student_t *s, int64_t ms_of_day, in
       (kind == PAY_LOAN && in->problem == TW_GEN_TRAINING_LOAN) ||
       (kind == PAY_DISCOUNT &&
        (in->problem == TW_GEN_DEEP_DISCOUNT || in->problem == TW_GEN_RUNAWAY)) ||
-      (kind == PAY_MAX && in->problem == TW_GEN_SEASONAL_SURGE && g->d >= in->problem_day))
+      (kind == PAY_MAX && g->d >= in->problem_day &&
+       (in->problem == TW_GEN_SEASONAL_SURGE || in->problem == TW_GEN_CLOSURE_WITH_BALANCE)))
     note_problem(in, e);
   int64_t end = e->ts_ms - g->day_start_ms;
   if (channel != CH_UNSUPERVISED) {
@@ -592,7 +593,9 @@ static int lesson(gen_t *g, uint32_t i, gen_student_t *s) {
   e->amount_fen = amount;
   e->ref = teacher_of(in, s);
   /* Parents confirm most lessons on the platform; about 1 in 12 is confirmed by the timeout. */
-  uint32_t timeout_in_12 = active(g, in, TW_GEN_TIMEOUT_CONFIRM) ? 10 : phase >= 1 ? 4 : 1;
+  static const uint32_t kRunawayTimeouts[6] = {1, 4, 7, 8, 9, 9}; /* parents stop answering */
+  uint32_t timeout_in_12 =
+      active(g, in, TW_GEN_TIMEOUT_CONFIRM) ? 10 : phase >= 0 ? kRunawayTimeouts[phase] : 1;
   e->confirmed_by = (uint8_t)(rng_chance(&g->rng, timeout_in_12, 12) ? CONF_TIMEOUT : CONF_PARENT);
   if (e->confirmed_by == CONF_TIMEOUT && in->problem == TW_GEN_TIMEOUT_CONFIRM &&
       g->d >= in->problem_day)
@@ -852,7 +855,6 @@ static int inst_day(gen_t *g, uint32_t i, int weekday) {
                      : IN_CLOSE;
     gen_event_t *e = institution_event(g, i, action, rand_time(g, 18 * 60, 20 * 60));
     if (e == NULL) return -1;
-    if (in->problem == TW_GEN_CLOSURE_WITH_BALANCE) note_problem(in, e);
     if (in->problem != TW_GEN_PLANNED_CLOSURE) {
       in->collapse_ts_ms = e->ts_ms;
       in->collapse_frac = e->frac;

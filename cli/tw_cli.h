@@ -16,5 +16,6 @@ int tw_cmd_check(int argc, char **argv);
 int tw_cmd_journal(int argc, char **argv);
 int tw_cmd_reload(int argc, char **argv);
 int tw_cmd_test(int argc, char **argv);
+int tw_cmd_eval(int argc, char **argv);
 
 #endif
