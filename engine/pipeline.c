@@ -1260,7 +1260,7 @@ static int admit(tw_pipeline_t *p, const tw_record_t *rec) {
 int tw_pipeline_record(void *ud, const tw_record_t *rec) {
   tw_pipeline_t *p = ud;
   if (rec->offset_bytes < p->skip_below_offset && p->input_fd >= 0) return 0;
-  p->stats.read++;
+  if (!(rec->flags & TW_REC_SECONDARY)) p->stats.read++; /* the primary copy counts it */
   p->input_offset = rec->offset_bytes + rec->full_len_bytes;
   p->input_line = rec->line;
   if (p->live) p->last_record_wall_ms = wall_now_ms();

@@ -28,9 +28,11 @@
  *
  * Bounds: names ≤ TW_STATE_NAME_MAX, keys ≤ TW_STATE_KEY_MAX, event ids ≤ TW_STATE_EVENT_ID_MAX,
  * buckets per key ≤ window cap, journal records ≤ TW_STATE_JOURNAL_MAX, meta records ≤
- * TW_STATE_META_MAX. Allocation happens per new key, while a key's bucket array grows to its cap,
- * and when staging areas grow (their size follows the batch); never per event on a key already
- * in memory. Not thread-safe (see tw_state.h).
+ * TW_STATE_META_MAX. Allocation happens per new key, while a key's bucket array grows to its cap
+ * (and a DISTINCT key's table to 256 rows, or once to its sketch), and when staging areas grow
+ * (their size follows the batch); never per event on a key already in memory otherwise. The
+ * aggregate functions, calendar buckets and the entry format are window.c's. Not thread-safe
+ * (see tw_state.h).
  */
 #include <errno.h>
 #include <lmdb.h>
@@ -163,7 +165,7 @@ static int tw__name_len(const char *name, size_t *len) {
 
 static int tw__check_spec(const tw_window_spec_t *spec) {
   if (spec == NULL) return TW_EINVAL;
-  if (spec->fn != TW_AGG_COUNT && spec->fn != TW_AGG_SUM) return TW_EINVAL;
+  if ((unsigned)spec->fn > (unsigned)TW_AGG_LAST) return TW_EINVAL;
   if (spec->window_ms < 0 || spec->window_ms > TW__TS_LIMIT) return TW_EINVAL;
   if (spec->bucket_ms != 0) {
     if (spec->window_ms == 0 || spec->bucket_ms < 1000 || spec->bucket_ms > spec->window_ms ||
@@ -265,7 +267,7 @@ static int tw__table_grow(tw_state_t *st) {
 
 static void tw__entry_free(tw__entry_t *e) {
   if (e == NULL) return;
-  free(e->buckets);
+  tw__entry_release(e);
   free(e);
 }
 
@@ -289,22 +291,13 @@ static void tw__table_remove(tw_state_t *st, size_t i) {
 
 /* Load (kind + LMDB key) from LMDB into a fresh entry; spec is NULL for cooldowns. */
 static int tw__entry_load(tw_state_t *st, const unsigned char *k, size_t klen,
-                          const tw_window_spec_t *spec, uint64_t h, tw__entry_t **out) {
+                          const tw_window_spec_t *spec, tw__entry_t **out) {
   int rc;
   tw__entry_t *e = calloc(1, sizeof *e + klen);
   if (e == NULL) return TW_ENOMEM;
-  e->hash = h;
   e->key_len = (uint16_t)klen;
   memcpy(e->key, k, klen);
-  if (spec != NULL) {
-    e->fn = (uint8_t)spec->fn;
-    e->window_ms = spec->window_ms;
-    if (spec->window_ms > 0) {
-      e->g_ms = tw__spec_granularity_ms(spec);
-      e->nb_max = tw__spec_cap(spec);
-      e->align_ms = tw__align_ms(st->tz_offset_ms, e->g_ms);
-    }
-  }
+  if (spec != NULL) tw__entry_init(e, spec, st->tz_offset_ms);
   if ((rc = tw__rtxn_begin(st)) != 0) goto fail;
   MDB_val key = {klen - 1, (void *)(k + 1)}, val;
   int mrc = mdb_get(st->rtxn, k[0] == TW__KIND_AGG ? st->dbi_agg : st->dbi_cool, &key, &val);
@@ -345,7 +338,7 @@ static int tw__lookup(tw_state_t *st, const unsigned char *k, size_t klen,
     }
   }
   tw__entry_t *e = NULL;
-  int rc = tw__entry_load(st, k, klen, spec, h, &e);
+  int rc = tw__entry_load(st, k, klen, spec, &e);
   if (rc != 0) return rc;
   if ((st->nkeys + 1) * 10 > st->nslots * 7) {
     if ((rc = tw__table_grow(st)) != 0) {
@@ -538,7 +531,7 @@ int tw_state_agg_add(tw_state_t *st, const tw_window_spec_t *spec, const char *k
   int rc = tw__agg_entry(st, spec, key, key_len, &e);
   if (rc != 0) return rc;
   if ((rc = tw__dirty_reserve(st)) != 0) return rc;
-  rc = tw__window_add(e, ts_ms, spec->fn == TW_AGG_COUNT ? 1 : value, &too_old);
+  rc = tw__window_add(e, ts_ms, value, &too_old);
   if (too_old) {
     st->stats.too_old++;
     return 0;
@@ -547,33 +540,53 @@ int tw_state_agg_add(tw_state_t *st, const tw_window_spec_t *spec, const char *k
   return rc;
 }
 
-int tw_state_agg_value(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
-                       size_t key_len, int64_t at_ms, int64_t *out) {
+int tw_state_agg_get(tw_state_t *st, const tw_window_spec_t *spec, const char *key, size_t key_len,
+                     int64_t at_ms, tw_agg_out_t *out) {
   tw__entry_t *e;
-  if (st == NULL || out == NULL) return TW_EINVAL;
+  if (out == NULL) return TW_EINVAL;
+  memset(out, 0, sizeof *out);
+  if (st == NULL) return TW_EINVAL;
   if (at_ms > TW__TS_LIMIT || at_ms < -TW__TS_LIMIT) return TW_EINVAL;
   int rc = tw__agg_entry(st, spec, key, key_len, &e);
   if (rc != 0) return rc;
-  *out = tw__window_value(e, at_ms);
+  tw__window_get(e, at_ms, out);
+  /* A count, sum or distinct count of nothing is 0: a value (see tw_state.h). */
+  if (spec->fn == TW_AGG_COUNT || spec->fn == TW_AGG_SUM || spec->fn == TW_AGG_DISTINCT)
+    out->present = true;
   return 0;
 }
 
-int tw_state_agg_get(tw_state_t *st, const tw_window_spec_t *spec, const char *key, size_t key_len,
-                     int64_t at_ms, tw_agg_out_t *out) {
+int tw_state_agg_value(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
+                       size_t key_len, int64_t at_ms, int64_t *out) {
+  tw_agg_out_t o;
   if (out == NULL) return TW_EINVAL;
-  memset(out, 0, sizeof *out);
-  if (spec != NULL && spec->fn != TW_AGG_COUNT && spec->fn != TW_AGG_SUM) return TW_EINVAL;
-  int rc = tw_state_agg_value(st, spec, key, key_len, at_ms, &out->value);
-  if (rc != 0) return rc;
-  out->present = true;
-  return 0;
+  int rc = tw_state_agg_get(st, spec, key, key_len, at_ms, &o);
+  *out = o.value;
+  return rc;
 }
 
 int tw_state_agg_series(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
                         size_t key_len, int64_t at_ms, tw_agg_out_t *out, size_t cap, size_t *n) {
-  (void)st, (void)spec, (void)key, (void)key_len, (void)at_ms, (void)out, (void)cap;
+  tw__entry_t *e;
   if (n != NULL) *n = 0;
-  return TW_EINVAL; /* calendar series: not built yet */
+  if (st == NULL || spec == NULL || n == NULL || (out == NULL && cap != 0)) return TW_EINVAL;
+  if (spec->bucket_ms <= 0) return TW_EINVAL;
+  if (at_ms > TW__TS_LIMIT || at_ms < -TW__TS_LIMIT) return TW_EINVAL;
+  int rc = tw__agg_entry(st, spec, key, key_len, &e);
+  if (rc != 0) return rc;
+  if (cap < e->nb_max) return TW_ETOOBIG;
+  tw__window_series(e, at_ms, out);
+  *n = e->nb_max;
+  return 0;
+}
+
+int tw__state_agg_mem(tw_state_t *st, const tw_window_spec_t *spec, const char *key, size_t key_len,
+                      size_t *bytes) {
+  tw__entry_t *e;
+  int rc = tw__agg_entry(st, spec, key, key_len, &e);
+  if (rc != 0) return rc;
+  *bytes = tw__entry_mem_bytes(e) + sizeof(tw__slot_t);
+  return 0;
 }
 
 int tw__state_agg_buckets(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
@@ -603,14 +616,14 @@ int tw_state_cooldown(tw_state_t *st, const char *rule, const char *key, size_t 
   st->kbuf[1 + nl] = 0;
   if (key_len) memcpy(st->kbuf + 2 + nl, key, key_len);
   if ((rc = tw__lookup(st, st->kbuf, 2 + nl + key_len, NULL, &e)) != 0) return rc;
-  *fire = !e->seen || cooldown_ms == 0 || e->total <= ts_ms - cooldown_ms;
+  *fire = !e->seen || cooldown_ms == 0 || e->newest_ts_ms <= ts_ms - cooldown_ms;
   if (!*fire) return 0;
   if ((rc = tw__dirty_reserve(st)) != 0) {
     *fire = false;
     return rc;
   }
   e->seen = 1;
-  e->total = ts_ms;
+  e->newest_ts_ms = ts_ms;
   tw__mark_dirty(st, e);
   return 0;
 }

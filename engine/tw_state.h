@@ -9,7 +9,19 @@
  * (b·g − off, (b+1)·g − off], so at g = 1d a bucket is one local day (00:00, 24:00] — it ends
  * at, and includes, the local midnight that closes it. The value at time t covers the buckets
  * that end after t − W and start before t: exact when t and t − W fall on bucket ends, otherwise
- * within one bucket at the old edge. `all` windows keep one running value.
+ * within one bucket at the old edge. `all` windows keep one running value. An explicit
+ * spec.bucket_ms gives calendar (tumbling) buckets instead, covering [start, end) (see
+ * tw_window_spec_t).
+ *
+ * Every function keeps a small state per bucket: COUNT its events; SUM and AVG a saturated sum
+ * and the events; MIN and MAX the extreme; FIRST and LAST the (event time, value) of the chosen
+ * event; DISTINCT the events per bucket plus, per key, either an exact table of up to
+ * TW_STATE_DISTINCT_EXACT hashes or one HyperLogLog sketch row (256 one-byte registers) per
+ * bucket. Memory per key: about 120 bytes + the key + 16, 24 or 32 bytes per stored bucket
+ * (COUNT/DISTINCT, SUM/AVG/MIN/MAX, FIRST/LAST); a DISTINCT key adds ≤ 256 · 16 bytes while
+ * exact, and once approximate 256 bytes per stored bucket plus one merged row (≤ 170 · 256 ≈
+ * 43 KiB for a 7-day window with its automatic 1h buckets; 512 bytes for `all`; ≤ 4097 · 256
+ * bytes, about 1 MiB, for the largest calendar series). docs/rules.md, "Memory and accuracy of aggregates".
  *
  * Hot state lives in a hash table in memory; an update marks the entry dirty. tw_state_commit
  * writes every dirty entry, the appended alerts (the alert journal, with sequence numbers), the
@@ -50,8 +62,10 @@ typedef enum tw_agg_fn {
   TW_AGG_AVG,       /* mean of an integer field: tw_agg_out_t gives sum (value) and count */
   TW_AGG_MIN,       /* smallest value in the window */
   TW_AGG_MAX,       /* largest value in the window */
-  TW_AGG_DISTINCT,  /* number of distinct hashes: exact up to TW_STATE_DISTINCT_EXACT per key,
-                       then an estimate (HyperLogLog; see docs/rules.md for the error) */
+  TW_AGG_DISTINCT,  /* number of distinct hashes: exact up to TW_STATE_DISTINCT_EXACT per key
+                       (calendar: distinct (hash, bucket) pairs in the window), then an estimate
+                       (HyperLogLog, 2^8 registers per bucket: standard error 1.04/√256 ≈ 6.5%;
+                       the key counts exactly again once its window empties) */
   TW_AGG_FIRST,     /* value of the event with the earliest event time (ties: smallest value) */
   TW_AGG_LAST       /* value of the event with the latest event time (ties: largest value) */
 } tw_agg_fn_t;
@@ -59,10 +73,13 @@ typedef enum tw_agg_fn {
 /* The value of an aggregate, or of one bucket of it. */
 typedef struct tw_agg_out {
   bool present;      /* false: no event in the window/bucket (MIN, MAX, AVG, FIRST, LAST have no
-                        value then; COUNT, SUM, DISTINCT are 0) */
+                        value then). tw_state_agg_get reports COUNT, SUM and DISTINCT as present
+                        always (0 of nothing is a value; count says whether events fed it);
+                        tw_state_agg_series reports empty buckets as not present for every fn */
   bool approximate;  /* DISTINCT beyond TW_STATE_DISTINCT_EXACT: value is an estimate */
   int64_t value;     /* COUNT, SUM (saturated), MIN, MAX, FIRST, LAST, DISTINCT; AVG: the sum */
-  int64_t count;     /* events that fed it (all functions) */
+  int64_t count;     /* events that fed it (all functions; a SUM bucket stored by a version
+                        before 3 did not count its events and adds 0) */
   int64_t bucket_ms; /* tw_state_agg_series only: start of the bucket (epoch ms, inclusive) */
 } tw_agg_out_t;
 
@@ -78,7 +95,9 @@ typedef struct tw_window_spec {
                         window_ms, window_ms / bucket_ms ≤ TW_STATE_BUCKETS_MAX, and 0 for `all`
                         windows; else TW_EINVAL. A calendar bucket covers [start, end): buckets
                         of a whole number of days start at local midnight, those of 7d on local
-                        Monday 00:00; the value at t is the sum of the window_ms / bucket_ms
+                        Monday 00:00 (1970-01-05 was a Monday), other widths on the grid through
+                        local midnight of 1970-01-01 (so widths dividing a day start at every
+                        local midnight); the value at t aggregates the window_ms / bucket_ms
                         buckets up to and including the one that holds t. An explicit width is
                         part of the state's identity (changing it starts a fresh series). */
 } tw_window_spec_t;
@@ -111,30 +130,42 @@ int tw_state_open(const char *dir, const tw_state_opts_t *opts, tw_state_t **out
 void tw_state_close(tw_state_t *st);
 
 /*
- * tw_state_agg_add: add one event's contribution at event time ts_ms to (spec, key):
- * for COUNT value is ignored (adds 1); for SUM value is added. Buckets older than the window
- * relative to the newest time seen for the key are dropped. An event at or before newest − window
- * is ignored (returns 0) and counted in stats.too_old: lateness policy belongs to the engine.
+ * tw_state_agg_add: add one event at event time ts_ms to (spec, key). value is ignored for COUNT;
+ * the field's integer for SUM, AVG, MIN, MAX, FIRST and LAST; a 64-bit hash of the field's value
+ * for DISTINCT. Buckets older than the window relative to the newest time seen for the key are
+ * dropped. An event at or before newest − window (calendar: in a bucket before the window_ms /
+ * bucket_ms buckets ending with the newest time's) is ignored (returns 0) and counted in
+ * stats.too_old: lateness policy belongs to the engine.
  * Returns 0, TW_ETOOBIG (key or name too long), TW_EINVAL (bad spec, or |ts_ms| > 2^61),
- * TW_EOVERFLOW (sum saturated at INT64_MAX/MIN; the state keeps the saturated value),
- * TW_ESTATE (LMDB read failed or the stored entry is corrupt), TW_ENOMEM.
- * No allocation for a key already in memory once its bucket array reached its size.
+ * TW_EOVERFLOW (SUM/AVG: a bucket sum or the window's sum saturated at INT64_MAX/MIN; the state
+ * keeps the saturated value), TW_ESTATE (LMDB read failed or the stored entry is corrupt),
+ * TW_ENOMEM (the event was not counted). No allocation for a key already in memory once its
+ * bucket array reached its size, except the DISTINCT table's growth (≤ 256 rows) and its one
+ * switch to the sketch.
  */
 int tw_state_agg_add(tw_state_t *st, const tw_window_spec_t *spec, const char *key, size_t key_len,
                      int64_t ts_ms, int64_t value);
 
 /*
  * tw_state_agg_value: the value of (spec, key) for the window ending at at_ms (see above);
- * 0 for a key never seen. Buckets evicted by a newer event are gone, so asking for at_ms well
- * before the newest event time undercounts; `all` windows return the running value whatever
- * at_ms. A sum beyond int64 saturates. Returns 0, TW_ETOOBIG, TW_EINVAL, TW_ESTATE, TW_ENOMEM.
+ * 0 for a key never seen. For COUNT and SUM the count and the (saturated) sum as always; for the
+ * other functions tw_state_agg_get's out.value (AVG: the sum; MIN, MAX, FIRST, LAST: 0 for an
+ * empty window — use tw_state_agg_get to tell). Buckets evicted by a newer event are gone, so
+ * asking for at_ms well before the newest event time undercounts; `all` windows return the
+ * running value whatever at_ms. Returns 0, TW_ETOOBIG, TW_EINVAL, TW_ESTATE, TW_ENOMEM.
  */
 int tw_state_agg_value(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
                        size_t key_len, int64_t at_ms, int64_t *out);
 
 /*
  * tw_state_agg_get: as tw_state_agg_value, for every function: the aggregate of (spec, key)
- * for the window ending at at_ms into *out (present false, value 0 for a key never seen).
+ * for the window ending at at_ms into *out: value, count of events, present (see tw_agg_out_t),
+ * approximate (DISTINCT past its exact table); bucket_ms 0. A key never seen has value 0 and
+ * count 0. FIRST and LAST: ties on event time go to the smallest (FIRST) or largest (LAST) value,
+ * so the result does not depend on arrival order. DISTINCT over a sliding window while exact
+ * counts hashes whose newest time seen is in (at_ms − W, at_ms] (exact at the newest time; an
+ * earlier at_ms misses hashes seen again later). Cost: O(1) at the newest time except DISTINCT
+ * (O(table) exact, O(buckets · 256) approximate), otherwise O(buckets).
  * Returns 0, TW_ETOOBIG, TW_EINVAL, TW_ESTATE, TW_ENOMEM.
  */
 int tw_state_agg_get(tw_state_t *st, const tw_window_spec_t *spec, const char *key, size_t key_len,
@@ -142,9 +173,13 @@ int tw_state_agg_get(tw_state_t *st, const tw_window_spec_t *spec, const char *k
 
 /*
  * tw_state_agg_series: the buckets of a calendar aggregate (spec->bucket_ms > 0) for the window
- * ending at at_ms, oldest first, one per bucket including empty ones (present false): out[n-1]
- * is the bucket that holds at_ms. *n = window_ms / bucket_ms when cap allows, else TW_ETOOBIG.
- * Returns 0, TW_EINVAL (not a calendar aggregate), TW_ETOOBIG, TW_ESTATE, TW_ENOMEM.
+ * ending at at_ms, oldest first, one per bucket including empty ones (present false, value and
+ * count 0): out[n-1] is the bucket that holds at_ms; out[i].bucket_ms is bucket i's start (epoch
+ * ms, inclusive). DISTINCT gives each bucket's own distinct count. *n = window_ms / bucket_ms
+ * when cap allows, else TW_ETOOBIG (*n = 0). out is caller-owned, written only on success.
+ * Buckets before the newest time's window were evicted and show as empty.
+ * Returns 0, TW_EINVAL (not a calendar aggregate, or bad arguments), TW_ETOOBIG, TW_ESTATE,
+ * TW_ENOMEM.
  */
 int tw_state_agg_series(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
                         size_t key_len, int64_t at_ms, tw_agg_out_t *out, size_t cap, size_t *n);
@@ -186,9 +221,10 @@ int tw_state_dedup(tw_state_t *st, const char *event_id, size_t len, int64_t ts_
  * watermark_ms is the caller's promise that no later agg_add or agg_value uses a time at or
  * before it (the engine's watermark: highest event time − allowed lateness); INT64_MIN when
  * there is none yet, so that only (b) applies.
- * (a) A sliding-window entry whose every bucket ended at or before watermark_ms − window holds
- *     nothing for any later time: it is dropped from memory and deleted from LMDB by the next
- *     commit (stats.evicted_expired).
+ * (a) A sliding-window entry whose every bucket ended at or before watermark_ms − window, or a
+ *     calendar entry whose every bucket lies before the window of the bucket holding
+ *     watermark_ms, holds nothing for any later time: it is dropped from memory and deleted from
+ *     LMDB by the next commit (stats.evicted_expired). Any function.
  * (b) While more than opts.max_keys_in_memory entries are in memory, clean entries not used
  *     since the sweep last passed them (second chance) are dropped from memory only; they reload
  *     from LMDB on next use (stats.evicted_clean). Entries holding nothing are always dropped.

@@ -27,8 +27,9 @@ for n in 2 4; do
     fail "--shards $n: alerts differ from one shard"
   }
   # Secondary copies are neither counted twice nor dead-lettered twice.
-  grep -o '[0-9]* accepted' "log$n" | cmp -s - <(grep -o '[0-9]* accepted' log1) \
-    || fail "--shards $n: accepted count differs from one shard"
+  grep -o '[0-9]* events read, [0-9]* accepted, [0-9]* rejected' "log$n" \
+    | cmp -s - <(grep -o '[0-9]* events read, [0-9]* accepted, [0-9]* rejected' log1) \
+    || fail "--shards $n: counts differ from one shard"
 done
 # Alert events are the engine's own: one in the input is dead-lettered as reserved_type.
 printf '%s\n' '{"event_id":"x-1","type":"alert","ts":"2025-03-01T10:00:00+08:00","institution_id":"52440106MJL17630G2","region":"440106","rule":"big_payment","severity":"high"}' > fake.jsonl

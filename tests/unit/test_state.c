@@ -553,11 +553,12 @@ static void test_v1_entries_load(void **state) {
   e->window_ms = 7 * DAY;
   e->g_ms = 2 * HOUR;
   e->nb_max = 85;
+  e->stride = 2;
   size_t en = tw__entry_encode(e, enc);
   e->g_ms = HOUR;
   e->nb_max = 169;
   assert_int_equal(tw__entry_decode(e, enc, en), TW_ESTATE);
-  free(e->buckets);
+  tw__entry_release(e);
   free(e);
 }
 

@@ -20,6 +20,7 @@
 
 #include "state_internal.h"
 #include "tw_error.h"
+#include "tw_event.h"
 #include "tw_state.h"
 
 #define SEC 1000LL
@@ -309,7 +310,7 @@ static void test_bad_arguments(void **state) {
   tw_window_spec_t ok = {"ok", TW_AGG_COUNT, HOUR, 0};
   tw_window_spec_t neg = {"neg", TW_AGG_COUNT, -1, 0};
   tw_window_spec_t ln = {longname, TW_AGG_COUNT, HOUR, 0};
-  tw_window_spec_t badfn = {"badfn", (tw_agg_fn_t)7, HOUR, 0};
+  tw_window_spec_t badfn = {"badfn", (tw_agg_fn_t)(TW_AGG_LAST + 1), HOUR, 0};
   int64_t v;
   assert_int_equal(tw_state_agg_add(f->st, &ok, big, sizeof big, 1, 0), TW_ETOOBIG);
   assert_int_equal(tw_state_agg_add(f->st, &ok, big, TW_STATE_KEY_MAX, 1, 0), 0);
@@ -369,6 +370,7 @@ static void test_case_009_local_days(void **state) {
   e->window_ms = 7 * DAY;
   e->g_ms = DAY;
   e->nb_max = 8;
+  e->stride = 2;
   e->align_ms = tw__align_ms(TW_STATE_TZ_DEFAULT_MS, DAY);
   assert_int_equal(e->align_ms, 8 * HOUR);
   const int64_t ts[4] = {p1, p2, p3, p4};
@@ -381,38 +383,81 @@ static void test_case_009_local_days(void **state) {
     assert_int_equal(tw__window_add(e, ts[i], 1, &too_old), 0);
     assert_false(too_old);
     int found = 0;
-    for (uint32_t b = 0; b < e->nb; b++) found |= e->buckets[b].idx == want[i];
+    for (uint32_t b = 0; b < e->nb; b++) found |= tw__bk(e, b)[TW__B_IDX] == want[i];
     assert_true(found);
   }
   assert_int_equal(e->nb, 2);
-  assert_int_equal(e->buckets[0].value, 3);
-  assert_int_equal(e->buckets[1].value, 1);
+  assert_int_equal(tw__bk_value(e, 0), 3);
+  assert_int_equal(tw__bk_value(e, 1), 1);
   /* The fault the case names: aligned to UTC, p-2 (00:30 local on 03-02) shared 03-01's bucket. */
   e->nb = 0;
   e->seen = 0;
-  e->total = 0;
+  e->c_count = 0;
   e->align_ms = 0;
   for (int i = 0; i < 4; i++) {
     int too_old = 0;
     assert_int_equal(tw__window_add(e, ts[i], 1, &too_old), 0);
   }
   assert_int_equal(e->nb, 1);
-  free(e->buckets);
+  tw__entry_release(e);
   free(e);
 }
 
-/* Through the API: a 7-day window of local days is exact when evaluated at local midnight. */
-static void test_local_midnight_windows(void **state) {
+/* Case 009 through the API, calendar days in Asia/Shanghai: a bucket is one local day
+ * [00:00, 24:00). p-1 and p-3 fall on 03-01; p-2 and p-4 (exactly local midnight) on 03-02. */
+/* The "ts" of each line of tests/data/009-time-zones.jsonl: RFC 3339 or epoch ms. */
+static int read_case_009(int64_t *ts, int cap) {
+  const char *src = getenv("TW_SOURCE_DIR");
+  char path[512], line[2048];
+  snprintf(path, sizeof path, "%s/tests/data/009-time-zones.jsonl", src ? src : TW_SOURCE_DIR);
+  FILE *in = fopen(path, "r");
+  assert_non_null(in);
+  int n = 0;
+  while (n < cap && fgets(line, sizeof line, in)) {
+    const char *p = strstr(line, "\"ts\": ");
+    assert_non_null(p);
+    p += 6;
+    if (*p == '"') {
+      const char *end = strchr(p + 1, '"');
+      assert_non_null(end);
+      assert_int_equal(tw_parse_rfc3339(p + 1, (size_t)(end - p - 1), &ts[n]), 0);
+    } else {
+      ts[n] = strtoll(p, NULL, 10);
+    }
+    n++;
+  }
+  fclose(in);
+  return n;
+}
+
+static void test_case_009_calendar_days(void **state) {
   fx_t *f = *state;
   const tw_window_spec_t s = {"pay_7d", TW_AGG_COUNT, 7 * DAY, DAY};
-  const int64_t ts[4] = {1740843000000LL, 1740846600000LL, 1740844799999LL, 1740844800000LL};
+  int64_t ts[4];
+  assert_int_equal(read_case_009(ts, 4), 4);
+  assert_int_equal(ts[0], 1740843000000LL); /* p-1 2025-03-01T23:30:00+08:00 */
+  assert_int_equal(ts[1], 1740846600000LL); /* p-2 2025-03-01T16:30:00Z */
+  assert_int_equal(ts[2], 1740844799999LL); /* p-3 2025-03-01T15:59:59.999Z */
+  assert_int_equal(ts[3], 1740844800000LL); /* p-4 epoch ms: 03-02 00:00 local */
   const int64_t mid_0302 = 1740844800000LL; /* 2025-03-02T00:00:00+08:00 */
   for (int i = 0; i < 4; i++) assert_int_equal(tw_state_agg_add(f->st, &s, "k", 1, ts[i], 0), 0);
-  assert_int_equal(value_at(f->st, &s, "k", mid_0302), 3);
-  assert_int_equal(value_at(f->st, &s, "k", mid_0302 + DAY), 4);
-  assert_int_equal(value_at(f->st, &s, "k", mid_0302 + 7 * DAY), 1); /* only p-2 */
-  /* The same in a UTC state: its buckets end at 08:00 local, so local midnight is between
-   * bucket ends and the value at 03-09 00:00 local still holds all four (within a bucket). */
+  assert_int_equal(value_at(f->st, &s, "k", mid_0302), 4);               /* 02-24 .. 03-02 */
+  assert_int_equal(value_at(f->st, &s, "k", mid_0302 - 1), 2);           /* 02-23 .. 03-01 */
+  assert_int_equal(value_at(f->st, &s, "k", mid_0302 + 6 * DAY - 1), 4); /* 03-01 .. 03-07 */
+  assert_int_equal(value_at(f->st, &s, "k", mid_0302 + 6 * DAY), 2);     /* 03-02 .. 03-08 */
+  assert_int_equal(value_at(f->st, &s, "k", mid_0302 + 7 * DAY), 0);     /* 03-03 .. 03-09 */
+  tw_agg_out_t out[7];
+  size_t n = 0;
+  assert_int_equal(tw_state_agg_series(f->st, &s, "k", 1, mid_0302 + 12 * HOUR, out, 7, &n), 0);
+  assert_int_equal(n, 7);
+  for (int i = 0; i < 7; i++) {
+    assert_int_equal(out[i].bucket_ms, mid_0302 - (6 - i) * DAY);
+    assert_int_equal(out[i].present, i >= 5);
+    assert_int_equal(out[i].value, i >= 5 ? 2 : 0);
+    assert_int_equal(out[i].count, i >= 5 ? 2 : 0);
+  }
+  assert_int_equal(tw_state_agg_series(f->st, &s, "k", 1, mid_0302, out, 6, &n), TW_ETOOBIG);
+  /* In a UTC state all four fall on the UTC day 03-01 (the fault the case names). */
   tw_state_t *utc = NULL;
   char dir[64];
   strcpy(dir, "/tmp/tw-window-utc-XXXXXX");
@@ -420,7 +465,10 @@ static void test_local_midnight_windows(void **state) {
   tw_state_opts_t o = {.no_sync = true, .tz_set = true, .tz_offset_ms = 0};
   assert_int_equal(tw_state_open(dir, &o, &utc), 0);
   for (int i = 0; i < 4; i++) assert_int_equal(tw_state_agg_add(utc, &s, "k", 1, ts[i], 0), 0);
-  assert_int_equal(value_at(utc, &s, "k", mid_0302 + 7 * DAY), 4);
+  assert_int_equal(tw_state_agg_series(utc, &s, "k", 1, mid_0302, out, 7, &n), 0);
+  assert_int_equal(out[6].bucket_ms, 1740787200000LL); /* 2025-03-01T00:00:00Z */
+  assert_int_equal(out[6].value, 4);
+  assert_int_equal(out[5].present, false);
   tw_state_close(utc);
   nftw(dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
   /* Offsets beyond ±18h are refused. */
@@ -454,16 +502,16 @@ static void test_explicit_bucket(void **state) {
     assert_int_equal(tw_state_agg_add(f->st, &s, "k", 1, DAY, 0), cases[i].rc);
     assert_int_equal(tw_state_agg_value(f->st, &s, "k", 1, DAY, &v), cases[i].rc);
   }
-  /* 4096 one-second buckets: the cap is 4097 and holds. */
+  /* 4096 one-second calendar buckets: the cap is 4096 and holds. */
   tw_window_spec_t fine = {"fine", TW_AGG_SUM, 4096 * SEC, SEC};
-  assert_int_equal(tw__spec_cap(&fine), 4097);
+  assert_int_equal(tw__spec_cap(&fine), 4096);
   int64_t t0 = 1740000000000LL;
   for (int i = 0; i < 9000; i++)
     assert_int_equal(tw_state_agg_add(f->st, &fine, "k", 1, t0 + i * SEC, 1), 0);
   uint32_t nb = 0, cap = 0;
   assert_int_equal(tw__state_agg_buckets(f->st, &fine, "k", 1, &nb, &cap), 0);
-  assert_int_equal(cap, 4097);
-  assert_true(nb <= cap);
+  assert_int_equal(cap, 4096);
+  assert_int_equal(nb, cap);
   assert_int_equal(value_at(f->st, &fine, "k", t0 + 8999 * SEC), 4096);
   /* Same name, fn and window, automatic vs explicit width: separate series. */
   tw_window_spec_t a = {"same", TW_AGG_COUNT, 7 * DAY, 0}, b = {"same", TW_AGG_COUNT, 7 * DAY, DAY};
@@ -491,7 +539,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
       cmocka_unit_test_setup_teardown(test_many_keys, setup, teardown),
       cmocka_unit_test(test_case_009_local_days),
-      cmocka_unit_test_setup_teardown(test_local_midnight_windows, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_case_009_calendar_days, setup, teardown),
       cmocka_unit_test_setup_teardown(test_explicit_bucket, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
