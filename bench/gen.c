@@ -729,10 +729,13 @@ static int surges(gen_t *g, uint32_t i) {
       (d < in->close_day || in->close_day == in->problem_day)) {
     new_students = 3 + rng_below(&g->rng, 4); /* big packages, current students renew early */
     rebuy_in_12 = 3;
-  } else if (phase == 0) { /* run-away: a discount campaign */
-    new_students = 2 + rng_below(&g->rng, 3);
+  } else if (phase == 0) { /* run-away: a discount campaign, mostly to current families */
+    new_students = 1 + rng_below(&g->rng, 2);
     kind = PAY_DISCOUNT;
-    rebuy_in_12 = 2;
+    rebuy_in_12 = 3;
+  } else if (phase >= 1 && phase <= 3) { /* ... that goes on selling until the last weeks */
+    new_students = rng_chance(&g->rng, 1, 2);
+    kind = PAY_DISCOUNT;
   } else if (in->problem == TW_GEN_COLLECTION_SURGE && d >= in->problem_day &&
              d < in->problem_day + 6) {
     rebuy_in_12 = 3; /* current students buy again; no new students, lessons as before */
@@ -863,7 +866,10 @@ static int inst_day(gen_t *g, uint32_t i, int weekday) {
     return 0;
   }
 
-  int selling = !stopped && phase < 1 && !active(g, in, TW_GEN_PLANNED_CLOSURE);
+  /* no ordinary sign-ups once classes stop, a run-away is under way, a closure is announced or
+   * a renewal push (COLLECTION_SURGE) sells to the current students instead */
+  int selling = !stopped && phase < 1 && !active(g, in, TW_GEN_PLANNED_CLOSURE) &&
+                !active(g, in, TW_GEN_COLLECTION_SURGE);
   uint16_t cap = in->target_students, present = 0;
   uint32_t enrol_in_40 = 4; /* about one new student in 10 days while below target */
   if (is_season(g->opts->start_day + d)) { /* enrolment seasons: more room, more sign-ups */
@@ -1021,8 +1027,8 @@ static size_t setup_institutions(gen_t *g, uint32_t *order) {
       case TW_GEN_PLANNED_CLOSURE: /* 30 days' public notice */
         in->close_day = in->problem_day + 30;
         break;
-      case TW_GEN_STAFF_EXODUS: /* at least 5 teachers, more than half of them leave */
-        if (in->staff < 5) in->staff = in->next_staff = 5;
+      case TW_GEN_STAFF_EXODUS: /* at least 6 teachers, more than half of them leave */
+        if (in->staff < 6) in->staff = in->next_staff = 6;
         in->exodus_left = (int32_t)(in->staff * 6 + 9) / 10;
         break;
       case TW_GEN_BRANCH_CLOSURES:

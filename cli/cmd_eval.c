@@ -486,11 +486,11 @@ int tw_cmd_eval(int argc, char **argv) {
   if (json_path != NULL) {
     int bad;
     if (strcmp(json_path, "-") == 0) {
-      bad = json_dumpf(out, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0 ||
+      bad = json_dumpf(out, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6)) != 0 ||
             fputc('\n', stdout) == EOF;
     } else {
       FILE *f = fopen(json_path, "w");
-      bad = f == NULL || json_dumpf(out, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0 ||
+      bad = f == NULL || json_dumpf(out, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6)) != 0 ||
             fputc('\n', f) == EOF;
       if (f != NULL && fclose(f) != 0) bad = 1;
     }
