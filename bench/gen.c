@@ -85,18 +85,31 @@ static const char *const kTypeNames[TW_GEN_TYPE_COUNT] = {"payment",    "refund"
                                                           "enrollment", "complaint", "institution",
                                                           "escrow",     "staff"};
 static const char *const kProblemNames[TW_GEN_PROBLEM_COUNT] = {
-    "over_cap",          "unsupervised",     "complaint_storm", "closure_with_balance",
-    "split_orders",      "training_loan",    "release_ahead",   "escrow_drain",
-    "collection_surge",  "deep_discount",    "classes_stop",    "timeout_confirm",
-    "refund_backlog",    "staff_exodus",     "unchecked_teacher", "branch_closures",
-    "runaway",           "seasonal_surge",   "planned_closure"};
+    "over_cap",         "unsupervised",   "complaint_storm",   "closure_with_balance",
+    "split_orders",     "training_loan",  "release_ahead",     "escrow_drain",
+    "collection_surge", "deep_discount",  "classes_stop",      "timeout_confirm",
+    "refund_backlog",   "staff_exodus",   "unchecked_teacher", "branch_closures",
+    "runaway",          "seasonal_surge", "planned_closure"};
 /* The rule family (the pack's `family` label) each scenario should raise. */
-static const char *const kProblemFamilies[TW_GEN_PROBLEM_COUNT] = {
-    "collection_caps",      "supervised_account",   "complaints_staff",   "closures",
-    "collection_caps",      "collection_caps",      "supervised_account", "supervised_account",
-    "collection_behaviour", "collection_behaviour", "delivery",           "delivery",
-    "refunds",              "complaints_staff",     "complaints_staff",   "closures",
-    "runaway",              "healthy",              "healthy"};
+static const char *const kProblemFamilies[TW_GEN_PROBLEM_COUNT] = {"collection_caps",
+                                                                   "supervised_account",
+                                                                   "complaints_staff",
+                                                                   "closures",
+                                                                   "collection_caps",
+                                                                   "collection_caps",
+                                                                   "supervised_account",
+                                                                   "supervised_account",
+                                                                   "collection_behaviour",
+                                                                   "collection_behaviour",
+                                                                   "delivery",
+                                                                   "delivery",
+                                                                   "refunds",
+                                                                   "complaints_staff",
+                                                                   "complaints_staff",
+                                                                   "closures",
+                                                                   "runaway",
+                                                                   "healthy",
+                                                                   "healthy"};
 
 enum { CH_SUPERVISED, CH_UNSUPERVISED, CH_PAY_AFTER_CLASS, CH_TRAINING_LOAN, CH_INSTALMENT };
 static const char *const kChannels[] = {"supervised", "unsupervised", "pay_after_class",
@@ -185,10 +198,10 @@ static const gen_text_t kStormComplaints[] = {
 #define N_STORM (sizeof kStormComplaints / sizeof kStormComplaints[0])
 
 /* Natural variation around a complaint: how parents open and close a complaint. */
-static const char *const kComplaintPrefixes[] = {"", "", "", "家长反映：", "我是学生家长，",
-                                                 "投诉：", "【投诉】", "您好，"};
-static const char *const kComplaintSuffixes[] = {"", "", "", "。", "！", "，请尽快处理",
-                                                 "，希望管理部门介入。", "？？", " "};
+static const char *const kComplaintPrefixes[] = {
+    "", "", "", "家长反映：", "我是学生家长，", "投诉：", "【投诉】", "您好，"};
+static const char *const kComplaintSuffixes[] = {
+    "", "", "", "。", "！", "，请尽快处理", "，希望管理部门介入。", "？？", " "};
 #define N_PREFIXES (sizeof kComplaintPrefixes / sizeof kComplaintPrefixes[0])
 #define N_SUFFIXES (sizeof kComplaintSuffixes / sizeof kComplaintSuffixes[0])
 
@@ -243,14 +256,14 @@ typedef struct gen_inst {
   uint32_t next_student, next_request, next_complaint;
   uint32_t staff, next_staff, left_staff; /* serving; serials hired; serials 1..left_staff left */
   int64_t pending_release_fen;            /* consumed since the last weekly escrow release */
-  int64_t balance_fen; /* collected − consumed − refunded, as the stream shows it */
-  int64_t escrow_fen;  /* supervised account balance: deposits − releases − withdrawals */
-  int64_t first_ts_ms; /* first event showing the problem (onset); -1 until then */
+  int64_t balance_fen;    /* collected − consumed − refunded, as the stream shows it */
+  int64_t escrow_fen;     /* supervised account balance: deposits − releases − withdrawals */
+  int64_t first_ts_ms;    /* first event showing the problem (onset); -1 until then */
   int64_t collapse_ts_ms; /* the close event of a collapse; -1 when none */
   uint8_t first_frac, collapse_frac;
   uint32_t unchecked_staff; /* UNCHECKED_TEACHER: the serial whose check failed; 0 when none */
   int32_t exodus_left;      /* STAFF_EXODUS: teachers still to leave */
-  gen_student_t *students; /* n_slots, inside gen_t.students */
+  gen_student_t *students;  /* n_slots, inside gen_t.students */
 } gen_inst_t;
 
 typedef struct gen_event {
@@ -260,8 +273,8 @@ typedef struct gen_event {
   uint8_t type, action, frac, course;
   uint8_t confirmed_by, prefix, suffix; /* consumption: CONF_*; complaint: text variation */
   uint16_t text;                        /* complaint text; institution: branch region index */
-  uint32_t student; /* serial */
-  uint32_t ref;     /* request, complaint or staff serial */
+  uint32_t student;                     /* serial */
+  uint32_t ref;                         /* request, complaint or staff serial */
   int32_t class_hours, service_days;
   int64_t amount_fen, list_price_fen;
   int64_t balance_fen; /* escrow: the supervised balance after the movement */
@@ -594,8 +607,9 @@ static int lesson(gen_t *g, uint32_t i, gen_student_t *s) {
   e->ref = teacher_of(in, s);
   /* Parents confirm most lessons on the platform; about 1 in 12 is confirmed by the timeout. */
   static const uint32_t kRunawayTimeouts[6] = {1, 4, 7, 8, 9, 9}; /* parents stop answering */
-  uint32_t timeout_in_12 =
-      active(g, in, TW_GEN_TIMEOUT_CONFIRM) ? 10 : phase >= 0 ? kRunawayTimeouts[phase] : 1;
+  uint32_t timeout_in_12 = active(g, in, TW_GEN_TIMEOUT_CONFIRM) ? 10
+                           : phase >= 0                          ? kRunawayTimeouts[phase]
+                                                                 : 1;
   e->confirmed_by = (uint8_t)(rng_chance(&g->rng, timeout_in_12, 12) ? CONF_TIMEOUT : CONF_PARENT);
   if (e->confirmed_by == CONF_TIMEOUT && in->problem == TW_GEN_TIMEOUT_CONFIRM &&
       g->d >= in->problem_day)
@@ -806,15 +820,17 @@ static int inst_day(gen_t *g, uint32_t i, int weekday) {
   }
 
   if (d == in->problem_day) { /* the first sale of a sales scenario is a new student's */
-    static const int kFirstSale[TW_GEN_PROBLEM_COUNT] = {
-        [TW_GEN_OVER_CAP] = PAY_OVER_CAP, [TW_GEN_UNSUPERVISED] = PAY_UNSUPERVISED,
-        [TW_GEN_SPLIT_ORDERS] = PAY_SPLIT, [TW_GEN_TRAINING_LOAN] = PAY_LOAN,
-        [TW_GEN_DEEP_DISCOUNT] = PAY_DISCOUNT};
+    static const int kFirstSale[TW_GEN_PROBLEM_COUNT] = {[TW_GEN_OVER_CAP] = PAY_OVER_CAP,
+                                                         [TW_GEN_UNSUPERVISED] = PAY_UNSUPERVISED,
+                                                         [TW_GEN_SPLIT_ORDERS] = PAY_SPLIT,
+                                                         [TW_GEN_TRAINING_LOAN] = PAY_LOAN,
+                                                         [TW_GEN_DEEP_DISCOUNT] = PAY_DISCOUNT};
     if (kFirstSale[in->problem] != PAY_NORMAL && enroll(g, i, kFirstSale[in->problem]) < 0)
       return -1;
     if (in->problem == TW_GEN_ESCROW_DRAIN && in->escrow_fen > 0) {
-      gen_event_t *e = escrow(g, i, ES_WITHDRAW, in->escrow_fen * (45 + rng_below(&g->rng, 16)) / 100,
-                              rand_time(g, 10 * 60, 16 * 60));
+      gen_event_t *e =
+          escrow(g, i, ES_WITHDRAW, in->escrow_fen * (45 + rng_below(&g->rng, 16)) / 100,
+                 rand_time(g, 10 * 60, 16 * 60));
       if (e == NULL) return -1;
       note_problem(in, e);
     }
@@ -829,8 +845,8 @@ static int inst_day(gen_t *g, uint32_t i, int weekday) {
       escrow(g, i, ES_WITHDRAW, in->escrow_fen / 4, rand_time(g, 10 * 60, 16 * 60)) == NULL)
     return -1;
   if (in->problem == TW_GEN_BRANCH_CLOSURES && in->branches_closed < in->n_branches &&
-      (d == in->problem_day || (d > in->problem_day && d <= in->problem_day + 20 &&
-                                rng_chance(&g->rng, 1, 6))) &&
+      (d == in->problem_day ||
+       (d > in->problem_day && d <= in->problem_day + 20 && rng_chance(&g->rng, 1, 6))) &&
       institution_event(g, i, IN_BRANCH_CLOSE, rand_time(g, 17 * 60, 21 * 60)) == NULL)
     return -1;
   if (active(g, in, TW_GEN_STAFF_EXODUS) && in->exodus_left > 0 &&
@@ -846,8 +862,7 @@ static int inst_day(gen_t *g, uint32_t i, int weekday) {
   if (phase >= 4) { /* the complaint storm */
     uint32_t n = 1 + rng_below(&g->rng, 2);
     for (uint32_t k = 0; k < n; k++)
-      if (complaint(g, i, kStormComplaints, N_STORM, rand_time(g, 8 * 60, 22 * 60)) < 0)
-        return -1;
+      if (complaint(g, i, kStormComplaints, N_STORM, rand_time(g, 8 * 60, 22 * 60)) < 0) return -1;
   }
 
   if (surges(g, i) < 0) return -1;
@@ -871,14 +886,15 @@ static int inst_day(gen_t *g, uint32_t i, int weekday) {
   int selling = !stopped && phase < 1 && !active(g, in, TW_GEN_PLANNED_CLOSURE) &&
                 !active(g, in, TW_GEN_COLLECTION_SURGE);
   uint16_t cap = in->target_students, present = 0;
-  uint32_t enrol_in_40 = 4; /* about one new student in 10 days while below target */
+  uint32_t enrol_in_40 = 4;                /* about one new student in 10 days while below target */
   if (is_season(g->opts->start_day + d)) { /* enrolment seasons: more room, more sign-ups */
     cap = (uint16_t)(cap + cap / 5);
     enrol_in_40 = 10;
   }
   if (cap > in->n_slots) cap = in->n_slots;
   for (uint16_t k = 0; k < in->n_slots; k++) present += in->students[k].state != SLOT_FREE;
-  if (selling && present < cap && rng_chance(&g->rng, enrol_in_40, 40) && enroll(g, i, PAY_NORMAL) < 0)
+  if (selling && present < cap && rng_chance(&g->rng, enrol_in_40, 40) &&
+      enroll(g, i, PAY_NORMAL) < 0)
     return -1;
 
   /* Lessons: one week in 8 missed; a run-away thins them out phase by phase. */
@@ -907,8 +923,8 @@ static int inst_day(gen_t *g, uint32_t i, int weekday) {
 
   /* Mild complaints: at most one every 3 days, about one a month; none around a complaint
    * scenario's own signal, so each scenario shows its kind alone. */
-  int quiet = in->problem == TW_GEN_COMPLAINT_STORM ||
-                      in->problem == TW_GEN_CLOSURE_WITH_BALANCE || in->problem == TW_GEN_RUNAWAY
+  int quiet = in->problem == TW_GEN_COMPLAINT_STORM || in->problem == TW_GEN_CLOSURE_WITH_BALANCE ||
+                      in->problem == TW_GEN_RUNAWAY
                   ? d >= in->problem_day - 7
                   : 0;
   if (!quiet && d - in->last_complaint_day >= 3 && rng_chance(&g->rng, 1, 45) &&
@@ -1267,7 +1283,8 @@ static size_t fields(const gen_t *g, const gen_event_t *e, gen_scratch_t *sc, ge
       kv[n++] = KV_STR("complaint_id", sc->ref, prefixed_id(sc->ref, 'K', e->inst, e->ref));
       kv[n++] = KV_CSTR("category", t->category);
       size_t len = 0; /* the three parts are static and together far below the buffer */
-      const char *parts[3] = {kComplaintPrefixes[e->prefix], t->text, kComplaintSuffixes[e->suffix]};
+      const char *parts[3] = {kComplaintPrefixes[e->prefix], t->text,
+                              kComplaintSuffixes[e->suffix]};
       for (int k = 0; k < 3; k++) {
         size_t part = strlen(parts[k]);
         if (part > sizeof sc->text - len) part = sizeof sc->text - len;

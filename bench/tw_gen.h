@@ -161,7 +161,8 @@ int tw_gen_parse_date(const char *text, int64_t *day_out);
 const char *tw_gen_type_name(int type);
 
 /* tw_gen_problem_name: the scenario's name in the truth file ("over_cap", "unsupervised",
- * "complaint_storm", "closure_with_balance", "split_orders", ...); "?" when out of range. Static. */
+ * "complaint_storm", "closure_with_balance", "split_orders", ...); "?" when out of range. Static.
+ */
 const char *tw_gen_problem_name(int problem);
 
 /* tw_gen_problem_family: the rule family a scenario belongs to, as the rule pack labels its

@@ -36,11 +36,11 @@
 #define MS_PER_DAY 86400000.0
 
 typedef struct eval_inst {
-  int scenario;        /* index into eval_t.scen */
-  int healthy;         /* family "healthy": every alert on it is false */
+  int scenario; /* index into eval_t.scen */
+  int healthy;  /* family "healthy": every alert on it is false */
   char family[EVAL_MAX_NAME];
   int64_t onset_ms;
-  int64_t collapse_ms; /* -1: none */
+  int64_t collapse_ms;  /* -1: none */
   int64_t first_hit_ms; /* first alert of its family at or after onset; -1: none */
 } eval_inst_t;
 
@@ -60,35 +60,35 @@ typedef struct eval {
 } eval_t;
 
 static void usage(FILE *out) {
-  fprintf(out,
-          "usage: tutorwatch eval --truth FILE --alerts FILE [--rules FILE] [--json FILE]\n"
-          "                       [--institutions N --days D]\n"
-          "\n"
-          "Scores alerts (tutorwatch run --alerts) against a ground-truth file (tutorwatch gen\n"
-          "--truth) and prints, per scenario and overall: recall, precision, false alerts per\n"
-          "1,000 institution-days and lead time before the collapse (median, 10th percentile).\n"
-          "\n"
-          "options:\n"
-          "  --truth FILE        JSON lines {institution_id, scenario, family, onset, collapse}\n"
-          "  --alerts FILE       alert JSON lines, as tutorwatch run writes them\n"
-          "  --rules FILE        the rule file that raised them; each rule's 'family' label is the\n"
-          "                      family of its alerts (default: the shipped\n"
-          "                      rules/packs/default.yaml)\n"
-          "  --json FILE         also write the figures as JSON ('-' is stdout)\n"
-          "  --institutions N    institutions in the stream and --days D days in it, for the\n"
-          "  --days D            false alerts per 1,000 institution-days (null without them)\n"
-          "  -h, --help          show this help\n"
-          "\n"
-          "An alert is true when its institution is a scenario institution (not a healthy\n"
-          "look-alike) and its event time is at or after the scenario's onset; every other alert\n"
-          "is false. A scenario is found when an alert of its family comes at or after onset.\n"
-          "Lead time is the collapse minus the first such alert, in days. docs/detection.md has\n"
-          "the details.\n");
+  fprintf(
+      out,
+      "usage: tutorwatch eval --truth FILE --alerts FILE [--rules FILE] [--json FILE]\n"
+      "                       [--institutions N --days D]\n"
+      "\n"
+      "Scores alerts (tutorwatch run --alerts) against a ground-truth file (tutorwatch gen\n"
+      "--truth) and prints, per scenario and overall: recall, precision, false alerts per\n"
+      "1,000 institution-days and lead time before the collapse (median, 10th percentile).\n"
+      "\n"
+      "options:\n"
+      "  --truth FILE        JSON lines {institution_id, scenario, family, onset, collapse}\n"
+      "  --alerts FILE       alert JSON lines, as tutorwatch run writes them\n"
+      "  --rules FILE        the rule file that raised them; each rule's 'family' label is the\n"
+      "                      family of its alerts (default: the shipped\n"
+      "                      rules/packs/default.yaml)\n"
+      "  --json FILE         also write the figures as JSON ('-' is stdout)\n"
+      "  --institutions N    institutions in the stream and --days D days in it, for the\n"
+      "  --days D            false alerts per 1,000 institution-days (null without them)\n"
+      "  -h, --help          show this help\n"
+      "\n"
+      "An alert is true when its institution is a scenario institution (not a healthy\n"
+      "look-alike) and its event time is at or after the scenario's onset; every other alert\n"
+      "is false. A scenario is found when an alert of its family comes at or after onset.\n"
+      "Lead time is the collapse minus the first such alert, in days. docs/detection.md has\n"
+      "the details.\n");
 }
 
 static int usage_error(const char *msg, const char *arg) {
-  fprintf(stderr, "tutorwatch eval: %s%s\n'tutorwatch eval --help' lists the options.\n", msg,
-          arg);
+  fprintf(stderr, "tutorwatch eval: %s%s\n'tutorwatch eval --help' lists the options.\n", msg, arg);
   return 2;
 }
 
@@ -166,7 +166,8 @@ static int load_truth(eval_t *ev, const char *path) {
     if (o == NULL || !json_is_object(o) || copy_name(o, "institution_id", id) < 0 ||
         copy_name(o, "scenario", scen) < 0 || copy_name(o, "family", in.family) < 0 ||
         get_time(o, "onset", &in.onset_ms) < 0 ||
-        (collapse != NULL && !json_is_null(collapse) && get_time(o, "collapse", &in.collapse_ms) < 0)) {
+        (collapse != NULL && !json_is_null(collapse) &&
+         get_time(o, "collapse", &in.collapse_ms) < 0)) {
       fprintf(stderr,
               "tutorwatch eval: %s:%lu: not a truth line (want institution_id, scenario, family, "
               "onset as RFC 3339, collapse as RFC 3339 or null)\n",
@@ -365,13 +366,12 @@ static int report(const eval_t *ev, uint64_t inst_days, json_t **json_out) {
     print_num(med, 9);
     print_num(p10, 9);
     printf("\n");
-    json_t *o = json_pack("{s:s, s:I, s:I, s:o, s:I, s:I, s:I, s:o, s:o, s:o}", "family",
-                          s->family, "institutions", (json_int_t)s->n, "found", (json_int_t)found,
-                          "recall", num_or_null(recall), "alerts", (json_int_t)s->alerts,
-                          "true_alerts", (json_int_t)s->true_alerts, "false_alerts",
-                          (json_int_t)(s->alerts - s->true_alerts), "precision",
-                          num_or_null(precision), "lead_time_days_median", num_or_null(med),
-                          "lead_time_days_p10", num_or_null(p10));
+    json_t *o = json_pack(
+        "{s:s, s:I, s:I, s:o, s:I, s:I, s:I, s:o, s:o, s:o}", "family", s->family, "institutions",
+        (json_int_t)s->n, "found", (json_int_t)found, "recall", num_or_null(recall), "alerts",
+        (json_int_t)s->alerts, "true_alerts", (json_int_t)s->true_alerts, "false_alerts",
+        (json_int_t)(s->alerts - s->true_alerts), "precision", num_or_null(precision),
+        "lead_time_days_median", num_or_null(med), "lead_time_days_p10", num_or_null(p10));
     if (o == NULL || json_object_set_new(scens, s->name, o) != 0) goto oom;
   }
   uint64_t false_alerts = ev->alerts - ev->true_alerts;
@@ -395,13 +395,13 @@ static int report(const eval_t *ev, uint64_t inst_days, json_t **json_out) {
   if (ev->unknown_rule_alerts)
     printf("alerts of rules without a family label in the rule file: %" PRIu64 "\n",
            ev->unknown_rule_alerts);
-  json_t *overall = json_pack(
-      "{s:o, s:o, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:I}", "recall", num_or_null(recall),
-      "precision", num_or_null(precision), "false_alerts_per_1000_institution_days",
-      num_or_null(per1000), "lead_time_days_median", num_or_null(med), "lead_time_days_p10",
-      num_or_null(p10), "scenarios", (json_int_t)n_all, "found", (json_int_t)found_all, "alerts",
-      (json_int_t)ev->alerts, "true_alerts", (json_int_t)ev->true_alerts, "false_alerts",
-      (json_int_t)false_alerts);
+  json_t *overall =
+      json_pack("{s:o, s:o, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:I}", "recall", num_or_null(recall),
+                "precision", num_or_null(precision), "false_alerts_per_1000_institution_days",
+                num_or_null(per1000), "lead_time_days_median", num_or_null(med),
+                "lead_time_days_p10", num_or_null(p10), "scenarios", (json_int_t)n_all, "found",
+                (json_int_t)found_all, "alerts", (json_int_t)ev->alerts, "true_alerts",
+                (json_int_t)ev->true_alerts, "false_alerts", (json_int_t)false_alerts);
   if (overall == NULL || json_object_set_new(root, "overall", overall) != 0) goto oom;
   if (json_object_set_new(root, "scenarios", scens) != 0) {
     scens = NULL;
@@ -418,11 +418,14 @@ oom:
 }
 
 int tw_cmd_eval(int argc, char **argv) {
-  static const struct option longopts[] = {
-      {"truth", required_argument, NULL, 't'},  {"alerts", required_argument, NULL, 'a'},
-      {"rules", required_argument, NULL, 'r'},  {"json", required_argument, NULL, 'j'},
-      {"institutions", required_argument, NULL, 'i'}, {"days", required_argument, NULL, 'd'},
-      {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+  static const struct option longopts[] = {{"truth", required_argument, NULL, 't'},
+                                           {"alerts", required_argument, NULL, 'a'},
+                                           {"rules", required_argument, NULL, 'r'},
+                                           {"json", required_argument, NULL, 'j'},
+                                           {"institutions", required_argument, NULL, 'i'},
+                                           {"days", required_argument, NULL, 'd'},
+                                           {"help", no_argument, NULL, 'h'},
+                                           {NULL, 0, NULL, 0}};
   const char *truth = NULL, *alerts = NULL, *rules = TW_SOURCE_DIR "/rules/packs/default.yaml";
   const char *json_path = NULL;
   uint64_t institutions = 0, days = 0;
@@ -435,10 +438,18 @@ int tw_cmd_eval(int argc, char **argv) {
   opterr = 0;
   while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
-      case 't': truth = optarg; break;
-      case 'a': alerts = optarg; break;
-      case 'r': rules = optarg; break;
-      case 'j': json_path = optarg; break;
+      case 't':
+        truth = optarg;
+        break;
+      case 'a':
+        alerts = optarg;
+        break;
+      case 'r':
+        rules = optarg;
+        break;
+      case 'j':
+        json_path = optarg;
+        break;
       case 'i':
         if (parse_count(optarg, 10000000, &institutions) < 0)
           return usage_error("--institutions wants a positive integer, not ", optarg);
@@ -447,7 +458,9 @@ int tw_cmd_eval(int argc, char **argv) {
         if (parse_count(optarg, 100000, &days) < 0)
           return usage_error("--days wants a positive integer, not ", optarg);
         break;
-      case 'h': usage(stdout); return 0;
+      case 'h':
+        usage(stdout);
+        return 0;
       default:
         return usage_error("unknown option or missing value: ",
                            optind > 0 && optind <= argc ? argv[optind - 1] : "?");
@@ -470,8 +483,8 @@ int tw_cmd_eval(int argc, char **argv) {
   }
   int rc = tw_rules_load(rules, schema, &ev.rules, &rerr);
   if (rc != 0) {
-    fprintf(stderr, "tutorwatch eval: %s:%d:%d: %s\n", rerr.file[0] ? rerr.file : rules,
-            rerr.line, rerr.col, rerr.message);
+    fprintf(stderr, "tutorwatch eval: %s:%d:%d: %s\n", rerr.file[0] ? rerr.file : rules, rerr.line,
+            rerr.col, rerr.message);
     status = rc == TW_ENOMEM ? 70 : 1;
     goto done;
   }
@@ -486,12 +499,15 @@ int tw_cmd_eval(int argc, char **argv) {
   if (json_path != NULL) {
     int bad;
     if (strcmp(json_path, "-") == 0) {
-      bad = json_dumpf(out, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6)) != 0 ||
+      bad = json_dumpf(out, stdout,
+                       JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6)) != 0 ||
             fputc('\n', stdout) == EOF;
     } else {
       FILE *f = fopen(json_path, "w");
-      bad = f == NULL || json_dumpf(out, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6)) != 0 ||
-            fputc('\n', f) == EOF;
+      bad =
+          f == NULL ||
+          json_dumpf(out, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6)) != 0 ||
+          fputc('\n', f) == EOF;
       if (f != NULL && fclose(f) != 0) bad = 1;
     }
     if (bad) {

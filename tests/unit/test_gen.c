@@ -233,8 +233,8 @@ static void test_events_well_formed(void **state) {
       assert_true(num(e, "class_hours") > 0);
       assert_true(num(e, "service_days") > 0);
       assert_true(num(e, "list_price_fen") >= num(e, "amount_fen"));
-      const char *ch[] = {"supervised", "unsupervised", "pay_after_class", "training_loan",
-                          "instalment", NULL};
+      const char *ch[] = {"supervised",    "unsupervised", "pay_after_class",
+                          "training_loan", "instalment",   NULL};
       assert_true(one_of(str(e, "channel"), ch));
     } else if (strcmp(type, "refund") == 0) {
       seen_types[1]++;
@@ -270,8 +270,9 @@ static void test_events_well_formed(void **state) {
       assert_true(strlen(str(e, "text")) > 0);
     } else if (strcmp(type, "institution") == 0) {
       seen_types[5]++;
-      const char *ac[] = {"open",   "suspend",        "close",       "relocate",     "license_revoked",
-                          "resume", "closure_notice", "branch_open", "branch_close", NULL};
+      const char *ac[] = {
+          "open",   "suspend",        "close",       "relocate",     "license_revoked",
+          "resume", "closure_notice", "branch_open", "branch_close", NULL};
       assert_true(one_of(str(e, "action"), ac));
       if (strcmp(str(e, "action"), "branch_close") == 0) {
         str(e, "branch_id");
@@ -342,7 +343,7 @@ static void test_healthy_and_problems(void **state) {
   json_t *events = parse_lines(&r.out);
   json_t *truth = truth_by_institution(&r);
   static const char *const kRunawayWords[] = {"跑路", "关门", "退费难", "欠薪", "联系不上",
-                                              "停课", "卷款", "失联", "倒闭"};
+                                              "停课", "卷款", "失联",   "倒闭"};
   size_t n_truth = json_object_size(truth), kinds[TW_GEN_PROBLEM_COUNT] = {0}, in44 = 0;
   /* 2% of 400 is 8, below one of each kind: exactly one of each, less those whose onset falls
    * after the period */
@@ -383,7 +384,8 @@ static void test_healthy_and_problems(void **state) {
     const char *inst = str(e, "institution_id"), *type = str(e, "type");
     const char *problem = problem_of(truth, e);
     json_t *tr = json_object_get(truth, inst);
-    if (tr && strcmp(str(e, "ts"), str(tr, "onset")) == 0) json_object_set_new(shown, inst, json_true());
+    if (tr && strcmp(str(e, "ts"), str(tr, "onset")) == 0)
+      json_object_set_new(shown, inst, json_true());
     if (json_object_get(insts, inst) == NULL) {
       json_object_set_new(insts, inst, json_true());
       insts44 += strncmp(str(e, "region"), "44", 2) == 0;
@@ -429,8 +431,7 @@ static void test_healthy_and_problems(void **state) {
           assert_true(bal == 0); /* every unused fee refunded before the doors close */
         else
           assert_true(bal > 0); /* prepaid fees left behind */
-        if (!is(problem, "planned_closure"))
-          assert_string_equal(str(e, "ts"), str(tr, "collapse"));
+        if (!is(problem, "planned_closure")) assert_string_equal(str(e, "ts"), str(tr, "collapse"));
       }
     } else if (strcmp(type, "complaint") == 0) {
       json_t *list = json_object_get(complaints, inst);

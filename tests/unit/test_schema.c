@@ -37,8 +37,8 @@ static void test_shipped_schema(void **state) {
   assert_int_equal(s->fields[TW_SLOT_INSTITUTION_ID].kind, TW_FK_CREDIT_CODE);
   assert_int_equal(s->fields[TW_SLOT_REGION].kind, TW_FK_REGION);
   assert_int_equal(s->n_types, 9);
-  const char *types[] = {"payment",   "refund",      "consumption", "enrollment",
-                         "complaint", "institution", "escrow",      "staff", "alert"};
+  const char *types[] = {"payment",     "refund", "consumption", "enrollment", "complaint",
+                         "institution", "escrow", "staff",       "alert"};
   for (int i = 0; i < 9; i++) {
     int t = tw_schema_type_id(s, types[i], strlen(types[i]));
     assert_true(t >= 0);
