@@ -25,6 +25,8 @@
 #include <zmq.h>
 #include <errno.h>
 
+#include "run_net.h"
+#include "tw_acked.h"
 #include "tw_cli.h"
 #include "tw_error.h"
 #include "tw_pipeline.h"
@@ -35,7 +37,7 @@
 
 #define RUN_POLL_BATCH 4096  /* records per source poll */
 #define RUN_TICK_MS 100      /* listen mode: drain + commit interval */
-#define RUN_DRAIN_BATCHES 16 /* listen mode: polls per loop turn before yielding */
+#define RUN_DRAIN_BUDGET_MS 50 /* listen mode: time spent draining per loop turn before yielding */
 
 static void usage(FILE *out) {
   fprintf(
@@ -52,6 +54,10 @@ static void usage(FILE *out) {
       "                        SIGINT/SIGTERM; send events to it with `tutorwatch send`. SIGHUP\n"
       "                        reloads the rule file: unchanged aggregates keep their state, a\n"
       "                        file that does not compile is refused and the old rules go on\n"
+      "  --ingest ENDPOINT     acknowledged ingest: bind a ZeroMQ ROUTER; `send --acked` "
+      "batches are\n"
+      "                        acknowledged once committed, and resent after a restart "
+      "(single shard)\n"
       "  --format FMT          jsonl | msgpack | auto (default: from the file extension, .msgpack "
       "=\n"
       "                        msgpack; for --listen, detected per message)\n"
@@ -60,10 +66,33 @@ static void usage(FILE *out) {
       "  --alerts FILE|-       append alerts as JSON lines to FILE, or stdout with '-' (default: "
       "stdout\n"
       "                        when no --feed is given)\n"
-      "  --feed ENDPOINT       publish alerts on a ZeroMQ PUB regulator feed (e.g. "
+      "  --feed ENDPOINT       publish alerts on a ZeroMQ XPUB regulator feed (e.g. "
       "tcp://127.0.0.1:7601);\n"
       "                        topic '<region>/<severity>/<rule>', so `feed --topic 44` gets "
       "Guangdong\n"
+      "  --self-check-feed ENDPOINT  the institutions' self-check feed (XPUB): topic = credit\n"
+      "                        code; payload without what only a regulator may see\n"
+      "  --history ENDPOINT    serve the feed history (ROUTER): alerts of a prefix since a "
+      "sequence,\n"
+      "                        for `feed --since SEQ --history ENDPOINT` (docs/feeds.md)\n"
+      "  --feed-format FMT     payload of feeds and history: msgpack (default) or json\n"
+      "  --feed-hwm N          alerts queued per subscriber before the feed drops (and counts) "
+      "for it\n"
+      "                        (default 100000); the history keeps them all\n"
+      "  --keys FILE           YAML list of clients' public keys with role and scope; every "
+      "endpoint\n"
+      "                        then uses CURVE and admits only those keys, each within its "
+      "scope.\n"
+      "                        Without it, endpoints must be loopback or ipc://\n"
+      "  --server-key FILE     the engine's secret key (from `tutorwatch keys gen NAME`), with "
+      "--keys\n"
+      "  --control ENDPOINT    the alert lifecycle: states, assignees, comments, snoozes, "
+      "escalation and\n"
+      "                        a hash-chained audit log (STATE/lifecycle); `tutorwatch alerts` "
+      "talks to it\n"
+      "  --escalation SPEC     deadlines to acknowledge an open alert before it escalates to the "
+      "region\n"
+      "                        one level up (default critical=24h,high=72h; 0s: none)\n"
       "  --dead-letter FILE    append rejected events, one JSON line each with the reason, "
       "position and\n"
       "                        raw input (default: dead-letter.jsonl in the current directory)\n"
@@ -97,6 +126,9 @@ static void usage(FILE *out) {
       "                        (serving), or a jump this far ahead of a replayed stream that "
       "later\n"
       "                        events contradict (default 10m)\n"
+      "  --idle-flush D        serving: a pause of D without records processes the events held\n"
+      "                        for the watermark (default 1s; 0s: never, they wait for event time\n"
+      "                        or, on a live stream, the wall clock)\n"
       "  --dedup-horizon D     an event whose event_id was processed within D of event time is a\n"
       "                        duplicate: counted, not processed again (default 7d; 0s: none)\n"
       "\n"
@@ -216,13 +248,17 @@ static void serve_stop(serve_t *s) {
   uv_close((uv_handle_t *)&s->sighup, NULL);
 }
 
-/* Drain what the socket holds, at most RUN_DRAIN_BATCHES polls per call so a sender that never
- * pauses cannot starve the loop (signals, commits). When the bound is hit the timer is re-armed
- * to fire at once: ZMQ_FD is edge-triggered and would not wake us for what is left. */
+/* Drain what the socket holds for at most RUN_DRAIN_BUDGET_MS per call (one poll at least), so
+ * a sender that never pauses cannot starve the loop: a signal is seen within a turn, whatever the
+ * machine's speed. When the budget is spent the timer is re-armed to fire 1 ms later: ZMQ_FD is
+ * edge-triggered and would not wake us for what is left. Not 0 ms: libuv 1.44 runs a timer
+ * re-armed with 0 from its own callback again in the same phase, so the loop would never reach
+ * its poll phase, where signals are seen. */
 static void serve_drain(serve_t *s) {
+  uint64_t start = uv_hrtime();
   for (int i = 0; !s->stopping; i++) {
-    if (i == RUN_DRAIN_BATCHES) {
-      uv_timer_start(&s->timer, on_tick, 0, RUN_TICK_MS);
+    if (i > 0 && uv_hrtime() - start >= (uint64_t)RUN_DRAIN_BUDGET_MS * 1000000u) {
+      uv_timer_start(&s->timer, on_tick, 1, RUN_TICK_MS);
       return;
     }
     int n = s->e->sh ? s->src->vt->poll(s->src, RUN_POLL_BATCH, tw_shards_record, s->e->sh)
@@ -354,9 +390,9 @@ static int serve(tw_source_t *src, engine_t *e, const char *endpoint, const char
     pid_fd = -1;
   }
   fprintf(stderr,
-          "tutorwatch run: listening on %s (ZeroMQ PULL); SIGHUP reloads the rules, SIGINT or "
+          "tutorwatch run: listening on %s (ZeroMQ %s); SIGHUP reloads the rules, SIGINT or "
           "SIGTERM stops\n",
-          endpoint);
+          endpoint, strcmp(src->vt->name, "zmq-router") == 0 ? "ROUTER, acknowledged" : "PULL");
   serve_drain(&s); /* messages that arrived before the loop started */
   uv_run(&s.loop, UV_RUN_DEFAULT);
   if (pid_fd >= 0) {
@@ -369,6 +405,12 @@ static int serve(tw_source_t *src, engine_t *e, const char *endpoint, const char
 }
 
 /* ---- the command ---------------------------------------------------------------------------- */
+
+/* Acknowledged ingest: after each commit, the ROUTER source acknowledges what it covers. */
+static void ack_after_commit(void *ud, uint64_t finished_below_offset) {
+  tw_source_t *const *src = ud;
+  tw_acked_committed(*src, finished_below_offset);
+}
 
 /* A plain reason for a failed open: the system's or ZeroMQ's own words where there are some. */
 static const char *open_error(int rc, const char *target) {
@@ -406,7 +448,7 @@ static const char *plural(uint64_t n, const char *one, const char *many) {
   return n == 1 ? one : many;
 }
 
-static void print_summary(const engine_t *e, const tw_sink_t *feed, double secs,
+static void print_summary(const engine_t *e, const run_net_t *net, double secs,
                           const char *state_dir, int temp_state, int served) {
   tw_pipeline_stats_t st;
   engine_stats(e, &st);
@@ -428,12 +470,7 @@ static void print_summary(const engine_t *e, const tw_sink_t *feed, double secs,
   if (st.eval_errors > 0)
     snprintf(extra + strlen(extra), sizeof extra - strlen(extra), ", %llu rule evaluation %s",
              (unsigned long long)st.eval_errors, plural(st.eval_errors, "error", "errors"));
-  if (feed != NULL) {
-    uint64_t dropped = tw_sink_zmq_pub_dropped((tw_sink_t *)feed);
-    size_t n = strlen(extra);
-    snprintf(extra + n, sizeof extra - n, ", %llu dropped by the feed for slow subscribers",
-             (unsigned long long)dropped);
-  }
+  run_net_summary(net, extra, sizeof extra);
   /* Served time includes idle waiting, so a rate over it would mislead. */
   if (served)
     snprintf(rate, sizeof rate, ", served %.2f s", secs);
@@ -468,12 +505,24 @@ int tw_cmd_run(int argc, char **argv) {
                                            {"dedup-horizon", required_argument, NULL, 'D'},
                                            {"shards", required_argument, NULL, 'N'},
                                            {"set", required_argument, NULL, 'P'},
+                                           {"idle-flush", required_argument, NULL, 'I'},
+                                           {"self-check-feed", required_argument, NULL, 'C'},
+                                           {"history", required_argument, NULL, 'Y'},
+                                           {"feed-format", required_argument, NULL, 'M'},
+                                           {"keys", required_argument, NULL, 'k'},
+                                           {"server-key", required_argument, NULL, 'x'},
+                                           {"ingest", required_argument, NULL, 'G'},
+                                           {"control", required_argument, NULL, 'O'},
+                                           {"escalation", required_argument, NULL, 'E'},
+                                           {"feed-hwm", required_argument, NULL, 'W'},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
-  const char *input = NULL, *listen_ep = NULL, *feed = NULL, *alerts = NULL;
+  const char *input = NULL, *listen_ep = NULL, *feed = NULL, *alerts = NULL, *ingest_ep = NULL;
   char state_tmp[] = "/tmp/tutorwatch-state-XXXXXX";
   tw_pipeline_opts_t po;
   tw_source_opts_t so;
+  run_net_t net;
+  memset(&net, 0, sizeof net);
   memset(&po, 0, sizeof po);
   memset(&so, 0, sizeof so);
   po.allowed_lateness_ms = -1; /* the defaults */
@@ -517,6 +566,7 @@ int tw_cmd_run(int argc, char **argv) {
         break;
       case 'L':
       case 'K':
+      case 'I':
       case 'D': {
         int64_t ms;
         if (parse_duration_ms(optarg, &ms) != 0) {
@@ -525,11 +575,14 @@ int tw_cmd_run(int argc, char **argv) {
                   "'%s'\n",
                   c == 'L'   ? "allowed-lateness"
                   : c == 'K' ? "max-future-skew"
+                  : c == 'I' ? "idle-flush"
                              : "dedup-horizon",
                   optarg);
           return 2;
         }
-        if (c == 'L')
+        if (c == 'I')
+          po.idle_flush_ms = ms > 0 ? ms : -1; /* 0s: never */
+        else if (c == 'L')
           po.allowed_lateness_ms = ms;
         else if (c == 'K')
           po.max_future_skew_ms = ms;
@@ -578,6 +631,48 @@ int tw_cmd_run(int argc, char **argv) {
         }
         params[n_params++] = optarg;
         break;
+      case 'C':
+        net.self_check = optarg;
+        break;
+      case 'Y':
+        net.history = optarg;
+        break;
+      case 'M':
+        if (strcmp(optarg, "msgpack") == 0) {
+          net.format = TW_FEED_MSGPACK;
+        } else if (strcmp(optarg, "json") == 0) {
+          net.format = TW_FEED_JSON;
+        } else {
+          fprintf(stderr, "tutorwatch run: --feed-format is msgpack or json, not '%s'\n", optarg);
+          return 2;
+        }
+        break;
+      case 'k':
+        net.keys_path = optarg;
+        break;
+      case 'x':
+        net.server_key_path = optarg;
+        break;
+      case 'G':
+        ingest_ep = optarg;
+        break;
+      case 'O':
+        net.control = optarg;
+        break;
+      case 'E':
+        net.escalation = optarg;
+        break;
+      case 'W': {
+        char *end;
+        long n = strtol(optarg, &end, 10);
+        if (*end != '\0' || n < 1 || n > 10000000) {
+          fprintf(stderr, "tutorwatch run: --feed-hwm wants 1 to 10000000 messages, not '%s'\n",
+                  optarg);
+          return 2;
+        }
+        net.feed_hwm = (int)n;
+        break;
+      }
       case 'h':
         usage(stdout);
         return 0;
@@ -592,13 +687,33 @@ int tw_cmd_run(int argc, char **argv) {
     fprintf(stderr, "tutorwatch run: unexpected argument '%s'\n", argv[optind]);
     return 2;
   }
-  if (po.rules_path == NULL || (input == NULL) == (listen_ep == NULL)) {
+  if (po.rules_path == NULL || (input != NULL) + (listen_ep != NULL) + (ingest_ep != NULL) != 1) {
     fprintf(stderr,
-            "tutorwatch run: need --rules FILE and exactly one of --input or --listen\n"
+            "tutorwatch run: need --rules FILE and exactly one of --input, --listen or --ingest\n"
             "'tutorwatch run --help' lists the options\n");
     return 2;
   }
   if (input != NULL && !have_format) so.format = tw_format_from_path(input);
+  if (ingest_ep != NULL && shards > 1) {
+    fprintf(stderr,
+            "tutorwatch run: --ingest works with one shard (acknowledgements follow one "
+            "pipeline's commits)\n");
+    return 2;
+  }
+  tw_source_t *src = NULL;
+  if (ingest_ep != NULL) {
+    listen_ep = ingest_ep; /* served like --listen; the source acknowledges after commits */
+    po.on_commit = ack_after_commit;
+    po.on_commit_ud = &src;
+  }
+  net.listen = listen_ep;
+  net.feed = feed;
+  int net_status = run_net_prepare(&net);
+  if (net_status != 0) {
+    run_net_close(&net);
+    return net_status;
+  }
+  so.auth = net.auth;
   int temp_state = 0;
   if (po.state_dir == NULL) {
     if (mkdtemp(state_tmp) == NULL) {
@@ -615,8 +730,6 @@ int tw_cmd_run(int argc, char **argv) {
   double t0 = 0;
   engine_t eng;
   memset(&eng, 0, sizeof eng);
-  tw_source_t *src = NULL;
-  tw_sink_t *feed_sink = NULL; /* owned by the outputs */
   char err[4096];
   int rc = tw_outputs_open(&eng.out, po.dead_letter_path, po.no_sync, err, sizeof err);
   if (rc == 0) {
@@ -629,16 +742,13 @@ int tw_cmd_run(int argc, char **argv) {
     status = (rc == TW_ENOMEM || rc == TW_ESTATE) ? 70 : 1;
     goto done;
   }
-  if (alerts != NULL || feed == NULL) {
+  if (alerts != NULL || (feed == NULL && net.self_check == NULL && net.history == NULL)) {
     if (open_sink(&eng.out, "jsonl", alerts ? alerts : "-", NULL) != 0) {
       status = 1;
       goto done;
     }
   }
-  if (feed != NULL && open_sink(&eng.out, "zmq-pub", feed, &feed_sink) != 0) {
-    status = 1;
-    goto done;
-  }
+  if ((status = run_net_open_feeds(&net, &eng.out, po.state_dir, po.no_sync)) != 0) goto done;
   if (input != NULL && strcmp(input, "-") != 0) {
     struct stat st;
     if (stat(input, &st) == 0 && S_ISREG(st.st_mode)) {
@@ -670,7 +780,7 @@ int tw_cmd_run(int argc, char **argv) {
             "tutorwatch run: %llu %s committed by an earlier run may not have reached the outputs "
             "(it stopped between a commit and the next); sent again from the journal\n",
             (unsigned long long)redone, plural(redone, "alert", "alerts"));
-  const char *kind = listen_ep ? "zmq-pull" : "file";
+  const char *kind = ingest_ep ? "zmq-router" : listen_ep ? "zmq-pull" : "file";
   const char *target = listen_ep ? listen_ep : input;
   errno = 0;
   rc = tw_source_find(kind)->open(target, &so, &src);
@@ -717,11 +827,13 @@ int tw_cmd_run(int argc, char **argv) {
                        : "every alert is kept in the alert journal of the state directory");
     if (status == 0) status = 1;
   }
-  print_summary(&eng, feed_sink, now_s() - t0, po.state_dir, temp_state, listen_ep != NULL);
+  print_summary(&eng, &net, now_s() - t0, po.state_dir, temp_state, listen_ep != NULL);
 done:
+  run_net_stop(&net);       /* no escalation may write to the outputs while they close */
   crc = engine_close(&eng); /* shard threads stop before the source their records point into */
   if (src != NULL) src->vt->close(src);
   if (crc != 0 && status == 0) status = 70;
   if (temp_state) nftw(state_tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+  run_net_close(&net);
   return status;
 }

@@ -14,6 +14,8 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "tw_acked.h"
+#include "tw_auth.h"
 #include "tw_cli.h"
 
 #define SEND_MAX_RECORD_BYTES (16u << 20) /* the engine's ZMQ_MAXMSGSIZE */
@@ -26,7 +28,8 @@
 static void send_usage(FILE *out) {
   fprintf(out,
           "usage: tutorwatch send --connect ENDPOINT [--format jsonl|msgpack|auto]\n"
-          "                       [--timeout-ms MS] [FILE|-]\n"
+          "                       [--timeout-ms MS] [--key NAME.key --server-pub FILE.pub]\n"
+          "                       [--acked [--batch N] [--window N]] [FILE|-]\n"
           "\n"
           "Push events to a running engine (`tutorwatch run` reading a ZeroMQ PULL\n"
           "endpoint). Each record of FILE (or stdin when FILE is '-' or missing) is sent as one\n"
@@ -41,6 +44,16 @@ static void send_usage(FILE *out) {
           "  --timeout-ms MS     give up when no engine takes a message for MS milliseconds, and\n"
           "                      wait at most MS at the end to deliver what is queued\n"
           "                      (default %d)\n"
+          "  --key NAME.key      this client's secret key, for an engine run with --keys (the\n"
+          "                      key must be listed there with the role operator)\n"
+          "  --server-pub FILE   the engine's public key (the .pub of its --server-key)\n"
+          "  --acked             acknowledged ingest, to an engine's --ingest endpoint: send\n"
+          "                      batches, keep each until the engine has committed it, and\n"
+          "                      send the unacknowledged again after a reconnect, so a\n"
+          "                      restarted engine loses nothing (its dedup by event_id drops\n"
+          "                      the repeats); exits 0 once everything is acknowledged\n"
+          "  --batch N           records per batch with --acked (default 500, at most 1000)\n"
+          "  --window N          unacknowledged batches in flight with --acked (default 16)\n"
           "  -h, --help          show this help\n"
           "\n"
           "On success prints \"sent N events (B bytes) to ENDPOINT in T ms\" to stderr.\n"
@@ -71,14 +84,19 @@ int tw_cmd_send(int argc, char **argv) {
       {"connect", required_argument, NULL, 'c'},
       {"format", required_argument, NULL, 'f'},
       {"timeout-ms", required_argument, NULL, 't'},
+      {"key", required_argument, NULL, 'k'},
+      {"server-pub", required_argument, NULL, 'p'},
+      {"acked", no_argument, NULL, 'a'},
+      {"batch", required_argument, NULL, 'b'},
+      {"window", required_argument, NULL, 'W'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
-  const char *endpoint = NULL, *path = "-";
+  const char *endpoint = NULL, *path = "-", *key_path = NULL, *server_pub = NULL;
   /* Read whole records up to ZeroMQ's 16 MiB message bound, so the engine sees an over-long
    * record's true length and dead-letters it as too_long rather than as cut-off JSON. */
   tw_source_opts_t opts = {.format = TW_FORMAT_AUTO, .max_record_bytes = SEND_MAX_RECORD_BYTES};
-  int timeout_ms = SEND_DEFAULT_TIMEOUT_MS, ch;
+  int timeout_ms = SEND_DEFAULT_TIMEOUT_MS, ch, acked = 0, batch = 500, window = 16;
   optind = 1;
   opterr = 0;
   while ((ch = getopt_long(argc, argv, ":h", kOpts, NULL)) != -1) {
@@ -99,6 +117,29 @@ int tw_cmd_send(int argc, char **argv) {
                   optarg);
           return 2;
         }
+        break;
+      case 'k':
+        key_path = optarg;
+        break;
+      case 'a':
+        acked = 1;
+        break;
+      case 'b':
+      case 'W': {
+        int v;
+        if (parse_ms(optarg, &v) != 0 || v > (ch == 'b' ? TW_ACKED_BATCH_MAX : 4096)) {
+          fprintf(stderr, "tutorwatch send: --%s wants a number from 1 to %d, not '%s'\n",
+                  ch == 'b' ? "batch" : "window", ch == 'b' ? TW_ACKED_BATCH_MAX : 4096, optarg);
+          return 2;
+        }
+        if (ch == 'b')
+          batch = v;
+        else
+          window = v;
+        break;
+      }
+      case 'p':
+        server_pub = optarg;
         break;
       case 'h':
         send_usage(stdout);
@@ -123,11 +164,44 @@ int tw_cmd_send(int argc, char **argv) {
     return 2;
   }
   if (argc - optind == 1) path = argv[optind];
+  if ((key_path == NULL) != (server_pub == NULL)) {
+    fprintf(stderr, "tutorwatch send: --key and --server-pub go together\n");
+    return 2;
+  }
+  char secret[TW_AUTH_Z85_LEN + 1], public_[TW_AUTH_Z85_LEN + 1], server[TW_AUTH_Z85_LEN + 1];
+  tw_push_keys_t keys = {secret, public_, server};
+  if (key_path != NULL) {
+    int krc = tw_auth_read_secret(key_path, secret, public_);
+    if (krc == 0) krc = tw_auth_read_public(server_pub, server);
+    if (krc != 0) {
+      fprintf(stderr, "tutorwatch send: cannot read the keys %s / %s: %s\n", key_path, server_pub,
+              krc == TW_EIO ? strerror(errno) : "not a Z85 key file (see `tutorwatch keys gen`)");
+      return 1;
+    }
+  }
 
   tw_push_stats_t st;
   double t0 = now_ms();
-  int rc = tw_push_file(path, &opts, endpoint, timeout_ms, &st);
-  int err = errno;
+  int rc, err;
+  if (acked) {
+    /* Records are bounded as the engine bounds them: an over-long one is sent cut, to be
+     * dead-lettered, so a batch in memory stays bounded too. */
+    opts.max_record_bytes = 0;
+    tw_acked_stats_t as;
+    rc = tw_push_acked(path, &opts, endpoint, timeout_ms, key_path ? &keys : NULL, batch, window,
+                       &as);
+    err = errno;
+    if (rc == 0 || as.records > 0)
+      fprintf(stderr,
+              "sent %llu events (%llu bytes) to %s in %.0f ms; %llu batches acknowledged, %llu "
+              "sent again\n",
+              (unsigned long long)as.records, (unsigned long long)as.bytes, endpoint, now_ms() - t0,
+              (unsigned long long)as.batches, (unsigned long long)as.resent);
+    st.records = as.records;
+    goto status;
+  }
+  rc = tw_push_file_keyed(path, &opts, endpoint, timeout_ms, key_path ? &keys : NULL, &st);
+  err = errno;
   double elapsed_ms = now_ms() - t0;
   if (rc == 0 || st.records > 0) {
     fprintf(stderr, "sent %llu events (%llu bytes) to %s in %.0f ms",
@@ -137,6 +211,7 @@ int tw_cmd_send(int argc, char **argv) {
               (unsigned long long)st.flagged);
     fputc('\n', stderr);
   }
+status:
   switch (rc) {
     case 0:
       return 0;

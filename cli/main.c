@@ -25,6 +25,9 @@ static const command_t kCommands[] = {
     {"eval", tw_cmd_eval, "score alerts against a ground-truth file: recall, precision, lead time"},
     {"journal", tw_cmd_journal, "print the committed alert journal of a state directory"},
     {"reload", tw_cmd_reload, "make a serving engine load its rule file again (like SIGHUP)"},
+    {"keys", tw_cmd_keys, "make a CURVE key pair for the engine or a feed client"},
+    {"alerts", tw_cmd_alerts, "list, show, acknowledge, assign, resolve, dismiss, snooze alerts"},
+    {"audit", tw_cmd_audit, "verify the hash-chained audit log of the alert lifecycle"},
 };
 
 static void usage(FILE *out) {

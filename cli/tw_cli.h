@@ -16,6 +16,9 @@ int tw_cmd_check(int argc, char **argv);
 int tw_cmd_journal(int argc, char **argv);
 int tw_cmd_reload(int argc, char **argv);
 int tw_cmd_test(int argc, char **argv);
+int tw_cmd_keys(int argc, char **argv);
+int tw_cmd_alerts(int argc, char **argv);
+int tw_cmd_audit(int argc, char **argv);
 int tw_cmd_eval(int argc, char **argv);
 
 #endif

@@ -41,7 +41,7 @@
 #define TW_SPAN_FACTOR 10        /* a jump beyond 10x the recent span (and the skew) is suspect */
 #define TW_EVICT_PER_COMMIT 4096 /* state entries examined for eviction per group commit */
 #define TW_SUSPECT_MIN_JUMP_MS (24LL * 3600 * 1000) /* a quiet night or a weekend is no suspect */
-#define TW_IDLE_MS 1000
+#define TW_IDLE_MS 1000 /* live: no record for this long = idle (wall-clock watermark) */
 #define TW_SUSPECT_EOF_MAX_JUMP_MS (30LL * 24 * 3600 * 1000) /* accepted unconfirmed at the end */
 #define TW_LIVE_STREAM_MS                                                 \
   (24LL * 3600 * 1000) /* newest event this close to the wall clock: live \
@@ -127,6 +127,7 @@ struct tw_pipeline {
   int64_t max_seen_ms; /* newest event time accepted */
   int64_t wm_floor_ms; /* live: watermark moved by the wall clock while idle */
   int64_t last_record_wall_ms;
+  int64_t idle_flush_ms; /* < 0: a pause does not release what is held */
   int64_t recent[TW_RECENT]; /* event times of the last accepted events, circular */
   size_t n_recent;
   suspect_t suspects[TW_SUSPECTS_MAX];
@@ -154,6 +155,8 @@ struct tw_pipeline {
   int slot_rule, slot_severity, slot_labels;
   tw_event_t alert_ev;
   const tw_rule_t *reenter_from_rule; /* the rule whose alert p->alert_ev is: its key decides */
+  void (*on_commit)(void *ud, uint64_t finished_below_offset); /* opts.on_commit */
+  void *on_commit_ud;
 };
 
 /* A re-entering alert feeds only what is keyed as the rule that raised it (docs/rules.md): an
@@ -319,12 +322,15 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   p->skew_ms =
       opts->max_future_skew_ms < 0 ? TW_DEFAULT_MAX_FUTURE_SKEW_MS : opts->max_future_skew_ms;
   p->live = opts->live;
+  p->idle_flush_ms = opts->idle_flush_ms == 0 ? TW_DEFAULT_IDLE_FLUSH_MS : opts->idle_flush_ms;
   p->dedup_horizon_ms =
       opts->dedup_horizon_ms < 0 ? TW_DEFAULT_DEDUP_HORIZON_MS : opts->dedup_horizon_ms;
   p->wm_floor_ms = INT64_MIN;
   rc = tw_order_new(&p->order);
   if (rc != 0) goto fail;
   p->no_sync = opts->no_sync;
+  p->on_commit = opts->on_commit;
+  p->on_commit_ud = opts->on_commit_ud;
   if (opts->shared_outputs != NULL) {
     p->out = opts->shared_outputs;
   } else {
@@ -1317,8 +1323,10 @@ int tw_pipeline_tick(tw_pipeline_t *p, int64_t wall_ms) {
    * wall clock), event time then follows the wall clock, so scheduled rules ("no lesson for 7
    * days") fire while nothing arrives; an old stream replayed through a live engine is not
    * pushed ahead of itself. */
-  if (!p->live || !p->have_max || wall_ms - p->last_record_wall_ms < TW_IDLE_MS) return 0;
-  if (p->max_seen_ms > p->wm_floor_ms) p->wm_floor_ms = p->max_seen_ms;
+  int64_t idle = wall_ms - p->last_record_wall_ms;
+  if (!p->live || !p->have_max || idle < TW_IDLE_MS) return 0;
+  if (p->idle_flush_ms > 0 && idle >= p->idle_flush_ms && p->max_seen_ms > p->wm_floor_ms)
+    p->wm_floor_ms = p->max_seen_ms;
   int64_t wall_wm = wall_ms - p->lateness_ms;
   if (p->max_seen_ms >= wall_wm - TW_LIVE_STREAM_MS && wall_wm > p->wm_floor_ms)
     p->wm_floor_ms = wall_wm;
@@ -1482,6 +1490,11 @@ int tw_pipeline_commit(tw_pipeline_t *p) {
   rc = tw_state_evict(p->state, horizon, TW_EVICT_PER_COMMIT);
   if (rc != 0 && rc != TW_EINVAL) return rc;
   publish(p);
+  if (p->on_commit != NULL) {
+    uint64_t offset, line;
+    resume_point(p, &offset, &line);
+    p->on_commit(p->on_commit_ud, offset);
+  }
   return 0;
 }
 

@@ -78,7 +78,19 @@ typedef struct tw_pipeline_opts {
   size_t n_params_set;
   int shard_index, n_shards; /* one of n_shards (> 1): the pipeline keeps only the keys whose
                                 hash (tw_key_shard) is shard_index; 0, 0: every key */
+  int64_t idle_flush_ms;     /* serving: after this long without a record, the events held for
+                                the watermark are processed (the watermark moves up to the newest
+                                event time). 0: the default, 1 s; < 0: never (only the wall
+                                clock of a live stream, and the end, release them) */
+  /* Acknowledged ingest: called at the end of every successful tw_pipeline_commit (same thread)
+   * with the input position below which every record read is processed and committed: the
+   * offset_bytes of the oldest record still held (reorder buffer, suspects), else the end of the
+   * last record read. NULL: not called. */
+  void (*on_commit)(void *ud, uint64_t finished_below_offset);
+  void *on_commit_ud;
 } tw_pipeline_opts_t;
+
+#define TW_DEFAULT_IDLE_FLUSH_MS 1000
 
 /* What the shard router must read from a record to send it to every shard that owns one of its
  * keys (tw_pipeline_route_needs). */

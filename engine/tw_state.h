@@ -65,7 +65,11 @@ typedef enum tw_agg_fn {
   TW_AGG_DISTINCT,  /* number of distinct hashes: exact up to TW_STATE_DISTINCT_EXACT per key
                        (calendar: distinct (hash, bucket) pairs in the window), then an estimate
                        (HyperLogLog, 2^8 registers per bucket: standard error 1.04/√256 ≈ 6.5%;
-                       the key counts exactly again once its window empties) */
+                       the key counts exactly again once its window empties). The estimate is
+                       cut to the events in the window (n events hold at most n values); it is
+                       a function of the set of hashes in each bucket, not of arrival order,
+                       commits, eviction or reloads, so other hashes of the same values (e.g.
+                       pseudonyms under another key) give other estimates */
   TW_AGG_FIRST,     /* value of the event with the earliest event time (ties: smallest value) */
   TW_AGG_LAST       /* value of the event with the latest event time (ties: largest value) */
 } tw_agg_fn_t;
@@ -76,7 +80,8 @@ typedef struct tw_agg_out {
                         value then). tw_state_agg_get reports COUNT, SUM and DISTINCT as present
                         always (0 of nothing is a value; count says whether events fed it);
                         tw_state_agg_series reports empty buckets as not present for every fn */
-  bool approximate;  /* DISTINCT beyond TW_STATE_DISTINCT_EXACT: value is an estimate */
+  bool approximate;  /* DISTINCT beyond TW_STATE_DISTINCT_EXACT: value is an estimate (≤ count);
+                        false when no event of the window fed it (value 0) */
   int64_t value;     /* COUNT, SUM (saturated), MIN, MAX, FIRST, LAST, DISTINCT; AVG: the sum */
   int64_t count;     /* events that fed it (all functions; a SUM bucket stored by a version
                         before 3 did not count its events and adds 0) */

@@ -299,8 +299,11 @@ static void tw__hll_add(uint8_t *reg, uint64_t h) {
   if (r > reg[j]) reg[j] = r;
 }
 
-/* Flajolet et al. 2007 with linear counting below 2.5·m: standard error 1.04/√256 ≈ 6.5%. */
-static int64_t tw__hll_estimate(const uint8_t *reg) {
+/* Flajolet et al. 2007 with linear counting below 2.5·m: standard error 1.04/√256 ≈ 6.5%.
+ * The estimate is cut to events, the events that fed the registers: n events hold at most n
+ * distinct values, while the raw estimate of a small set can exceed it (and registers at the
+ * largest rank estimate about 2.7e19, beyond int64; cutting in double avoids that overflow). */
+static int64_t tw__hll_estimate(const uint8_t *reg, int64_t events) {
   double sum = 0.0;
   int zeros = 0;
   for (int j = 0; j < TW__HLL_M; j++) {
@@ -310,6 +313,8 @@ static int64_t tw__hll_estimate(const uint8_t *reg) {
   const double m = TW__HLL_M;
   double est = 0.7213 / (1.0 + 1.079 / m) * m * m / sum;
   if (est <= 2.5 * m && zeros > 0) est = m * log(m / zeros);
+  if (events <= 0) return 0;
+  if (!(est + 0.5 < (double)events)) return events; /* (double)events ≤ 2^63: no overflow */
   return (int64_t)(est + 0.5);
 }
 
@@ -596,12 +601,15 @@ void tw__window_get(const tw__entry_t *e, int64_t at_ms, tw_agg_out_t *out) {
   }
   tw__fold_out(&f, e->fn, out);
   if (e->fn == TW_AGG_DISTINCT) {
-    if (e->approx) {
-      out->approximate = true;
-      out->value = f.n > 0 ? tw__hll_estimate(sketch) : 0;
-    } else {
+    if (!e->approx) {
       out->value = tw__dx_count(e, at_ms);
+    } else if (f.n > 0) {
+      out->approximate = true;
+      out->value = tw__hll_estimate(sketch, f.count);
     }
+    /* An approximate key with no bucket in this window counts 0 exactly, as it would after
+     * tw_state_evict dropped it or a newer event emptied its window: the flag does not depend
+     * on when eviction ran. */
   }
 }
 
@@ -629,7 +637,7 @@ void tw__window_series(const tw__entry_t *e, int64_t at_ms, tw_agg_out_t *out) {
     out[k].bucket_ms = start;
     if (e->approx) {
       out[k].approximate = true;
-      out[k].value = tw__hll_estimate(tw__hll_row(e, i));
+      out[k].value = tw__hll_estimate(tw__hll_row(e, i), out[k].count);
     }
   }
   if (e->fn == TW_AGG_DISTINCT && !e->approx) {

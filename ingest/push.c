@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <zmq.h>
 
+#include "tw_auth.h"
 #include "tw_error.h"
 #include "tw_push.h"
 #include "tw_source.h"
@@ -37,6 +38,11 @@ static int send_record(void *ud, const tw_record_t *rec) {
 
 int tw_push_file(const char *path, const tw_source_opts_t *opts, const char *endpoint,
                  int timeout_ms, tw_push_stats_t *stats) {
+  return tw_push_file_keyed(path, opts, endpoint, timeout_ms, NULL, stats);
+}
+
+int tw_push_file_keyed(const char *path, const tw_source_opts_t *opts, const char *endpoint,
+                       int timeout_ms, const tw_push_keys_t *keys, tw_push_stats_t *stats) {
   const tw_source_vt_t *vt = tw_source_find("file");
   tw_source_t *src = NULL;
   tw_push_stats_t local = {0, 0, 0};
@@ -57,6 +63,8 @@ int tw_push_file(const char *path, const tw_source_opts_t *opts, const char *end
       zmq_setsockopt(pc.sock, ZMQ_IMMEDIATE, &immediate, sizeof immediate) != 0 ||
       zmq_setsockopt(pc.sock, ZMQ_SNDTIMEO, &timeout_ms, sizeof timeout_ms) != 0 ||
       zmq_setsockopt(pc.sock, ZMQ_LINGER, &timeout_ms, sizeof timeout_ms) != 0 ||
+      (keys != NULL &&
+       tw_auth_client_socket(pc.sock, keys->secret_z85, keys->public_z85, keys->server_z85) != 0) ||
       zmq_connect(pc.sock, endpoint) != 0)
     goto fail;
   for (;;) {

@@ -13,10 +13,12 @@
 
 extern const tw_source_vt_t tw__source_file_vt;
 extern const tw_source_vt_t tw__source_zmq_pull_vt;
+extern const tw_source_vt_t tw__source_zmq_router_vt;
 
 static const tw_source_vt_t *const kSources[] = {
     &tw__source_file_vt,
     &tw__source_zmq_pull_vt,
+    &tw__source_zmq_router_vt,
 };
 
 const tw_source_vt_t *tw_source_find(const char *name) {

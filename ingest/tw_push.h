@@ -32,4 +32,18 @@ typedef struct tw_push_stats {
 int tw_push_file(const char *path, const tw_source_opts_t *opts, const char *endpoint,
                  int timeout_ms, tw_push_stats_t *stats);
 
+/* A client's CURVE keys (Z85, 40 characters each), for an engine run with --keys. */
+typedef struct tw_push_keys {
+  const char *secret_z85, *public_z85; /* this client's pair (an operator's key) */
+  const char *server_z85;              /* the engine's public key */
+} tw_push_keys_t;
+
+/*
+ * tw_push_file_keyed: tw_push_file over CURVE with keys (NULL: plain, as tw_push_file). An engine
+ * that refuses the key accepts no message, so the push fails with EAGAIN after timeout_ms.
+ * Returns as tw_push_file.
+ */
+int tw_push_file_keyed(const char *path, const tw_source_opts_t *opts, const char *endpoint,
+                       int timeout_ms, const tw_push_keys_t *keys, tw_push_stats_t *stats);
+
 #endif

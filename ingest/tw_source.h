@@ -62,12 +62,15 @@ typedef struct tw_source_opts {
    * start_line + 1. Both 0 = from the beginning. Ignored for stdin and sockets. */
   uint64_t start_offset_bytes;
   uint64_t start_line;
+  /* Sockets only: NULL, or the keys (tw_auth.h) that make the endpoint a CURVE server admitting
+   * operators only; borrowed, must outlive the source. */
+  const struct tw_auth *auth;
 } tw_source_opts_t;
 
 typedef struct tw_source tw_source_t;
 
 typedef struct tw_source_vt {
-  const char *name; /* "file", "zmq-pull" */
+  const char *name; /* "file", "zmq-pull", "zmq-router" (tw_acked.h) */
   /* open: target is a path ("-" = stdin) or an endpoint. Errors: TW_ENOENT, TW_EIO, TW_EZMQ,
    * TW_ENOMEM. On success *out is owned by the caller (close). */
   int (*open)(const char *target, const tw_source_opts_t *opts, tw_source_t **out);

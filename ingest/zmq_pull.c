@@ -17,8 +17,10 @@
  * closing it ends every thread it started. poll receives with ZMQ_DONTWAIT and never blocks.
  * fd is ZMQ_FD, which is edge-triggered: after it signals, the owner must call poll until poll
  * returns 0 (a poll that returns max_records may have left messages queued), or it may never
- * signal again. close sets ZMQ_LINGER 0: messages queued but not yet polled are discarded, the
- * producers' PUSH sockets keep what they have not sent.
+ * signal again. With opts->auth the socket is a CURVE server and only operators' keys are admitted
+ * (a ZAP handler thread runs in the source's context until close). close sets ZMQ_LINGER 0:
+ * messages queued but not yet polled are discarded, the producers' PUSH sockets keep what they have
+ * not sent.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -26,6 +28,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "tw_auth.h"
 #include "tw_error.h"
 #include "tw_event.h"
 #include "tw_source.h"
@@ -47,6 +50,7 @@ typedef struct pull_source {
   int have_cur;
   size_t cur_pos;
   tw_format_t cur_format;
+  tw_auth_zap_t *zap; /* with keys: the ZAP handler of ctx */
 } pull_source_t;
 
 static tw_format_t detect(const unsigned char *data, size_t len) {
@@ -152,6 +156,7 @@ static void pull_close(tw_source_t *src) {
     zmq_close(ps->sock);
   }
   if (ps->ctx != NULL) zmq_ctx_term(ps->ctx);
+  tw_auth_zap_join(ps->zap);
   free(ps->origin);
   free(ps);
 }
@@ -172,8 +177,18 @@ static int pull_open(const char *target, const tw_source_opts_t *opts, tw_source
   rc = TW_EZMQ;
   ps->ctx = zmq_ctx_new();
   if (ps->ctx == NULL) goto fail;
+  if (opts != NULL && opts->auth != NULL) {
+    int zrc = tw_auth_zap_start(opts->auth, ps->ctx, "tutorwatch run", &ps->zap);
+    if (zrc != 0) {
+      rc = zrc;
+      goto fail;
+    }
+  }
   ps->sock = zmq_socket(ps->ctx, ZMQ_PULL);
   if (ps->sock == NULL) goto fail;
+  if (opts != NULL && opts->auth != NULL &&
+      tw_auth_server_socket(opts->auth, ps->sock, TW_VIEW_INGEST) != 0)
+    goto fail;
   int64_t max_msg = PULL_MAX_MSG_BYTES;
   int hwm = PULL_RCVHWM;
   if (zmq_setsockopt(ps->sock, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg) != 0 ||

@@ -3,7 +3,7 @@
 # stops `run` with exit 1 and a file:line:col message.
 . "$(dirname "$0")/lib.sh"
 "$TW" --help | grep -q "run" || fail "top-level help lists no commands"
-for cmd in run gen send feed check journal reload; do
+for cmd in run gen send feed check journal reload keys alerts audit; do
   "$TW" "$cmd" --help > help-$cmd.txt || fail "$cmd --help exited non-zero"
   grep -q "usage: tutorwatch $cmd" help-$cmd.txt || fail "$cmd --help has no usage line"
 done

@@ -4,8 +4,8 @@
  * The first input byte picks the entry's shape: bit 7 a cooldown; bit 0 and bits 4–5 the
  * function (fn = bit0 | bits4-5 << 1, so the version 1 and 2 seeds keep COUNT and SUM); bits 1–3
  * the window; bit 6 calendar buckets. The rest is the stored value. A decoded entry is re-encoded
- * and decoded again (the round trip must be exact), queried, fed a few events, and round-tripped
- * once more.
+ * and decoded again (the round trip must be exact), queried (a DISTINCT value, even an estimate
+ * from hostile registers, lies within its events), fed a few events, and round-tripped once more.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -64,6 +64,12 @@ static void check(const tw__entry_t *e) {
   }
 }
 
+/* A DISTINCT value (estimate or exact) lies in [0, events]; only events make it approximate. */
+static void check_distinct(const tw__entry_t *e, const tw_agg_out_t *o) {
+  if (e->fn != TW_AGG_DISTINCT) return;
+  if (o->value < 0 || o->value > o->count || (o->approximate && o->count == 0)) abort();
+}
+
 /* Encode e, decode into a fresh entry of the same shape, and require the same contents. */
 static void round_trip(const tw__entry_t *e, uint8_t shape) {
   tw__entry_t *e2 = make(shape);
@@ -94,11 +100,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (e->key[0] == TW__KIND_AGG && e->seen) {
       tw_agg_out_t o;
       tw__window_get(e, e->newest_ts_ms, &o);
+      check_distinct(e, &o);
       tw__window_get(e, e->newest_ts_ms - 1, &o);
+      check_distinct(e, &o);
       if (e->cal) {
         tw_agg_out_t *series = calloc(e->nb_max, sizeof *series);
         if (series == NULL) abort();
         tw__window_series(e, e->newest_ts_ms, series);
+        for (uint32_t i = 0; i < e->nb_max; i++) check_distinct(e, &series[i]);
         free(series);
       }
       int too_old;

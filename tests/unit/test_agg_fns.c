@@ -3,8 +3,10 @@
  * over sliding windows, `all` windows and calendar buckets, checked against brute force: in
  * order, out of order (late inside the window), at the window edge, after eviction, across
  * commit / close / reopen; calendar series with empty buckets, Monday weeks, the case-009 day
- * split and other time zones; DISTINCT's switch from the exact table to the HyperLogLog sketch;
- * ties of FIRST and LAST; saturation; the memory bound per key; corrupt version 3 entries.
+ * split and other time zones; DISTINCT's switch from the exact table to the HyperLogLog sketch,
+ * its estimate cut to the window's events, and the same values whatever commits, eviction and
+ * restarts; ties of FIRST and LAST; saturation; the memory bound per key; corrupt version 3
+ * entries.
  * Each test gets a fresh state directory from mkdtemp, removed in teardown.
  */
 #define _XOPEN_SOURCE 700
@@ -620,6 +622,211 @@ static void test_distinct_exact_then_approximate(void **state) {
   assert_int_equal(o.value, 1);
 }
 
+/* An estimate never exceeds the events in the window (a sketch can overshoot a small set: 339
+ * "distinct" payers out of 308 payments), nor overflows: hashes that set every register to its
+ * largest rank would estimate about 2.7e19, beyond int64. Sliding, `all`, calendar (window and
+ * per-bucket series), at the newest time and earlier. */
+static void test_distinct_estimate_clamped(void **state) {
+  fx_t *f = *state;
+  const tw_window_spec_t specs[] = {{"cl_7d", TW_AGG_DISTINCT, 7 * DAY, 0},
+                                    {"cl_all", TW_AGG_DISTINCT, 0, 0},
+                                    {"cl_cal", TW_AGG_DISTINCT, 7 * DAY, DAY}};
+  /* Hash j << 56 goes to register j with 56 zero bits after it: rank 57. 256 of them fill the
+   * table; hash 1 (register 0, rank 56) is the 257th and switches to the sketch. */
+  for (size_t k = 0; k < 3; k++) {
+    int64_t t = MID_0301 + HOUR;
+    for (uint64_t j = 0; j < 256; j++, t += MIN)
+      assert_int_equal(tw_state_agg_add(f->st, &specs[k], "max", 3, t, (int64_t)(j << 56)), 0);
+    assert_int_equal(tw_state_agg_add(f->st, &specs[k], "max", 3, t, 1), 0);
+    tw_agg_out_t o = get(f->st, &specs[k], "max", t);
+    assert_true(o.approximate);
+    assert_int_equal(o.count, 257);
+    assert_int_equal(o.value, 257);
+    o = get(f->st, &specs[k], "max", t + 1); /* the merge of the rows, not the cached one */
+    assert_int_equal(o.value, 257);
+    if (specs[k].bucket_ms > 0) {
+      tw_agg_out_t series[7];
+      size_t n;
+      assert_int_equal(tw_state_agg_series(f->st, &specs[k], "max", 3, t, series, 7, &n), 0);
+      for (size_t d = 0; d < n; d++) {
+        assert_true(series[d].value <= series[d].count);
+        assert_true(series[d].value >= 0);
+      }
+      assert_int_equal(series[6].value, 257); /* every event on 03-01 */
+    }
+  }
+  /* Random hashes just past the switch: the estimate is about as often above the truth as
+   * below it; wherever it is above the events of the window it is cut to them. */
+  int over = 0;
+  for (int key = 0; key < 20; key++) {
+    char k[16];
+    snprintf(k, sizeof k, "r%d", key);
+    int64_t t = T0;
+    for (int i = 0; i < 400; i++, t += MIN) {
+      assert_int_equal(tw_state_agg_add(f->st, &specs[0], k, strlen(k), t,
+                                        (int64_t)mix((uint64_t)key * 100000 + (uint64_t)i)),
+                       0);
+      tw_agg_out_t o = get(f->st, &specs[0], k, t);
+      assert_int_equal(o.count, i + 1);
+      if (o.value > o.count)
+        fail_msg("%s: %lld distinct of %lld events", k, (long long)o.value, (long long)o.count);
+      over += o.approximate && o.value == o.count;
+    }
+  }
+  assert_true(over > 0); /* the clamp was needed: the test can tell */
+}
+
+/* Determinism (docs/engine.md): the same adds give the same DISTINCT values whatever the group
+ * commit size, eviction and restarts. State A only adds; state B, fed the same events, commits,
+ * evicts (max_keys_in_memory 1, so clean entries drop and reload from LMDB; expired ones go
+ * with the watermark) or closes and reopens, on a schedule that differs per round and always
+ * includes the adds just before, at and after each key's switch to the sketch. Events arrive
+ * up to 2 h late (some too old for the 1 h window), keys cross the exact limit, fall back under
+ * it with the window still holding events (they stay approximate), empty their windows (exact
+ * again) and cross it again. After every add, every aggregate of every key is compared at the
+ * event's time, at the newest time and 30 minutes before the event. */
+enum { DET_N = 2200, DET_KEYS = 2, DET_SPECS = 4 };
+typedef struct det_ev {
+  int64_t ts;
+  uint64_t h;
+  int key;
+} det_ev_t;
+
+/* State B lives here so that teardown closes and removes it when an assertion ends the test. */
+static struct {
+  char dir[64];
+  tw_state_t *st;
+} det_b;
+
+static void det_b_remove(void) {
+  tw_state_close(det_b.st);
+  det_b.st = NULL;
+  if (det_b.dir[0] != '\0') nftw(det_b.dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+  det_b.dir[0] = '\0';
+}
+
+static int teardown_det(void **state) {
+  det_b_remove();
+  return teardown(state);
+}
+
+static void test_distinct_determinism(void **state) {
+  fx_t *f = *state; /* state A */
+  static det_ev_t evs[DET_N];
+  static int64_t wm_after[DET_N]; /* below every later add and query: B's eviction watermark */
+  const tw_window_spec_t specs[DET_SPECS] = {{"d_7d", TW_AGG_DISTINCT, 7 * DAY, 0},
+                                             {"d_1h", TW_AGG_DISTINCT, HOUR, 0},
+                                             {"d_all", TW_AGG_DISTINCT, 0, 0},
+                                             {"d_cal", TW_AGG_DISTINCT, 7 * DAY, DAY}};
+  const char *keys[DET_KEYS] = {"440000", "310000"};
+  /* Phases of the stream (per event i): 0..899 fresh values a minute apart (both keys cross 256
+   * in the 7d, all and calendar windows; the 1h window holds about 60); 900..1299 mostly a few
+   * values repeated over 9 days (the old ones leave the 7d window, which keeps about 155 events:
+   * back under the limit, still approximate); then a 12-day gap (every window empties: exact
+   * again) and 900 fresh values. */
+  int64_t t = T0;
+  for (int i = 0; i < DET_N; i++) {
+    if (i < 900 || i >= 1300) {
+      t += MIN;
+    } else {
+      t += 9 * DAY / 400;
+    }
+    if (i == 1300) t += 12 * DAY;
+    int64_t late = rnd() % 5 == 0 ? (int64_t)(rnd() % (2 * HOUR)) : 0;
+    evs[i].ts = t - late;
+    evs[i].key = (int)(rnd() % DET_KEYS);
+    uint64_t v = (i >= 900 && i < 1300) ? rnd() % 7 : 1000 + (uint64_t)i;
+    if (rnd() % 6 == 0 && i > 0) v = 1000 + rnd() % (uint64_t)i; /* seen before (maybe) */
+    evs[i].h = mix(v);
+  }
+  int64_t lo = INT64_MAX;
+  for (int i = DET_N - 1; i >= 0; i--) {
+    wm_after[i] = lo == INT64_MAX ? lo : lo - 30 * MIN - 1;
+    if (evs[i].ts < lo) lo = evs[i].ts;
+  }
+  const tw_state_opts_t ob = {.no_sync = true, .max_keys_in_memory = 1};
+  for (int round = 0; round < 3; round++) {
+    strcpy(det_b.dir, "/tmp/tw-aggdet-XXXXXX");
+    assert_non_null(mkdtemp(det_b.dir));
+    assert_int_equal(tw_state_open(det_b.dir, &ob, &det_b.st), 0);
+    /* A starts afresh too, under other names each round. */
+    tw_window_spec_t sp[DET_SPECS];
+    char names[DET_SPECS][32];
+    for (int s = 0; s < DET_SPECS; s++) {
+      snprintf(names[s], sizeof names[s], "%s_r%d", specs[s].name, round);
+      sp[s] = specs[s];
+      sp[s].name = names[s];
+    }
+    int64_t newest = INT64_MIN;
+    int64_t prev_exact[DET_KEYS] = {0, 0};
+    int switches = 0, back_exact = 0, under_approx = 0;
+    for (int i = 0; i < DET_N; i++) {
+      const det_ev_t *ev = &evs[i];
+      const char *k = keys[ev->key];
+      for (int s = 0; s < DET_SPECS; s++) {
+        assert_int_equal(tw_state_agg_add(f->st, &sp[s], k, strlen(k), ev->ts, (int64_t)ev->h), 0);
+        assert_int_equal(tw_state_agg_add(det_b.st, &sp[s], k, strlen(k), ev->ts, (int64_t)ev->h),
+                         0);
+      }
+      if (ev->ts > newest) newest = ev->ts;
+      const int64_t at[3] = {ev->ts, newest, ev->ts - 30 * MIN};
+      for (int s = 0; s < DET_SPECS; s++)
+        for (int kk = 0; kk < DET_KEYS; kk++)
+          for (int a = 0; a < 3; a++) {
+            tw_agg_out_t oa = get(f->st, &sp[s], keys[kk], at[a]);
+            tw_agg_out_t ob2 = get(det_b.st, &sp[s], keys[kk], at[a]);
+            if (oa.value != ob2.value || oa.count != ob2.count ||
+                oa.approximate != ob2.approximate || oa.present != ob2.present)
+              fail_msg(
+                  "round %d, add %d (%s at %lld), %s key %s at %lld: value %lld/%lld "
+                  "count %lld/%lld approximate %d/%d (A/B)",
+                  round, i, k, (long long)ev->ts, sp[s].name, keys[kk], (long long)at[a],
+                  (long long)oa.value, (long long)ob2.value, (long long)oa.count,
+                  (long long)ob2.count, oa.approximate, ob2.approximate);
+          }
+      /* Where the 7d window of this key stands: near the switch, B restarts or reloads. */
+      tw_agg_out_t o7 = get(f->st, &sp[0], k, newest);
+      int near_switch = !o7.approximate && o7.value >= TW_STATE_DISTINCT_EXACT - 2;
+      int switched = o7.approximate && prev_exact[ev->key] >= TW_STATE_DISTINCT_EXACT - 2;
+      switches += switched;
+      back_exact += !o7.approximate && prev_exact[ev->key] < 0;
+      under_approx += o7.approximate && o7.count < TW_STATE_DISTINCT_EXACT;
+      prev_exact[ev->key] = o7.approximate ? -1 : o7.value;
+      int act; /* 0 nothing, 1 commit, 2 commit and evict, 3 commit and reopen */
+      switch (round) {
+        case 0: /* every add: commit and evict, every 61st reopen */
+          act = i % 61 == 0 ? 3 : 2;
+          break;
+        case 1: /* batches of 97 adds, evicting */
+          act = i % 97 == 96 ? 2 : 0;
+          break;
+        default: /* batches of 500 adds, with restarts */
+          act = i % 500 == 499 ? 3 : 0;
+          break;
+      }
+      if (near_switch || switched) act = round == 1 ? 2 : 3;
+      if (act >= 1) assert_int_equal(tw_state_commit(det_b.st), 0);
+      if (act == 2) {
+        assert_int_equal(tw_state_evict(det_b.st, wm_after[i], 1000), 0);
+        assert_int_equal(tw_state_evict(det_b.st, wm_after[i], 1000), 0); /* second chance */
+      }
+      if (act == 3) {
+        tw_state_close(det_b.st);
+        det_b.st = NULL;
+        assert_int_equal(tw_state_open(det_b.dir, &ob, &det_b.st), 0);
+      }
+    }
+    assert_true(switches >= 2 * DET_KEYS);
+    assert_true(back_exact >= 1);
+    assert_true(under_approx > 0); /* back under the limit, window not empty: still approximate */
+    tw_state_stats_t stb;
+    tw_state_stats(det_b.st, &stb);
+    assert_true(stb.keys_loaded > 0);
+    if (round == 0) assert_true(stb.evicted_clean > 0);
+    det_b_remove();
+  }
+}
+
 /* A sliding exact DISTINCT drops a hash when its newest time leaves the window. */
 static void test_distinct_sliding_newest_time(void **state) {
   fx_t *f = *state;
@@ -945,6 +1152,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_calendar_distinct, setup, teardown),
       cmocka_unit_test_setup_teardown(test_distinct_exact_then_approximate, setup, teardown),
       cmocka_unit_test_setup_teardown(test_distinct_sliding_newest_time, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_distinct_estimate_clamped, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_distinct_determinism, setup, teardown_det),
       cmocka_unit_test_setup_teardown(test_avg_and_saturation, setup, teardown),
       cmocka_unit_test_setup_teardown(test_min_max, setup, teardown),
       cmocka_unit_test_setup_teardown(test_memory_per_institution, setup, teardown),
