@@ -32,7 +32,7 @@
 #define EVAL_MAX_LINE 65536
 #define EVAL_MAX_TRUTH 1000000u
 #define EVAL_MAX_SCENARIOS 256u
-#define EVAL_MAX_NAME 64
+#define EVAL_MAX_NAME 128 /* ids, rule names (<= 64 bytes), scenario and family names */
 #define MS_PER_DAY 86400000.0
 
 typedef struct eval_inst {
