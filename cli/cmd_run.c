@@ -30,6 +30,7 @@
 #include "tw_cli.h"
 #include "tw_error.h"
 #include "tw_pipeline.h"
+#include "tw_record.h"
 #include "tw_shards.h"
 #include "tw_sink.h"
 #include "tw_sink_zmq.h"
@@ -93,6 +94,8 @@ static void usage(FILE *out) {
       "  --escalation SPEC     deadlines to acknowledge an open alert before it escalates to the "
       "region\n"
       "                        one level up (default critical=24h,high=72h; 0s: none)\n"
+      "  --record DIR          also keep every accepted event (pseudonymised, deduplicated) in an\n"
+      "                        append-only event record in DIR, for `tutorwatch replay`\n"
       "  --dead-letter FILE    append rejected events, one JSON line each with the reason, "
       "position and\n"
       "                        raw input (default: dead-letter.jsonl in the current directory)\n"
@@ -515,9 +518,12 @@ int tw_cmd_run(int argc, char **argv) {
                                            {"control", required_argument, NULL, 'O'},
                                            {"escalation", required_argument, NULL, 'E'},
                                            {"feed-hwm", required_argument, NULL, 'W'},
+                                           {"record", required_argument, NULL, 'R'},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
-  const char *input = NULL, *listen_ep = NULL, *feed = NULL, *alerts = NULL, *ingest_ep = NULL;
+  const char *input = NULL, *listen_ep = NULL, *feed = NULL, *alerts = NULL, *ingest_ep = NULL,
+             *record = NULL;
+  tw_recorder_t *recorder = NULL;
   char state_tmp[] = "/tmp/tutorwatch-state-XXXXXX";
   tw_pipeline_opts_t po;
   tw_source_opts_t so;
@@ -551,6 +557,9 @@ int tw_cmd_run(int argc, char **argv) {
         break;
       case 'a':
         alerts = optarg;
+        break;
+      case 'R':
+        record = optarg;
         break;
       case 'd':
         po.dead_letter_path = optarg;
@@ -732,6 +741,10 @@ int tw_cmd_run(int argc, char **argv) {
   memset(&eng, 0, sizeof eng);
   char err[4096];
   int rc = tw_outputs_open(&eng.out, po.dead_letter_path, po.no_sync, err, sizeof err);
+  if (rc == 0 && record != NULL) {
+    rc = tw_recorder_open(record, shards, po.no_sync, &recorder, err, sizeof err);
+    po.record = recorder;
+  }
   if (rc == 0) {
     po.shared_outputs = &eng.out;
     rc = shards > 1 ? tw_shards_open(&po, shards, &eng.out, &eng.sh, err, sizeof err)
@@ -832,6 +845,10 @@ done:
   run_net_stop(&net);       /* no escalation may write to the outputs while they close */
   crc = engine_close(&eng); /* shard threads stop before the source their records point into */
   if (src != NULL) src->vt->close(src);
+  if (tw_recorder_close(recorder) != 0) {
+    fprintf(stderr, "tutorwatch run: cannot write the event record '%s'\n", record);
+    if (crc == 0) crc = TW_EIO;
+  }
   if (crc != 0 && status == 0) status = 70;
   if (temp_state) nftw(state_tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
   run_net_close(&net);

@@ -28,6 +28,7 @@ static const command_t kCommands[] = {
     {"keys", tw_cmd_keys, "make a CURVE key pair for the engine or a feed client"},
     {"alerts", tw_cmd_alerts, "list, show, acknowledge, assign, resolve, dismiss, snooze alerts"},
     {"audit", tw_cmd_audit, "verify the hash-chained audit log of the alert lifecycle"},
+    {"replay", tw_cmd_replay, "replay recorded events with any rules: alerts, explain, diff"},
 };
 
 static void usage(FILE *out) {

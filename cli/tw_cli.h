@@ -19,6 +19,7 @@ int tw_cmd_test(int argc, char **argv);
 int tw_cmd_keys(int argc, char **argv);
 int tw_cmd_alerts(int argc, char **argv);
 int tw_cmd_audit(int argc, char **argv);
+int tw_cmd_replay(int argc, char **argv);
 int tw_cmd_eval(int argc, char **argv);
 
 #endif

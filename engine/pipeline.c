@@ -26,6 +26,7 @@
 #include "tw_order.h"
 #include "tw_pipeline.h"
 #include "tw_pseudo.h"
+#include "tw_record.h"
 #include "tw_rules.h"
 #include "tw_schema.h"
 #include "tw_state.h"
@@ -157,6 +158,10 @@ struct tw_pipeline {
   const tw_rule_t *reenter_from_rule; /* the rule whose alert p->alert_ev is: its key decides */
   void (*on_commit)(void *ud, uint64_t finished_below_offset); /* opts.on_commit */
   void *on_commit_ud;
+  /* Investigations: the event record (run --record), replayed input, observer (replay). */
+  tw_recorder_t *record;
+  bool from_record;
+  const tw_pipeline_observer_t *observer;
 };
 
 /* A re-entering alert feeds only what is keyed as the rule that raised it (docs/rules.md): an
@@ -331,6 +336,9 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   p->no_sync = opts->no_sync;
   p->on_commit = opts->on_commit;
   p->on_commit_ud = opts->on_commit_ud;
+  p->record = opts->record;
+  p->from_record = opts->from_record;
+  p->observer = opts->observer;
   if (opts->shared_outputs != NULL) {
     p->out = opts->shared_outputs;
   } else {
@@ -548,6 +556,8 @@ static int update_aggregates(tw_pipeline_t *p, const type_plan_t *tp) {
       if (v.kind != TW_V_BOOL || !v.u.i) continue;
     }
     int rc = tw_state_agg_add(p->state, &a->spec, key, len, ev->ts_ms, value);
+    if (p->observer != NULL && p->observer->agg_added != NULL && (rc == 0 || rc == TW_EOVERFLOW))
+      p->observer->agg_added(p->observer->ud, a, key, len, ev, value);
     if (rc == TW_EOVERFLOW) {
       log_eval_error(p, "aggregate", a->name, rc);
     } else if (rc != 0) {
@@ -630,6 +640,9 @@ static int fire(tw_pipeline_t *p, const tw_rule_t *r, tw_eval_ctx_t *ctx, const 
   }
   a.values = ctx->reads;
   a.n_values = ctx->n_reads;
+  if (p->observer != NULL && p->observer->alert_raised != NULL &&
+      (rc = p->observer->alert_raised(p->observer->ud, r, &a, ctx)) != 0)
+    return rc;
   int len = tw_alert_to_json(&a, p->json, sizeof p->json);
   if (len < 0) return len;
   uint64_t seq = 0;
@@ -959,6 +972,12 @@ static int process_event(tw_pipeline_t *p) {
     return 0;
   }
   if (counted) p->stats.accepted++;
+  if (counted && p->record != NULL) {
+    /* TW_ETOOBIG cannot happen for a decoded event; such an event would not be recorded */
+    int rrc =
+        tw_recorder_append(p->record, p->n_shards > 1 ? p->shard_index : 0, p->schema, &p->ev);
+    if (rrc != 0 && rrc != TW_ETOOBIG) return rrc;
+  }
   p->uncommitted = true;
   p->cur = &p->ev;
   int rc = p->has_every ? register_for_sweeps(p) : 0;
@@ -1171,7 +1190,7 @@ static int decode_record(tw_pipeline_t *p, const tw_record_t *rec, tw_decode_err
     if (!derr->message[0]) snprintf(derr->message, sizeof derr->message, "%s", tw_strerror(rc));
     return TW_EINVAL;
   }
-  if (tw_pseudo_apply(&p->pseudo_key, p->schema, &p->ev) != 0) {
+  if (!p->from_record && tw_pseudo_apply(&p->pseudo_key, p->schema, &p->ev) != 0) {
     snprintf(derr->reason, sizeof derr->reason, "too_long");
     snprintf(derr->message, sizeof derr->message, "no room to pseudonymise the event");
     return TW_EINVAL;
@@ -1239,6 +1258,8 @@ static int admit(tw_pipeline_t *p, const tw_record_t *rec) {
       arrival_done(p, seq);
       return dead_letter(p, rec, "future_skew", "ts", msg);
     }
+  } else if (p->from_record) {
+    /* recorded events passed these checks when they were recorded */
   } else if (!p->have_max && p->n_suspects == 0) {
     /* The first event of a replay (or after a restart) has nothing to be checked against: it
      * waits for the next one, which confirms it if it lands within a day before it or after it,
@@ -1475,6 +1496,10 @@ int tw_pipeline_commit(tw_pipeline_t *p) {
   int rc = flush_dead_letter(p);
   if (rc == 0) rc = tw_state_meta_put(p->state, TW_PUBLISHED_META, pub, sizeof pub);
   if (rc == 0 && p->input_fd >= 0) rc = put_input_position(p);
+  /* The record holds every event the state is about to commit (a restart may record some again;
+   * a replay deduplicates them as the engine did). */
+  if (rc == 0 && p->record != NULL)
+    rc = tw_recorder_sync(p->record, p->n_shards > 1 ? p->shard_index : 0);
   if (rc == 0) rc = tw_state_commit(p->state);
   if (rc != 0) {
     fprintf(stderr, "tutorwatch: group commit failed: %s\n", tw_strerror(rc));

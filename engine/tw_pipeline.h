@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "tw_rules.h"
 #include "tw_sink.h"
 #include "tw_source.h"
 
@@ -88,9 +89,38 @@ typedef struct tw_pipeline_opts {
    * last record read. NULL: not called. */
   void (*on_commit)(void *ud, uint64_t finished_below_offset);
   void *on_commit_ud;
+  /* Investigations (docs/replay.md). */
+  struct tw_recorder *record; /* run --record: every accepted event (pseudonymised, deduplicated,
+                                 before rules) is appended to the record's stream shard_index
+                                 (0 without shards), synced before each group commit; borrowed,
+                                 must outlive the pipeline. NULL: nothing is recorded */
+  bool from_record;           /* the records are events read back from a record (replay): already
+                                 pseudonymised and checked against the clock when recorded, so
+                                 they are neither pseudonymised again nor held as suspected
+                                 future timestamps */
+  const struct tw_pipeline_observer *observer; /* NULL, or told of aggregate updates and alerts
+                                                  (replay --explain); borrowed */
 } tw_pipeline_opts_t;
 
 #define TW_DEFAULT_IDLE_FLUSH_MS 1000
+
+/*
+ * What a replay observes inside the pipeline (replay --explain). Both are called on the
+ * pipeline's thread, in processing order; pointers are valid for the call only.
+ */
+typedef struct tw_pipeline_observer {
+  /* ev (an input event, or an alert re-entering as an event) was added to aggregate agg under
+   * key, with value (1 for count; the field's value; the hash for distinct). */
+  void (*agg_added)(void *ud, const tw_agg_def_t *agg, const char *key, size_t key_len,
+                    const tw_event_t *ev, int64_t value);
+  /* rule raised alert a (after its cooldown allowed it; a->message rendered, a->seq not yet
+   * set). ctx is the context its condition was evaluated in: its callbacks read the state as the
+   * rule saw it, so tw_expr_eval_trace(rule->when, copy of ctx, ...) gives the same values.
+   * A non-zero return is an engine failure and stops the pipeline. */
+  int (*alert_raised)(void *ud, const tw_rule_t *rule, const tw_alert_t *a,
+                      const tw_eval_ctx_t *ctx);
+  void *ud;
+} tw_pipeline_observer_t;
 
 /* What the shard router must read from a record to send it to every shard that owns one of its
  * keys (tw_pipeline_route_needs). */

@@ -17,6 +17,7 @@
  */
 #define _GNU_SOURCE /* memmem: linear-time substring search */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "rules_internal.h"
@@ -498,4 +499,271 @@ int tw_expr_eval(const tw_expr_t *e, tw_eval_ctx_t *ctx, tw_value_t *out) {
   int rc = eval_node(e, ctx, out);
   if (rc != 0) *out = bool_value(0);
   return rc;
+}
+
+/* ---- tracing evaluation (replay --explain) -------------------------------------------------- */
+
+/* A bounded text buffer: appends stop (with "…") when it is full. */
+typedef struct pbuf {
+  char *p;
+  size_t cap, n;
+  int full;
+} pbuf_t;
+
+static void pb_put(pbuf_t *b, const char *s, size_t len) {
+  if (b->full) return;
+  if (b->n + len + 4 > b->cap) { /* keep room for "…" and the NUL */
+    size_t room = b->cap - b->n - 4;
+    if (room > len) room = len;
+    while (room > 0 && ((unsigned char)s[room] & 0xC0) == 0x80) room--; /* a UTF-8 boundary */
+    memcpy(b->p + b->n, s, room);
+    b->n += room;
+    memcpy(b->p + b->n, "\xe2\x80\xa6", 3);
+    b->n += 3;
+    b->full = 1;
+  } else {
+    memcpy(b->p + b->n, s, len);
+    b->n += len;
+  }
+  b->p[b->n] = '\0';
+}
+
+static void pb_str(pbuf_t *b, const char *s) {
+  pb_put(b, s, strlen(s));
+}
+
+/* A constant in the rule language's own literal syntax where it has one. */
+static void pb_value(pbuf_t *b, tw_value_t v) {
+  char tmp[96];
+  int n;
+  switch (v.kind) {
+    case TW_V_MONEY:
+      if (v.u.i % 100 == 0)
+        n = snprintf(tmp, sizeof tmp, "%lldyuan", (long long)(v.u.i / 100));
+      else
+        n = snprintf(tmp, sizeof tmp, "%lldfen", (long long)v.u.i);
+      break;
+    case TW_V_STR:
+      pb_put(b, "\"", 1);
+      pb_put(b, v.u.s.ptr, v.u.s.len);
+      pb_put(b, "\"", 1);
+      return;
+    default:
+      n = tw__value_format(v, tmp, sizeof tmp);
+      break;
+  }
+  if (n < 0) n = 0;
+  if ((size_t)n >= sizeof tmp) n = (int)sizeof tmp - 1;
+  pb_put(b, tmp, (size_t)n);
+}
+
+static const char *op_word(int op) {
+  switch ((tw__op_t)op) {
+    case TW__OP_AND:
+      return " and ";
+    case TW__OP_OR:
+      return " or ";
+    case TW__OP_EQ:
+      return " == ";
+    case TW__OP_NE:
+      return " != ";
+    case TW__OP_LT:
+      return " < ";
+    case TW__OP_LE:
+      return " <= ";
+    case TW__OP_GT:
+      return " > ";
+    case TW__OP_GE:
+      return " >= ";
+    case TW__OP_ADD:
+      return " + ";
+    case TW__OP_SUB:
+      return " - ";
+    case TW__OP_MUL:
+      return " * ";
+    case TW__OP_DIV:
+      return " / ";
+    case TW__OP_MOD:
+      return " % ";
+    case TW__OP_CONTAINS:
+      return " contains ";
+    case TW__OP_STARTSWITH:
+      return " startswith ";
+    default:
+      return NULL;
+  }
+}
+
+static int is_binary(const tw_expr_t *e) {
+  return op_word(e->op) != NULL;
+}
+
+static void print_expr(pbuf_t *b, const tw_expr_t *e);
+
+static void print_operand(pbuf_t *b, const tw_expr_t *e) {
+  if (is_binary(e)) pb_put(b, "(", 1);
+  print_expr(b, e);
+  if (is_binary(e)) pb_put(b, ")", 1);
+}
+
+static void print_call(pbuf_t *b, const char *fn, const tw_expr_t *x, const tw_expr_t *y) {
+  pb_str(b, fn);
+  pb_put(b, "(", 1);
+  print_expr(b, x);
+  if (y != NULL) {
+    pb_put(b, ", ", 2);
+    print_expr(b, y);
+  }
+  pb_put(b, ")", 1);
+}
+
+/* print_expr: the canonical text of a compiled expression (params and macros appear expanded,
+ * as the evaluator sees them). Recursion is bounded by the tree depth (TW__MAX_TREE_DEPTH). */
+static void print_expr(pbuf_t *b, const tw_expr_t *e) {
+  if (b->full || e == NULL) return;
+  const char *w = op_word(e->op);
+  if (w != NULL) {
+    print_operand(b, e->a);
+    pb_str(b, w);
+    print_operand(b, e->b);
+    return;
+  }
+  switch ((tw__op_t)e->op) {
+    case TW__OP_CONST:
+      pb_value(b, e->u.k);
+      return;
+    case TW__OP_FIELD:
+      pb_str(b, e->u.field.name);
+      return;
+    case TW__OP_AGG:
+    case TW__OP_SERIES:
+      pb_str(b, e->u.agg.name);
+      return;
+    case TW__OP_NOW:
+      pb_str(b, "now()");
+      return;
+    case TW__OP_NOT:
+      pb_str(b, "not ");
+      print_operand(b, e->a);
+      return;
+    case TW__OP_NEG:
+      pb_str(b, "-");
+      print_operand(b, e->a);
+      return;
+    case TW__OP_ABS:
+      print_call(b, "abs", e->a, NULL);
+      return;
+    case TW__OP_MIN:
+      print_call(b, "min", e->a, e->b);
+      return;
+    case TW__OP_MAX:
+      print_call(b, "max", e->a, e->b);
+      return;
+    case TW__OP_DAYS:
+      print_call(b, "days", e->a, NULL);
+      return;
+    case TW__OP_HOURS:
+      print_call(b, "hours", e->a, NULL);
+      return;
+    case TW__OP_COALESCE:
+      print_call(b, "coalesce", e->a, e->b);
+      return;
+    case TW__OP_IN_STR:
+      print_operand(b, e->a);
+      pb_str(b, " in [");
+      for (size_t i = 0; i < e->u.sset.n && !b->full; i++) {
+        if (i > 0) pb_put(b, ", ", 2);
+        if (i == 8) {
+          char more[48];
+          int n = snprintf(more, sizeof more, "%zu more", e->u.sset.n - i);
+          pb_put(b, more, (size_t)n);
+          break;
+        }
+        pb_value(b, tw_value_str(e->u.sset.items[i].ptr, e->u.sset.items[i].len));
+      }
+      pb_put(b, "]", 1);
+      return;
+    case TW__OP_IN_INT:
+      print_operand(b, e->a);
+      pb_str(b, " in [");
+      for (size_t i = 0; i < e->u.iset.n && !b->full; i++) {
+        if (i > 0) pb_put(b, ", ", 2);
+        if (i == 8) {
+          char more[48];
+          int n = snprintf(more, sizeof more, "%zu more", e->u.iset.n - i);
+          pb_put(b, more, (size_t)n);
+          break;
+        }
+        pb_value(b, tw_value_int((tw_vkind_t)e->a->type, e->u.iset.items[i]));
+      }
+      pb_put(b, "]", 1);
+      return;
+    case TW__OP_MATCH:
+      print_operand(b, e->a);
+      pb_str(b, " matches <regex>");
+      return;
+    default:
+      pb_str(b, "?");
+      return;
+  }
+}
+
+int tw_expr_text(const tw_expr_t *e, char *buf, size_t cap) {
+  if (e == NULL || buf == NULL || cap < 8) return TW_EINVAL;
+  pbuf_t b = {buf, cap, 0, 0};
+  buf[0] = '\0';
+  print_expr(&b, e);
+  return (int)b.n;
+}
+
+typedef struct trace {
+  tw_trace_node_t *nodes;
+  size_t cap, n;
+} trace_t;
+
+static void trace_rec(const tw_expr_t *e, tw_eval_ctx_t *ctx, trace_t *t, uint16_t depth,
+                      int evaluated) {
+  if (e == NULL) return;
+  tw_trace_node_t *me = NULL;
+  if (e->op != TW__OP_CONST && t->n < t->cap) {
+    me = &t->nodes[t->n++];
+    memset(me, 0, sizeof *me);
+    me->pos = e->pos;
+    me->depth = depth;
+    me->evaluated = evaluated != 0;
+    me->value = null_value();
+    (void)tw_expr_text(e, me->text, sizeof me->text);
+  }
+  tw_value_t v = null_value();
+  if (evaluated) {
+    int rc = eval_node(e, ctx, &v);
+    if (me != NULL) me->error = rc;
+    if (rc != 0) v = null_value();
+  }
+  if (me != NULL) me->value = v;
+  if (e->op == TW__OP_CONST || e->op == TW__OP_FIELD || e->op == TW__OP_AGG ||
+      e->op == TW__OP_SERIES || e->op == TW__OP_NOW)
+    return; /* leaves */
+  int eval_b = evaluated;
+  if (evaluated && (e->op == TW__OP_AND || e->op == TW__OP_OR || e->op == TW__OP_COALESCE)) {
+    tw_value_t a;
+    if (eval_node(e->a, ctx, &a) != 0)
+      eval_b = 0;
+    else if (e->op == TW__OP_COALESCE)
+      eval_b = a.kind == TW_V_NULL;
+    else
+      eval_b = is_true(a) != (e->op == TW__OP_OR); /* not short-circuited */
+  }
+  trace_rec(e->a, ctx, t, (uint16_t)(depth + 1), evaluated);
+  trace_rec(e->b, ctx, t, (uint16_t)(depth + 1), eval_b);
+}
+
+int tw_expr_eval_trace(const tw_expr_t *e, tw_eval_ctx_t *ctx, tw_trace_node_t *nodes, size_t cap,
+                       size_t *n, tw_value_t *out) {
+  if (e == NULL || ctx == NULL || out == NULL || n == NULL || (nodes == NULL && cap > 0))
+    return TW_EINVAL;
+  trace_t t = {nodes, cap, 0};
+  trace_rec(e, ctx, &t, 0, 1);
+  *n = t.n;
+  return tw_expr_eval(e, ctx, out);
 }

@@ -193,6 +193,38 @@ typedef struct tw_eval_ctx {
  */
 int tw_expr_eval(const tw_expr_t *e, tw_eval_ctx_t *ctx, tw_value_t *out);
 
+/* One sub-expression of a traced evaluation (tw_expr_eval_trace). */
+#define TW_TRACE_TEXT_MAX 256
+typedef struct tw_trace_node {
+  uint32_t pos;      /* byte offset of the sub-expression in the source text it was compiled from
+                        (the condition, or the macro it came from) */
+  uint16_t depth;    /* 0: the whole expression; children are one deeper, listed after it */
+  bool evaluated;    /* false: not evaluated (the other side of a short-circuited and / or, or of
+                        a coalesce whose first argument was not null); value is then null */
+  int error;         /* 0, or the TW_E... code its evaluation returned; value is then null */
+  tw_value_t value;  /* strings borrow from the event: valid as long as the event is */
+  char text[TW_TRACE_TEXT_MAX]; /* its canonical text, params and macros expanded, cut with "…" */
+} tw_trace_node_t;
+
+/*
+ * tw_expr_eval_trace: evaluate e as tw_expr_eval does (same *out, same return codes) and also
+ * record every sub-expression except constants, in pre-order (a node, then its operands), with
+ * its value, into nodes[0..cap); *n says how many were written (at most cap; deeper nodes beyond
+ * it are left out). For investigations (replay --explain), not the hot path: each recorded node
+ * is evaluated on its own, so the cost is O(nodes × depth) evaluations, and aggregates are read
+ * again through ctx's callbacks. No allocation. Returns as tw_expr_eval, or TW_EINVAL (NULL
+ * argument).
+ */
+int tw_expr_eval_trace(const tw_expr_t *e, tw_eval_ctx_t *ctx, tw_trace_node_t *nodes,
+                       size_t cap, size_t *n, tw_value_t *out);
+
+/*
+ * tw_expr_text: the canonical text of a compiled expression ("(complaints_7d >= 5) and ...";
+ * params and macros appear expanded, money as yuan, regexes as <regex>) into buf, cut with "…"
+ * when longer than cap - 4 bytes. Returns the length, or TW_EINVAL (NULL, or cap < 8).
+ */
+int tw_expr_text(const tw_expr_t *e, char *buf, size_t cap);
+
 /*
  * tw_template_render: render a message template into buf (cap bytes, always NUL-terminated,
  * truncated with "…" when too long). Holes `{expr}` are evaluated in ctx; money renders in fen

@@ -42,7 +42,7 @@ start_engine engine2.log --listen "$IN" --feed "$FEED" --history "$HIST" --feed-
 trap 'kill $engine 2>/dev/null || true' EXIT
 last=$(tail -n 1 slow.jsonl | jq -r '.seq // 0' 2>/dev/null || echo 0)
 "$TW" feed --connect "$FEED" --since "${last:-0}" --history "$HIST" --count $((n - ${last:-0})) \
-  --timeout-ms 5000 > rest.jsonl 2>rest.err || { cat rest.err; fail "catch-up"; }
+  --timeout-ms 30000 > rest.jsonl 2>rest.err || { cat rest.err; fail "catch-up"; }
 stop_engine engine2.log
 trap - EXIT
 expect_eq "recovered" "$(cat slow.jsonl rest.jsonl | jq -r .seq | sort -n | uniq | wc -l)" $n
