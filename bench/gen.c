@@ -592,8 +592,9 @@ static int lesson(gen_t *g, uint32_t i, gen_student_t *s) {
   int closing_down = active(g, in, TW_GEN_PLANNED_CLOSURE);
   int phase = runaway_phase(g, in);
   if (!s->pay_after_class && s->remaining_hours < s->lesson_hours && !closing_down) {
-    if (pay(g, i, s, start - (10 + rng_below(&g->rng, 50)) * MS_PER_MIN, sale_kind(g, in)) < 0)
-      return -1;
+    /* minutes and seconds before the lesson: two families rarely pay in the same second */
+    int64_t at = start - (10 + rng_below(&g->rng, 50)) * MS_PER_MIN - rng_below(&g->rng, 60) * 1000;
+    if (pay(g, i, s, at, sale_kind(g, in)) < 0) return -1;
   }
   if (!s->pay_after_class && s->remaining_hours < s->lesson_hours) /* closing down: nothing left */
     return withdraw(g, i, s, start);
@@ -621,7 +622,9 @@ static int lesson(gen_t *g, uint32_t i, gen_student_t *s) {
     s->unpaid_hours = (int16_t)(s->unpaid_hours + s->lesson_hours);
     in->balance_fen -= amount;
     if (++s->unpaid_lessons >= 4 || leaving) {
-      gen_event_t *p = emit(g, i, TW_GEN_PAYMENT, end + (5 + rng_below(&g->rng, 25)) * MS_PER_MIN);
+      gen_event_t *p =
+          emit(g, i, TW_GEN_PAYMENT,
+               end + (5 + rng_below(&g->rng, 25)) * MS_PER_MIN + rng_below(&g->rng, 60) * 1000);
       if (p == NULL) return -1;
       p->student = s->serial;
       p->course = s->course;
@@ -639,14 +642,14 @@ static int lesson(gen_t *g, uint32_t i, gen_student_t *s) {
   s->remaining_hours = (int16_t)(s->remaining_hours - s->lesson_hours);
   in->pending_release_fen += amount;
   in->balance_fen -= amount;
-  int64_t later = end + (5 + rng_below(&g->rng, 60)) * MS_PER_MIN;
+  int64_t later = end + (5 + rng_below(&g->rng, 60)) * MS_PER_MIN + rng_below(&g->rng, 60) * 1000;
   if (closing_down) /* planned closure: every unused hour refunded within 1-3 days */
     return s->remaining_hours > 0
                ? leave_with_refund(g, i, s, later, 1 + (int)rng_below(&g->rng, 3))
                : withdraw(g, i, s, later);
   if (s->remaining_hours < s->lesson_hours) {
     if (rng_chance(&g->rng, 4, 5)) {
-      int64_t at = end + (10 + rng_below(&g->rng, 30)) * MS_PER_MIN;
+      int64_t at = end + (10 + rng_below(&g->rng, 30)) * MS_PER_MIN + rng_below(&g->rng, 60) * 1000;
       return pay(g, i, s, at, sale_kind(g, in)) < 0 ? -1 : 0;
     }
     return withdraw(g, i, s, end + (5 + rng_below(&g->rng, 30)) * MS_PER_MIN);
