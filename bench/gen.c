@@ -852,6 +852,8 @@ static int inst_day(gen_t *g, uint32_t i, int weekday) {
        (d > in->problem_day && d <= in->problem_day + 20 && rng_chance(&g->rng, 1, 6))) &&
       institution_event(g, i, IN_BRANCH_CLOSE, rand_time(g, 17 * 60, 21 * 60)) == NULL)
     return -1;
+  if (in->problem == TW_GEN_STAFF_EXODUS && d == in->problem_day) /* 60% of today's teachers */
+    in->exodus_left = (int32_t)(in->staff * 6 + 9) / 10;
   if (active(g, in, TW_GEN_STAFF_EXODUS) && in->exodus_left > 0 &&
       (d == in->problem_day || rng_chance(&g->rng, 1, 3))) {
     in->exodus_left--;
@@ -938,7 +940,8 @@ static int inst_day(gen_t *g, uint32_t i, int weekday) {
    * 240 days or so. */
   if (rng_chance(&g->rng, 1, 150)) {
     if (hire(g, i, 0) < 0) return -1;
-  } else if (in->staff > 2 && rng_chance(&g->rng, 1, 240)) {
+  } else if (in->staff > (in->problem == TW_GEN_STAFF_EXODUS ? 6u : 2u) &&
+             rng_chance(&g->rng, 1, 240)) { /* an exodus keeps its 6 teachers until it starts */
     if (staff_leaves(g, i) < 0) return -1;
   }
   if (in->problem != TW_GEN_BRANCH_CLOSURES && in->branches_closed < in->n_branches &&
