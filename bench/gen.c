@@ -217,8 +217,9 @@ enum {
   PAY_UNSUPERVISED,
   PAY_LOAN,
   PAY_DISCOUNT,
-  PAY_SPLIT,     /* a year card split into three orders at the caps, within hours */
-  PAY_SPLIT_PART /* one of the later two */
+  PAY_SPLIT,      /* a year card split into three orders at the caps, within hours */
+  PAY_SPLIT_PART, /* one of the later two */
+  PAY_OVER_AMOUNT /* an over-cap package of 8,800 yuan: an over_cap institution's first sale */
 };
 
 typedef struct gen_student { /* 32 bytes: N × ~50 of these is the generator's memory */
@@ -423,8 +424,8 @@ static int64_t pay(gen_t *g, uint32_t i, gen_student_t *s, int64_t ms_of_day, in
   int64_t amount = (int64_t)hours * price;
   int64_t list = amount;
   int channel = CH_SUPERVISED;
-  if (kind == PAY_OVER_CAP) {
-    switch (rng_below(&g->rng, 3)) {
+  if (kind == PAY_OVER_CAP || kind == PAY_OVER_AMOUNT) {
+    switch (kind == PAY_OVER_AMOUNT ? 0 : rng_below(&g->rng, 3)) {
       case 0: /* an 8,800-yuan package */
         amount = 880000;
         hours = (int32_t)(amount / price);
@@ -462,7 +463,7 @@ static int64_t pay(gen_t *g, uint32_t i, gen_student_t *s, int64_t ms_of_day, in
   e->class_hours = hours;
   e->service_days = days;
   e->action = (uint8_t)channel;
-  if ((kind == PAY_OVER_CAP && in->problem == TW_GEN_OVER_CAP) ||
+  if (((kind == PAY_OVER_CAP || kind == PAY_OVER_AMOUNT) && in->problem == TW_GEN_OVER_CAP) ||
       (kind == PAY_UNSUPERVISED && in->problem == TW_GEN_UNSUPERVISED) ||
       (kind == PAY_LOAN && in->problem == TW_GEN_TRAINING_LOAN) ||
       (kind == PAY_DISCOUNT &&
@@ -823,7 +824,7 @@ static int inst_day(gen_t *g, uint32_t i, int weekday) {
   }
 
   if (d == in->problem_day) { /* the first sale of a sales scenario is a new student's */
-    static const int kFirstSale[TW_GEN_PROBLEM_COUNT] = {[TW_GEN_OVER_CAP] = PAY_OVER_CAP,
+    static const int kFirstSale[TW_GEN_PROBLEM_COUNT] = {[TW_GEN_OVER_CAP] = PAY_OVER_AMOUNT,
                                                          [TW_GEN_UNSUPERVISED] = PAY_UNSUPERVISED,
                                                          [TW_GEN_SPLIT_ORDERS] = PAY_SPLIT,
                                                          [TW_GEN_TRAINING_LOAN] = PAY_LOAN,
@@ -852,8 +853,8 @@ static int inst_day(gen_t *g, uint32_t i, int weekday) {
        (d > in->problem_day && d <= in->problem_day + 20 && rng_chance(&g->rng, 1, 6))) &&
       institution_event(g, i, IN_BRANCH_CLOSE, rand_time(g, 17 * 60, 21 * 60)) == NULL)
     return -1;
-  if (in->problem == TW_GEN_STAFF_EXODUS && d == in->problem_day) /* 60% of today's teachers */
-    in->exodus_left = (int32_t)(in->staff * 6 + 9) / 10;
+  if (in->problem == TW_GEN_STAFF_EXODUS && d == in->problem_day) /* 70% of today's teachers */
+    in->exodus_left = (int32_t)(in->staff * 7 + 9) / 10;
   if (active(g, in, TW_GEN_STAFF_EXODUS) && in->exodus_left > 0 &&
       (d == in->problem_day || rng_chance(&g->rng, 1, 3))) {
     in->exodus_left--;
@@ -1049,9 +1050,9 @@ static size_t setup_institutions(gen_t *g, uint32_t *order) {
       case TW_GEN_PLANNED_CLOSURE: /* 30 days' public notice */
         in->close_day = in->problem_day + 30;
         break;
-      case TW_GEN_STAFF_EXODUS: /* at least 6 teachers, more than half of them leave */
+      case TW_GEN_STAFF_EXODUS: /* at least 6 teachers, 70% of them leave */
         if (in->staff < 6) in->staff = in->next_staff = 6;
-        in->exodus_left = (int32_t)(in->staff * 6 + 9) / 10;
+        in->exodus_left = (int32_t)(in->staff * 7 + 9) / 10;
         break;
       case TW_GEN_BRANCH_CLOSURES:
         in->n_branches = MAX_BRANCHES;
