@@ -2,8 +2,9 @@
 # The default rules find the scenarios that `gen` injects, scored by `tutorwatch eval` against
 # the ground truth: from JSON Lines and from msgpack alike (byte-identical alerts), every scenario
 # found by an alert of its own family (except collection_surge, whose weekly baseline needs 13
-# weeks of history that a 75-day stream cannot give), no alert on a healthy institution or a
-# look-alike, and the run-away found at least 14 days before its collapse.
+# weeks of history that a 75-day stream cannot give), precision and false alerts within the
+# issue's targets, no alert on a look-alike, and the run-away found at least 14 days before its
+# collapse.
 # (Sizes are small so the suite stays fast under the sanitizers; docs/detection.md has the
 # Done-when runs, 20000 institutions over 365 days, made the same way.)
 . "$(dirname "$0")/lib.sh"
@@ -28,11 +29,14 @@ cat table.txt
 missed=$(jq -r '.scenarios | to_entries[] | select(.value.family != "healthy")
   | select(.key != "collection_surge") | select(.value.found < .value.institutions) | .key' eval.json)
 [ -z "$missed" ] || fail "scenarios missed: $missed"
-# No false alert: none on healthy institutions, none on look-alikes, none before an onset.
-expect_eq "false alerts" "$(jq -r .overall.false_alerts eval.json)" 0
+# The issue's targets for false alerts: precision >= 0.9 and at most 1 false alert per 1,000
+# institution-days (a healthy institution may reach a heuristic rule by chance); none on the
+# look-alikes.
+jq -e '.overall.precision >= 0.9 and .overall.false_alerts_per_1000_institution_days <= 1' \
+  eval.json > /dev/null || fail "precision or false alert rate off target: $(jq -c .overall eval.json)"
 expect_eq "alerts on look-alikes" \
   "$(jq -r '[.scenarios[] | select(.family == "healthy") | .alerts] | add' eval.json)" 0
 # The run-away timeline is found two weeks or more before the doors close.
 lead=$(jq -r '.scenarios.runaway.lead_time_days_median' eval.json)
 awk -v l="$lead" 'BEGIN { exit !(l >= 14) }' || fail "run-away lead time $lead days, want >= 14"
-echo "found $(jq -r .overall.found eval.json) of $(jq -r .overall.scenarios eval.json) scenarios, no false alerts, run-away lead $lead days"
+echo "found $(jq -r .overall.found eval.json) of $(jq -r .overall.scenarios eval.json) scenarios, $(jq -r .overall.false_alerts eval.json) false alerts, run-away lead $lead days"
