@@ -29,10 +29,12 @@
 #include "tw_acked.h"
 #include "tw_cli.h"
 #include "tw_error.h"
+#include "tw_nats.h"
 #include "tw_pipeline.h"
 #include "tw_record.h"
 #include "tw_shards.h"
 #include "tw_sink.h"
+#include "tw_sink_nats.h"
 #include "tw_sink_zmq.h"
 #include "tw_source.h"
 
@@ -59,6 +61,15 @@ static void usage(FILE *out) {
       "batches are\n"
       "                        acknowledged once committed, and resent after a restart "
       "(single shard)\n"
+      "  --nats URL            consume NATS JetStream instead (nats://127.0.0.1:4222): stream "
+      "EVENTS,\n"
+      "                        one durable pull consumer per owned partition, each message\n"
+      "                        acknowledged after the commit that includes it; alerts go to\n"
+      "                        stream ALERTS on tw.alerts.<region>.<severity>, Nats-Msg-Id =\n"
+      "                        alert_id\n"
+      "                        (docs/scaling.md; single shard; serves until SIGINT/SIGTERM)\n"
+      "  --partitions P        the partition count of the EVENTS stream, with --nats\n"
+      "  --owns K,...          the partitions this engine consumes (default: all, 0..P-1)\n"
       "  --format FMT          jsonl | msgpack | auto (default: from the file extension, .msgpack "
       "=\n"
       "                        msgpack; for --listen, detected per message)\n"
@@ -491,6 +502,180 @@ static void print_summary(const engine_t *e, const run_net_t *net, double secs,
           temp_state ? " (temporary, removed)" : "");
 }
 
+/* ---- NATS JetStream (docs/scaling.md) -------------------------------------------------------- */
+
+/* --owns "K,K,...": each 0..partitions-1, no repeats. Returns the count, or -1 after a message. */
+static int parse_owns(const char *arg, int partitions, int *owns) {
+  int n = 0;
+  const char *p = arg;
+  for (;;) {
+    char *end;
+    errno = 0;
+    long k = strtol(p, &end, 10);
+    if (end == p || errno != 0 || k < 0 || k >= partitions || (*end != ',' && *end != '\0')) {
+      fprintf(stderr,
+              "tutorwatch run: --owns wants partitions from 0 to %d separated by commas, not "
+              "'%s'\n",
+              partitions - 1, arg);
+      return -1;
+    }
+    for (int i = 0; i < n; i++)
+      if (owns[i] == (int)k) {
+        fprintf(stderr, "tutorwatch run: --owns lists partition %ld twice\n", k);
+        return -1;
+      }
+    owns[n++] = (int)k; /* at most partitions entries: repeats are refused */
+    if (*end == '\0') return n;
+    p = end + 1;
+  }
+}
+
+/* Acknowledge what each commit made durable. */
+static void nats_ack_after_commit(void *ud, uint64_t finished_below_offset) {
+  tw_source_t *const *src = ud;
+  tw_nats_committed(*src, finished_below_offset);
+}
+
+/* run --nats: one pipeline fed by the partitions' pull consumers until SIGINT/SIGTERM; a tick
+ * every RUN_TICK_MS (the source's poll waits at most 50 ms when idle) moves the watermark of an
+ * idle stream and commits, which acknowledges. */
+static int run_nats(tw_pipeline_opts_t *po, const char *url, int partitions, const char *owns_arg,
+                    const char *alerts, tw_format_t format) {
+  if (po->rules_path == NULL || url == NULL || partitions == 0) {
+    fprintf(stderr, "tutorwatch run: --nats URL needs --partitions P and --rules FILE\n");
+    return 2;
+  }
+  if (po->state_dir == NULL) {
+    fprintf(stderr,
+            "tutorwatch run: --nats needs --state DIR (acknowledged messages are only in it)\n");
+    return 2;
+  }
+  int *owns = calloc((size_t)partitions, sizeof *owns);
+  if (owns == NULL) return 70;
+  int n_owns = partitions;
+  if (owns_arg != NULL) {
+    n_owns = parse_owns(owns_arg, partitions, owns);
+    if (n_owns < 0) {
+      free(owns);
+      return 2;
+    }
+  } else {
+    for (int i = 0; i < partitions; i++) owns[i] = i;
+  }
+  tw_source_t *src = NULL;
+  po->on_commit = nats_ack_after_commit;
+  po->on_commit_ud = &src;
+  po->live = true;
+  if (po->batch_events == 0) po->batch_events = 1000;
+  engine_t eng;
+  memset(&eng, 0, sizeof eng);
+  char err[4096];
+  int status = 0;
+  int rc = tw_outputs_open(&eng.out, po->dead_letter_path, po->no_sync, err, sizeof err);
+  if (rc == 0) {
+    po->shared_outputs = &eng.out;
+    rc = tw_pipeline_open(po, &eng.p, err, sizeof err);
+  }
+  if (rc != 0) {
+    fprintf(stderr, "tutorwatch run: %s\n", err);
+    status = (rc == TW_ENOMEM || rc == TW_ESTATE) ? 70 : 1;
+    goto done;
+  }
+  if (n_owns < partitions && tw_pipeline_route_needs(eng.p) != 0)
+    fprintf(stderr,
+            "tutorwatch run: warning: the rules keep aggregates keyed by city, province or another "
+            "field than the institution; owning %d of %d partitions, this engine sees only its "
+            "institutions' events for them (docs/scaling.md)\n",
+            n_owns, partitions);
+  if (alerts != NULL && open_sink(&eng.out, "jsonl", alerts, NULL) != 0) {
+    status = 1;
+    goto done;
+  }
+  tw_sink_t *sink = NULL;
+  rc = tw_sink_nats_open(url, &sink, err, sizeof err);
+  if (rc == 0) {
+    rc = tw_outputs_add_sink(&eng.out, sink);
+    if (rc != 0) sink->vt->close(sink);
+  }
+  if (rc != 0) {
+    fprintf(stderr, "tutorwatch run: cannot open the ALERTS stream at %s: %s\n", url,
+            err[0] ? err : tw_strerror(rc));
+    status = 1;
+    goto done;
+  }
+  uint64_t redone = 0;
+  rc = tw_pipeline_republish(eng.p, &redone);
+  if (rc != 0) {
+    fprintf(stderr, "tutorwatch run: cannot read the alert journal of state %s: %s\n",
+            po->state_dir, tw_strerror(rc));
+    status = 70;
+    goto done;
+  }
+  if (redone > 0)
+    fprintf(stderr,
+            "tutorwatch run: %llu %s of the journal sent again to ALERTS (the stream drops those "
+            "it already holds)\n",
+            (unsigned long long)redone, plural(redone, "alert", "alerts"));
+  tw_nats_source_opts_t no = {.url = url,
+                              .partitions = partitions,
+                              .owns = owns,
+                              .n_owns = (size_t)n_owns,
+                              .format = format};
+  rc = tw_nats_source_open(&no, &src, err, sizeof err);
+  if (rc != 0) {
+    fprintf(stderr, "tutorwatch run: cannot consume %s: %s\n", url, err[0] ? err : tw_strerror(rc));
+    status = rc == TW_ENOMEM ? 70 : 1;
+    goto done;
+  }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  fprintf(stderr,
+          "tutorwatch run: listening on %s (NATS JetStream, %d of %d partitions); SIGINT or "
+          "SIGTERM stops\n",
+          url, n_owns, partitions);
+  double t0 = now_s(), last_tick = t0;
+  while (!g_stop) {
+    rc = src->vt->poll(src, RUN_POLL_BATCH, tw_pipeline_record, eng.p);
+    if (rc < 0) break;
+    rc = 0;
+    double now = now_s();
+    if (now - last_tick >= RUN_TICK_MS / 1e3) {
+      last_tick = now;
+      rc = tw_pipeline_tick(eng.p, wall_ms());
+      if (rc == 0 && tw_pipeline_pending(eng.p) > 0) rc = tw_pipeline_commit(eng.p);
+      if (rc != 0) break;
+    }
+  }
+  if (g_stop) fprintf(stderr, "tutorwatch run: stopping; committing what was processed\n");
+  if (rc != 0) {
+    fprintf(stderr, "tutorwatch run: stopped: %s\n", tw_strerror(rc));
+    status = rc == TW_EIO ? 1 : 70;
+  }
+  int crc = engine_finish(&eng, rc == 0);
+  if (crc != 0) {
+    fprintf(stderr, "tutorwatch run: stopped: %s\n", tw_strerror(crc));
+    if (status == 0) status = 70;
+  }
+  tw_pipeline_stats_t fin;
+  engine_stats(&eng, &fin);
+  if (fin.sink_errors > 0) {
+    fprintf(stderr, "tutorwatch run: %llu alert %s failed; every alert is kept in the journal\n",
+            (unsigned long long)fin.sink_errors, plural(fin.sink_errors, "write", "writes"));
+    if (status == 0) status = 1;
+  }
+  run_net_t none;
+  memset(&none, 0, sizeof none);
+  print_summary(&eng, &none, now_s() - t0, po->state_dir, 0, 1);
+done:
+  if (engine_close(&eng) != 0 && status == 0) status = 70;
+  if (src != NULL) src->vt->close(src); /* after the last commit has acknowledged */
+  free(owns);
+  return status;
+}
+
 int tw_cmd_run(int argc, char **argv) {
   static const struct option longopts[] = {{"rules", required_argument, NULL, 'r'},
                                            {"input", required_argument, NULL, 'i'},
@@ -519,8 +704,13 @@ int tw_cmd_run(int argc, char **argv) {
                                            {"escalation", required_argument, NULL, 'E'},
                                            {"feed-hwm", required_argument, NULL, 'W'},
                                            {"record", required_argument, NULL, 'R'},
+                                           {"nats", required_argument, NULL, 1000},
+                                           {"partitions", required_argument, NULL, 1001},
+                                           {"owns", required_argument, NULL, 1002},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
+  const char *nats_url = NULL, *owns_arg = NULL;
+  int nats_partitions = 0;
   const char *input = NULL, *listen_ep = NULL, *feed = NULL, *alerts = NULL, *ingest_ep = NULL,
              *record = NULL;
   tw_recorder_t *recorder = NULL;
@@ -682,6 +872,23 @@ int tw_cmd_run(int argc, char **argv) {
         net.feed_hwm = (int)n;
         break;
       }
+      case 1000:
+        nats_url = optarg;
+        break;
+      case 1001: {
+        char *end;
+        long n = strtol(optarg, &end, 10);
+        if (*end != '\0' || n < 1 || n > TW_NATS_PARTITIONS_MAX) {
+          fprintf(stderr, "tutorwatch run: --partitions wants an integer from 1 to %d, not '%s'\n",
+                  TW_NATS_PARTITIONS_MAX, optarg);
+          return 2;
+        }
+        nats_partitions = (int)n;
+        break;
+      }
+      case 1002:
+        owns_arg = optarg;
+        break;
       case 'h':
         usage(stdout);
         return 0;
@@ -691,10 +898,21 @@ int tw_cmd_run(int argc, char **argv) {
     }
   }
   po.params_set = params;
+  po.stop = &g_stop; /* SIGINT/SIGTERM during a long run of scheduled sweeps */
   po.n_params_set = n_params;
   if (optind < argc) {
     fprintf(stderr, "tutorwatch run: unexpected argument '%s'\n", argv[optind]);
     return 2;
+  }
+  if (nats_url != NULL || nats_partitions != 0 || owns_arg != NULL) {
+    if (input != NULL || listen_ep != NULL || ingest_ep != NULL || shards > 1 || record != NULL) {
+      fprintf(stderr,
+              "tutorwatch run: --nats takes the place of --input, --listen and --ingest, and works "
+              "with one shard and without --record\n");
+      return 2;
+    }
+    return run_nats(&po, nats_url, nats_partitions, owns_arg, alerts,
+                    have_format ? so.format : TW_FORMAT_AUTO);
   }
   if (po.rules_path == NULL || (input != NULL) + (listen_ep != NULL) + (ingest_ep != NULL) != 1) {
     fprintf(stderr,
@@ -817,7 +1035,7 @@ int tw_cmd_run(int argc, char **argv) {
     do {
       rc = src->vt->poll(src, RUN_POLL_BATCH, cb, ud);
     } while (rc >= 0 && !g_stop);
-    if (rc == TW_EOF) rc = 0;
+    if (rc == TW_EOF || (g_stop && rc > 0)) rc = 0; /* a poll's record count is no error */
     if (g_stop) fprintf(stderr, "tutorwatch run: interrupted; committing what was processed\n");
   }
   if (rc != 0) {

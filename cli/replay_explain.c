@@ -62,7 +62,7 @@ struct tw_explain {
 static void load_whens(tw_explain_t *x);
 
 static uint64_t hash_of(const char *agg, const char *key, size_t len) {
-  uint64_t h = 1469598103934665603ULL;
+  uint64_t h = 14695981039346656037ULL;
   for (const char *p = agg; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
   h = (h ^ 0xff) * 1099511628211ULL;
   for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;

@@ -129,6 +129,7 @@ struct tw_pipeline {
   int64_t wm_floor_ms; /* live: watermark moved by the wall clock while idle */
   int64_t last_record_wall_ms;
   int64_t idle_flush_ms; /* < 0: a pause does not release what is held */
+  const volatile sig_atomic_t *stop; /* opts.stop */
   int64_t recent[TW_RECENT]; /* event times of the last accepted events, circular */
   size_t n_recent;
   suspect_t suspects[TW_SUSPECTS_MAX];
@@ -327,6 +328,7 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   p->skew_ms =
       opts->max_future_skew_ms < 0 ? TW_DEFAULT_MAX_FUTURE_SKEW_MS : opts->max_future_skew_ms;
   p->live = opts->live;
+  p->stop = opts->stop;
   p->idle_flush_ms = opts->idle_flush_ms == 0 ? TW_DEFAULT_IDLE_FLUSH_MS : opts->idle_flush_ms;
   p->dedup_horizon_ms =
       opts->dedup_horizon_ms < 0 ? TW_DEFAULT_DEDUP_HORIZON_MS : opts->dedup_horizon_ms;
@@ -410,7 +412,7 @@ static int dead_letter(tw_pipeline_t *p, const tw_record_t *rec, const char *rea
 
 int tw_key_shard(const char *key, size_t len, int n) {
   if (n <= 1) return 0;
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a 64 */
+  uint64_t h = 14695981039346656037ULL; /* FNV-1a 64: offset basis, then prime 2^40 + 435 */
   for (size_t i = 0; i < len; i++) {
     h ^= (unsigned char)key[i];
     h *= 1099511628211ULL;
@@ -558,7 +560,7 @@ static int update_aggregates(tw_pipeline_t *p, const type_plan_t *tp) {
     int rc = tw_state_agg_add(p->state, &a->spec, key, len, ev->ts_ms, value);
     if (p->observer != NULL && p->observer->agg_added != NULL && (rc == 0 || rc == TW_EOVERFLOW))
       p->observer->agg_added(p->observer->ud, a, key, len, ev, value);
-    if (rc == TW_EOVERFLOW) {
+    if (rc == TW_EOVERFLOW || rc == TW_ETOOBIG) { /* a saturated sum; a key over 256 bytes */
       log_eval_error(p, "aggregate", a->name, rc);
     } else if (rc != 0) {
       return rc;
@@ -611,6 +613,10 @@ static int fire(tw_pipeline_t *p, const tw_rule_t *r, tw_eval_ctx_t *ctx, const 
   bool allowed = true;
   int rc =
       tw_state_cooldown(p->state, r->name, key, key_len, p->cur->ts_ms, r->cooldown_ms, &allowed);
+  if (rc == TW_ETOOBIG) { /* a key over 256 bytes cannot be kept: counted, the engine goes on */
+    log_eval_error(p, "cooldown of rule", r->name, rc);
+    return 0;
+  }
   if (rc != 0) return rc;
   if (!allowed) {
     p->stats.suppressed++;
@@ -908,6 +914,7 @@ static int sweep_key(void *ud, const char *key, size_t len) {
  * so the institutions named since the last commit are among its keys. */
 static int run_sweeps(tw_pipeline_t *p, int64_t limit) {
   for (;;) {
+    if (p->stop != NULL && *p->stop) return 0; /* interrupted: the clocks say where it stopped */
     size_t pick = SIZE_MAX;
     for (size_t i = 0; i < tw_rules_n_rules(p->rules); i++)
       if (tw_rules_rule(p->rules, i)->every_ms > 0 && p->next_sweep_ms[i] != INT64_MIN &&
@@ -997,6 +1004,9 @@ static int release(tw_pipeline_t *p, int64_t limit, int64_t sweep_limit) {
   int64_t ts;
   uint64_t seq;
   while (tw_order_peek_ts(p->order, &ts) == 0 && ts <= limit) {
+    /* Interrupted with scheduled rules: stop here, between events, so no event is processed
+     * ahead of a sweep due before it; what is held is read again by the next run. */
+    if (p->has_every && p->stop != NULL && *p->stop) return 0;
     if (p->has_every) {
       int rc = run_sweeps(p, ts - 1 < sweep_limit ? ts - 1 : sweep_limit);
       if (rc != 0) return rc;

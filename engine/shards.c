@@ -328,6 +328,9 @@ static void *shard_main(void *arg) {
 /* The shard count is part of the state, written to DIR/shards once every shard has opened: a
  * directory made with another count, or without shards, is refused. Shard directories without
  * that file come from a start that failed before any event was read: they are reused. */
+/* DIR/shards holds the shard count and the name of the hash that placed keys on them. */
+#define TW__LAYOUT_HASH "fnv1a64"
+
 static int check_layout(const char *dir, int n, int *have_marker, char *errbuf, size_t errcap) {
   char path[4200];
   struct stat st;
@@ -343,8 +346,16 @@ static int check_layout(const char *dir, int n, int *have_marker, char *errbuf, 
   FILE *f = fopen(path, "r");
   if (f == NULL) return 0;
   int made = 0;
-  int ok = fscanf(f, "%d", &made) == 1;
+  char hash[16] = "";
+  int ok = fscanf(f, "%d %15s", &made, hash) >= 1;
   fclose(f);
+  if (ok && strcmp(hash, TW__LAYOUT_HASH) != 0) {
+    snprintf(errbuf, errcap,
+             "state %s was made by an earlier tutorwatch that placed keys on shards with another "
+             "hash; replay its input into a new directory",
+             dir);
+    return TW_EINVAL;
+  }
   if (!ok || made != n) {
     snprintf(errbuf, errcap,
              "state %s was made with --shards %d (institutions would change shards and lose their "
@@ -362,7 +373,7 @@ static int write_layout(const char *dir, int n) {
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   FILE *f = fopen(tmp, "w");
   if (f == NULL) return TW_EIO;
-  int ok = fprintf(f, "%d\n", n) > 0;
+  int ok = fprintf(f, "%d %s\n", n, TW__LAYOUT_HASH) > 0;
   ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
   ok = fclose(f) == 0 && ok;
   if (!ok || rename(tmp, path) != 0) return TW_EIO;

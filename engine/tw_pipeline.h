@@ -16,6 +16,7 @@
 #define TW_PIPELINE_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -79,6 +80,9 @@ typedef struct tw_pipeline_opts {
   size_t n_params_set;
   int shard_index, n_shards; /* one of n_shards (> 1): the pipeline keeps only the keys whose
                                 hash (tw_key_shard) is shard_index; 0, 0: every key */
+  const volatile sig_atomic_t *stop; /* NULL, or a flag a signal handler sets: scheduled sweeps
+                                        stop between two sweeps (their clock is kept, so a
+                                        restart goes on from there) */
   int64_t idle_flush_ms;     /* serving: after this long without a record, the events held for
                                 the watermark are processed (the watermark moves up to the newest
                                 event time). 0: the default, 1 s; < 0: never (only the wall

@@ -49,6 +49,7 @@ typedef struct ynode {
 } ynode_t;
 
 #define TW__MAX_DIAGS 1000 /* diagnostics kept per file; more are counted, not kept */
+#define TW__MAX_SUGGESTING_ERRORS 100 /* errors that get a 'did you mean' */
 
 typedef struct diag {
   tw_rule_error_t e;
@@ -100,6 +101,13 @@ static int vreport(loader_t *L, int code, int warning, int line, int col, const 
   d.line = line;
   d.col = col;
   vsnprintf(d.message, sizeof d.message, fmt, ap);
+  if (code == TW_ENOMEM && L->rs != NULL && L->rs->arena.over) {
+    code = TW_ETOOBIG; /* the bound on the compiled form, not the machine, ran out */
+    snprintf(d.message, sizeof d.message,
+             "rule file too large: its compiled form (macros expanded at each use, with their "
+             "strings) exceeds %zu MiB",
+             TW__MAX_RULESET_BYTES >> 20);
+  }
   if (!warning) {
     if (L->n_errors == 0) {
       *L->err = d;
@@ -117,7 +125,7 @@ static int fail(loader_t *L, int code, int line, int col, const char *fmt, ...)
 static int fail(loader_t *L, int code, int line, int col, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vreport(L, code, 0, line, col, fmt, ap);
+  code = vreport(L, code, 0, line, col, fmt, ap); /* TW_ETOOBIG for the ruleset's memory bound */
   va_end(ap);
   return code;
 }
@@ -139,7 +147,7 @@ static void warn(loader_t *L, int line, int col, const char *fmt, ...) {
 static int fail_at(loader_t *L, int code, const ynode_t *n, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vreport(L, code, 0, n ? n->line : 0, n ? n->col : 0, fmt, ap);
+  code = vreport(L, code, 0, n ? n->line : 0, n ? n->col : 0, fmt, ap);
   va_end(ap);
   return code;
 }
@@ -203,6 +211,12 @@ static int parse_yaml(loader_t *L, ynode_t **root) {
           rc = refuse_anchor(L, ev.start_mark, "anchor", ev.data.scalar.anchor);
           break;
         }
+        if (memchr(ev.data.scalar.value, '\0', ev.data.scalar.length) != NULL) {
+          rc = fail(L, TW_EPARSE, (int)ev.start_mark.line + 1, (int)ev.start_mark.column + 1,
+                    "a NUL character (\\0) in a scalar: names, expressions and texts may not "
+                    "hold one");
+          break;
+        }
         n = new_ynode(L, YN_SCALAR, ev.start_mark);
         if (n == NULL || (n->s = tw__arena_strndup(&L->tmp, (const char *)ev.data.scalar.value,
                                                    ev.data.scalar.length)) == NULL) {
@@ -262,7 +276,12 @@ static int parse_yaml(loader_t *L, ynode_t **root) {
 
 /* ---- helpers over the tree ---- */
 
-static const char *suggest(const char *name, size_t len, const char *const *cands, size_t n) {
+/* suggest: the closest candidate by edit distance, or NULL. After TW__MAX_SUGGESTING_ERRORS
+ * errors no more suggestions are made, so a file of thousands of misspelt names costs linear
+ * time, not names x errors. */
+static const char *suggest(const loader_t *L, const char *name, size_t len,
+                           const char *const *cands, size_t n) {
+  if (L->n_errors >= TW__MAX_SUGGESTING_ERRORS) return NULL;
   const char *best = NULL;
   size_t best_d = (size_t)-1;
   for (size_t i = 0; i < n; i++) {
@@ -284,7 +303,7 @@ static int check_keys(loader_t *L, const ynode_t *map, const char *what, const c
     for (size_t i = 0; i < n_keys; i++)
       if (strcmp(k->s, keys[i]) == 0) known = 1;
     if (!known) {
-      const char *s = suggest(k->s, k->len, keys, n_keys);
+      const char *s = suggest(L, k->s, k->len, keys, n_keys);
       if (s)
         return fail_at(L, TW_EINVAL, k, "unknown key '%.64s' in %s (did you mean '%s'?)", k->s,
                        what, s);
@@ -658,7 +677,7 @@ static int apply_set(loader_t *L, const char *set) {
     const char *cands[64];
     size_t nc = 0;
     for (size_t i = 0; i < rs->n_params && nc < 64; i++) cands[nc++] = rs->params[i].name;
-    const char *sg = suggest(set, nl, cands, nc);
+    const char *sg = suggest(L, set, nl, cands, nc);
     if (sg)
       return fail(L, TW_EINVAL, 0, 0, "--set: unknown param '%.*s' (did you mean '%s'?)",
                   (int)(nl > 64 ? 64 : nl), set, sg);
@@ -670,9 +689,11 @@ static int apply_set(loader_t *L, const char *set) {
   size_t vl = strlen(val);
   tw_value_t v;
   tw__perr_t pe;
-  if (tw__parse_literal(&rs->arena, val, vl, &v, &pe) != 0) {
-    if (pm->value.kind != TW_V_STR)
-      return fail(L, TW_EINVAL, 0, 0, "--set %s=%.64s: %s", pm->name, val, pe.msg);
+  int lit = tw__parse_literal(&rs->arena, val, vl, &v, &pe);
+  if (lit != 0 && pm->value.kind != TW_V_STR)
+    return fail(L, TW_EINVAL, 0, 0, "--set %s=%.64s: %s", pm->name, val, pe.msg);
+  if (pm->value.kind == TW_V_STR && (lit != 0 || v.kind != TW_V_STR)) {
+    /* a string param takes the text as it is (440106, true, 7d) unless it is a quoted literal */
     const char *s = tw__arena_strndup(&rs->arena, val, vl);
     if (s == NULL) return fail(L, TW_ENOMEM, 0, 0, "out of memory");
     v = tw_value_str(s, (uint32_t)vl);
@@ -754,7 +775,7 @@ static int parse_types(loader_t *L, const ynode_t *n, uint32_t *out) {
       const char *cands[TW_MAX_TYPES];
       for (uint32_t i = 0; i < L->schema->n_types && i < TW_MAX_TYPES; i++)
         cands[i] = L->schema->types[i].name;
-      const char *s = suggest(t->s, t->len, cands, L->schema->n_types);
+      const char *s = suggest(L, t->s, t->len, cands, L->schema->n_types);
       if (s)
         return fail_at(L, TW_EINVAL, t, "unknown event type '%.64s' (did you mean '%s'?)", t->s, s);
       return fail_at(L, TW_EINVAL, t, "unknown event type '%.64s'", t->s);
@@ -774,7 +795,7 @@ static int resolve_field(loader_t *L, const ynode_t *n, const char *name, size_t
     uint32_t nc = 0;
     for (uint32_t i = 0; i < sc->n_fields && i < TW_MAX_FIELDS; i++)
       cands[nc++] = sc->fields[i].name;
-    const char *sg = suggest(name, len, cands, nc);
+    const char *sg = suggest(L, name, len, cands, nc);
     int nl = len > 64 ? 64 : (int)len;
     if (sg)
       return fail(L, TW_EINVAL, n->line, n->col + col_off,
@@ -811,7 +832,7 @@ static int parse_by(loader_t *L, const ynode_t *n, uint32_t types, int *slot,
       cands[nc++] = sc->fields[i].name;
     cands[nc++] = "city";
     cands[nc++] = "province";
-    const char *sg = suggest(n->s, n->len, cands, nc);
+    const char *sg = suggest(L, n->s, n->len, cands, nc);
     if (sg) return fail_at(L, TW_EINVAL, n, "unknown field '%.64s' (did you mean '%s'?)", n->s, sg);
     return fail_at(L, TW_EINVAL, n, "unknown field '%.64s'", n->s);
   }
@@ -819,6 +840,17 @@ static int parse_by(loader_t *L, const ynode_t *n, uint32_t types, int *slot,
   if (rc == 0 && tw__field_type(L->schema->fields[*slot].kind) != TW_V_STR)
     return fail_at(L, TW_ETYPE, n, "'by' must be a string field, and '%s' is %s", n->s,
                    tw__type_name(tw__field_type(L->schema->fields[*slot].kind)));
+  if (rc == 0) { /* a key is at most TW_STATE_KEY_MAX bytes: a longer value could not be kept */
+    uint32_t longest = 0;
+    for (uint32_t t = 0; t < L->schema->n_types && t < 32; t++)
+      if ((types & (1u << t)) && (L->schema->types[t].present_mask & ((uint64_t)1 << *slot)) &&
+          L->schema->types[t].spec[*slot].max_len_bytes > longest)
+        longest = L->schema->types[t].spec[*slot].max_len_bytes;
+    if (longest > TW_STATE_KEY_MAX)
+      return fail_at(L, TW_EINVAL, n,
+                     "'%s' may be %u bytes long, and a key at most %d: it cannot be a 'by' key",
+                     n->s, longest, TW_STATE_KEY_MAX);
+  }
   if (rc == 0) *name = L->schema->fields[*slot].name;
   return rc;
 }
@@ -827,7 +859,10 @@ static int parse_duration_node(loader_t *L, const ynode_t *n, const char *what, 
   int rc = want_scalar(L, n, what);
   if (rc != 0) return rc;
   rc = tw__parse_duration(n->s, n->len, ms);
-  if (rc == TW_EOVERFLOW) return fail_at(L, TW_EINVAL, n, "%s '%.64s' is too long", what, n->s);
+  if (rc == 0 && *ms > TW__MAX_DURATION_MS) rc = TW_EOVERFLOW; /* the engine's time bound */
+  if (rc == TW_EOVERFLOW)
+    return fail_at(L, TW_EINVAL, n, "%s '%.64s' is too long (at most 26687997791d, 2^61 ms)",
+                   what, n->s);
   if (rc != 0)
     return fail_at(L, TW_EINVAL, n,
                    "%s '%.64s' is not a duration (write 500ms, 30s, 15m, 12h or 7d)", what, n->s);
@@ -870,7 +905,7 @@ static int parse_fn(loader_t *L, const ynode_t *n, tw_agg_def_t *a) {
   if (k < 0) {
     const char *cands[8];
     for (size_t j = 0; j < 8; j++) cands[j] = agg_fns[j].name;
-    const char *sg = suggest(s, name_len, cands, 8);
+    const char *sg = suggest(L, s, name_len, cands, 8);
     int nl = (int)(name_len > 32 ? 32 : name_len);
     if (sg)
       return fail_at(L, TW_EINVAL, n, "unknown aggregate function '%.*s' (did you mean '%s'?)", nl,
@@ -1172,7 +1207,7 @@ static int load_rule(loader_t *L, const ynode_t *m, tw_rule_t *r) {
     }
   if (!found) {
     static const char *const sevs[] = {"info", "low", "medium", "high", "critical"};
-    const char *sg = suggest(sev->s, sev->len, sevs, 5);
+    const char *sg = suggest(L, sev->s, sev->len, sevs, 5);
     if (sg)
       return fail_at(L, TW_EINVAL, sev, "unknown severity '%.64s' (did you mean '%s'?)", sev->s,
                      sg);
@@ -1375,6 +1410,7 @@ int tw_rules_load_ex(const char *path, const char *data, size_t len, const tw_sc
     goto fail;
   }
   L.rs->schema = schema;
+  L.rs->arena.limit = TW__MAX_RULESET_BYTES;
   if (sodium_init() < 0) {
     rc = fail(&L, TW_ECRYPTO, 0, 0, "libsodium failed to initialise");
     goto fail;
@@ -1391,6 +1427,7 @@ int tw_rules_load_ex(const char *path, const char *data, size_t len, const tw_sc
   *out = L.rs;
   return 0;
 fail:
+  if (L.rs != NULL && L.rs->arena.over && L.first_code == TW_ETOOBIG) rc = TW_ETOOBIG;
   flush_diags(&L);
   free(L.diags);
   tw__arena_free(&L.tmp);

@@ -118,6 +118,7 @@ static void consider(const char *cand, const char *name, size_t len, const char 
 static const char *suggest_name(const tw__env_t *env, const char *name, size_t len, int funcs) {
   const char *best = NULL;
   size_t best_d = (size_t)-1;
+  if (env->rs->n_suggested++ >= TW__MAX_SUGGESTIONS) return NULL; /* bounded work per file */
   if (funcs) {
     for (size_t i = 0; i < sizeof function_names / sizeof function_names[0]; i++)
       consider(function_names[i], name, len, &best, &best_d);

@@ -97,6 +97,10 @@ int tw__regex_compile(tw_ruleset_t *rs, const char *pattern, size_t len, const t
   int errcode = 0;
   PCRE2_SIZE erroff = 0;
   if (ensure_match_ctx(rs, err) != 0) return err->code;
+  if (rs->n_regexes >= TW__MAX_REGEXES)
+    return tw__perr_set(err, TW_ETOOBIG, 0,
+                        "more than %d regexes to compile (a macro's regex is compiled at each use)",
+                        TW__MAX_REGEXES);
   pcre2_code *code = pcre2_compile((PCRE2_SPTR)pattern, len, PCRE2_UTF | PCRE2_NEVER_BACKSLASH_C,
                                    &errcode, &erroff, NULL);
   if (code == NULL) {
@@ -106,6 +110,17 @@ int tw__regex_compile(tw_ruleset_t *rs, const char *pattern, size_t len, const t
                         (const char *)buf);
   }
   (void)pcre2_jit_compile(code, PCRE2_JIT_COMPLETE); /* without JIT the interpreter is used */
+  size_t size = 0, jit = 0;
+  (void)pcre2_pattern_info(code, PCRE2_INFO_SIZE, &size);
+  (void)pcre2_pattern_info(code, PCRE2_INFO_JITSIZE, &jit);
+  if (size + jit > TW__MAX_REGEX_BYTES - rs->regex_bytes) {
+    pcre2_code_free(code);
+    return tw__perr_set(err, TW_ETOOBIG, 0,
+                        "regexes too large: compiled and JIT-compiled they would exceed %zu MiB (a "
+                        "macro's regex is compiled at each use)",
+                        TW__MAX_REGEX_BYTES >> 20);
+  }
+  rs->regex_bytes += size + jit;
   tw__regex_t *re = tw__arena_alloc(&rs->arena, sizeof *re);
   if (re == NULL) {
     pcre2_code_free(code);
@@ -115,6 +130,7 @@ int tw__regex_compile(tw_ruleset_t *rs, const char *pattern, size_t len, const t
   re->mctx = rs->match_ctx;
   re->next = rs->regexes;
   rs->regexes = re;
+  rs->n_regexes++;
   *out = re;
   return 0;
 }

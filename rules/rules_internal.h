@@ -31,7 +31,17 @@
 typedef struct tw__chunk tw__chunk_t;
 typedef struct tw__arena {
   tw__chunk_t *head;
+  size_t bytes; /* allocated so far */
+  size_t limit; /* 0: none; else tw__arena_alloc fails (and sets over) beyond it */
+  int over;
 } tw__arena_t;
+
+#define TW__MAX_RULESET_BYTES ((size_t)256 << 20) /* a compiled ruleset: strings, nodes, lists */
+#define TW__MAX_DURATION_MS ((int64_t)1 << 61) /* windows, buckets, cooldowns, every: the
+                                                  engine's bound on times (engine/state.c) */
+#define TW__MAX_SUGGESTIONS 100 /* "did you mean" per file: names x errors stays linear */
+#define TW__MAX_REGEXES 1000 /* regexes compiled per file (a macro's regex once per use) */
+#define TW__MAX_REGEX_BYTES ((size_t)64 << 20) /* their compiled and JIT code together */
 
 void *tw__arena_alloc(tw__arena_t *a, size_t size); /* zeroed, 16-aligned; NULL on OOM */
 char *tw__arena_strndup(tw__arena_t *a, const char *s, size_t len); /* NUL-terminated copy */
@@ -120,6 +130,9 @@ struct tw_ruleset {
   tw_rule_t *rules;
   size_t n_rules;
   tw__regex_t *regexes; /* chain of compiled regexes, freed with the ruleset */
+  size_t n_regexes;
+  size_t regex_bytes; /* compiled + JIT code of every regex */
+  size_t n_suggested; /* unknown names given a "did you mean" (TW__MAX_SUGGESTIONS at most) */
   size_t n_nodes;       /* expression nodes built so far (TW__MAX_RULESET_NODES) */
   tw__names_t names;    /* every list, aggregate, param and macro by name (arena) */
   void *match_ctx;      /* pcre2_match_context_8 *: match and depth limits, read-only */

@@ -26,6 +26,11 @@ struct tw__chunk {
 void *tw__arena_alloc(tw__arena_t *a, size_t size) {
   size = (size + 15u) & ~(size_t)15u;
   if (size == 0) size = 16;
+  if (a->limit > 0 && (size > a->limit || a->bytes > a->limit - size)) {
+    a->over = 1; /* the loader reports it as a bound, not as the machine's memory */
+    return NULL;
+  }
+  a->bytes += size;
   tw__chunk_t *c = a->head;
   if (c == NULL || c->cap - c->used < size) {
     size_t cap = size > TW__CHUNK_BYTES ? size : TW__CHUNK_BYTES;
@@ -169,7 +174,7 @@ static const char *name_of(const tw_ruleset_t *rs, uint32_t v) {
 }
 
 static uint64_t name_hash(const char *s, size_t len) {
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+  uint64_t h = 14695981039346656037ULL; /* FNV-1a */
   for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
   return h;
 }

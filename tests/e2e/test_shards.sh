@@ -66,7 +66,16 @@ grep -q "was made with --shards" noshards.txt || { cat noshards.txt; fail "no me
 mkdir -p partial/shard-0
 "$TW" run --rules "$RULES" --input e.jsonl --state partial --shards 2 --no-sync --alerts p.jsonl 2>partial.txt \
   || { cat partial.txt; fail "a directory left by a failed start was refused"; }
-expect_eq "layout marker" "$(cat partial/shards)" 2
+expect_eq "layout marker" "$(cat partial/shards)" "2 fnv1a64"
+# A state whose marker names no hash was made by an earlier version (another key hash): refused.
+mkdir -p old/shard-0 old/shard-1 && echo 2 > old/shards
+set +e
+"$TW" run --rules "$RULES" --input e.jsonl --state old --shards 2 --no-sync --alerts o.jsonl 2>old.txt
+st5=$?
+set -e
+expect_eq "state of an earlier key hash" "$st5" 1
+grep -q "earlier tutorwatch that placed keys on shards with another hash" old.txt \
+  || { cat old.txt; fail "no message for a state of another key hash"; }
 # Serving with shards: the same alerts as a file run; a reload reaches every shard.
 p_in=$(free_port)
 "$TW" run --rules "$RULES" --listen "tcp://127.0.0.1:$p_in" --shards 2 --state live --no-sync \

@@ -630,6 +630,69 @@ static void test_docs_examples(void **state) {
   assert_true(blocks >= 9);
 }
 
+/* Bounds found by attacking the loader (each failed before its fix): a key field longer than a
+ * state key, durations beyond the engine's time bound, NUL characters in scalars, a macro that
+ * multiplies a long string or a big regex at each use. Checked with the shipped schema. */
+static void test_attack_bounds(void **state) {
+  (void)state;
+  const char *root = getenv("TW_SOURCE_DIR");
+  char path[1024];
+  snprintf(path, sizeof path, "%s/rules/packs/schema.yaml", root ? root : TW_SOURCE_DIR);
+  tw_schema_t *shipped = NULL;
+  tw_schema_error_t serr;
+  assert_int_equal(tw_schema_load(path, &shipped, &serr), 0);
+  static const struct {
+    const char *text;
+    int rc;
+    const char *msg;
+  } cases[] = {
+      {"version: 1\naggregates:\n  same: {on: [complaint], by: text, fn: count(), window: 7d}\n",
+       TW_EINVAL, "'text' may be 4096 bytes long, and a key at most 256: it cannot be a 'by' key"},
+      {"version: 1\nrules:\n  - {name: r, on: [alert], by: labels, when: true, severity: low}\n",
+       TW_EINVAL,
+       "'labels' may be 1024 bytes long, and a key at most 256: it cannot be a 'by' key"},
+      {"version: 1\naggregates:\n  n: {on: [payment], by: institution_id, fn: count(), window: "
+       "30000000000d}\n",
+       TW_EINVAL, "window '30000000000d' is too long (at most 26687997791d, 2^61 ms)"},
+      {"version: 1\nrules:\n  - {name: r, on: [payment], by: institution_id, when: true, "
+       "severity: low, cooldown: 30000000000d}\n",
+       TW_EINVAL, "cooldown '30000000000d' is too long (at most 26687997791d, 2^61 ms)"},
+      {"version: 1\nparams:\n  \"cap\\0junk\": 1\n", TW_EPARSE,
+       "a NUL character (\\0) in a scalar: names, expressions and texts may not hold one"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    tw_ruleset_t *rs = NULL;
+    tw_rule_error_t err;
+    int rc = tw_rules_load_buffer("a.yaml", cases[i].text, strlen(cases[i].text), shipped, &rs,
+                                  &err);
+    if (rc != cases[i].rc || strcmp(err.message, cases[i].msg) != 0)
+      fail_msg("case %zu: rc %d: %s", i, rc, err.message);
+    assert_null(rs);
+  }
+  /* 15 doublings of a 10 KB string: half a gigabyte before the bound, refused at 256 MiB now */
+  size_t cap = 64 * 1024, o;
+  char *text = malloc(cap);
+  assert_non_null(text);
+  o = (size_t)snprintf(text, cap, "version: 1\nmacros:\n  m0: text == \"");
+  memset(text + o, 'x', 10000);
+  o += 10000;
+  o += (size_t)snprintf(text + o, cap - o, "\"\n");
+  for (int k = 1; k <= 14; k++)
+    o += (size_t)snprintf(text + o, cap - o, "  m%d: m%d or m%d\n", k, k - 1, k - 1);
+  o += (size_t)snprintf(text + o, cap - o,
+                        "rules:\n  - {name: r, on: [complaint], by: institution_id, when: m14, "
+                        "severity: low}\n");
+  tw_ruleset_t *rs = NULL;
+  tw_rule_error_t err;
+  assert_int_equal(tw_rules_load_buffer("lol.yaml", text, o, shipped, &rs, &err), TW_ETOOBIG);
+  assert_null(rs);
+  assert_string_equal(err.message,
+                      "rule file too large: its compiled form (macros expanded at each use, with "
+                      "their strings) exceeds 256 MiB");
+  free(text);
+  tw_schema_free(shipped);
+}
+
 /* Aggregate functions, buckets and derived keys compile to what tw_state and the engine need. */
 static void test_aggregate_defs(void **state) {
   (void)state;
@@ -819,6 +882,9 @@ static void test_set_params(void **state) {
       {"ratio=0.25", 0, NULL},
       {"word=关门", 0, NULL}, /* a string param takes the text as it is */
       {"word=\"关门\"", 0, NULL},
+      {"word=440106", 0, NULL}, /* not an int: a string param takes its text (region codes) */
+      {"word=true", 0, NULL},
+      {"word=7d", 0, NULL},
       {"window=30d", 0, NULL},
       {"cap=-1yuan", 0, NULL},
       {"cpa=3000yuan", TW_EINVAL, "--set: unknown param 'cpa' (did you mean 'cap'?)"},
@@ -1177,6 +1243,7 @@ int main(void) {
       cmocka_unit_test(test_empty_sections),
       cmocka_unit_test(test_severity_names),
       cmocka_unit_test(test_docs_examples),
+      cmocka_unit_test(test_attack_bounds),
       cmocka_unit_test(test_aggregate_defs),
       cmocka_unit_test(test_state_name_stable),
       cmocka_unit_test(test_set_params),
