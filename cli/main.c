@@ -22,6 +22,7 @@ static const command_t kCommands[] = {
     {"feed", tw_cmd_feed, "subscribe to the regulator feed and print alerts as JSON lines"},
     {"check", tw_cmd_check, "compile rule files and report errors with file:line:col and a caret"},
     {"test", tw_cmd_test, "run the tests written in rule files (given events, expected alerts)"},
+    {"eval", tw_cmd_eval, "score alerts against a ground-truth file: recall, precision, lead time"},
     {"journal", tw_cmd_journal, "print the committed alert journal of a state directory"},
     {"reload", tw_cmd_reload, "make a serving engine load its rule file again (like SIGHUP)"},
     {"keys", tw_cmd_keys, "make a CURVE key pair for the engine or a feed client"},

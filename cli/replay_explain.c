@@ -37,6 +37,7 @@ typedef struct track {
   uint32_t n;     /* in the ring, ≤ TW_EXPLAIN_EVENTS */
   uint32_t head;  /* next slot to write */
   uint64_t total; /* contributions ever */
+  int64_t dropped_ts_ms; /* newest event time pushed out of the ring; INT64_MIN when none */
   contrib_t ring[TW_EXPLAIN_EVENTS];
 } track_t;
 
@@ -114,6 +115,7 @@ static void on_agg_added(void *ud, const tw_agg_def_t *agg, const char *key, siz
       return;
     }
     t->agg = agg->name;
+    t->dropped_ts_ms = INT64_MIN;
     memcpy(t->key, key, key_len);
     t->key_len = (uint8_t)key_len;
     *s = t;
@@ -121,6 +123,7 @@ static void on_agg_added(void *ud, const tw_agg_def_t *agg, const char *key, siz
   }
   track_t *t = *s;
   contrib_t *c = &t->ring[t->head];
+  if (t->n == TW_EXPLAIN_EVENTS && c->ts_ms > t->dropped_ts_ms) t->dropped_ts_ms = c->ts_ms;
   tw_value_t id = tw_event_get(ev, TW_SLOT_EVENT_ID);
   size_t il = id.kind == TW_V_STR ? id.u.s.len : 0;
   if (il > TW_EVENT_ID_MAX) il = TW_EVENT_ID_MAX;
@@ -257,8 +260,8 @@ static json_t *aggregate_json(const tw_explain_t *x, const tw_agg_def_t *a, cons
       json_decref(e);
       listed++;
     }
-    const contrib_t *oldest = &t->ring[(t->head + TW_EXPLAIN_EVENTS - t->n) % TW_EXPLAIN_EVENTS];
-    older_in_window = t->total > t->n && (w == 0 || oldest->ts_ms > now - w);
+    /* an event pushed out of the ring was in the window: the list misses some */
+    older_in_window = t->total > t->n && (w == 0 || t->dropped_ts_ms > now - w);
   }
   json_object_set_new(o, "events", ev);
   json_object_set_new(o, "events_listed", json_integer((json_int_t)listed));

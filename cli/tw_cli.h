@@ -21,5 +21,6 @@ int tw_cmd_alerts(int argc, char **argv);
 int tw_cmd_audit(int argc, char **argv);
 int tw_cmd_replay(int argc, char **argv);
 int tw_cmd_bench(int argc, char **argv);
+int tw_cmd_eval(int argc, char **argv);
 
 #endif

@@ -13,7 +13,10 @@ fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 # --help: exit 0, mentions every option and every injected problem
 "$TW" gen --help >help.txt 2>help.err || fail "--help exit status $?"
 for word in --institutions --days --seed --start --format --out --truth \
-  over_cap unsupervised complaint_storm closure_with_balance; do
+  over_cap unsupervised complaint_storm closure_with_balance split_orders training_loan \
+  release_ahead escrow_drain collection_surge deep_discount classes_stop timeout_confirm \
+  refund_backlog staff_exodus unchecked_teacher branch_closures runaway seasonal_surge \
+  planned_closure; do
   grep -q -- "$word" help.txt || fail "--help does not mention $word"
 done
 
@@ -55,11 +58,17 @@ head -c1 a.jsonl | grep -q '{' || fail "stdout does not start with an event"
 grep -q "$(wc -l <a.jsonl | tr -d ' ') events" a.err || fail "summary count differs: $(cat a.err)"
 grep -q "closure_with_balance 1" a.err || fail "summary lacks problems: $(cat a.err)"
 
-# truth: one line per problem kind (30 institutions: one of each)
-[ "$(wc -l <b.truth)" -eq 4 ] || fail "truth has $(wc -l <b.truth) lines, want 4"
-for p in over_cap unsupervised complaint_storm closure_with_balance; do
-  grep -q "\"problem\":\"$p\"" b.truth || fail "truth lacks $p"
+# truth: one line per scenario institution (30 institutions: one of each of the 19 kinds, less
+# those whose onset falls after the 10 days); each line names its scenario's rule family
+[ "$(wc -l <b.truth)" -ge 15 ] || fail "truth has $(wc -l <b.truth) lines, want at least 15"
+for p in over_cap unsupervised complaint_storm closure_with_balance runaway seasonal_surge; do
+  grep -q "\"scenario\":\"$p\"" b.truth || fail "truth lacks $p"
 done
+grep -q '"scenario":"runaway","family":"runaway"' b.truth || fail "runaway family missing"
+grep -q '"scenario":"seasonal_surge","family":"healthy"' b.truth || fail "look-alike not healthy"
+grep -q '"scenario":"over_cap","family":"collection_caps","onset":"2025-03-' b.truth ||
+  fail "over_cap line lacks its family or onset"
+grep -q '"collapse":null' b.truth || fail "no scenario without a collapse"
 while read -r line; do
   id=$(printf '%s' "$line" | sed -n 's/.*"institution_id":"\([0-9A-Z]*\)".*/\1/p')
   [ "${#id}" -eq 18 ] || fail "truth institution_id '$id' is not 18 characters"

@@ -6,12 +6,12 @@
 "$TW" run --rules "$RULES" --input e.jsonl --state s --no-sync --record rec --alerts live.jsonl 2>/dev/null
 # The new version: a complaint spike from 3 complaints (was 5); an unsupervised payment is
 # "high" (was "critical"); prepaid_over_cap is switched off (`when: false and ...`).
-sed -e 's/when: complaints_7d >= 5/when: complaints_7d >= 3/' \
+sed -e 's/^  complaint_spike_count: 5$/  complaint_spike_count: 3/' \
     -e '/name: payment_outside_supervised_account/,/severity:/ s/severity: critical/severity: high/' \
-    -e 's/when: channel != "pay_after_class" and (amount_fen/when: false and (amount_fen/' \
+    -e 's/when: prepaid and (amount_fen/when: false and (amount_fen/' \
     "$RULES" > new.yaml
 cmp -s new.yaml "$RULES" && fail "the new pack was not made"
-grep -q "complaints_7d >= 3" new.yaml && grep -q "when: false and" new.yaml || fail "sed did not apply"
+grep -q "complaint_spike_count: 3" new.yaml && grep -q "when: false and" new.yaml || fail "sed did not apply"
 cp "$TW_SOURCE_DIR/rules/packs/schema.yaml" . # beside new.yaml, as beside the default pack
 "$TW" replay --rules new.yaml --record rec --alerts new_alone.jsonl 2>/dev/null || fail "new pack replay failed"
 "$TW" replay --rules new.yaml --diff "$RULES" --record rec --alerts diff.jsonl 2>diff.log \

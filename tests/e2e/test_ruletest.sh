@@ -11,9 +11,11 @@ export TMPDIR="$TW_WORK/tmp"
 # The default pack: every rule's tests pass.
 "$TW" test "$RULES" > pack.txt || { cat pack.txt; fail "the default pack's tests do not pass"; }
 grep -q '^[0-9]* passed, 0 failed$' pack.txt || { cat pack.txt; fail "no summary for the pack"; }
-for rule in prepaid_over_cap payment_outside_supervised_account complaint_runaway_words \
-  complaint_spike closure_with_prepaid_balance classes_stopped; do
-  grep -q "rule: $rule" "$RULES" || fail "the default pack has no test naming $rule"
+# Every rule of the pack is named by a test that expects it and by one that expects none of it.
+for rule in $(sed -n 's/^  - name: \([a-z0-9_]*\)$/\1/p' "$RULES" | sort -u); do
+  grep -q "{rule: $rule" "$RULES" || fail "the default pack has no test expecting $rule"
+  grep -Eq "expect_none: \[([a-z0-9_]+, )*$rule[],]" "$RULES" ||
+    fail "the default pack has no test where $rule must stay quiet"
 done
 if grep -q '^FAIL' pack.txt; then cat pack.txt; fail "a default pack test failed"; fi
 

@@ -6,9 +6,10 @@
 . "$(dirname "$0")/lib.sh"
 "$TW" gen --institutions 600 --days 20 --seed 13 --out e.jsonl 2>/dev/null
 "$TW" gen --institutions 600 --days 20 --seed 13 --out e.msgpack 2>/dev/null
-# Shuffle within windows of 50 lines (events minutes apart: well inside the 1h lateness).
-awk '{ printf "%d\t%s\n", int((NR - 1) / 50) * 100000 + (NR * 7919) % 50, $0 }' e.jsonl \
-  | sort -n -k1,1 -s | cut -f2- > shuffled.jsonl
+# Shuffle within each clock hour of event time (so every event stays inside the 1h lateness;
+# a window of lines may span the night's gap of hours).
+awk '{ match($0, /"ts":"[^"]*T[0-9][0-9]/); printf "%s\t%d\t%s\n", substr($0, RSTART, RLENGTH), (NR * 7919) % 50, $0 }' e.jsonl \
+  | sort -s -k1,1 -k2,2n | cut -f3- > shuffled.jsonl
 cmp -s e.jsonl shuffled.jsonl && fail "the shuffle changed nothing"
 # Routing reads the top-level institution_id as the decoder does: a nested key of the same name
 # and a JSON-escaped code must not send an event to another institution's shard.

@@ -3,8 +3,10 @@
  *
  * Generates small streams into memory (open_memstream) and checks what the engine's tests rely
  * on: determinism, order by event time, valid credit and region codes, well-formed events of every
- * type, healthy institutions within the caps, every injected problem present in the truth file
- * and visible in the stream at its first_ts, and msgpack output equal to the JSON output.
+ * type, healthy institutions within the caps and quiet, every injected scenario present in the
+ * truth file (scenario, family, onset, collapse) and visible in the stream at its onset, only
+ * scenario institutions showing the signs of their scenario, and msgpack output equal to the
+ * JSON output.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -231,7 +233,8 @@ static void test_events_well_formed(void **state) {
       assert_true(num(e, "class_hours") > 0);
       assert_true(num(e, "service_days") > 0);
       assert_true(num(e, "list_price_fen") >= num(e, "amount_fen"));
-      const char *ch[] = {"supervised", "unsupervised", "pay_after_class", NULL};
+      const char *ch[] = {"supervised",    "unsupervised", "pay_after_class",
+                          "training_loan", "instalment",   NULL};
       assert_true(one_of(str(e, "channel"), ch));
     } else if (strcmp(type, "refund") == 0) {
       seen_types[1]++;
@@ -247,6 +250,9 @@ static void test_events_well_formed(void **state) {
       assert_true(num(e, "amount_fen") > 0);
       json_int_t h = num(e, "class_hours");
       assert_true(h == 1 || h == 2);
+      const char *cb[] = {"parent", "timeout", NULL};
+      assert_true(one_of(str(e, "confirmed_by"), cb));
+      assert_int_equal(str(e, "staff_id")[0], 'T');
     } else if (strcmp(type, "enrollment") == 0) {
       seen_types[3]++;
       str(e, "student_id");
@@ -264,18 +270,24 @@ static void test_events_well_formed(void **state) {
       assert_true(strlen(str(e, "text")) > 0);
     } else if (strcmp(type, "institution") == 0) {
       seen_types[5]++;
-      const char *ac[] = {"open",   "suspend", "close", "relocate", "license_revoked",
-                          "resume", NULL};
+      const char *ac[] = {
+          "open",   "suspend",        "close",       "relocate",     "license_revoked",
+          "resume", "closure_notice", "branch_open", "branch_close", NULL};
       assert_true(one_of(str(e, "action"), ac));
+      if (strcmp(str(e, "action"), "branch_close") == 0) {
+        str(e, "branch_id");
+        assert_true(tw_region_valid(str(e, "branch_region"), 6));
+      }
     } else if (strcmp(type, "escrow") == 0) {
       seen_types[6]++;
       const char *ac[] = {"deposit", "release", "withdraw", NULL};
       assert_true(one_of(str(e, "action"), ac));
       assert_true(num(e, "amount_fen") > 0);
+      assert_true(num(e, "balance_fen") >= 0);
     } else {
       seen_types[7]++;
       str(e, "staff_id");
-      const char *ac[] = {"hire", "leave", "check_failed", "wage_arrears", NULL};
+      const char *ac[] = {"hire", "leave", "check_passed", "check_failed", "wage_arrears", NULL};
       assert_true(one_of(str(e, "action"), ac));
     }
   }
@@ -301,8 +313,11 @@ static json_t *truth_by_institution(const run_t *r) {
     const char *inst = str(t, "institution_id");
     assert_true(tw_credit_code_valid(inst, strlen(inst)));
     assert_true(tw_region_valid(str(t, "region"), 6));
-    ts_ms(str(t, "first_ts"));
-    assert_null(json_object_get(map, inst)); /* one problem per institution */
+    ts_ms(str(t, "onset"));
+    const json_t *collapse = json_object_get(t, "collapse");
+    assert_true(json_is_null(collapse) || json_is_string(collapse));
+    if (json_is_string(collapse)) assert_true(ts_ms(str(t, "collapse")) >= ts_ms(str(t, "onset")));
+    assert_null(json_object_get(map, inst)); /* one scenario per institution */
     json_object_set(map, inst, t);
   }
   json_decref(lines);
@@ -311,10 +326,15 @@ static json_t *truth_by_institution(const run_t *r) {
 
 static const char *problem_of(json_t *truth, const json_t *e) {
   json_t *t = json_object_get(truth, str(e, "institution_id"));
-  return t ? str(t, "problem") : NULL;
+  return t ? str(t, "scenario") : NULL;
 }
 
-/* Healthy institutions keep the rules; problem institutions show their kind at first_ts. */
+static int is(const char *problem, const char *name) {
+  return problem != NULL && strcmp(problem, name) == 0;
+}
+
+/* Healthy institutions keep the rules and stay quiet; each sign of trouble belongs to the
+ * scenarios that make it; every scenario shows at its onset. */
 static void test_healthy_and_problems(void **state) {
   (void)state;
   enum { N = 400, D = 60 };
@@ -322,34 +342,41 @@ static void test_healthy_and_problems(void **state) {
   run_gen(N, D, 11, TW_GEN_JSONL, &r);
   json_t *events = parse_lines(&r.out);
   json_t *truth = truth_by_institution(&r);
-  static const char *const kStormWords[] = {"跑路", "关门", "退费", "欠薪", "联系不上", "停了"};
+  static const char *const kRunawayWords[] = {"跑路", "关门", "退费难", "欠薪", "联系不上",
+                                              "停课", "卷款", "失联",   "倒闭"};
   size_t n_truth = json_object_size(truth), kinds[TW_GEN_PROBLEM_COUNT] = {0}, in44 = 0;
-  assert_true(n_truth >= TW_GEN_PROBLEM_COUNT && n_truth <= N / 50);
+  /* 2% of 400 is 8, below one of each kind: exactly one of each, less those whose onset falls
+   * after the period */
+  assert_true(n_truth >= TW_GEN_PROBLEM_COUNT - 3 && n_truth <= TW_GEN_PROBLEM_COUNT);
   const char *key;
   json_t *t;
+  int64_t start = days_from_civil(2025, 3, 1) * 86400000LL - 8 * 3600000LL;
   json_object_foreach(truth, key, t) {
-    const char *p = str(t, "problem");
+    const char *p = str(t, "scenario");
     int k;
     for (k = 0; k < TW_GEN_PROBLEM_COUNT; k++)
       if (strcmp(p, tw_gen_problem_name(k)) == 0) break;
     assert_true(k < TW_GEN_PROBLEM_COUNT);
+    assert_string_equal(str(t, "family"), tw_gen_problem_family(k));
     kinds[k]++;
     in44 += strncmp(str(t, "region"), "44", 2) == 0;
     assert_memory_equal(key + 2, str(t, "region"), 6);
-    /* first_ts in the middle third of the period (closures up to 5 days later) */
-    int64_t start = days_from_civil(2025, 3, 1) * 86400000LL - 8 * 3600000LL;
-    int64_t day = (ts_ms(str(t, "first_ts")) - start) / 86400000LL;
-    assert_true(day >= D / 3 && day <= 2 * D / 3 + 5);
+    /* onset in the middle third of the period (a sign that needs a lesson or a settlement day
+     * may come up to 10 days later) */
+    int64_t day = (ts_ms(str(t, "onset")) - start) / 86400000LL;
+    assert_true(day >= D / 3 && day <= 2 * D / 3 + 10);
+    /* only closures with fees owed and run-aways collapse */
+    int collapses = is(p, "closure_with_balance") || is(p, "runaway");
+    if (!collapses) assert_true(json_is_null(json_object_get(t, "collapse")));
+    if (is(p, "closure_with_balance")) assert_true(json_is_string(json_object_get(t, "collapse")));
   }
-  for (int k = 0; k < TW_GEN_PROBLEM_COUNT; k++) {
-    assert_true(kinds[k] >= 1);
-    assert_int_equal(kinds[k], r.stats.problems[k]);
-  }
+  for (int k = 0; k < TW_GEN_PROBLEM_COUNT; k++) assert_int_equal(kinds[k], r.stats.problems[k]);
   assert_true(in44 >= 1);
 
-  json_t *shown = json_object();   /* institution -> 1 when its problem shows at first_ts */
+  json_t *shown = json_object();   /* institution -> 1 when an event shows it at its onset */
   json_t *balance = json_object(); /* institution -> collected − consumed − refunded */
   json_t *complaints = json_object();
+  json_t *lessons_after = json_object(); /* classes_stop institution -> lessons after onset */
   size_t insts44 = 0;
   json_t *insts = json_object();
   for (size_t k = 0; k < json_array_size(events); k++) {
@@ -357,7 +384,8 @@ static void test_healthy_and_problems(void **state) {
     const char *inst = str(e, "institution_id"), *type = str(e, "type");
     const char *problem = problem_of(truth, e);
     json_t *tr = json_object_get(truth, inst);
-    int at_first = tr && strcmp(str(e, "ts"), str(tr, "first_ts")) == 0;
+    if (tr && strcmp(str(e, "ts"), str(tr, "onset")) == 0)
+      json_object_set_new(shown, inst, json_true());
     if (json_object_get(insts, inst) == NULL) {
       json_object_set_new(insts, inst, json_true());
       insts44 += strncmp(str(e, "region"), "44", 2) == 0;
@@ -369,28 +397,41 @@ static void test_healthy_and_problems(void **state) {
       const char *ch = str(e, "channel");
       int over = amount > TW_GEN_CAP_AMOUNT_FEN || hours > TW_GEN_CAP_CLASS_HOURS ||
                  days > TW_GEN_CAP_SERVICE_DAYS;
-      if (problem == NULL || strcmp(problem, "over_cap") != 0) assert_false(over);
-      if (problem == NULL || strcmp(problem, "unsupervised") != 0)
-        assert_string_not_equal(ch, "unsupervised");
-      if (at_first && over && strcmp(problem, "over_cap") == 0)
-        json_object_set_new(shown, inst, json_true());
-      if (at_first && strcmp(ch, "unsupervised") == 0 && strcmp(problem, "unsupervised") == 0)
-        json_object_set_new(shown, inst, json_true());
+      if (!is(problem, "over_cap")) assert_false(over);
+      if (!is(problem, "unsupervised")) assert_string_not_equal(ch, "unsupervised");
+      if (!is(problem, "training_loan")) {
+        assert_string_not_equal(ch, "training_loan");
+        assert_string_not_equal(ch, "instalment");
+      }
+      if (!is(problem, "deep_discount") && !is(problem, "runaway"))
+        assert_true(num(e, "list_price_fen") == amount);
       bal += amount;
     } else if (strcmp(type, "consumption") == 0) {
       bal -= num(e, "amount_fen");
+      if (is(problem, "classes_stop") && ts_ms(str(e, "ts")) >= ts_ms(str(tr, "onset")))
+        json_object_set_new(lessons_after, inst, json_true());
     } else if (strcmp(type, "refund") == 0 && strcmp(str(e, "status"), "paid") == 0) {
       bal -= num(e, "amount_fen");
+    } else if (strcmp(type, "escrow") == 0) {
+      if (!is(problem, "escrow_drain")) assert_string_not_equal(str(e, "action"), "withdraw");
+    } else if (strcmp(type, "staff") == 0) {
+      const char *action = str(e, "action");
+      if (!is(problem, "unchecked_teacher")) assert_string_not_equal(action, "check_failed");
+      if (!is(problem, "complaint_storm") && !is(problem, "runaway"))
+        assert_string_not_equal(action, "wage_arrears");
     } else if (strcmp(type, "institution") == 0) {
       const char *action = str(e, "action");
       int closing = strcmp(action, "close") == 0 || strcmp(action, "suspend") == 0 ||
                     strcmp(action, "license_revoked") == 0;
-      if (closing) {
-        assert_non_null(problem); /* healthy institutions never close */
-        assert_string_equal(problem, "closure_with_balance");
-        assert_true(at_first);
-        assert_true(bal > 0); /* prepaid fees left behind */
-        json_object_set_new(shown, inst, json_true());
+      if (strcmp(action, "closure_notice") == 0) assert_true(is(problem, "planned_closure"));
+      if (closing) { /* healthy institutions never close */
+        assert_true(is(problem, "closure_with_balance") || is(problem, "runaway") ||
+                    is(problem, "planned_closure"));
+        if (is(problem, "planned_closure"))
+          assert_true(bal == 0); /* every unused fee refunded before the doors close */
+        else
+          assert_true(bal > 0); /* prepaid fees left behind */
+        if (!is(problem, "planned_closure")) assert_string_equal(str(e, "ts"), str(tr, "collapse"));
       }
     } else if (strcmp(type, "complaint") == 0) {
       json_t *list = json_object_get(complaints, inst);
@@ -398,8 +439,8 @@ static void test_healthy_and_problems(void **state) {
       json_array_append_new(list, json_integer(ts_ms(str(e, "ts"))));
       const char *text = str(e, "text");
       if (problem == NULL)
-        for (size_t w = 0; w < sizeof kStormWords / sizeof kStormWords[0]; w++)
-          assert_null(strstr(text, kStormWords[w]));
+        for (size_t w = 0; w < sizeof kRunawayWords / sizeof kRunawayWords[0]; w++)
+          assert_null(strstr(text, kRunawayWords[w]));
     }
     json_object_set_new(balance, inst, json_integer(bal));
   }
@@ -407,11 +448,11 @@ static void test_healthy_and_problems(void **state) {
   assert_int_equal(json_object_size(insts), N);
   assert_true(insts44 > N / 10 && insts44 < N * 3 / 10);
 
-  /* complaints: healthy never 5 within 7 days, storms at least 6 within 5 days of first_ts */
+  /* complaints: healthy never 5 within 7 days, storms at least 6 within 5 days of the onset */
   json_t *list;
   json_object_foreach(complaints, key, list) {
     json_t *tr = json_object_get(truth, key);
-    const char *problem = tr ? str(tr, "problem") : NULL;
+    const char *problem = tr ? str(tr, "scenario") : NULL;
     size_t m = json_array_size(list), max7 = 0;
     for (size_t a = 0; a < m; a++) {
       size_t c = 0;
@@ -420,9 +461,9 @@ static void test_healthy_and_problems(void **state) {
         c += json_integer_value(json_array_get(list, b)) < ta + 7 * 86400000LL;
       if (c > max7) max7 = c;
     }
-    if (problem == NULL || strcmp(problem, "complaint_storm") != 0) assert_true(max7 < 5);
-    if (problem != NULL && strcmp(problem, "complaint_storm") == 0) {
-      json_int_t first = ts_ms(str(tr, "first_ts"));
+    if (problem == NULL) assert_true(max7 < 5);
+    if (is(problem, "complaint_storm")) {
+      json_int_t first = ts_ms(str(tr, "onset"));
       size_t c = 0;
       for (size_t a = 0; a < m; a++) {
         json_int_t ta = json_integer_value(json_array_get(list, a));
@@ -430,13 +471,20 @@ static void test_healthy_and_problems(void **state) {
         c += ta < first + 5 * 86400000LL;
       }
       assert_true(c >= 6);
-      json_object_set_new(shown, key, json_true());
     }
   }
-  /* every truth institution showed its own kind at its first_ts */
-  assert_int_equal(json_object_size(shown), n_truth);
-  json_object_foreach(truth, key, t) assert_non_null(json_object_get(shown, key));
+  /* every scenario shows at its onset: an event at that instant, or for classes_stop (an
+   * absence, from local midnight) no lesson from then on */
+  json_object_foreach(truth, key, t) {
+    if (is(str(t, "scenario"), "classes_stop")) {
+      assert_null(json_object_get(lessons_after, key));
+      assert_int_equal((ts_ms(str(t, "onset")) - start) % 86400000LL, 0);
+    } else {
+      if (json_object_get(shown, key) == NULL) fail_msg("%s: nothing at its onset", key);
+    }
+  }
 
+  json_decref(lessons_after);
   json_decref(insts);
   json_decref(complaints);
   json_decref(balance);
@@ -503,12 +551,12 @@ static void test_msgpack_same_events(void **state) {
   run_free(&m);
 }
 
-/* A one-day run still injects one of each kind (N >= 4) and stays within the day. */
+/* A one-day run of 4 institutions injects the first 4 kinds and stays within the day. */
 static void test_tiny_runs(void **state) {
   (void)state;
   run_t r;
   run_gen(4, 1, 9, TW_GEN_JSONL, &r);
-  for (int k = 0; k < TW_GEN_PROBLEM_COUNT; k++) assert_int_equal(r.stats.problems[k], 1);
+  for (int k = 0; k < TW_GEN_PROBLEM_COUNT; k++) assert_int_equal(r.stats.problems[k], k < 4);
   json_t *events = parse_lines(&r.out);
   int64_t start = days_from_civil(2025, 3, 1) * 86400000LL - 8 * 3600000LL;
   for (size_t k = 0; k < json_array_size(events); k++) {
