@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* memmem */
 /*
  * latency.c: send→alert latency at a fixed offered rate, over the real ZeroMQ path.
  *
@@ -66,11 +67,25 @@ int tw_bench_probe_rules(const char *rules_path, const char *out_path) {
     rc = TW_ETOOBIG;
     goto fail;
   }
+  buf[n] = '\0';
+  /* The probe goes first in the top-level `rules:` block (block style, at column 0), not at the
+   * end of the file, where a `tests:` section may stand. */
+  size_t at = n;
+  if (n >= 7 && memcmp(buf, "rules:\n", 7) == 0) {
+    at = 7;
+  } else {
+    const char *r = strstr(buf, "\nrules:\n");
+    if (r != NULL) at = (size_t)(r - buf) + 8;
+  }
+  if (at == n) { /* no block-style rules section: the file cannot take the probe */
+    rc = TW_EINVAL;
+    goto fail;
+  }
   out = fopen(out_path, "wb");
   if (out == NULL) goto fail;
-  if (fwrite(buf, 1, n, out) != n) goto fail;
-  if (n > 0 && buf[n - 1] != '\n' && fputc('\n', out) == EOF) goto fail;
-  if (fputs(kProbeRule, out) == EOF) goto fail;
+  if (fwrite(buf, 1, at, out) != at) goto fail;
+  if (fputs(kProbeRule + 1, out) == EOF) goto fail; /* without its leading newline */
+  if (fwrite(buf + at, 1, n - at, out) != n - at) goto fail;
   rc = 0;
 fail:
   free(buf);
@@ -188,7 +203,12 @@ static void *receiver(void *arg) {
           zmq_msg_close(&msg);
           break;
         }
-        if (frame == 1) {
+        static const char kProbe[] = "\"rule\":\"bench_probe\"";
+        if (frame == 1 && memmem(zmq_msg_data(&msg), zmq_msg_size(&msg), kProbe,
+                                 sizeof kProbe - 1) == NULL) {
+          /* another rule of the pack (a composite or a scheduled one, whose event is not a sent
+           * record): not what is timed */
+        } else if (frame == 1) {
           uint64_t id;
           if (id_number_after(zmq_msg_data(&msg), zmq_msg_size(&msg), "\"event_ids\":[", &id) ==
                   0 &&

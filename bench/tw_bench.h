@@ -199,10 +199,11 @@ int tw_bench_latency(const tw_bench_latency_opts_t *opts, tw_bench_latency_t *ou
 
 /*
  * tw_bench_probe_rules: write to out_path the rule file at rules_path with one more rule
- * appended, `bench_probe` (info, no cooldown), which fires on every prepaid payment (about 12%
- * of a generated stream), so a latency run has thousands of alerts to time instead of the few
- * the default pack raises. The rule file must end in its `rules:` list (the default pack does).
- * Returns 0, TW_EIO (errno says why), TW_ETOOBIG (a rule file over TW_RULES_MAX_FILE_BYTES).
+ * first in its top-level block-style `rules:` list, `bench_probe` (info, no cooldown), which
+ * fires on every prepaid payment (about 12% of a generated stream), so a latency run has
+ * thousands of alerts to time instead of the few the default pack raises; latency counts only
+ * its alerts. Returns 0, TW_EIO (errno says why), TW_ETOOBIG (a rule file over
+ * TW_RULES_MAX_FILE_BYTES), TW_EINVAL (no `rules:` line at column 0 to put it under).
  */
 int tw_bench_probe_rules(const char *rules_path, const char *out_path);
 

@@ -141,10 +141,12 @@ static void test_input_msgpack_records(void **state) {
   free(path);
 }
 
-static void test_probe_rules_appended(void **state) {
+/* The probe rule goes first under the top-level `rules:`, so a `tests:` section after the rules
+ * (the default pack has one) does not swallow it; a file without such a line is refused. */
+static void test_probe_rules_inserted(void **state) {
   (void)state;
-  const char rules[] = "version: 1\nrules:\n  - name: a\n    on: [payment]\n";
-  char *src = write_temp(rules, sizeof rules - 2); /* without its final newline */
+  const char rules[] = "version: 1\nrules:\n  - name: a\n    on: [payment]\ntests:\n  - name: t\n";
+  char *src = write_temp(rules, sizeof rules - 1);
   char out[] = "/tmp/tw-test-bench-probe-XXXXXX";
   int fd = mkstemp(out);
   assert_true(fd >= 0);
@@ -156,8 +158,18 @@ static void test_probe_rules_appended(void **state) {
   size_t n = fread(buf, 1, sizeof buf - 1, f);
   fclose(f);
   buf[n] = '\0';
-  assert_memory_equal(buf, rules, sizeof rules - 1); /* the original, newline restored */
-  assert_non_null(strstr(buf, "\n  - name: bench_probe\n"));
+  const char *probe = strstr(buf, "rules:\n  # Appended by `tutorwatch bench`");
+  assert_non_null(probe);
+  assert_non_null(strstr(probe, "  - name: bench_probe\n"));
+  assert_true(strstr(buf, "  - name: bench_probe\n") < strstr(buf, "  - name: a\n"));
+  assert_true(strstr(buf, "  - name: a\n") < strstr(buf, "tests:\n"));
+  assert_int_equal(n, sizeof rules - 1 + strlen(probe) - strlen(strstr(probe, "  - name: a")) -
+                          strlen("rules:\n"));
+  unlink(src);
+  free(src);
+  const char flow[] = "version: 1\nrules: []\n";
+  src = write_temp(flow, sizeof flow - 1);
+  assert_int_equal(tw_bench_probe_rules(src, out), TW_EINVAL);
   assert_int_equal(tw_bench_probe_rules("/nonexistent/rules.yaml", out), TW_EIO);
   unlink(out);
   unlink(src);
@@ -171,7 +183,7 @@ int main(void) {
       cmocka_unit_test(test_hist_percentiles_within_bound),
       cmocka_unit_test(test_input_jsonl_records),
       cmocka_unit_test(test_input_msgpack_records),
-      cmocka_unit_test(test_probe_rules_appended),
+      cmocka_unit_test(test_probe_rules_inserted),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
