@@ -18,7 +18,6 @@
 #include "tw_rules.h"
 #include "tw_schema.h"
 
-#define CHECK_LINE_MAX 4096 /* bytes of a source line shown under an error */
 
 static void usage(FILE *out) {
   fprintf(
@@ -40,41 +39,6 @@ static void usage(FILE *out) {
       "Exit status: 0 every file compiles (warnings allowed), 1 at least one error, 2 usage.\n");
 }
 
-/* Print line `line` of path with a caret under character column `col` (1-based, counted in
- * UTF-8 characters, as the loader counts them). Silent when the line cannot be read. */
-static void show_caret(const char *path, int line, int col) {
-  FILE *f = fopen(path, "r");
-  if (f == NULL || line <= 0) {
-    if (f != NULL) fclose(f);
-    return;
-  }
-  char buf[CHECK_LINE_MAX];
-  int n = 0;
-  while (fgets(buf, sizeof buf, f) != NULL) {
-    size_t len = strlen(buf);
-    int whole = len > 0 && buf[len - 1] == '\n';
-    if (++n == line) {
-      if (whole) buf[--len] = '\0';
-      fprintf(stderr, "  %s\n  ", buf);
-      int chars = 0;
-      for (size_t i = 0; i < len && chars < col - 1; i++) {
-        unsigned char c = (unsigned char)buf[i];
-        if ((c & 0xC0) == 0x80) continue; /* continuation byte */
-        fputc(c == '\t' ? '\t' : ' ', stderr);
-        chars++;
-      }
-      fputs("^\n", stderr);
-      break;
-    }
-    /* A line longer than the buffer continues in the next read: do not count it twice. */
-    while (!whole && fgets(buf, sizeof buf, f) != NULL) {
-      len = strlen(buf);
-      whole = len > 0 && buf[len - 1] == '\n';
-    }
-  }
-  fclose(f);
-}
-
 #define CHECK_MAX_SET 64 /* --set options */
 
 typedef struct counts {
@@ -90,7 +54,7 @@ static void print_diag(void *ud, const tw_rule_error_t *d, bool warning) {
     c->errors++;
   if (d->line > 0) {
     fprintf(stderr, "%s:%d:%d: %s: %s\n", d->file, d->line, d->col, kind, d->message);
-    show_caret(d->file, d->line, d->col);
+    tw_cli_show_caret(d->file, d->line, d->col);
   } else {
     fprintf(stderr, "%s: %s: %s\n", d->file, kind, d->message);
   }
@@ -113,7 +77,7 @@ static int check_file(const char *path, const char *schema_opt, const char *cons
   if (tw_schema_load(schema_path, &schema, &serr) != 0) {
     fprintf(stderr, "%s:%d:%d: error: %s\n", serr.file[0] ? serr.file : schema_path, serr.line,
             serr.col, serr.message);
-    show_caret(serr.file[0] ? serr.file : schema_path, serr.line, serr.col);
+    tw_cli_show_caret(serr.file[0] ? serr.file : schema_path, serr.line, serr.col);
     printf("%s: schema %s does not load\n", path, schema_path);
     goto done;
   }

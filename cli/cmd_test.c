@@ -17,7 +17,6 @@
 #include "tw_ruletest.h"
 #include "tw_schema.h"
 
-#define TEST_LINE_MAX 4096 /* bytes of a source line shown under an error */
 
 static void usage(FILE *out) {
   fprintf(
@@ -40,45 +39,11 @@ static void usage(FILE *out) {
       "error, 70 internal failure (state store, out of memory).\n");
 }
 
-/* Print line `line` of path with a caret under character column `col` (1-based, counted in
- * UTF-8 characters, as libyaml counts them), as `check` does. Silent when it cannot be read. */
-static void show_caret(const char *path, int line, int col) {
-  FILE *f = fopen(path, "r");
-  if (f == NULL || line <= 0) {
-    if (f != NULL) fclose(f);
-    return;
-  }
-  char buf[TEST_LINE_MAX];
-  int n = 0;
-  while (fgets(buf, sizeof buf, f) != NULL) {
-    size_t len = strlen(buf);
-    int whole = len > 0 && buf[len - 1] == '\n';
-    if (++n == line) {
-      if (whole) buf[--len] = '\0';
-      fprintf(stderr, "  %s\n  ", buf);
-      int chars = 0;
-      for (size_t i = 0; i < len && chars < col - 1; i++) {
-        unsigned char c = (unsigned char)buf[i];
-        if ((c & 0xC0) == 0x80) continue; /* continuation byte */
-        fputc(c == '\t' ? '\t' : ' ', stderr);
-        chars++;
-      }
-      fputs("^\n", stderr);
-      break;
-    }
-    while (!whole && fgets(buf, sizeof buf, f) != NULL) {
-      len = strlen(buf);
-      whole = len > 0 && buf[len - 1] == '\n';
-    }
-  }
-  fclose(f);
-}
-
 static void print_error(const char *path, const tw_rule_error_t *err, int rc) {
   const char *file = err->file[0] ? err->file : path;
   if (err->line > 0) {
     fprintf(stderr, "%s:%d:%d: %s\n", file, err->line, err->col > 0 ? err->col : 1, err->message);
-    show_caret(file, err->line, err->col > 0 ? err->col : 1);
+    tw_cli_show_caret(file, err->line, err->col > 0 ? err->col : 1);
   } else {
     fprintf(stderr, "%s: %s\n", file, err->message[0] ? err->message : tw_strerror(rc));
   }
@@ -109,7 +74,7 @@ static void test_file(const char *path, const char *schema_opt, totals_t *tot) {
   if (tw_schema_load(schema_path, &schema, &serr) != 0) {
     const char *file = serr.file[0] ? serr.file : schema_path;
     fprintf(stderr, "%s:%d:%d: %s\n", file, serr.line, serr.col, serr.message);
-    show_caret(file, serr.line, serr.col);
+    tw_cli_show_caret(file, serr.line, serr.col);
     tot->bad_files++;
     goto done;
   }

@@ -23,4 +23,12 @@ int tw_cmd_replay(int argc, char **argv);
 int tw_cmd_bench(int argc, char **argv);
 int tw_cmd_eval(int argc, char **argv);
 
+/*
+ * tw_cli_show_caret: print line `line` of the file at path to stderr, indented, with a caret
+ * under character column `col` (1-based, counted in UTF-8 characters, as libyaml and the rule
+ * loader count them; tabs kept so the caret lines up). Lines longer than 4 KiB are cut. Silent
+ * when the file or the line cannot be read. Used by `check` and `test` under file:line:col errors.
+ */
+void tw_cli_show_caret(const char *path, int line, int col);
+
 #endif

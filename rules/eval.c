@@ -318,38 +318,27 @@ static int compare(const tw_expr_t *e, tw_value_t a, tw_value_t b) {
     int eq = str_eq(a.u.s, b.u.s);
     return e->op == TW__OP_EQ ? eq : !eq;
   }
+  int c; /* -1, 0, 1: a before, equal to, after b (decimals are finite: no unordered case) */
   if (a.kind == TW_V_DEC || b.kind == TW_V_DEC) {
     double x = a.kind == TW_V_DEC ? a.u.d : (double)a.u.i;
     double y = b.kind == TW_V_DEC ? b.u.d : (double)b.u.i;
-    switch ((tw__op_t)e->op) {
-      case TW__OP_EQ:
-        return x == y;
-      case TW__OP_NE:
-        return x != y;
-      case TW__OP_LT:
-        return x < y;
-      case TW__OP_LE:
-        return x <= y;
-      case TW__OP_GT:
-        return x > y;
-      default:
-        return x >= y;
-    }
+    c = (x > y) - (x < y);
+  } else {
+    c = (a.u.i > b.u.i) - (a.u.i < b.u.i);
   }
-  int64_t x = a.u.i, y = b.u.i;
   switch ((tw__op_t)e->op) {
     case TW__OP_EQ:
-      return x == y;
+      return c == 0;
     case TW__OP_NE:
-      return x != y;
+      return c != 0;
     case TW__OP_LT:
-      return x < y;
+      return c < 0;
     case TW__OP_LE:
-      return x <= y;
+      return c <= 0;
     case TW__OP_GT:
-      return x > y;
+      return c > 0;
     default:
-      return x >= y;
+      return c >= 0;
   }
 }
 

@@ -591,3 +591,26 @@ void tw_auth_zap_join(tw_auth_zap_t *z) {
   pthread_join(z->thread, NULL);
   free(z);
 }
+
+int tw_auth_recv_request(void *router, zmq_msg_t parts[3], size_t max_bytes) {
+  int n = 0, more = 1;
+  while (more) {
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, router, ZMQ_DONTWAIT) < 0) {
+      zmq_msg_close(&m);
+      break;
+    }
+    more = zmq_msg_more(&m);
+    if (n < 3)
+      parts[n++] = m;
+    else
+      zmq_msg_close(&m), n = 4; /* too many parts: dropped whole */
+  }
+  if (n != 3 || zmq_msg_size(&parts[1]) != 0 ||
+      (max_bytes > 0 && zmq_msg_size(&parts[2]) > max_bytes)) {
+    for (int i = 0; i < n && i < 3; i++) zmq_msg_close(&parts[i]);
+    return 0;
+  }
+  return 1;
+}

@@ -314,24 +314,7 @@ static void reply_error(feeds_t *f, zmq_msg_t *id, const char *msg) {
  * delimiter). Anything else is dropped whole. */
 static void handle_history(feeds_t *f) {
   zmq_msg_t parts[3];
-  int n = 0, more = 1;
-  while (more) {
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    if (zmq_msg_recv(&m, f->router, ZMQ_DONTWAIT) < 0) {
-      zmq_msg_close(&m);
-      break;
-    }
-    more = zmq_msg_more(&m);
-    if (n < 3)
-      parts[n++] = m;
-    else
-      zmq_msg_close(&m), n = 4;
-  }
-  if (n != 3 || zmq_msg_size(&parts[1]) != 0 || zmq_msg_size(&parts[2]) > FEEDS_REQUEST_MAX) {
-    for (int i = 0; i < n && i < 3; i++) zmq_msg_close(&parts[i]);
-    return;
-  }
+  if (!tw_auth_recv_request(f->router, parts, FEEDS_REQUEST_MAX)) return;
   const char *who;
   const tw_client_t *c = msg_client(f, &parts[2], &who);
   json_error_t jerr;

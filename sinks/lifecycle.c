@@ -666,24 +666,7 @@ static void load_snoozes(lc_t *lc, MDB_txn *txn) {
 
 static void handle_control(lc_t *lc) {
   zmq_msg_t parts[3];
-  int n = 0, more = 1;
-  while (more) {
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    if (zmq_msg_recv(&m, lc->router, ZMQ_DONTWAIT) < 0) {
-      zmq_msg_close(&m);
-      break;
-    }
-    more = zmq_msg_more(&m);
-    if (n < 3)
-      parts[n++] = m;
-    else
-      zmq_msg_close(&m), n = 4;
-  }
-  if (n != 3 || zmq_msg_size(&parts[1]) != 0) {
-    for (int i = 0; i < n && i < 3; i++) zmq_msg_close(&parts[i]);
-    return;
-  }
+  if (!tw_auth_recv_request(lc->router, parts, 0)) return;
   request_t rq = {NULL, "local"};
   const char *uid = zmq_msg_gets(&parts[2], "User-Id");
   if (lc->opts.auth != NULL && uid != NULL) {

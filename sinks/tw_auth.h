@@ -30,6 +30,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <zmq.h>
 
 #define TW_AUTH_Z85_LEN 40         /* a CURVE key in Z85 */
 #define TW_AUTH_NAME_MAX 64        /* bytes of a client name */
@@ -145,5 +146,15 @@ typedef struct tw_auth_zap tw_auth_zap_t;
 int tw_auth_zap_start(const tw_auth_t *auth, void *ctx, const char *log_prefix,
                       tw_auth_zap_t **out);
 void tw_auth_zap_join(tw_auth_zap_t *zap); /* after the context is terminated; NULL accepted */
+
+/*
+ * tw_auth_recv_request: take one request from a ROUTER socket without blocking: a multipart
+ * message [identity, "", request] as a REQ (or a DEALER sending the empty delimiter) sends it.
+ * On 1, parts[0..3) hold the identity, the delimiter and the request (the caller closes all
+ * three; the request's "User-Id" property names a CURVE client). Returns 0 when nothing was
+ * waiting or the message had another shape, or a request over max_bytes (0: no bound): it is
+ * then dropped whole, nothing is left open.
+ */
+int tw_auth_recv_request(void *router, zmq_msg_t parts[3], size_t max_bytes);
 
 #endif
