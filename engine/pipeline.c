@@ -910,8 +910,9 @@ static int sweep_key(void *ud, const char *key, size_t len) {
   return rc;
 }
 
-/* run_sweeps: every scheduled sweep due at or before limit, in time order. A sweep commits first,
- * so the institutions named since the last commit are among its keys. */
+/* run_sweeps: every scheduled sweep due at or before limit, in time order. A sweep does not
+ * commit: its keys include the institutions named since the last commit (tw_state_agg_keys lists
+ * staged keys too), and its alerts and state go out with the next group commit like an event's. */
 static int run_sweeps(tw_pipeline_t *p, int64_t limit) {
   for (;;) {
     if (p->stop != NULL && *p->stop) return 0; /* interrupted: the clocks say where it stopped */
@@ -926,11 +927,9 @@ static int run_sweeps(tw_pipeline_t *p, int64_t limit) {
     int64_t at = p->next_sweep_ms[pick];
     if ((limit - at) / r->every_ms > TW_SWEEP_CATCH_UP) /* a jump in time: sweep its end only */
       at = boundary_after(limit - r->every_ms, r->every_ms);
-    int rc = tw_pipeline_commit(p);
-    if (rc != 0) return rc;
     p->sweep_rule = r;
     p->sweep_at_ms = at;
-    rc = tw_state_agg_keys(p->state, &kInstitutions, sweep_key, p);
+    int rc = tw_state_agg_keys(p->state, &kInstitutions, sweep_key, p);
     if (rc != 0) return rc;
     p->uncommitted = true;
     put_last_sweep(p, r, at);

@@ -105,6 +105,12 @@ struct tw_state {
   tw__entry_t **dirty;
   size_t ndirty, dirty_cap;
 
+  /* tw_state_agg_keys' cache: the dirty entries of one aggregate (ks_prefix), sorted by key, from
+   * dirty[0, ks_scanned); emptied by every commit attempt (a commit reorders the dirty array). */
+  tw__entry_t **ks;
+  size_t ks_n, ks_cap, ks_scanned, ks_plen;
+  unsigned char ks_prefix[TW__STATE_DBKEY_MAX];
+
   unsigned char *jbuf; /* staged journal records: u32 length (native) then the bytes */
   size_t jlen, jcap;
   uint64_t jcommitted; /* last sequence number in LMDB */
@@ -499,6 +505,7 @@ void tw_state_close(tw_state_t *st) {
   }
   free(st->slots);
   free(st->dirty);
+  free(st->ks);
   free(st->jbuf);
   for (size_t i = 0; i < st->meta_cap; i++) free(st->meta[i].data);
   free(st->meta);
@@ -1099,6 +1106,7 @@ int tw_state_commit(tw_state_t *st) {
       !st->dd_newest_dirty)
     return 0;
   tw__rtxn_release(st);
+  st->ks_n = st->ks_scanned = 0; /* the sort below reorders the dirty array */
   if (st->ndirty > 1) qsort(st->dirty, st->ndirty, sizeof st->dirty[0], tw__entry_cmp);
   for (int attempt = 0;; attempt++) {
     mrc = tw__commit_once(st, &what, &purged);
@@ -1187,28 +1195,108 @@ fail:
   return rc;
 }
 
+/* LMDB's default key order: bytes, then the shorter first. */
+static int tw__key_order(const unsigned char *a, size_t an, const unsigned char *b, size_t bn) {
+  int c = memcmp(a, b, an < bn ? an : bn);
+  return c != 0 ? c : (an > bn) - (an < bn);
+}
+
+/* Whole keys (kind byte + LMDB key) in LMDB order: with one prefix shared, the order of the keys
+ * after it. */
+static int tw__ks_cmp(const void *x, const void *y) {
+  const tw__entry_t *a = *(tw__entry_t *const *)x, *b = *(tw__entry_t *const *)y;
+  return tw__key_order(a->key, a->key_len, b->key, b->key_len);
+}
+
+/* tw__staged_keys: bring the cache of dirty entries of the aggregate (prefix) up to date, sorted
+ * by key. The dirty array only grows between commits (dirty entries are never evicted) and a
+ * commit empties the cache, so each call scans only the entries dirtied since the previous one
+ * and merges them in: a sweep a day costs the day's new dirty entries, not all of them. */
+static int tw__staged_keys(tw_state_t *st, const unsigned char *prefix, size_t plen) {
+  if (st->ks_plen != plen || memcmp(st->ks_prefix, prefix, plen) != 0) {
+    memcpy(st->ks_prefix, prefix, plen);
+    st->ks_plen = plen;
+    st->ks_n = 0;
+    st->ks_scanned = 0;
+  }
+  size_t old_n = st->ks_n;
+  for (; st->ks_scanned < st->ndirty; st->ks_scanned++) {
+    tw__entry_t *e = st->dirty[st->ks_scanned];
+    if (e->key[0] != TW__KIND_AGG || e->key_len < 1 + plen || memcmp(e->key + 1, prefix, plen) != 0)
+      continue;
+    if (st->ks_n == st->ks_cap) {
+      size_t n = st->ks_cap ? st->ks_cap * 2 : 64;
+      tw__entry_t **k = realloc(st->ks, n * sizeof *k);
+      if (k == NULL) return TW_ENOMEM; /* ks_scanned stays: the next call resumes here */
+      st->ks = k;
+      st->ks_cap = n;
+    }
+    st->ks[st->ks_n++] = e;
+  }
+  if (st->ks_n == old_n) return 0;
+  qsort(st->ks + old_n, st->ks_n - old_n, sizeof *st->ks, tw__ks_cmp);
+  if (old_n == 0) return 0;
+  /* Merge the sorted new tail into the sorted head, from the back, through a copy of the tail. */
+  size_t nt = st->ks_n - old_n;
+  tw__entry_t **tail = malloc(nt * sizeof *tail);
+  if (tail == NULL) {
+    qsort(st->ks, st->ks_n, sizeof *st->ks, tw__ks_cmp); /* no memory for the merge: sort it all */
+    return 0;
+  }
+  memcpy(tail, st->ks + old_n, nt * sizeof *tail);
+  size_t i = old_n, j = nt, o = st->ks_n;
+  while (j > 0) {
+    if (i > 0 && tw__ks_cmp(&st->ks[i - 1], &tail[j - 1]) > 0)
+      st->ks[--o] = st->ks[--i];
+    else
+      st->ks[--o] = tail[--j];
+  }
+  free(tail);
+  return 0;
+}
+
 int tw_state_agg_keys(tw_state_t *st, const tw_window_spec_t *spec, tw_state_key_cb cb, void *ud) {
   unsigned char prefix[TW__STATE_DBKEY_MAX];
-  size_t plen;
+  size_t plen, si = 0, ns;
   MDB_txn *txn = NULL;
   MDB_cursor *cur = NULL;
   int rc, mrc = 0;
   const char *what = "keys read transaction";
   if (st == NULL || spec == NULL || cb == NULL) return TW_EINVAL;
   if ((rc = tw__agg_dbkey(spec, NULL, 0, prefix, &plen)) != 0) return rc;
+  if ((rc = tw__staged_keys(st, prefix, plen)) != 0) return rc;
+  /* The keys cb adds land after ks_n (listed by the next call, not this one); nothing frees a
+   * dirty entry before the commit, which cb cannot start. */
+  ns = st->ks_n;
   /* Its own transaction: the callback reads state, which reuses st->rtxn. */
   if ((mrc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn)) != 0) goto fail;
   what = "keys cursor";
   if ((mrc = mdb_cursor_open(txn, st->dbi_agg, &cur)) != 0) goto fail;
   MDB_val k = {plen, prefix}, v;
+  /* Merge the committed keys (cursor order) with the staged ones; a key in both is called once. */
   for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
     if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0) break;
-    rc = cb(ud, (const char *)k.mv_data + plen, k.mv_size - plen);
-    if (rc != 0) goto fail;
+    const unsigned char *kp = (const unsigned char *)k.mv_data + plen;
+    size_t kn = k.mv_size - plen;
+    int c = 1;
+    while (si < ns) {
+      const tw__entry_t *e = st->ks[si];
+      const unsigned char *ep = e->key + 1 + plen;
+      size_t en = e->key_len - 1u - plen;
+      if ((c = tw__key_order(ep, en, kp, kn)) >= 0) break;
+      if ((rc = cb(ud, (const char *)ep, en)) != 0) goto fail;
+      si++;
+    }
+    if (si < ns && c == 0) si++;
+    if ((rc = cb(ud, (const char *)kp, kn)) != 0) goto fail;
   }
   what = "keys iterate";
   if (mrc == MDB_NOTFOUND) mrc = 0;
+  for (; mrc == 0 && si < ns; si++) {
+    const tw__entry_t *e = st->ks[si];
+    if ((rc = cb(ud, (const char *)e->key + 1 + plen, e->key_len - 1u - plen)) != 0) goto fail;
+  }
 fail:
   if (mrc != 0) {
     tw__log(st, what, mrc);

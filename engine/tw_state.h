@@ -272,10 +272,14 @@ int tw_state_commit(tw_state_t *st);
 typedef int (*tw_state_journal_cb)(void *ud, uint64_t seq, const char *json, size_t len);
 
 /*
- * tw_state_agg_keys: call cb for every key of the aggregate spec that is committed, in key byte
- * order; stop early when cb returns non-zero (returned). Keys added since the last commit are not
- * seen: commit first. The key bytes are borrowed for the call (not NUL-terminated). cb may read
- * state (its own read transaction). Returns 0, TW_EINVAL, TW_ESTATE.
+ * tw_state_agg_keys: call cb once for every key of the aggregate spec, committed or staged since
+ * the last commit (a dirty entry), in key byte order (LMDB's: bytes, then the shorter first); stop
+ * early when cb returns non-zero (returned). Keys added by cb itself are not seen. A key whose
+ * expired window was evicted since the last commit is still listed until that commit deletes it
+ * (cb reads an empty window). The key bytes are borrowed for the call (not NUL-terminated). cb may
+ * read and change state (its own read transaction; the staged keys are copied first). Costs one
+ * pass over the dirty entries and a sort of the staged keys of the spec. Returns 0, TW_EINVAL,
+ * TW_ENOMEM, TW_ESTATE.
  */
 typedef int (*tw_state_key_cb)(void *ud, const char *key, size_t len);
 int tw_state_agg_keys(tw_state_t *st, const tw_window_spec_t *spec, tw_state_key_cb cb, void *ud);

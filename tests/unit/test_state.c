@@ -75,6 +75,50 @@ static void add(tw_state_t *st, const tw_window_spec_t *s, const char *key, int6
   assert_int_equal(tw_state_agg_add(st, s, key, strlen(key), t, v), 0);
 }
 
+/* Collects the keys tw_state_agg_keys lists, as "a,b,c,"; adds a key from inside the callback. */
+typedef struct keys_seen {
+  char buf[256];
+  tw_state_t *st;
+  int add_from_cb;
+} keys_seen_t;
+
+static int keys_cb(void *ud, const char *key, size_t len) {
+  keys_seen_t *k = ud;
+  size_t n = strlen(k->buf);
+  assert_true(n + len + 2 < sizeof k->buf);
+  memcpy(k->buf + n, key, len);
+  k->buf[n + len] = ',';
+  k->buf[n + len + 1] = '\0';
+  if (k->add_from_cb) add(k->st, &sum_all, "zz-added-in-cb", T0, 1);
+  return 0;
+}
+
+/* Committed and staged keys are merged in LMDB order (bytes, then shorter first), each once; a
+ * key of another aggregate or added by the callback is not listed; after the commit, the same. */
+static void test_agg_keys_staged_and_committed(void **state) {
+  fx_t *f = *state;
+  keys_seen_t k = {.st = f->st};
+  add(f->st, &sum_all, "b", T0, 1);
+  add(f->st, &sum_all, "d", T0, 1);
+  add(f->st, &cnt7d, "c-other-agg", T0, 1);
+  assert_int_equal(tw_state_commit(f->st), 0);
+  add(f->st, &sum_all, "ab", T0, 1); /* staged, between committed keys */
+  add(f->st, &sum_all, "a", T0, 1);  /* staged, a prefix of "ab": shorter first */
+  add(f->st, &sum_all, "d", T0, 1);  /* committed and dirty: listed once */
+  add(f->st, &sum_all, "e", T0, 1);  /* staged, after the last committed key */
+  k.add_from_cb = 1;
+  assert_int_equal(tw_state_agg_keys(f->st, &sum_all, keys_cb, &k), 0);
+  assert_string_equal(k.buf, "a,ab,b,d,e,");
+  assert_int_equal(tw_state_commit(f->st), 0);
+  k.buf[0] = '\0';
+  k.add_from_cb = 0;
+  assert_int_equal(tw_state_agg_keys(f->st, &sum_all, keys_cb, &k), 0);
+  assert_string_equal(k.buf, "a,ab,b,d,e,zz-added-in-cb,");
+  k.buf[0] = '\0';
+  assert_int_equal(tw_state_agg_keys(f->st, &cnt7d, keys_cb, &k), 0);
+  assert_string_equal(k.buf, "c-other-agg,");
+}
+
 static void test_open_creates_dir_0700(void **state) {
   fx_t *f = *state;
   char sub[128];
@@ -723,6 +767,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_evict_expired_bounded, setup, teardown),
       cmocka_unit_test_setup_teardown(test_evict_clean_reload, setup, teardown),
       cmocka_unit_test_setup_teardown(test_evict_then_reuse_before_commit, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_agg_keys_staged_and_committed, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
