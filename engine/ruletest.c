@@ -637,7 +637,7 @@ static int parse_given(const pctx_t *c, rt_test_t *t, size_t test_no, const ynod
       emit(&b, defaults->kids[k + 1]);
     }
     if (map_get(ev, "event_id") == NULL && map_get(defaults, "event_id") == NULL) {
-      char id[48];
+      char id[64]; /* ,"event_id":"N-M" with two 20-digit numbers */
       snprintf(id, sizeof id, "%s\"event_id\":\"%zu-%zu\"", comma ? "," : "", test_no, j + 1);
       tb_puts(&b, id);
     }

@@ -11,12 +11,14 @@
  * commit) and, over the budget, clean entries not used since the last pass.
  *
  * The read transaction is opened on the first read after a commit and kept until the next
- * commit, so the per-event reads (dedup lookups, lazy loads) pay no begin/reset each.
+ * commit, so the per-event reads (lazy loads) pay no begin/reset each.
  *
- * Dedup: committed event ids are in two databases, `dedup` (id → event time) and `dedup_ts`
- * (biased big-endian event time + id → empty, the time index); ids recorded since the last
- * commit are in a small open-addressing set over a byte arena. A lookup is the staged set, then
- * one LMDB get. Nothing of the committed ids is kept in memory.
+ * Dedup: committed event ids are in one database, `dedup_ts` (biased big-endian event time + id →
+ * empty), and in an in-memory set that mirrors it (dedup_set.c), loaded at open and changed only
+ * after a commit succeeded; ids recorded since the last commit are in a small open-addressing set
+ * over a byte arena. A lookup is the staged set, then the committed set: no LMDB read. A commit
+ * writes the staged ids in time order (neighbouring pages) instead of one random B-tree page per
+ * id. States from before kept a second database by id (`dedup`); it is dropped at open.
  *
  * tw_state_commit is the group commit: deletes of expired entries, dirty entries, staged dedup
  * ids (plus a purge of at most 1024 + 2·staged expired ones, so purging outruns recording),
@@ -42,6 +44,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "dedup_set.h"
 #include "state_internal.h"
 #include "tw_error.h"
 #include "tw_state.h"
@@ -78,7 +81,7 @@ typedef struct tw__meta_rec {
 struct tw_state {
   char *dir;
   MDB_env *env;
-  MDB_dbi dbi_agg, dbi_cool, dbi_journal, dbi_meta, dbi_dedup, dbi_dedup_ts;
+  MDB_dbi dbi_agg, dbi_cool, dbi_journal, dbi_meta, dbi_dedup_ts;
   MDB_txn *rtxn;   /* read transaction reused for lazy loads and dedup lookups, or NULL */
   int rtxn_active; /* rtxn holds a snapshot (released at commit) */
   size_t map_size_bytes;
@@ -98,6 +101,9 @@ struct tw_state {
   int64_t dd_newest_ms; /* newest event time seen by dedup (valid when dd_newest_set) */
   int dd_newest_set, dd_newest_dirty;
   int64_t dd_horizon_ms; /* of the latest call; 0 = none yet (no purge) */
+  tw__dds_t dds;         /* the committed ids: exactly those in dedup_ts (dedup_set.h) */
+  unsigned char *pg;     /* ids the commit in progress purged: i64 time, u16 length, bytes */
+  size_t pg_len, pg_cap;
 
   tw__slot_t *slots;
   size_t nslots, nkeys;
@@ -156,6 +162,18 @@ static uint64_t tw__hash(const unsigned char *p, size_t n) {
   memcpy(&v, p, n);
   h = (h ^ v) * 0x94d049bb133111ebULL;
   return tw__mix(h);
+}
+
+/* tw__grow: make *buf hold at least need bytes, doubling from initial; 0 or TW_ENOMEM (*buf kept). */
+static int tw__grow(unsigned char **buf, size_t *cap, size_t need, size_t initial) {
+  if (need <= *cap) return 0;
+  size_t n = *cap ? *cap : initial;
+  while (n < need) n *= 2;
+  unsigned char *b = realloc(*buf, n);
+  if (b == NULL) return TW_ENOMEM;
+  *buf = b;
+  *cap = n;
+  return 0;
 }
 
 /* ---- keys ---- */
@@ -383,6 +401,8 @@ static void tw__mark_dirty(tw_state_t *st, tw__entry_t *e) {
 
 /* ---- open / close ---- */
 
+static int tw__dd_load(tw_state_t *st, MDB_txn *txn, int *mrc);
+
 int tw_state_open(const char *dir, const tw_state_opts_t *opts, tw_state_t **out) {
   int rc = TW_ESTATE, mrc = 0;
   const char *what = "";
@@ -439,8 +459,19 @@ int tw_state_open(const char *dir, const tw_state_opts_t *opts, tw_state_t **out
   if ((mrc = mdb_dbi_open(txn, "cool", MDB_CREATE, &st->dbi_cool)) != 0) goto fail;
   if ((mrc = mdb_dbi_open(txn, "journal", MDB_CREATE, &st->dbi_journal)) != 0) goto fail;
   if ((mrc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->dbi_meta)) != 0) goto fail;
-  if ((mrc = mdb_dbi_open(txn, "dedup", MDB_CREATE, &st->dbi_dedup)) != 0) goto fail;
   if ((mrc = mdb_dbi_open(txn, "dedup_ts", MDB_CREATE, &st->dbi_dedup_ts)) != 0) goto fail;
+  /* States written before the ids moved into memory also kept them by id in `dedup`: every record
+   * there is in dedup_ts too, so it is dropped. */
+  what = "drop the old dedup database";
+  MDB_dbi old_dedup;
+  mrc = mdb_dbi_open(txn, "dedup", 0, &old_dedup);
+  if (mrc == 0)
+    mrc = mdb_drop(txn, old_dedup, 1);
+  else if (mrc == MDB_NOTFOUND)
+    mrc = 0;
+  if (mrc != 0) goto fail;
+  what = "load dedup ids";
+  if ((rc = tw__dd_load(st, txn, &mrc)) != 0) goto fail;
   what = "read dedup meta";
   MDB_val dk = {strlen(TW__DEDUP_META), TW__DEDUP_META}, dv;
   mrc = mdb_get(txn, st->dbi_meta, &dk, &dv);
@@ -514,6 +545,8 @@ void tw_state_close(tw_state_t *st) {
   free(st->dd);
   free(st->dd_bytes);
   free(st->dd_slots);
+  tw__dds_free(&st->dds);
+  free(st->pg);
   free(st->dir);
   free(st);
 }
@@ -698,12 +731,6 @@ static int tw__dd_stage(tw_state_t *st, const char *id, size_t len, uint64_t h, 
   return 0;
 }
 
-static int64_t tw__get_le64(const unsigned char *p) {
-  uint64_t u = 0;
-  for (int i = 0; i < 8; i++) u |= (uint64_t)p[i] << (8 * i);
-  return (int64_t)u;
-}
-
 int tw_state_dedup(tw_state_t *st, const char *event_id, size_t len, int64_t ts_ms,
                    int64_t horizon_ms, bool *dup) {
   if (dup != NULL) *dup = false;
@@ -723,20 +750,9 @@ int tw_state_dedup(tw_state_t *st, const char *event_id, size_t len, int64_t ts_
       r->ts_ms = ts_ms; /* the staged delivery was forgotten: this one is recorded instead */
     }
   } else {
-    if ((rc = tw__rtxn_begin(st)) != 0) return rc;
-    MDB_val k = {len, (void *)event_id}, v;
-    int mrc = mdb_get(st->rtxn, st->dbi_dedup, &k, &v);
-    if (mrc == 0) {
-      if (v.mv_size != 8) {
-        fprintf(stderr, "tutorwatch: state %s: corrupt dedup record (%zu bytes)\n", st->dir,
-                v.mv_size);
-        return TW_ESTATE;
-      }
-      *dup = tw__get_le64(v.mv_data) >= cutoff;
-    } else if (mrc != MDB_NOTFOUND) {
-      tw__log(st, "read dedup record", mrc);
-      return TW_ESTATE;
-    }
+    int64_t seen_ms;
+    if (tw__dds_get(&st->dds, (const unsigned char *)event_id, len, h, &seen_ms))
+      *dup = seen_ms >= cutoff;
     if (!*dup && ts_ms >= cutoff && (rc = tw__dd_stage(st, event_id, len, h, ts_ms)) != 0)
       return rc;
   }
@@ -771,13 +787,12 @@ static size_t tw__dd_tskey(unsigned char *out, int64_t ts_ms, const unsigned cha
 
 int tw__state_dedup_committed(tw_state_t *st, size_t *ids, size_t *index) {
   MDB_txn *txn = NULL;
-  MDB_stat a, b;
+  MDB_stat b;
   int mrc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
-  if (mrc == 0) mrc = mdb_stat(txn, st->dbi_dedup, &a);
   if (mrc == 0) mrc = mdb_stat(txn, st->dbi_dedup_ts, &b);
   if (txn) mdb_txn_abort(txn);
   if (mrc != 0) return TW_ESTATE;
-  *ids = a.ms_entries;
+  *ids = st->dds.n;
   *index = b.ms_entries;
   return 0;
 }
@@ -786,14 +801,7 @@ int tw__state_dedup_committed(tw_state_t *st, size_t *ids, size_t *index) {
 
 static int tw__dels_push(tw_state_t *st, const tw__entry_t *e) {
   size_t need = st->dels_len + sizeof(uint16_t) + e->key_len;
-  if (need > st->dels_cap) {
-    size_t n = st->dels_cap ? st->dels_cap : 4096;
-    while (n < need) n *= 2;
-    unsigned char *b = realloc(st->dels, n);
-    if (b == NULL) return TW_ENOMEM;
-    st->dels = b;
-    st->dels_cap = n;
-  }
+  if (tw__grow(&st->dels, &st->dels_cap, need, 4096) != 0) return TW_ENOMEM;
   memcpy(st->dels + st->dels_len, &e->key_len, sizeof(uint16_t));
   memcpy(st->dels + st->dels_len + sizeof(uint16_t), e->key, e->key_len);
   st->dels_len = need;
@@ -855,14 +863,7 @@ int tw_state_journal_append(tw_state_t *st, const char *json, size_t len, uint64
   if (st == NULL || (json == NULL && len != 0)) return TW_EINVAL;
   if (len > TW_STATE_JOURNAL_MAX) return TW_ETOOBIG;
   size_t need = st->jlen + sizeof(uint32_t) + len;
-  if (need > st->jcap) {
-    size_t n = st->jcap ? st->jcap : 4096;
-    while (n < need) n *= 2;
-    unsigned char *b = realloc(st->jbuf, n);
-    if (b == NULL) return TW_ENOMEM;
-    st->jbuf = b;
-    st->jcap = n;
-  }
+  if (tw__grow(&st->jbuf, &st->jcap, need, 4096) != 0) return TW_ENOMEM;
   uint32_t l = (uint32_t)len;
   memcpy(st->jbuf + st->jlen, &l, sizeof l);
   if (len) memcpy(st->jbuf + st->jlen + sizeof l, json, len);
@@ -958,13 +959,6 @@ static int tw__commit_dedup(tw_state_t *st, MDB_txn *txn) {
   int mrc;
   if (st->dd_n == 0) return 0;
   for (size_t i = 0; i < st->dd_n; i++) st->dd[i].p = st->dd_bytes + st->dd[i].off;
-  qsort(st->dd, st->dd_n, sizeof st->dd[0], tw__dd_cmp_id);
-  for (size_t i = 0; i < st->dd_n; i++) {
-    uint64_t u = (uint64_t)st->dd[i].ts_ms;
-    for (int b = 0; b < 8; b++) vb[b] = (unsigned char)(u >> (8 * b));
-    MDB_val k = {st->dd[i].len, (void *)st->dd[i].p}, v = {8, vb};
-    if ((mrc = mdb_put(txn, st->dbi_dedup, &k, &v, 0)) != 0) return mrc;
-  }
   qsort(st->dd, st->dd_n, sizeof st->dd[0], tw__dd_cmp_ts);
   for (size_t i = 0; i < st->dd_n; i++) {
     MDB_val k = {tw__dd_tskey(kb, st->dd[i].ts_ms, st->dd[i].p, st->dd[i].len), kb}, v = {0, vb};
@@ -973,12 +967,24 @@ static int tw__commit_dedup(tw_state_t *st, MDB_txn *txn) {
   return 0;
 }
 
-/* Forget the oldest committed ids older than newest − horizon, at most a budget of them. An id
- * re-recorded later with a newer time keeps its `dedup` record (the times differ). */
+/* Remember an id the commit in progress purged, for the in-memory set once the commit succeeds. */
+static int tw__pg_push(tw_state_t *st, int64_t ts_ms, const unsigned char *id, size_t len) {
+  size_t need = st->pg_len + 10 + len;
+  if (tw__grow(&st->pg, &st->pg_cap, need, 16384) != 0) return ENOMEM; /* an LMDB-style code */
+  uint16_t l = (uint16_t)len;
+  memcpy(st->pg + st->pg_len, &ts_ms, 8);
+  memcpy(st->pg + st->pg_len + 8, &l, 2);
+  memcpy(st->pg + st->pg_len + 10, id, len);
+  st->pg_len = need;
+  return 0;
+}
+
+/* Forget the oldest committed ids older than newest − horizon, at most a budget of them, from
+ * dedup_ts; the in-memory set follows after the commit (tw__dd_apply). */
 static int tw__commit_purge(tw_state_t *st, MDB_txn *txn, uint64_t *purged) {
   MDB_cursor *cur = NULL;
-  unsigned char id[TW_STATE_EVENT_ID_MAX];
   *purged = 0;
+  st->pg_len = 0;
   if (st->dd_horizon_ms <= 0 || !st->dd_newest_set) return 0;
   int64_t cutoff = st->dd_newest_ms - st->dd_horizon_ms;
   size_t budget = TW__PURGE_BASE + 2 * st->dd_n;
@@ -993,20 +999,64 @@ static int tw__commit_purge(tw_state_t *st, MDB_txn *txn, uint64_t *purged) {
     }
     int64_t ts = (int64_t)(tw__get_be64(k.mv_data) ^ ((uint64_t)1 << 63));
     if (ts >= cutoff) break;
-    size_t len = k.mv_size - 8;
-    memcpy(id, (const unsigned char *)k.mv_data + 8, len);
+    if ((mrc = tw__pg_push(st, ts, (const unsigned char *)k.mv_data + 8, k.mv_size - 8)) != 0)
+      break;
     if ((mrc = mdb_cursor_del(cur, 0)) != 0) break;
-    MDB_val ik = {len, id}, iv;
-    mrc = mdb_get(txn, st->dbi_dedup, &ik, &iv);
-    if (mrc == 0 && iv.mv_size == 8 && tw__get_le64(iv.mv_data) == ts)
-      mrc = mdb_del(txn, st->dbi_dedup, &ik, NULL);
-    if (mrc != 0 && mrc != MDB_NOTFOUND) break;
-    mrc = 0;
     (*purged)++;
   }
   if (mrc == MDB_NOTFOUND) mrc = 0;
   mdb_cursor_close(cur);
   return mrc;
+}
+
+/* After a successful commit: the staged ids join the in-memory set, then the purged ones leave
+ * it (an id staged and purged by the same commit ends absent, as in dedup_ts). Cannot fail: the
+ * room was reserved before the commit. */
+static void tw__dd_apply(tw_state_t *st) {
+  for (size_t i = 0; i < st->dd_n; i++) {
+    const tw__dd_rec_t *r = &st->dd[i];
+    tw__dds_put(&st->dds, st->dd_bytes + r->off, r->len, r->hash, r->ts_ms);
+  }
+  for (size_t off = 0; off < st->pg_len;) {
+    int64_t ts;
+    uint16_t l;
+    memcpy(&ts, st->pg + off, 8);
+    memcpy(&l, st->pg + off + 8, 2);
+    const unsigned char *id = st->pg + off + 10;
+    tw__dds_forget(&st->dds, id, l, tw__hash(id, l), ts);
+    off += 10 + (size_t)l;
+  }
+  st->pg_len = 0;
+}
+
+/* tw__dd_load: fill the in-memory set from dedup_ts (at open). Returns 0, TW_ENOMEM, or
+ * TW_ESTATE with *mrc the LMDB code (or 0 for a corrupt key, reported here). */
+static int tw__dd_load(tw_state_t *st, MDB_txn *txn, int *mrc) {
+  MDB_cursor *cur = NULL;
+  MDB_val k, v;
+  int rc = 0;
+  if ((*mrc = mdb_cursor_open(txn, st->dbi_dedup_ts, &cur)) != 0) return TW_ESTATE;
+  for (*mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); *mrc == 0;
+       *mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size < 9 || k.mv_size > 8 + TW_STATE_EVENT_ID_MAX) {
+      fprintf(stderr, "tutorwatch: state %s: corrupt dedup time index key\n", st->dir);
+      *mrc = 0;
+      rc = TW_ESTATE;
+      break;
+    }
+    const unsigned char *id = (const unsigned char *)k.mv_data + 8;
+    size_t len = k.mv_size - 8;
+    int64_t ts = (int64_t)(tw__get_be64(k.mv_data) ^ ((uint64_t)1 << 63));
+    if ((rc = tw__dds_reserve(&st->dds, 1, len)) != 0 ||
+        (rc = tw__dds_put(&st->dds, id, len, tw__hash(id, len), ts)) != 0)
+      break;
+  }
+  if (*mrc == MDB_NOTFOUND) *mrc = 0;
+  if (*mrc != 0) rc = TW_ESTATE;
+  mdb_cursor_close(cur);
+  st->stats.dedup_ids_committed = st->dds.n;
+  st->stats.dedup_memory_bytes = st->dds.bytes;
+  return rc;
 }
 
 /* One attempt; returns an LMDB code (0 on success), or -1 for an injected failure. */
@@ -1105,6 +1155,8 @@ int tw_state_commit(tw_state_t *st) {
   if (st->ndirty == 0 && st->jlen == 0 && st->nmeta == 0 && st->dd_n == 0 && st->dels_len == 0 &&
       !st->dd_newest_dirty)
     return 0;
+  /* Room in the in-memory id set first, so that nothing can fail once LMDB has committed. */
+  if (tw__dds_reserve(&st->dds, st->dd_n, st->dd_blen) != 0) return TW_ENOMEM;
   tw__rtxn_release(st);
   st->ks_n = st->ks_scanned = 0; /* the sort below reorders the dirty array */
   if (st->ndirty > 1) qsort(st->dirty, st->ndirty, sizeof st->dirty[0], tw__entry_cmp);
@@ -1134,8 +1186,12 @@ int tw_state_commit(tw_state_t *st) {
     else
       tw__log(st, what, mrc);
     if (st->dd_n) tw__dd_index(st); /* the commit sorted the staged ids */
-    return TW_ESTATE;
+    st->pg_len = 0;
+    return mrc == ENOMEM ? TW_ENOMEM : TW_ESTATE;
   }
+  tw__dd_apply(st);
+  st->stats.dedup_ids_committed = st->dds.n;
+  st->stats.dedup_memory_bytes = st->dds.bytes;
   for (size_t i = 0; i < st->ndirty; i++) st->dirty[i]->dirty = 0;
   st->stats.entries_written += st->ndirty;
   st->stats.commits++;

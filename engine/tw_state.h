@@ -210,12 +210,14 @@ int tw_state_cooldown(tw_state_t *st, const char *rule, const char *key, size_t 
  * Records staged since the last commit live in a small in-memory set; tw_state_commit writes
  * them in the same transaction as the state, so records and aggregates vanish together with a
  * crash, and an event re-read after restart is not a duplicate of its uncommitted self.
- * Committed records are looked up in LMDB (not kept in memory). Each commit forgets a bounded
+ * Committed records are in LMDB once, ordered by event time (database `dedup_ts`: appended and
+ * purged from the front), and indexed in memory (engine/dedup_set.h: about 50 bytes plus the id
+ * per record, stats.dedup_memory_bytes), rebuilt from LMDB when the state opens; so a lookup
+ * reads no B-tree and a commit writes no page per id at random. Each commit forgets a bounded
  * number of the oldest records older than N − horizon (the horizon of the latest call),
  * stats.dedup_ids_purged. An id is the same id whatever the event's type or key.
  * Returns 0, TW_EINVAL (len 0, NULL, horizon ≤ 0, |ts_ms| > 2^61), TW_ETOOBIG (len), TW_ENOMEM,
- * TW_ESTATE (LMDB read failed or a stored record is corrupt). On error *dup is false and
- * nothing was recorded. Amortised O(1) plus one LMDB lookup (B-tree, read-only, no syscall).
+ * On error *dup is false and nothing was recorded. Amortised O(1), in memory.
  */
 int tw_state_dedup(tw_state_t *st, const char *event_id, size_t len, int64_t ts_ms,
                    int64_t horizon_ms, bool *dup);
@@ -260,8 +262,10 @@ int tw_state_meta_get(tw_state_t *st, const char *name, void *buf, size_t cap, s
 /*
  * tw_state_commit: write every dirty entry, the deletes of evicted expired entries, the staged
  * dedup records (and purge of expired ones), journal records and meta records in one LMDB
- * transaction (growing the map on MDB_MAP_FULL). Returns 0 or TW_ESTATE; on error nothing of
- * this batch is written and the in-memory changes stay dirty and staged.
+ * transaction (growing the map on MDB_MAP_FULL); after it succeeded, the staged dedup ids join the
+ * in-memory set of committed ids (room for them is reserved before the transaction). Returns 0,
+ * TW_ENOMEM (no room for that set or an encoding buffer) or TW_ESTATE; on error nothing of this
+ * batch is written and the in-memory changes stay dirty and staged.
  */
 int tw_state_commit(tw_state_t *st);
 
@@ -298,6 +302,8 @@ typedef struct tw_state_stats {
   uint64_t duplicates;         /* tw_state_dedup calls that answered *dup = true */
   uint64_t dedup_staged;       /* ids recorded since the last commit (in memory) */
   uint64_t dedup_ids_purged;   /* committed dedup records forgotten past the horizon */
+  uint64_t dedup_ids_committed; /* ids in the in-memory set of committed ids */
+  uint64_t dedup_memory_bytes;  /* bytes that set has allocated (table and id chunks) */
   uint64_t evicted_expired;    /* entries dropped by tw_state_evict (a) */
   uint64_t evicted_clean;      /* entries dropped by tw_state_evict (b) */
   uint64_t entries_rebucketed; /* stored series moved onto the current time zone at load */

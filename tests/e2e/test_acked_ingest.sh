@@ -16,14 +16,16 @@ IN="tcp://127.0.0.1:$P1"
 start_engine engine1.log --ingest "$IN" --state live --alerts /dev/null
 grep -q "ROUTER, acknowledged" engine1.log || { cat engine1.log; fail "no acknowledged endpoint"; }
 trap 'kill -9 $engine $sender 2>/dev/null || true' EXIT
-# Small batches and a small window keep the sender busy for several seconds.
-"$TW" send --acked --connect "$IN" --batch 200 --window 2 --timeout-ms 30000 e.jsonl 2>send.log &
+# Small batches, one in flight: every batch waits for its group commit (the engine commits when
+# its input goes idle, so an acknowledgement takes one commit, a few ms with fsync): the sender
+# is busy for about 940 commits, and the engine is killed at its first alert (event 11,498 of
+# 23,537).
+"$TW" send --acked --connect "$IN" --batch 25 --window 1 --timeout-ms 30000 e.jsonl 2>send.log &
 sender=$!
-for _ in $(seq 1 100); do # bounded: until the engine has committed something
+for _ in $(seq 1 400); do # bounded: until the engine has committed an alert
   grep -q . <("$TW" journal --state live 2>/dev/null) && break
-  sleep 0.1
+  sleep 0.02
 done
-sleep 0.5
 kill -9 $engine
 wait $engine 2>/dev/null || true
 kill -0 $sender 2>/dev/null || { cat send.log; fail "the sender finished before the kill; the test proves nothing"; }

@@ -19,6 +19,9 @@
 #include <time.h>
 
 #include <cmocka.h>
+#include <lmdb.h>
+
+#include "dedup_set.h"
 
 #include "state_internal.h"
 #include "tw_error.h"
@@ -300,6 +303,117 @@ static void test_lookup_rate(void **state) {
         n, t1 - t0, n / (t1 - t0), n, t2 - t1, n / (t2 - t1));
 }
 
+/* A state written before the ids moved into memory had a second database by id, `dedup`: it is
+ * dropped at open, and the ids it held are still duplicates (they are in dedup_ts too). */
+static void test_old_dedup_database_dropped(void **state) {
+  fx_t *f = *state;
+  assert_false(dd(f->st, "kept", T0));
+  assert_int_equal(tw_state_commit(f->st), 0);
+  tw_state_close(f->st);
+  f->st = NULL;
+  MDB_env *env;
+  MDB_txn *txn;
+  MDB_dbi dbi;
+  assert_int_equal(mdb_env_create(&env), 0);
+  assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+  assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), 0);
+  assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+  assert_int_equal(mdb_dbi_open(txn, "dedup", MDB_CREATE, &dbi), 0);
+  MDB_val k = {4, "kept"}, v = {8, "\0\0\0\0\0\0\0\0"};
+  assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+  assert_int_equal(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+  assert_int_equal(tw_state_open(f->dir, &opts, &f->st), 0);
+  assert_true(dd(f->st, "kept", T0));
+  assert_false(dd(f->st, "fresh", T0 + 1));
+  assert_int_equal(tw_state_commit(f->st), 0);
+  tw_state_close(f->st);
+  f->st = NULL;
+  assert_int_equal(mdb_env_create(&env), 0);
+  assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+  assert_int_equal(mdb_env_open(env, f->dir, MDB_RDONLY, 0600), 0);
+  assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+  assert_int_equal(mdb_dbi_open(txn, "dedup", 0, &dbi), MDB_NOTFOUND);
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+  assert_int_equal(tw_state_open(f->dir, &opts, &f->st), 0);
+  assert_true(dd(f->st, "fresh", T0 + 1));
+}
+
+/* The in-memory set follows LMDB: ids join it at commit, leave it with the purge, and the chunks
+ * that held them are freed; reopening rebuilds the same set. */
+static void test_memory_follows_purge(void **state) {
+  fx_t *f = *state;
+  char id[40];
+  const int n = 50000;
+  for (int i = 0; i < n; i++) {
+    snprintf(id, sizeof id, "old-%d", i);
+    assert_false(dd(f->st, id, T0 + i));
+    if (i % 5000 == 4999) assert_int_equal(tw_state_commit(f->st), 0);
+  }
+  assert_int_equal(stats(f->st).dedup_ids_committed, (uint64_t)n);
+  uint64_t full = stats(f->st).dedup_memory_bytes;
+  assert_true(full > (uint64_t)n * 24);
+  crash_and_reopen(f);
+  assert_int_equal(stats(f->st).dedup_ids_committed, (uint64_t)n);
+  assert_true(dd(f->st, "old-49999", T0 + 49999));
+  /* A horizon later: every commit purges 1024 + 2 · staged, until only the new ids are left. */
+  int64_t t = T0 + HORIZON + n;
+  for (int c = 0; stats(f->st).dedup_ids_committed > (uint64_t)c; c++) {
+    snprintf(id, sizeof id, "new-%d", c);
+    assert_false(dd(f->st, id, t));
+    assert_int_equal(tw_state_commit(f->st), 0);
+    assert_true(c < 100);
+    if (stats(f->st).dedup_ids_committed == (uint64_t)c + 1) break;
+  }
+  size_t ids, idx;
+  assert_int_equal(tw__state_dedup_committed(f->st, &ids, &idx), 0);
+  assert_int_equal(ids, idx);
+  assert_true(ids < 100);
+  /* The table keeps its size; the chunks of the old ids are gone. */
+  uint64_t after = stats(f->st).dedup_memory_bytes;
+  assert_true(after < full);
+  assert_true(after <= full - (uint64_t)n * 16);
+  assert_false(dd(f->st, "old-0", T0));
+}
+
+/* The set itself: replacing, forgetting by time, and probe chains with one hash for every id. */
+static void test_dedup_set(void **state) {
+  (void)state;
+  tw__dds_t s;
+  memset(&s, 0, sizeof s);
+  int64_t t = 0;
+  char id[16];
+  assert_int_equal(tw__dds_put(&s, (const unsigned char *)"x", 1, 7, 1), TW_ENOMEM); /* no room */
+  assert_int_equal(tw__dds_reserve(&s, 100, 100 * 8), 0);
+  for (int i = 0; i < 100; i++) {
+    int len = snprintf(id, sizeof id, "id%d", i);
+    assert_int_equal(tw__dds_put(&s, (const unsigned char *)id, (size_t)len, 42, i), 0);
+  }
+  assert_int_equal(s.n, 100);
+  assert_int_equal(tw__dds_reserve(&s, 1, 3), 0);
+  assert_int_equal(tw__dds_put(&s, (const unsigned char *)"id5", 3, 42, 500), 0); /* replaces */
+  assert_int_equal(s.n, 100);
+  assert_int_equal(tw__dds_get(&s, (const unsigned char *)"id5", 3, 42, &t), 1);
+  assert_int_equal(t, 500);
+  tw__dds_forget(&s, (const unsigned char *)"id5", 3, 42, 5); /* an older time: stays */
+  assert_int_equal(tw__dds_get(&s, (const unsigned char *)"id5", 3, 42, &t), 1);
+  for (int i = 0; i < 100; i += 2) {
+    int len = snprintf(id, sizeof id, "id%d", i);
+    tw__dds_forget(&s, (const unsigned char *)id, (size_t)len, 42, i == 5 ? 500 : i);
+  }
+  assert_int_equal(s.n, 50);
+  for (int i = 0; i < 100; i++) {
+    int len = snprintf(id, sizeof id, "id%d", i);
+    int found = tw__dds_get(&s, (const unsigned char *)id, (size_t)len, 42, &t);
+    assert_int_equal(found, i % 2);
+    if (found) assert_int_equal(t, i == 5 ? 500 : i);
+  }
+  assert_int_equal(tw__dds_get(&s, (const unsigned char *)"id1", 3, 43, &t), 0); /* other hash */
+  tw__dds_free(&s);
+  assert_int_equal(s.n, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_case_002_duplicate_delivery, setup, teardown),
@@ -310,6 +424,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_rerecorded_after_expiry, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
       cmocka_unit_test_setup_teardown(test_lookup_rate, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_old_dedup_database_dropped, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_memory_follows_purge, setup, teardown),
+      cmocka_unit_test(test_dedup_set),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
