@@ -848,9 +848,15 @@ static int inst_day(gen_t *g, uint32_t i, int weekday) {
   if (in->problem == TW_GEN_ESCROW_DRAIN && d == in->problem_day + 2 && in->escrow_fen > 0 &&
       escrow(g, i, ES_WITHDRAW, in->escrow_fen / 4, rand_time(g, 10 * 60, 16 * 60)) == NULL)
     return -1;
+  /* Branch closures: one at the onset, then a 1-in-6 chance a day for 20 days; the second one is
+   * forced on the last of those days (or of the run) if chance has not brought it, so the
+   * scenario always shows its pattern (two closures within 30 days). */
+  int32_t last_close_day = in->problem_day + 20;
+  if (last_close_day > (int32_t)g->opts->days - 1) last_close_day = (int32_t)g->opts->days - 1;
   if (in->problem == TW_GEN_BRANCH_CLOSURES && in->branches_closed < in->n_branches &&
       (d == in->problem_day ||
-       (d > in->problem_day && d <= in->problem_day + 20 && rng_chance(&g->rng, 1, 6))) &&
+       (d > in->problem_day && d <= in->problem_day + 20 &&
+        (rng_chance(&g->rng, 1, 6) || (d == last_close_day && in->branches_closed < 2)))) &&
       institution_event(g, i, IN_BRANCH_CLOSE, rand_time(g, 17 * 60, 21 * 60)) == NULL)
     return -1;
   if (in->problem == TW_GEN_STAFF_EXODUS && d == in->problem_day) /* 70% of today's teachers */
