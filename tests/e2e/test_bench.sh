@@ -114,4 +114,7 @@ rc=$?
 set -e
 expect_eq "missing rules exit status" "$rc" 1
 grep -q "/nonexistent/rules.yaml" norules.err || fail "the missing rule file is not named"
+# The peers' five starter rules load (bench/peers/run.sh runs them; node may be absent here).
+"$TW" check --schema "$TW_SOURCE_DIR/rules/packs/schema.yaml" "$TW_SOURCE_DIR/bench/peers/five.yaml" \
+  >/dev/null || fail "bench/peers/five.yaml does not load"
 echo "test_bench: ok"
