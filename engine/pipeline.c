@@ -322,7 +322,7 @@ int tw_pipeline_open(const tw_pipeline_opts_t *opts, tw_pipeline_t **out, char *
   rc = plan_build(p);
   if (rc == 0) rc = sweeps_init(p);
   if (rc != 0) goto fail;
-  p->batch_events = opts->batch_events ? opts->batch_events : 10000;
+  p->batch_events = opts->batch_events ? opts->batch_events : 100000;
   p->lateness_ms =
       opts->allowed_lateness_ms < 0 ? TW_DEFAULT_ALLOWED_LATENESS_MS : opts->allowed_lateness_ms;
   p->skew_ms =

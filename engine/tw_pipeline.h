@@ -64,7 +64,7 @@ typedef struct tw_pipeline_opts {
   const char *state_dir;        /* required: LMDB state and the pseudonym key live here */
   const char *dead_letter_path; /* NULL: "dead-letter.jsonl" in the current directory; opened
                                    (append, created if absent) at open, so a bad path fails early */
-  size_t batch_events;          /* group commit every N records; 0 = 10,000 */
+  size_t batch_events;          /* group commit every N records; 0 = 100,000 (serving sets 1,000) */
   bool no_sync;                 /* LMDB without fsync (tests, benchmarks) */
   /* Event time (docs/engine.md). Watermark = newest event time seen - allowed lateness. */
   int64_t allowed_lateness_ms;  /* < 0: the default, 1 h */
