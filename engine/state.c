@@ -130,6 +130,7 @@ struct tw_state {
   unsigned char kbuf[1 + TW__STATE_DBKEY_MAX];
 
   int fail_commits;
+  int fail_keys_grow; /* tests: the next growth of the ks cache fails */
   tw_state_stats_t stats;
 };
 
@@ -472,6 +473,7 @@ int tw_state_open(const char *dir, const tw_state_opts_t *opts, tw_state_t **out
   if (mrc != 0) goto fail;
   what = "load dedup ids";
   if ((rc = tw__dd_load(st, txn, &mrc)) != 0) goto fail;
+  rc = TW_ESTATE; /* what the failures below return (they leave mrc 0 for a corrupt record) */
   what = "read dedup meta";
   MDB_val dk = {strlen(TW__DEDUP_META), TW__DEDUP_META}, dv;
   mrc = mdb_get(txn, st->dbi_meta, &dk, &dv);
@@ -1275,15 +1277,20 @@ static int tw__staged_keys(tw_state_t *st, const unsigned char *prefix, size_t p
     st->ks_n = 0;
     st->ks_scanned = 0;
   }
-  size_t old_n = st->ks_n;
+  size_t old_n = st->ks_n, old_scanned = st->ks_scanned;
   for (; st->ks_scanned < st->ndirty; st->ks_scanned++) {
     tw__entry_t *e = st->dirty[st->ks_scanned];
     if (e->key[0] != TW__KIND_AGG || e->key_len < 1 + plen || memcmp(e->key + 1, prefix, plen) != 0)
       continue;
     if (st->ks_n == st->ks_cap) {
       size_t n = st->ks_cap ? st->ks_cap * 2 : 64;
-      tw__entry_t **k = realloc(st->ks, n * sizeof *k);
-      if (k == NULL) return TW_ENOMEM; /* ks_scanned stays: the next call resumes here */
+      tw__entry_t **k = st->fail_keys_grow ? NULL : realloc(st->ks, n * sizeof *k);
+      st->fail_keys_grow = 0;
+      if (k == NULL) { /* forget what this call appended: the next one scans it again */
+        st->ks_scanned = old_scanned;
+        st->ks_n = old_n;
+        return TW_ENOMEM;
+      }
       st->ks = k;
       st->ks_cap = n;
     }
@@ -1361,6 +1368,10 @@ fail:
   if (cur) mdb_cursor_close(cur);
   if (txn) mdb_txn_abort(txn);
   return rc;
+}
+
+void tw__state_fail_keys_grow(tw_state_t *st) {
+  st->fail_keys_grow = 1;
 }
 
 void tw__state_fail_commits(tw_state_t *st, int n) {

@@ -153,6 +153,8 @@ int tw__state_agg_mem(tw_state_t *st, const tw_window_spec_t *spec, const char *
                       size_t *bytes);
 /* Make the next n commits fail after writing (the transaction is aborted). */
 void tw__state_fail_commits(tw_state_t *st, int n);
+/* Tests: the next growth of tw_state_agg_keys' staged-key cache fails with TW_ENOMEM. */
+void tw__state_fail_keys_grow(tw_state_t *st);
 /* Records in the committed dedup databases (ids, time index); TW_ESTATE on LMDB errors. */
 int tw__state_dedup_committed(tw_state_t *st, size_t *ids, size_t *index);
 /* The LMDB key under which (spec, key) is stored in the `agg` database; returns its length or

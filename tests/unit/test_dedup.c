@@ -377,6 +377,31 @@ static void test_memory_follows_purge(void **state) {
   assert_false(dd(f->st, "old-0", T0));
 }
 
+/* A corrupt record found after the ids are loaded (here the newest-time meta record) makes the
+ * open fail with TW_ESTATE; it returned 0 without a state when loading the ids had succeeded. */
+static void test_open_corrupt_meta_after_ids(void **state) {
+  fx_t *f = *state;
+  assert_false(dd(f->st, "id-1", T0));
+  assert_int_equal(tw_state_commit(f->st), 0);
+  tw_state_close(f->st);
+  f->st = NULL;
+  MDB_env *env;
+  MDB_txn *txn;
+  MDB_dbi dbi;
+  assert_int_equal(mdb_env_create(&env), 0);
+  assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+  assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), 0);
+  assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+  assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+  MDB_val k = {8, "tw.dedup"}, v = {4, "abcd"};
+  assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+  assert_int_equal(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+  tw_state_t *st = NULL;
+  assert_int_equal(tw_state_open(f->dir, &opts, &st), TW_ESTATE);
+  assert_null(st);
+}
+
 /* The set itself: replacing, forgetting by time, and probe chains with one hash for every id. */
 static void test_dedup_set(void **state) {
   (void)state;
@@ -426,6 +451,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_lookup_rate, setup, teardown),
       cmocka_unit_test_setup_teardown(test_old_dedup_database_dropped, setup, teardown),
       cmocka_unit_test_setup_teardown(test_memory_follows_purge, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_open_corrupt_meta_after_ids, setup, teardown),
       cmocka_unit_test(test_dedup_set),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

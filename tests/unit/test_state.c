@@ -77,7 +77,7 @@ static void add(tw_state_t *st, const tw_window_spec_t *s, const char *key, int6
 
 /* Collects the keys tw_state_agg_keys lists, as "a,b,c,"; adds a key from inside the callback. */
 typedef struct keys_seen {
-  char buf[256];
+  char buf[512];
   tw_state_t *st;
   int add_from_cb;
 } keys_seen_t;
@@ -117,6 +117,43 @@ static void test_agg_keys_staged_and_committed(void **state) {
   k.buf[0] = '\0';
   assert_int_equal(tw_state_agg_keys(f->st, &cnt7d, keys_cb, &k), 0);
   assert_string_equal(k.buf, "c-other-agg,");
+}
+
+/* No memory while the staged-key cache grows: TW_ENOMEM, and the next call still lists every key
+ * once and in order (the failed call's half-scanned entries are scanned again). */
+static void test_agg_keys_after_enomem(void **state) {
+  fx_t *f = *state;
+  char k[16];
+  for (int i = 0; i < 60; i++) {
+    snprintf(k, sizeof k, "m%02d", i);
+    add(f->st, &sum_all, k, T0, 1);
+  }
+  for (int i = 0; i < 10; i++) {
+    snprintf(k, sizeof k, "a%02d", i);
+    add(f->st, &sum_all, k, T0, 1);
+  }
+  assert_int_equal(tw_state_commit(f->st), 0);
+  for (int i = 0; i < 60; i++) {
+    snprintf(k, sizeof k, "m%02d", i);
+    add(f->st, &sum_all, k, T0, 1);
+  }
+  keys_seen_t *ks = calloc(1, sizeof *ks);
+  assert_non_null(ks);
+  assert_int_equal(tw_state_agg_keys(f->st, &sum_all, keys_cb, ks), 0); /* 60 cached: cap 64 */
+  for (int i = 9; i >= 0; i--) { /* dirty again, in reverse: the cache must grow past 64 */
+    snprintf(k, sizeof k, "a%02d", i);
+    add(f->st, &sum_all, k, T0, 1);
+  }
+  tw__state_fail_keys_grow(f->st);
+  ks->buf[0] = '\0';
+  assert_int_equal(tw_state_agg_keys(f->st, &sum_all, keys_cb, ks), TW_ENOMEM);
+  char want[512] = "";
+  for (int i = 0; i < 10; i++) snprintf(want + strlen(want), sizeof want - strlen(want), "a%02d,", i);
+  for (int i = 0; i < 60; i++) snprintf(want + strlen(want), sizeof want - strlen(want), "m%02d,", i);
+  ks->buf[0] = '\0';
+  assert_int_equal(tw_state_agg_keys(f->st, &sum_all, keys_cb, ks), 0);
+  assert_string_equal(ks->buf, want);
+  free(ks);
 }
 
 static void test_open_creates_dir_0700(void **state) {
@@ -768,6 +805,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_evict_clean_reload, setup, teardown),
       cmocka_unit_test_setup_teardown(test_evict_then_reuse_before_commit, setup, teardown),
       cmocka_unit_test_setup_teardown(test_agg_keys_staged_and_committed, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_agg_keys_after_enomem, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
