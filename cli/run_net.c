@@ -129,6 +129,10 @@ void run_net_summary(const run_net_t *n, char *extra, size_t cap) {
   snprintf(extra + len, cap - len, ", %llu dropped by the feed for slow subscribers",
            (unsigned long long)st.dropped);
   len = strlen(extra);
+  if (st.unencodable > 0)
+    snprintf(extra + len, cap - len, ", %llu alerts the feed could not encode (see above)",
+             (unsigned long long)st.unencodable);
+  len = strlen(extra);
   if (st.refused > 0)
     snprintf(extra + len, cap - len, ", %llu subscriptions or requests refused (outside scope)",
              (unsigned long long)st.refused);

@@ -23,9 +23,11 @@
 #include "rules_internal.h"
 #include "tw_error.h"
 
+/* Once per name: each use of a series function has its own name string, and an alert's values
+ * object must not repeat a key. */
 static void record_read(tw_eval_ctx_t *ctx, const char *name, tw_value_t v) {
   for (size_t i = 0; i < ctx->n_reads; i++)
-    if (ctx->reads[i].name == name) return;
+    if (ctx->reads[i].name == name || strcmp(ctx->reads[i].name, name) == 0) return;
   if (ctx->n_reads >= TW_EVAL_MAX_READS) return;
   ctx->reads[ctx->n_reads].name = name;
   ctx->reads[ctx->n_reads].value = v;

@@ -64,7 +64,7 @@ typedef struct feeds {
   void *notify_push;
   /* shared */
   _Atomic uint64_t committed_seq;
-  _Atomic uint64_t dropped, refused, store_errors;
+  _Atomic uint64_t dropped, refused, store_errors, unencodable;
   _Atomic int stop;
   /* feed thread */
   void *ctx, *notify_pull, *xpub_reg, *xpub_self, *router;
@@ -262,6 +262,19 @@ static void send_live(feeds_t *f, void *sock, const char *topic, size_t tlen) {
 }
 
 /* Publish (sent_seq, committed_seq], at most FEEDS_PUBLISH_PER_TURN; 1 when more is left. */
+/* encode: the payload of one stored alert for a view into f->payload; 0, or -1 after logging the
+ * alert that cannot be encoded (it stays in the history and the journal) and counting it. */
+static int encode(feeds_t *f, int self_check, uint64_t seq, const rec_view_t *r) {
+  int rc = tw_feed_payload(self_check, f->opts.format, seq, r->json, r->json_len, &f->payload);
+  if (rc == 0) return 0;
+  f->unencodable++;
+  fprintf(stderr,
+          "tutorwatch: feed: alert %llu cannot be encoded for the %s feed (%s); not sent, still in "
+          "the history and the journal\n",
+          (unsigned long long)seq, self_check ? "self-check" : "regulator", tw_strerror(rc));
+  return -1;
+}
+
 static int publish_new(feeds_t *f) {
   uint64_t upto = atomic_load(&f->committed_seq);
   if (f->sent_seq >= upto) return 0;
@@ -282,11 +295,9 @@ static int publish_new(feeds_t *f) {
     if (seq > upto) break;
     rec_view_t r;
     if (rec_parse(&v, &r) == 0) {
-      if (f->xpub_reg != NULL && r.topic_len > 0 &&
-          tw_feed_payload(0, f->opts.format, seq, r.json, r.json_len, &f->payload) == 0)
+      if (f->xpub_reg != NULL && r.topic_len > 0 && encode(f, 0, seq, &r) == 0)
         send_live(f, f->xpub_reg, r.topic, r.topic_len);
-      if (f->xpub_self != NULL && r.code_len == 18 &&
-          tw_feed_payload(1, f->opts.format, seq, r.json, r.json_len, &f->payload) == 0)
+      if (f->xpub_self != NULL && r.code_len == 18 && encode(f, 1, seq, &r) == 0)
         send_live(f, f->xpub_self, r.code, r.code_len);
     }
     f->sent_seq = seq;
@@ -373,7 +384,7 @@ static void handle_history(feeds_t *f) {
       const char *hay = self ? r.code : r.topic;
       size_t hlen = self ? r.code_len : r.topic_len;
       if (hlen >= plen && memcmp(hay, prefix, plen) == 0 && (!self || r.code_len == 18) &&
-          tw_feed_payload(self, f->opts.format, seq, r.json, r.json_len, &f->payload) == 0) {
+          encode(f, self, seq, &r) == 0) {
         size_t before = out.len;
         if (tw_feed_buf_put(&out, f->payload.data, f->payload.len) != 0) {
           out.len = before;
@@ -612,6 +623,7 @@ void tw_feeds_stats(tw_sink_t *sink, tw_feeds_stats_t *out) {
   out->dropped = atomic_load(&f->dropped);
   out->refused = atomic_load(&f->refused);
   out->store_errors = atomic_load(&f->store_errors);
+  out->unencodable = atomic_load(&f->unencodable);
 }
 
 static int feeds_open_vt(const char *target, tw_sink_t **out) {

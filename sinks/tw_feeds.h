@@ -66,6 +66,8 @@ typedef struct tw_feeds_stats {
   uint64_t dropped;      /* live messages dropped for a subscriber at its high-water mark */
   uint64_t refused;      /* subscriptions and history requests refused (outside the scope) */
   uint64_t store_errors; /* appends that failed (the alert is still in the engine's journal) */
+  uint64_t unencodable;  /* alerts (live or from history) whose JSON the feed format could not
+                            carry; each is logged on stderr and stays in the history */
 } tw_feeds_stats_t;
 
 /*

@@ -711,6 +711,27 @@ static void test_reads(void **state) {
   assert_int_equal(ctx.reads[0].value.u.i, 600000);
 }
 
+/* A series function used twice is one read: the alert's values object must not repeat a key
+ * (lessons_halved named median_of(weekly_lessons) three times, and a feed in msgpack, whose codec
+ * refuses duplicate keys, dropped every such alert). */
+static void test_reads_series_once(void **state) {
+  fixture_t *f = *state;
+  tw__perr_t perr;
+  tw_expr_t *e = compile(f,
+                         "latest(weekly_paid) > 3 * median_of(weekly_paid) and "
+                         "median_of(weekly_paid) > 1fen and median_of(weekly_paid) > 2fen",
+                         0, &perr);
+  assert_non_null(e);
+  tw_eval_ctx_t ctx;
+  tw_value_t v;
+  ctx_for(&ctx, &f->pay);
+  assert_int_equal(tw_expr_eval(e, &ctx, &v), 0);
+  assert_int_equal(v.u.i, 1);
+  assert_int_equal(ctx.n_reads, 2);
+  assert_string_equal(ctx.reads[0].name, "latest(weekly_paid)");
+  assert_string_equal(ctx.reads[1].name, "median_of(weekly_paid)");
+}
+
 static void test_no_agg_callback_is_null(void **state) {
   fixture_t *f = *state;
   tw__perr_t perr;
@@ -944,6 +965,7 @@ int main(void) {
       cmocka_unit_test(test_condition_must_be_bool),
       cmocka_unit_test(test_nesting_limit),
       cmocka_unit_test(test_reads),
+      cmocka_unit_test(test_reads_series_once),
       cmocka_unit_test(test_no_agg_callback_is_null),
       cmocka_unit_test(test_redos_limit),
       cmocka_unit_test(test_templates),
