@@ -249,7 +249,7 @@ static const char kPlotScript[] =
     "set grid ytics\n"
     "set yrange [0:*]\n"
     "set xtics rotate by -25 left noenhanced\n"
-    "set format y '%.0s%c'\n"
+    "set format y '%.1s%c'\n"
     "set bmargin 8\n"
     "set rmargin 14\n"
     "plot 'throughput.dat' using 0:2:xtic(1) with boxes notitle, \\\n"

@@ -8,7 +8,7 @@ set boxwidth 0.6
 set grid ytics
 set yrange [0:*]
 set xtics rotate by -25 left noenhanced
-set format y '%.0s%c'
+set format y '%.1s%c'
 set bmargin 8
 set rmargin 14
 plot 'throughput.dat' using 0:2:xtic(1) with boxes notitle, \
