@@ -239,6 +239,7 @@ typedef struct serve {
 } serve_t;
 
 static void on_tick(uv_timer_t *h);
+static int64_t wall_ms(void);
 
 static void serve_stop(serve_t *s) {
   s->stopping = 1;
@@ -275,13 +276,16 @@ static void serve_drain(serve_t *s) {
       /* The input went idle: group-commit what this drain took now rather than on the tick, so an
        * alert leaves as soon as its batch is durable. Under load the socket is rarely empty and
        * batches grow by themselves (up to --batch): the events that arrive during one commit's
-       * fsync make the next batch. Shards commit in their own threads. */
-      if (took && !s->e->sh && tw_pipeline_pending(s->e->p) > 0) {
-        int rc = tw_pipeline_commit(s->e->p);
-        if (rc != 0) {
-          s->rc = rc;
-          serve_stop(s);
-        }
+       * fsync make the next batch. Shards commit in their own threads, in order with their
+       * records: each is sent a tick, which commits what it holds. */
+      int rc = 0;
+      if (took && s->e->sh)
+        rc = tw_shards_tick(s->e->sh, wall_ms());
+      else if (took && tw_pipeline_pending(s->e->p) > 0)
+        rc = tw_pipeline_commit(s->e->p);
+      if (rc != 0) {
+        s->rc = rc;
+        serve_stop(s);
       }
       return;
     }
