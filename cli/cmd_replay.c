@@ -100,29 +100,6 @@ static void usage(FILE *out) {
 
 /* ---- arguments ---------------------------------------------------------------------------- */
 
-static int parse_duration_ms(const char *s, int64_t *out) {
-  char *end;
-  errno = 0;
-  long long n = strtoll(s, &end, 10);
-  if (end == s || errno != 0 || n < 0) return -1;
-  int64_t unit;
-  if (strcmp(end, "ms") == 0)
-    unit = 1;
-  else if (strcmp(end, "s") == 0 || (*end == '\0' && n == 0))
-    unit = 1000;
-  else if (strcmp(end, "m") == 0)
-    unit = 60000;
-  else if (strcmp(end, "h") == 0)
-    unit = 3600000;
-  else if (strcmp(end, "d") == 0)
-    unit = 86400000;
-  else
-    return -1;
-  if (n > INT64_MAX / unit / 4) return -1;
-  *out = (int64_t)n * unit;
-  return 0;
-}
-
 /* A time: YYYY-MM-DD (local midnight, +08:00), RFC 3339 with offset, or integer epoch ms. */
 static int parse_time(const char *s, int64_t *out) {
   size_t len = strlen(s);
@@ -770,7 +747,7 @@ int tw_cmd_replay(int argc, char **argv) {
         progress = 0;
         break;
       case 'L':
-        if (parse_duration_ms(optarg, &lateness_ms) != 0) {
+        if (tw_cli_duration_ms(optarg, &lateness_ms) != 0) {
           fprintf(stderr,
                   "tutorwatch replay: --allowed-lateness wants a duration such as 0s, "
                   "15m or 1h, not '%s'\n",

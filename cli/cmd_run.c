@@ -142,31 +142,6 @@ static void usage(FILE *out) {
       "input, 2 usage error, 70 internal failure (state store, out of memory).\n");
 }
 
-/* A duration "500ms", "90s", "15m", "2h", "1d" (or a bare "0") in ms; 0 or -1. */
-static int parse_duration_ms(const char *s, int64_t *out) {
-  char *end;
-  errno = 0;
-  long long n = strtoll(s, &end, 10);
-  if (end == s || errno != 0 || n < 0) return -1;
-  int64_t unit;
-  if (strcmp(end, "ms") == 0) {
-    unit = 1;
-  } else if (strcmp(end, "s") == 0 || (*end == '\0' && n == 0)) {
-    unit = 1000;
-  } else if (strcmp(end, "m") == 0) {
-    unit = 60000;
-  } else if (strcmp(end, "h") == 0) {
-    unit = 3600000;
-  } else if (strcmp(end, "d") == 0) {
-    unit = 86400000;
-  } else {
-    return -1;
-  }
-  if (n > INT64_MAX / unit / 4) return -1;
-  *out = (int64_t)n * unit;
-  return 0;
-}
-
 static volatile sig_atomic_t g_stop;
 static void on_stop_signal(int sig) {
   (void)sig;
@@ -600,7 +575,7 @@ int tw_cmd_run(int argc, char **argv) {
       case 'I':
       case 'D': {
         int64_t ms;
-        if (parse_duration_ms(optarg, &ms) != 0) {
+        if (tw_cli_duration_ms(optarg, &ms) != 0) {
           fprintf(stderr,
                   "tutorwatch run: --%s wants a duration such as 0s, 90s, 15m, 1h or 1d, not "
                   "'%s'\n",

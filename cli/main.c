@@ -8,12 +8,21 @@
 #include <unistd.h>
 
 #include "tw_cli.h"
+#include "tw_event.h"
 
 typedef struct command {
   const char *name;
   int (*fn)(int argc, char **argv);
   const char *summary;
 } command_t;
+
+int tw_cli_duration_ms(const char *s, int64_t *out_ms) {
+  int64_t ms = 0;
+  if (strcmp(s, "0") != 0 && (tw_duration_parse(s, strlen(s), &ms) != 0 || ms > INT64_MAX / 4))
+    return -1;
+  *out_ms = ms;
+  return 0;
+}
 
 static const command_t kCommands[] = {
     {"run", tw_cmd_run, "evaluate rules over events from a file, stdin or ZeroMQ; write alerts"},

@@ -8,6 +8,8 @@
 #ifndef TW_CLI_H
 #define TW_CLI_H
 
+#include <stdint.h>
+
 int tw_cmd_run(int argc, char **argv);
 int tw_cmd_gen(int argc, char **argv);
 int tw_cmd_send(int argc, char **argv);
@@ -30,5 +32,11 @@ int tw_cmd_eval(int argc, char **argv);
  * when the file or the line cannot be read. Used by `check` and `test` under file:line:col errors.
  */
 void tw_cli_show_caret(const char *path, int line, int col);
+
+/*
+ * tw_cli_duration_ms: an option's duration, "500ms", "90s", "15m", "2h", "1d" or a bare "0"
+ * (tw_duration_parse), into *out_ms; at most 2^61 ms. 0, or -1 for anything else.
+ */
+int tw_cli_duration_ms(const char *s, int64_t *out_ms);
 
 #endif

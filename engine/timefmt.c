@@ -1,5 +1,6 @@
 /*
- * timefmt.c: RFC 3339 event times to and from epoch milliseconds, and strict UTF-8 validation.
+ * timefmt.c: RFC 3339 event times to and from epoch milliseconds, durations ("15m"), and strict
+ * UTF-8 validation.
  *
  * Pure functions over bounded inputs, no allocation, no locale, no libc time zone state (timegm
  * and gmtime_r are avoided: civil dates are converted with Howard Hinnant's days-from-civil
@@ -174,4 +175,36 @@ int tw_utf8_valid(const char *data, size_t len) {
     i += n;
   }
   return 1;
+}
+
+int64_t tw_duration_unit_ms(const char *u, size_t n) {
+  if (n == 2 && memcmp(u, "ms", 2) == 0) return 1;
+  if (n != 1) return 0;
+  switch (u[0]) {
+    case 's':
+      return 1000;
+    case 'm':
+      return 60 * 1000;
+    case 'h':
+      return 3600 * 1000;
+    case 'd':
+      return 24 * 3600 * 1000;
+    default:
+      return 0;
+  }
+}
+
+int tw_duration_parse(const char *s, size_t len, int64_t *out_ms) {
+  size_t i = 0;
+  int64_t n = 0;
+  if (len == 0 || s[0] < '0' || s[0] > '9') return TW_EINVAL;
+  while (i < len && s[i] >= '0' && s[i] <= '9') {
+    if (__builtin_mul_overflow(n, 10, &n) || __builtin_add_overflow(n, s[i] - '0', &n))
+      return TW_EOVERFLOW;
+    i++;
+  }
+  int64_t unit = tw_duration_unit_ms(s + i, len - i);
+  if (unit == 0) return TW_EINVAL;
+  if (__builtin_mul_overflow(n, unit, out_ms)) return TW_EOVERFLOW;
+  return 0;
 }

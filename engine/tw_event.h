@@ -110,6 +110,20 @@ int tw_decode_msgpack(const tw_schema_t *schema, const char *data, size_t len, t
 int tw_parse_rfc3339(const char *s, size_t len, int64_t *out_ms);
 
 /*
+ * tw_duration_unit_ms: milliseconds in one duration unit, "ms", "s", "m", "h" or "d" (n bytes,
+ * not NUL-terminated); 0 for anything else.
+ */
+int64_t tw_duration_unit_ms(const char *u, size_t n);
+
+/*
+ * tw_duration_parse: a duration as rules and options write it: decimal digits, then one unit
+ * ("500ms", "90s", "15m", "12h", "7d"), len bytes (not NUL-terminated), into *out_ms
+ * (milliseconds). No sign, no spaces, no bare number. Returns 0, TW_EINVAL (not that form) or
+ * TW_EOVERFLOW (over 2^63 − 1 ms); callers bound it further (rules: 2^61 ms).
+ */
+int tw_duration_parse(const char *s, size_t len, int64_t *out_ms);
+
+/*
  * tw_format_rfc3339: write epoch ms as "2025-03-01T10:00:00.000+08:00" at the given UTC offset
  * in minutes (480 for Asia/Shanghai). buf must hold at least 32 bytes. Returns the length.
  */

@@ -14,6 +14,7 @@
 
 #include "rules_internal.h"
 #include "tw_error.h"
+#include "tw_event.h"
 
 static int is_digit(char c) {
   return c >= '0' && c <= '9';
@@ -62,39 +63,6 @@ const char *tw__tok_name(tw__tok_t kind) {
                                       "'startswith'"};
   if ((unsigned)kind >= sizeof names / sizeof names[0]) return "?";
   return names[kind];
-}
-
-/* Multiplier of a duration unit, or 0 when the suffix is not a duration unit. */
-static int64_t duration_unit_ms(const char *u, size_t n) {
-  if (n == 2 && memcmp(u, "ms", 2) == 0) return 1;
-  if (n != 1) return 0;
-  switch (u[0]) {
-    case 's':
-      return 1000;
-    case 'm':
-      return 60 * 1000;
-    case 'h':
-      return 3600 * 1000;
-    case 'd':
-      return 24 * 3600 * 1000;
-    default:
-      return 0;
-  }
-}
-
-int tw__parse_duration(const char *s, size_t len, int64_t *out_ms) {
-  size_t i = 0;
-  int64_t n = 0;
-  if (len == 0 || !is_digit(s[0])) return TW_EINVAL;
-  while (i < len && is_digit(s[i])) {
-    if (__builtin_mul_overflow(n, 10, &n) || __builtin_add_overflow(n, s[i] - '0', &n))
-      return TW_EOVERFLOW;
-    i++;
-  }
-  int64_t unit = duration_unit_ms(s + i, len - i);
-  if (unit == 0) return TW_EINVAL;
-  if (__builtin_mul_overflow(n, unit, out_ms)) return TW_EOVERFLOW;
-  return 0;
 }
 
 static int lex_number(tw__lexer_t *lx, tw__token_t *tok, tw__perr_t *err) {
@@ -155,7 +123,7 @@ static int lex_number(tw__lexer_t *lx, tw__token_t *tok, tw__perr_t *err) {
     tok->i = whole;
     return 0;
   }
-  int64_t ms = duration_unit_ms(unit, unit_len);
+  int64_t ms = tw_duration_unit_ms(unit, unit_len);
   if (ms == 0)
     return tw__perr_set(
         err, TW_EPARSE, unit_start,

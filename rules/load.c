@@ -31,6 +31,7 @@
 
 #include "rules_internal.h"
 #include "tw_error.h"
+#include "tw_event.h"
 
 #define TW__YAML_MAX_DEPTH 32
 
@@ -858,7 +859,7 @@ static int parse_by(loader_t *L, const ynode_t *n, uint32_t types, int *slot,
 static int parse_duration_node(loader_t *L, const ynode_t *n, const char *what, int64_t *ms) {
   int rc = want_scalar(L, n, what);
   if (rc != 0) return rc;
-  rc = tw__parse_duration(n->s, n->len, ms);
+  rc = tw_duration_parse(n->s, n->len, ms);
   if (rc == 0 && *ms > TW__MAX_DURATION_MS) rc = TW_EOVERFLOW; /* the engine's time bound */
   if (rc == TW_EOVERFLOW)
     return fail_at(L, TW_EINVAL, n, "%s '%.64s' is too long (at most 26687997791d, 2^61 ms)",

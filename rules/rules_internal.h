@@ -321,7 +321,5 @@ int tw__parse_literal(tw__arena_t *arena, const char *src, size_t len, tw_value_
                       tw__perr_t *err);
 /* Format a decimal as templates and alerts do: 6 decimals, trailing zeros cut. */
 int tw__dec_format(double d, char *buf, size_t cap);
-/* Parse a duration like "15s", "500ms", "7d" (whole string); 0 or TW_EINVAL / TW_EOVERFLOW. */
-int tw__parse_duration(const char *s, size_t len, int64_t *out_ms);
 
 #endif

@@ -109,33 +109,6 @@ void tw_lifecycle_default_deadlines(int64_t d[5]) {
   d[TW_SEV_HIGH] = 72LL * 3600 * 1000;
 }
 
-static int parse_duration(const char *s, size_t n, int64_t *out) {
-  char buf[32];
-  if (n == 0 || n >= sizeof buf) return -1;
-  memcpy(buf, s, n);
-  buf[n] = '\0';
-  char *end;
-  errno = 0;
-  long long v = strtoll(buf, &end, 10);
-  if (end == buf || errno != 0 || v < 0) return -1;
-  int64_t unit;
-  if (strcmp(end, "ms") == 0)
-    unit = 1;
-  else if (strcmp(end, "s") == 0)
-    unit = 1000;
-  else if (strcmp(end, "m") == 0)
-    unit = 60000;
-  else if (strcmp(end, "h") == 0)
-    unit = 3600000;
-  else if (strcmp(end, "d") == 0)
-    unit = 86400000;
-  else
-    return -1;
-  if (v > INT64_MAX / unit / 4) return -1;
-  *out = (int64_t)v * unit;
-  return 0;
-}
-
 int tw_lifecycle_parse_deadlines(const char *spec, int64_t d[5]) {
   if (spec == NULL) return TW_EINVAL;
   const char *p = spec;
@@ -151,7 +124,8 @@ int tw_lifecycle_parse_deadlines(const char *spec, int64_t d[5]) {
     sev[sl] = '\0';
     int s = severity_of(sev);
     int64_t ms;
-    if (s < 0 || parse_duration(eq + 1, n - sl - 1, &ms) != 0) return TW_EINVAL;
+    if (s < 0 || tw_duration_parse(eq + 1, n - sl - 1, &ms) != 0 || ms > INT64_MAX / 4)
+      return TW_EINVAL;
     d[s] = ms;
     p += n;
     if (*p == ',') p++;

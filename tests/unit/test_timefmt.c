@@ -140,6 +140,35 @@ static const struct {
     {"abcdefgh\xe9\x80zzzzzzzz", 18, 0}, /* bad continuation after the fast path */
 };
 
+/* Durations as rules and options write them: digits and one unit, nothing else. */
+static void test_duration(void **state) {
+  (void)state;
+  static const struct {
+    const char *s;
+    int rc;
+    int64_t ms;
+  } kCases[] = {
+      {"500ms", 0, 500},       {"90s", 0, 90000},       {"15m", 0, 900000},
+      {"2h", 0, 7200000},      {"7d", 0, 604800000},    {"0s", 0, 0},
+      {"0", TW_EINVAL, 0},     {"5", TW_EINVAL, 0},     {"", TW_EINVAL, 0},
+      {"-1s", TW_EINVAL, 0},   {"+1s", TW_EINVAL, 0},   {" 1s", TW_EINVAL, 0},
+      {"1s ", TW_EINVAL, 0},   {"1.5h", TW_EINVAL, 0},  {"1w", TW_EINVAL, 0},
+      {"1mss", TW_EINVAL, 0},  {"106751991167301d", TW_EOVERFLOW, 0},
+      {"99999999999999999999s", TW_EOVERFLOW, 0},
+  };
+  for (size_t i = 0; i < sizeof kCases / sizeof kCases[0]; i++) {
+    int64_t ms = -1;
+    int rc = tw_duration_parse(kCases[i].s, strlen(kCases[i].s), &ms);
+    if (rc != kCases[i].rc) fail_msg("'%s': rc %d, want %d", kCases[i].s, rc, kCases[i].rc);
+    if (rc == 0 && ms != kCases[i].ms) fail_msg("'%s': %lld ms", kCases[i].s, (long long)ms);
+  }
+  int64_t ms = 0;
+  assert_int_equal(tw_duration_parse("15mx", 3, &ms), 0); /* len bytes only */
+  assert_int_equal(ms, 900000);
+  assert_int_equal(tw_duration_unit_ms("ms", 2), 1);
+  assert_int_equal(tw_duration_unit_ms("yuan", 4), 0);
+}
+
 static void test_utf8(void **state) {
   (void)state;
   for (size_t i = 0; i < sizeof kUtf8 / sizeof kUtf8[0]; i++)
@@ -153,6 +182,7 @@ int main(void) {
       cmocka_unit_test(test_parse_bad),
       cmocka_unit_test(test_format),
       cmocka_unit_test(test_utf8),
+      cmocka_unit_test(test_duration),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
