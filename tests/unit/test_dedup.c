@@ -303,6 +303,23 @@ static void test_lookup_rate(void **state) {
         n, t1 - t0, n / (t1 - t0), n, t2 - t1, n / (t2 - t1));
 }
 
+/* Write one record into database db of the closed state in dir with raw LMDB (creating db). */
+static void raw_put(const char *dir, const char *db, const char *key, size_t klen, const char *val,
+                    size_t vlen) {
+  MDB_env *env;
+  MDB_txn *txn;
+  MDB_dbi dbi;
+  assert_int_equal(mdb_env_create(&env), 0);
+  assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+  assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+  assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+  assert_int_equal(mdb_dbi_open(txn, db, MDB_CREATE, &dbi), 0);
+  MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+  assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+  assert_int_equal(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+}
+
 /* A state written before the ids moved into memory had a second database by id, `dedup`: it is
  * dropped at open, and the ids it held are still duplicates (they are in dedup_ts too). */
 static void test_old_dedup_database_dropped(void **state) {
@@ -311,24 +328,16 @@ static void test_old_dedup_database_dropped(void **state) {
   assert_int_equal(tw_state_commit(f->st), 0);
   tw_state_close(f->st);
   f->st = NULL;
-  MDB_env *env;
-  MDB_txn *txn;
-  MDB_dbi dbi;
-  assert_int_equal(mdb_env_create(&env), 0);
-  assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
-  assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), 0);
-  assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-  assert_int_equal(mdb_dbi_open(txn, "dedup", MDB_CREATE, &dbi), 0);
-  MDB_val k = {4, "kept"}, v = {8, "\0\0\0\0\0\0\0\0"};
-  assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
-  assert_int_equal(mdb_txn_commit(txn), 0);
-  mdb_env_close(env);
+  raw_put(f->dir, "dedup", "kept", 4, "\0\0\0\0\0\0\0\0", 8);
   assert_int_equal(tw_state_open(f->dir, &opts, &f->st), 0);
   assert_true(dd(f->st, "kept", T0));
   assert_false(dd(f->st, "fresh", T0 + 1));
   assert_int_equal(tw_state_commit(f->st), 0);
   tw_state_close(f->st);
   f->st = NULL;
+  MDB_env *env;
+  MDB_txn *txn;
+  MDB_dbi dbi;
   assert_int_equal(mdb_env_create(&env), 0);
   assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
   assert_int_equal(mdb_env_open(env, f->dir, MDB_RDONLY, 0600), 0);
@@ -385,18 +394,7 @@ static void test_open_corrupt_meta_after_ids(void **state) {
   assert_int_equal(tw_state_commit(f->st), 0);
   tw_state_close(f->st);
   f->st = NULL;
-  MDB_env *env;
-  MDB_txn *txn;
-  MDB_dbi dbi;
-  assert_int_equal(mdb_env_create(&env), 0);
-  assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
-  assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), 0);
-  assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-  assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
-  MDB_val k = {8, "tw.dedup"}, v = {4, "abcd"};
-  assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
-  assert_int_equal(mdb_txn_commit(txn), 0);
-  mdb_env_close(env);
+  raw_put(f->dir, "meta", "tw.dedup", 8, "abcd", 4);
   tw_state_t *st = NULL;
   assert_int_equal(tw_state_open(f->dir, &opts, &st), TW_ESTATE);
   assert_null(st);
