@@ -30,10 +30,13 @@
 #include "tw_acked.h"
 #include "tw_cli.h"
 #include "tw_error.h"
+#include "tw_nats.h"
+#include "tw_nats_group.h"
 #include "tw_pipeline.h"
 #include "tw_record.h"
 #include "tw_shards.h"
 #include "tw_sink.h"
+#include "tw_sink_nats.h"
 #include "tw_sink_zmq.h"
 #include "tw_source.h"
 
@@ -60,6 +63,19 @@ static void usage(FILE *out) {
       "batches are\n"
       "                        acknowledged once committed, and resent after a restart "
       "(single shard)\n"
+      "  --nats URL            join a group of engines on NATS JetStream instead (a server, or a\n"
+      "                        cluster as nats://h:p,nats://h:p,...): partitions of stream EVENTS\n"
+      "                        are shared by leases, each message acknowledged after the commit\n"
+      "                        that includes it; alerts go to stream ALERTS on\n"
+      "                        tw.alerts.<region>.<severity> with Nats-Msg-Id = alert_id\n"
+      "                        (docs/scaling.md; serves until SIGINT/SIGTERM)\n"
+      "  --partitions P        the partition count of the EVENTS stream, with --nats\n"
+      "  --engine-id ID        this engine's name in the group (default: host-pid)\n"
+      "  --lease DUR           partition lease time (default 5s): a dead engine's partitions\n"
+      "                        move to the others after about this long\n"
+      "  --checkpoint-every DUR  partition checkpoints to the object store (default 30s)\n"
+      "  --replicas N          copies of the streams and buckets it creates (default 1; 3 on a\n"
+      "                        three-node cluster)\n"
       "  --format FMT          jsonl | msgpack | auto (default: from the file extension, .msgpack "
       "=\n"
       "                        msgpack; for --listen, detected per message)\n"
@@ -488,6 +504,94 @@ static void print_summary(const engine_t *e, const run_net_t *net, double secs,
           temp_state ? " (temporary, removed)" : "");
 }
 
+/* ---- NATS JetStream (docs/scaling.md) -------------------------------------------------------- */
+
+typedef struct nats_args {
+  const char *url, *engine_id;
+  int partitions, replicas;
+  int64_t lease_ms, checkpoint_ms;
+} nats_args_t;
+
+/* run --nats: join the group of engines sharing the EVENTS stream's partitions (leases in a
+ * key-value bucket, docs/scaling.md) until SIGINT/SIGTERM. */
+static int run_nats(tw_pipeline_opts_t *po, const nats_args_t *na, const char *alerts,
+                    tw_format_t format) {
+  if (po->rules_path == NULL || na->url == NULL || na->partitions == 0) {
+    fprintf(stderr, "tutorwatch run: --nats URL needs --partitions P and --rules FILE\n");
+    return 2;
+  }
+  if (po->state_dir == NULL) {
+    fprintf(stderr, "tutorwatch run: --nats needs --state DIR (each partition's state is kept "
+                    "there)\n");
+    return 2;
+  }
+  if (mkdir(po->state_dir, 0700) != 0 && errno != EEXIST) {
+    fprintf(stderr, "tutorwatch run: cannot create '%s': %s\n", po->state_dir, strerror(errno));
+    return 1;
+  }
+  tw_outputs_t out;
+  memset(&out, 0, sizeof out);
+  char err[4096];
+  int status = 0;
+  int rc = tw_outputs_open(&out, po->dead_letter_path, po->no_sync, err, sizeof err);
+  if (rc != 0) {
+    fprintf(stderr, "tutorwatch run: %s\n", err);
+    return 1;
+  }
+  if (alerts != NULL && open_sink(&out, "jsonl", alerts, NULL) != 0) {
+    tw_outputs_close(&out);
+    return 1;
+  }
+  tw_sink_t *sink = NULL;
+  rc = tw_sink_nats_open(na->url, na->replicas, &sink, err, sizeof err);
+  if (rc == 0) {
+    rc = tw_outputs_add_sink(&out, sink);
+    if (rc != 0) sink->vt->close(sink);
+  }
+  if (rc != 0) {
+    fprintf(stderr, "tutorwatch run: cannot open the ALERTS stream at %s: %s\n", na->url,
+            err[0] ? err : tw_strerror(rc));
+    tw_outputs_close(&out);
+    return 1;
+  }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  signal(SIGHUP, SIG_IGN);
+  tw_nats_group_opts_t go;
+  memset(&go, 0, sizeof go);
+  go.url = na->url;
+  go.partitions = na->partitions;
+  go.replicas = na->replicas;
+  go.engine_id = na->engine_id;
+  go.lease_ms = na->lease_ms;
+  go.checkpoint_ms = na->checkpoint_ms;
+  go.format = format;
+  go.pipeline = *po;
+  go.pipeline.shared_outputs = &out;
+  go.stop = &g_stop;
+  tw_nats_group_stats_t gs;
+  double t0 = now_s();
+  rc = tw_nats_group_run(&go, &gs, err, sizeof err);
+  if (rc != 0) {
+    fprintf(stderr, "tutorwatch run: stopped: %s\n", err[0] ? err : tw_strerror(rc));
+    status = (rc == TW_EIO || rc == TW_EINVAL) ? 1 : 70;
+  }
+  fprintf(stderr,
+          "tutorwatch run: %llu events in %.1f s; %llu alerts; %llu commits; partitions taken "
+          "%llu, given up %llu, lost %llu; checkpoints written %llu, restored %llu; %llu journal "
+          "alerts handed over again; %llu alerts already in ALERTS\n",
+          (unsigned long long)gs.records, now_s() - t0, (unsigned long long)gs.alerts,
+          (unsigned long long)gs.commits, (unsigned long long)gs.acquired,
+          (unsigned long long)gs.released, (unsigned long long)gs.lost,
+          (unsigned long long)gs.checkpoints, (unsigned long long)gs.restored,
+          (unsigned long long)gs.republished, tw_sink_nats_duplicates(sink));
+  if (tw_outputs_close(&out) != 0 && status == 0) status = 1;
+  return status;
+}
+
 int tw_cmd_run(int argc, char **argv) {
   static const struct option longopts[] = {{"rules", required_argument, NULL, 'r'},
                                            {"input", required_argument, NULL, 'i'},
@@ -516,8 +620,16 @@ int tw_cmd_run(int argc, char **argv) {
                                            {"escalation", required_argument, NULL, 'E'},
                                            {"feed-hwm", required_argument, NULL, 'W'},
                                            {"record", required_argument, NULL, 'R'},
+                                           {"nats", required_argument, NULL, 1000},
+                                           {"partitions", required_argument, NULL, 1001},
+                                           {"engine-id", required_argument, NULL, 1002},
+                                           {"lease", required_argument, NULL, 1003},
+                                           {"checkpoint-every", required_argument, NULL, 1004},
+                                           {"replicas", required_argument, NULL, 1005},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
+  nats_args_t na;
+  memset(&na, 0, sizeof na);
   const char *input = NULL, *listen_ep = NULL, *feed = NULL, *alerts = NULL, *ingest_ep = NULL,
              *record = NULL;
   tw_recorder_t *recorder = NULL;
@@ -679,6 +791,57 @@ int tw_cmd_run(int argc, char **argv) {
         net.feed_hwm = (int)n;
         break;
       }
+      case 1000:
+        na.url = optarg;
+        break;
+      case 1001: {
+        char *end;
+        long n = strtol(optarg, &end, 10);
+        if (*end != '\0' || n < 1 || n > TW_NATS_PARTITIONS_MAX) {
+          fprintf(stderr, "tutorwatch run: --partitions wants an integer from 1 to %d, not '%s'\n",
+                  TW_NATS_PARTITIONS_MAX, optarg);
+          return 2;
+        }
+        na.partitions = (int)n;
+        break;
+      }
+      case 1002:
+        na.engine_id = optarg;
+        if (optarg[0] == '\0' || strlen(optarg) > TW_NATS_ENGINE_ID_MAX ||
+            strspn(optarg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") !=
+                strlen(optarg)) {
+          fprintf(stderr,
+                  "tutorwatch run: --engine-id wants 1 to %d letters, digits, '-' or '_', not "
+                  "'%s'\n",
+                  TW_NATS_ENGINE_ID_MAX, optarg);
+          return 2;
+        }
+        break;
+      case 1003:
+      case 1004: {
+        int64_t ms = 0;
+        if (tw_cli_duration_ms(optarg, &ms) != 0 || ms <= 0 || (c == 1003 && ms < 1000)) {
+          fprintf(stderr, "tutorwatch run: --%s wants a duration%s (like 5s), not '%s'\n",
+                  c == 1003 ? "lease" : "checkpoint-every", c == 1003 ? " of at least 1s" : "",
+                  optarg);
+          return 2;
+        }
+        if (c == 1003)
+          na.lease_ms = ms;
+        else
+          na.checkpoint_ms = ms;
+        break;
+      }
+      case 1005: {
+        char *end;
+        long n = strtol(optarg, &end, 10);
+        if (*end != '\0' || n < 1 || n > 5) {
+          fprintf(stderr, "tutorwatch run: --replicas wants 1 to 5, not '%s'\n", optarg);
+          return 2;
+        }
+        na.replicas = (int)n;
+        break;
+      }
       case 'h':
         usage(stdout);
         return 0;
@@ -693,6 +856,16 @@ int tw_cmd_run(int argc, char **argv) {
   if (optind < argc) {
     fprintf(stderr, "tutorwatch run: unexpected argument '%s'\n", argv[optind]);
     return 2;
+  }
+  if (na.url != NULL || na.partitions != 0 || na.engine_id != NULL || na.lease_ms != 0 ||
+      na.checkpoint_ms != 0 || na.replicas != 0) {
+    if (input != NULL || listen_ep != NULL || ingest_ep != NULL || shards > 1 || record != NULL) {
+      fprintf(stderr,
+              "tutorwatch run: --nats takes the place of --input, --listen and --ingest, and works "
+              "with one shard and without --record\n");
+      return 2;
+    }
+    return run_nats(&po, &na, alerts, have_format ? so.format : TW_FORMAT_AUTO);
   }
   if (po.rules_path == NULL || (input != NULL) + (listen_ep != NULL) + (ingest_ep != NULL) != 1) {
     fprintf(stderr,

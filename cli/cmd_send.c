@@ -20,6 +20,7 @@
 
 #define SEND_MAX_RECORD_BYTES (16u << 20) /* the engine's ZMQ_MAXMSGSIZE */
 #include "tw_error.h"
+#include "tw_nats.h"
 #include "tw_push.h"
 #include "tw_source.h"
 
@@ -28,6 +29,7 @@
 static void send_usage(FILE *out) {
   fprintf(out,
           "usage: tutorwatch send --connect ENDPOINT [--format jsonl|msgpack|auto]\n"
+          "       tutorwatch send --nats URL --partitions P [--replicas N] [--format FMT] [FILE|-]\n"
           "                       [--timeout-ms MS] [--key NAME.key --server-pub FILE.pub]\n"
           "                       [--acked [--batch N] [--window N]] [FILE|-]\n"
           "\n"
@@ -54,6 +56,15 @@ static void send_usage(FILE *out) {
           "                      the repeats); exits 0 once everything is acknowledged\n"
           "  --batch N           records per batch with --acked (default 500, at most 1000)\n"
           "  --window N          unacknowledged batches in flight with --acked (default 16)\n"
+          "  --nats URL          publish to NATS JetStream instead (nats://127.0.0.1:4222): each\n"
+          "                      record to stream EVENTS (created if absent) on subject\n"
+          "                      tw.events.<partition>, partition = FNV-1a 64 of the\n"
+          "                      institution_id mod P, header Nats-Msg-Id = event_id, waiting\n"
+          "                      for each publish acknowledgement (docs/scaling.md)\n"
+          "  --partitions P      the partition count with --nats (1 to 1024; every sender and\n"
+          "                      engine of a deployment must use the same P)\n"
+          "  --replicas N        copies of stream EVENTS when send creates it (default 1; 3 on a\n"
+          "                      three-node cluster)\n"
           "  -h, --help          show this help\n"
           "\n"
           "On success prints \"sent N events (B bytes) to ENDPOINT in T ms\" to stderr.\n"
@@ -79,6 +90,55 @@ static double now_ms(void) {
   return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+/* send --nats: publish to JetStream (tw_nats_send). */
+static int send_nats(const char *url, int partitions, int replicas, int zmq_options, const char *path,
+                     tw_source_opts_t *opts, int timeout_ms) {
+  if (url == NULL || partitions == 0) {
+    fprintf(stderr, "tutorwatch send: --nats URL and --partitions P go together\n");
+    return 2;
+  }
+  if (zmq_options) {
+    fprintf(stderr,
+            "tutorwatch send: --nats does not combine with --connect, --acked or --key (JetStream "
+            "acknowledges every publish)\n");
+    return 2;
+  }
+  /* Records are bounded as the engine bounds them: an over-long one is sent cut, to be
+   * dead-lettered (a JetStream message is at most 1 MiB by default). */
+  opts->max_record_bytes = 0;
+  tw_nats_send_stats_t st;
+  char err[1024];
+  double t0 = now_ms();
+  int rc = tw_nats_send(url, partitions, replicas, path, opts, timeout_ms, &st, err, sizeof err);
+  int e = errno;
+  if (rc == 0 || st.records > 0) {
+    fprintf(stderr, "sent %llu events (%llu bytes) to %s in %.0f ms",
+            (unsigned long long)st.records, (unsigned long long)st.bytes, url, now_ms() - t0);
+    if (st.duplicates > 0)
+      fprintf(stderr, "; %llu already in the stream (same event_id)",
+              (unsigned long long)st.duplicates);
+    if (st.unkeyed > 0)
+      fprintf(stderr, "; %llu without an institution_id (to partition 0, to be dead-lettered)",
+              (unsigned long long)st.unkeyed);
+    fputc('\n', stderr);
+  }
+  if (rc == 0) return 0;
+  if (err[0] != '\0') {
+    fprintf(stderr, "tutorwatch send: %s\n", err);
+    return rc == TW_ENOMEM ? 70 : 1;
+  }
+  if (rc == TW_ENOENT) {
+    fprintf(stderr, "tutorwatch send: %s: no such file\n", path);
+    return 1;
+  }
+  if (rc == TW_EIO) {
+    fprintf(stderr, "tutorwatch send: %s: cannot read: %s\n", path, strerror(e));
+    return 1;
+  }
+  fprintf(stderr, "tutorwatch send: %s\n", tw_strerror(rc));
+  return rc == TW_ENOMEM ? 70 : 1;
+}
+
 int tw_cmd_send(int argc, char **argv) {
   static const struct option kOpts[] = {
       {"connect", required_argument, NULL, 'c'},
@@ -89,9 +149,14 @@ int tw_cmd_send(int argc, char **argv) {
       {"acked", no_argument, NULL, 'a'},
       {"batch", required_argument, NULL, 'b'},
       {"window", required_argument, NULL, 'W'},
+      {"nats", required_argument, NULL, 'N'},
+      {"partitions", required_argument, NULL, 'P'},
+      {"replicas", required_argument, NULL, 'R'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
+  const char *nats_url = NULL;
+  int partitions = 0, replicas = 1;
   const char *endpoint = NULL, *path = "-", *key_path = NULL, *server_pub = NULL;
   /* Read whole records up to ZeroMQ's 16 MiB message bound, so the engine sees an over-long
    * record's true length and dead-letters it as too_long rather than as cut-off JSON. */
@@ -141,6 +206,22 @@ int tw_cmd_send(int argc, char **argv) {
       case 'p':
         server_pub = optarg;
         break;
+      case 'N':
+        nats_url = optarg;
+        break;
+      case 'P':
+        if (parse_ms(optarg, &partitions) != 0 || partitions > TW_NATS_PARTITIONS_MAX) {
+          fprintf(stderr, "tutorwatch send: --partitions wants a number from 1 to %d, not '%s'\n",
+                  TW_NATS_PARTITIONS_MAX, optarg);
+          return 2;
+        }
+        break;
+      case 'R':
+        if (parse_ms(optarg, &replicas) != 0 || replicas > 5) {
+          fprintf(stderr, "tutorwatch send: --replicas wants 1 to 5, not '%s'\n", optarg);
+          return 2;
+        }
+        break;
       case 'h':
         send_usage(stdout);
         return 0;
@@ -153,6 +234,16 @@ int tw_cmd_send(int argc, char **argv) {
         send_usage(stderr);
         return 2;
     }
+  }
+  if (nats_url != NULL || partitions != 0) {
+    if (argc - optind > 1) {
+      fprintf(stderr, "tutorwatch send: one input file at most ('%s' is extra)\n",
+              argv[optind + 1]);
+      return 2;
+    }
+    if (argc - optind == 1) path = argv[optind];
+    return send_nats(nats_url, partitions, replicas, endpoint != NULL || acked || key_path != NULL, path,
+                     &opts, timeout_ms);
   }
   if (endpoint == NULL) {
     fprintf(stderr, "tutorwatch send: --connect ENDPOINT is required\n\n");

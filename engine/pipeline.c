@@ -51,6 +51,7 @@
   1000 /* at most this many missed intervals are swept one by one */ /* live: no record for this \
                                                                         long = idle */
 #define TW_PUBLISHED_META "published_seq" /* last journal seq handed to the sinks */
+#define TW_STREAM_META "stream_position" /* tracked stream: last sequence done (8 bytes LE) */
 
 /* An alert made durable by the next commit, then published. Strings live in pipeline->pend_buf
  * at the recorded offsets (the buffer may move while it grows). */
@@ -143,6 +144,8 @@ struct tw_pipeline {
   /* Shards: records before this offset were finished by this pipeline before a restart; the
    * shared reader re-reads them for other shards, this one skips them. */
   uint64_t skip_below_offset;
+  bool stream_tracked;   /* tw_pipeline_track_stream: records' lines are stream sequences */
+  uint64_t stream_done;  /* ... and every sequence up to this one is committed */
   /* The first engine failure (state store, memory, an output): nothing more is committed, so a
    * restart redoes the batch in which it happened. */
   int failed;
@@ -1296,6 +1299,7 @@ static int admit(tw_pipeline_t *p, const tw_record_t *rec) {
 int tw_pipeline_record(void *ud, const tw_record_t *rec) {
   tw_pipeline_t *p = ud;
   if (rec->offset_bytes < p->skip_below_offset && p->input_fd >= 0) return 0;
+  if (p->stream_tracked && rec->line <= p->stream_done) return 0;
   if (!(rec->flags & TW_REC_SECONDARY)) p->stats.read++; /* the primary copy counts it */
   p->input_offset = rec->offset_bytes + rec->full_len_bytes;
   p->input_line = rec->line;
@@ -1455,6 +1459,32 @@ int tw_pipeline_track_input(tw_pipeline_t *p, const char *path, uint64_t *start_
   return 0;
 }
 
+int tw_pipeline_track_stream(tw_pipeline_t *p, uint64_t *done_seq) {
+  uint8_t pos[8];
+  size_t len = 0;
+  *done_seq = 0;
+  int rc = tw_state_meta_get(p->state, TW_STREAM_META, pos, sizeof pos, &len);
+  if (rc == TW_ENOENT) rc = 0, len = 0;
+  if (rc != 0) return rc;
+  if (len != 0 && len != sizeof pos) return TW_ESTATE;
+  p->stream_tracked = true;
+  p->stream_done = len == sizeof pos ? get_le(pos, 8) : 0;
+  if (p->stream_done > p->input_line) p->input_line = p->stream_done;
+  *done_seq = p->stream_done;
+  return 0;
+}
+
+uint64_t tw_pipeline_stream_done(const tw_pipeline_t *p) {
+  return p->stream_tracked ? p->stream_done : 0;
+}
+
+int tw_pipeline_checkpoint(tw_pipeline_t *p, const char *dir, uint64_t *done_seq) {
+  int rc = tw_pipeline_commit(p);
+  if (rc == 0) rc = tw_state_copy_compact(p->state, dir);
+  if (rc == 0 && done_seq != NULL) *done_seq = tw_pipeline_stream_done(p);
+  return rc;
+}
+
 /* ---- group commit and publication ----------------------------------------------------------- */
 
 static void publish(tw_pipeline_t *p) {
@@ -1505,6 +1535,15 @@ int tw_pipeline_commit(tw_pipeline_t *p) {
   int rc = flush_dead_letter(p);
   if (rc == 0) rc = tw_state_meta_put(p->state, TW_PUBLISHED_META, pub, sizeof pub);
   if (rc == 0 && p->input_fd >= 0) rc = put_input_position(p);
+  uint64_t stream_done = p->stream_done;
+  if (rc == 0 && p->stream_tracked) {
+    uint64_t offset, line;
+    resume_point(p, &offset, &line);
+    if (line > stream_done) stream_done = line;
+    uint8_t pos[8];
+    put_le(pos, stream_done, 8);
+    rc = tw_state_meta_put(p->state, TW_STREAM_META, pos, sizeof pos);
+  }
   /* The record holds every event the state is about to commit (a restart may record some again;
    * a replay deduplicates them as the engine did). */
   if (rc == 0 && p->record != NULL)
@@ -1515,6 +1554,7 @@ int tw_pipeline_commit(tw_pipeline_t *p) {
     return p->failed = rc;
   }
   p->stats.commits++;
+  p->stream_done = stream_done;
   p->pending_events = 0;
   p->uncommitted = false;
   /* Entries no query can reach any more: nothing older than watermark - longest window is
@@ -1695,10 +1735,10 @@ const char *tw_pipeline_dead_letter_path(const tw_pipeline_t *p) {
   return p->out->dead_letter_path;
 }
 
-int tw_pipeline_close(tw_pipeline_t *p) {
+static int pipeline_close(tw_pipeline_t *p, bool commit) {
   int rc = 0;
   if (p == NULL) return 0;
-  if (p->state != NULL && p->rules != NULL && p->out != NULL) rc = tw_pipeline_commit(p);
+  if (commit && p->state != NULL && p->rules != NULL && p->out != NULL) rc = tw_pipeline_commit(p);
   if (p->out == &p->own_out) {
     int orc = tw_outputs_close(&p->own_out);
     if (orc != 0 && rc == 0) rc = orc;
@@ -1720,4 +1760,12 @@ int tw_pipeline_close(tw_pipeline_t *p) {
   sodium_memzero(&p->pseudo_key, sizeof p->pseudo_key);
   free(p);
   return rc;
+}
+
+int tw_pipeline_close(tw_pipeline_t *p) {
+  return pipeline_close(p, true);
+}
+
+void tw_pipeline_abandon(tw_pipeline_t *p) {
+  (void)pipeline_close(p, false);
 }

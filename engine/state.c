@@ -1147,6 +1147,16 @@ fail:
   return mrc;
 }
 
+int tw_state_copy_compact(tw_state_t *st, const char *dir) {
+  if (st == NULL || dir == NULL) return TW_EINVAL;
+  int mrc = mdb_env_copy2(st->env, dir, MDB_CP_COMPACT);
+  if (mrc != 0) {
+    fprintf(stderr, "tutorwatch: cannot copy the state to '%s': %s\n", dir, mdb_strerror(mrc));
+    return TW_EIO;
+  }
+  return 0;
+}
+
 int tw_state_commit(tw_state_t *st) {
   const char *what = "";
   int mrc;

@@ -221,6 +221,27 @@ int tw_pipeline_sweep_until(tw_pipeline_t *p, int64_t limit_ms);
 int tw_pipeline_tick(tw_pipeline_t *p, int64_t wall_ms);
 
 /*
+ * tw_pipeline_track_stream: the input is a replicated stream (NATS JetStream) whose records carry
+ * their stream sequence as line, in increasing order: every commit records, in the same
+ * transaction as the state, the sequence up to which every record is processed (records held for
+ * the watermark stop it before them), and records at or below it are skipped from now on.
+ * *done_seq receives the committed sequence (0: none yet); the source resumes after it. Call once,
+ * before the first record. Returns 0 or TW_ESTATE (a corrupt position record).
+ */
+int tw_pipeline_track_stream(tw_pipeline_t *p, uint64_t *done_seq);
+
+/* tw_pipeline_stream_done: the sequence the last commit recorded (0 when not tracking). */
+uint64_t tw_pipeline_stream_done(const tw_pipeline_t *p);
+
+/*
+ * tw_pipeline_checkpoint: commit, then write a compacted copy of the committed state (LMDB
+ * mdb_env_copy2 with MDB_CP_COMPACT) to dir/data.mdb (dir exists and is empty); *done_seq (may be
+ * NULL) receives the stream sequence the copy covers. Opening a pipeline on a directory holding
+ * that copy resumes the partition exactly there. Returns 0, a tw_pipeline_commit error, or TW_EIO.
+ */
+int tw_pipeline_checkpoint(tw_pipeline_t *p, const char *dir, uint64_t *done_seq);
+
+/*
  * tw_pipeline_republish: call once after the sinks are attached. Alerts that a previous run
  * committed to the journal but may not have handed to its sinks (it was killed between a commit
  * and the next) are handed to the sinks now, in journal order, byte for byte; *count says how
@@ -260,5 +281,13 @@ const char *tw_pipeline_dead_letter_path(const tw_pipeline_t *p);
 /* tw_pipeline_close: commit what is pending, close sinks, state, rules; NULL accepted.
  * Returns the result of the final commit (0 or TW_ESTATE / TW_EIO). */
 int tw_pipeline_close(tw_pipeline_t *p);
+
+/*
+ * tw_pipeline_abandon: free the pipeline WITHOUT committing: what it processed since its last
+ * commit is dropped, and no pending alert reaches the sinks. For a partition whose lease was lost
+ * (another engine now owns it and will process those events again from its own position). The
+ * committed state stays as it was. NULL: no effect.
+ */
+void tw_pipeline_abandon(tw_pipeline_t *p);
 
 #endif

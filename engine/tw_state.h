@@ -270,6 +270,15 @@ int tw_state_meta_get(tw_state_t *st, const char *name, void *buf, size_t cap, s
 int tw_state_commit(tw_state_t *st);
 
 /*
+ * tw_state_copy_compact: write a compacted copy of the committed state (free pages left out) to
+ * dir/data.mdb, dir an existing empty directory; what is staged and not committed is not in it.
+ * The copy runs in a read transaction, so commits may go on meanwhile (same thread here). This is
+ * what a partition checkpoint holds (docs/scaling.md). Returns 0, TW_EINVAL (NULL) or TW_EIO
+ * (LMDB could not write it: missing directory, full disk; the reason is on stderr).
+ */
+int tw_state_copy_compact(tw_state_t *st, const char *dir);
+
+/*
  * tw_state_journal_foreach: call cb for every committed journal record with seq > since, in
  * order; stop early when cb returns non-zero (that value is returned). Returns 0 or TW_ESTATE.
  */

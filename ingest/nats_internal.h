@@ -1,0 +1,33 @@
+/*
+ * nats_internal.h: what the NATS files (ingest/nats.c, ingest/nats_obj.c, ingest/nats_group.c,
+ * sinks/nats_alerts.c) share; not a public interface.
+ */
+#ifndef TW_NATS_INTERNAL_H
+#define TW_NATS_INTERNAL_H
+
+#include <nats/nats.h>
+#include <stddef.h>
+
+#define TW_NATS_MS_TO_NS 1000000LL
+
+/* tw__nats_err: "what: <the library's last error or the status text> (JetStream error N)". */
+void tw__nats_err(char *errbuf, size_t errcap, const char *what, natsStatus s, jsErrCode jerr);
+
+/* tw__nats_transient: a failure that another attempt may not meet (timeout, no responders during
+ * a leader election, a connection being replaced by another server of the cluster). */
+int tw__nats_transient(natsStatus s);
+
+/* tw__nats_connect: connect to url (a comma-separated list for a cluster), 2 s connect timeout,
+ * reconnecting to the cluster's other servers for about 30 s, and make a JetStream context (API
+ * requests wait 5 s). Returns 0, TW_EIO (errbuf says why) or TW_ENOMEM; *nc, *js are the
+ * caller's (jsCtx_Destroy, natsConnection_Destroy). */
+int tw__nats_connect(const char *url, natsConnection **nc, jsCtx **js, char *errbuf,
+                     size_t errcap);
+
+/* tw__nats_ensure_stream: create stream name on subjects (file storage, replicas copies, duplicate
+ * window TW_NATS_DUPLICATE_WINDOW_MS) unless it exists; an existing stream is used as it is.
+ * Returns 0 or TW_EIO (errbuf). */
+int tw__nats_ensure_stream(jsCtx *js, const char *name, const char *subjects, int replicas,
+                           char *errbuf, size_t errcap);
+
+#endif

@@ -1,0 +1,233 @@
+# Helpers for the NATS JetStream tests (docs/scaling.md); sourced after lib.sh, not run.
+# nats_single / nats_cluster start private servers on free loopback ports (killed at exit);
+# start_engine runs `tutorwatch run --nats` in the background; nats.py reads the servers over the
+# plain NATS protocol and the JetStream API, so the tests need no NATS client.
+command -v nats-server >/dev/null || fail "nats-server is not installed (scripts/debian-packages.txt)"
+
+NATS_PIDS=()
+declare -A ENGINE
+nats_cleanup() {
+  for p in "${ENGINE[@]}" "${NATS_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+}
+trap nats_cleanup EXIT
+
+cat >nats.py <<'PY'
+import base64, json, socket, sys, time
+port, mode = int(sys.argv[1]), sys.argv[2]
+args = sys.argv[3:]
+def connect():
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    f = s.makefile("rb")
+    f.readline()
+    s.sendall(b'CONNECT {"verbose":false,"headers":true,"no_responders":true}\r\nSUB _INBOX.t 1\r\n')
+    return s, f
+if mode == "ready":  # the server listens and JetStream answers (a cluster has a leader)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            s, f = connect()
+            s.sendall(b"PUB $JS.API.INFO _INBOX.t 2\r\n{}\r\n")
+            while True:
+                line = f.readline()
+                if line.startswith(b"MSG ") or line.startswith(b"HMSG "):
+                    n = int(line.split()[-1])
+                    body = json.loads(f.read(n + 2)[:n] or b'{"error":1}')
+                    break
+                if line == b"" or line.startswith(b"-ERR"):
+                    body = {"error": 1}
+                    break
+            s.close()
+            if "error" not in body:
+                sys.exit(0)
+        except OSError:
+            pass
+        time.sleep(0.2)
+    sys.exit("JetStream not ready")
+s, f = connect()
+def request(subject, body, attempt=0):
+    global s, f
+    try:
+        return request1(subject, body)
+    except OSError:  # a server busy electing leaders: ask again, on a new connection
+        if attempt >= 3:
+            raise
+        s.close()
+        time.sleep(1)
+        s, f = connect()
+        return request(subject, body, attempt + 1)
+def request1(subject, body):
+    b = json.dumps(body).encode()
+    s.sendall(b"PUB %s _INBOX.t %d\r\n%s\r\n" % (subject.encode(), len(b), b))
+    while True:
+        line = f.readline().rstrip(b"\r\n")
+        if line == b"PING":
+            s.sendall(b"PONG\r\n")
+        elif line.startswith(b"MSG ") or line.startswith(b"HMSG "):
+            parts = line.split()
+            n = int(parts[-1])
+            payload = f.read(n + 2)[:n]
+            if line.startswith(b"HMSG "):
+                payload = payload[int(parts[-2]):]
+            return json.loads(payload) if payload else {"error": {"description": "no responders"}}
+        elif line.startswith(b"-ERR") or line == b"":
+            sys.exit("server: %r" % line)
+def last(stream, subject):
+    r = request("$JS.API.STREAM.MSG.GET." + stream, {"last_by_subj": subject})
+    if "error" in r:
+        return None
+    m = r["message"]
+    hdrs = base64.b64decode(m.get("hdrs", "")).decode() if m.get("hdrs") else ""
+    if "KV-Operation" in hdrs:
+        return None  # deleted or purged
+    return base64.b64decode(m.get("data", "")).decode()
+def consumer(k):  # partition k's consumer (named in its lease), or None when free or absent
+    v = last("KV_tw-leases", "$KV.tw-leases.p.%d" % k)
+    name = json.loads(v).get("consumer") if v else None
+    if not name:
+        return None
+    ci = request("$JS.API.CONSUMER.INFO.EVENTS." + name, {})
+    return None if "error" in ci else ci
+if mode == "count":  # count STREAM: messages in it (0 when absent)
+    r = request("$JS.API.STREAM.INFO." + args[0], {})
+    print(r.get("state", {}).get("messages", 0))
+elif mode == "stream":  # stream NAME: every message as {seq, subject, msg_id, data}
+    st = request("$JS.API.STREAM.INFO." + args[0], {})["state"]
+    for seq in range(st["first_seq"], st["last_seq"] + 1) if st["messages"] else []:
+        r = request("$JS.API.STREAM.MSG.GET." + args[0], {"seq": seq})
+        if "error" in r:
+            continue
+        m = r["message"]
+        msg_id = None
+        for h in base64.b64decode(m.get("hdrs", "") or "").decode().split("\r\n")[1:]:
+            if h.lower().startswith("nats-msg-id:"):
+                msg_id = h.split(":", 1)[1].strip()
+        print(json.dumps({"seq": m["seq"], "subject": m["subject"], "msg_id": msg_id,
+                          "data": base64.b64decode(m.get("data", "")).decode()}))
+elif mode == "left":  # left P: partitions whose consumer is absent or has messages to deliver
+    left = 0  # or to see acknowledged
+    for k in range(int(args[0])):
+        ci = consumer(k)
+        if ci is None or ci["num_pending"] + ci["num_ack_pending"] > 0:
+            left += 1
+    print(left)
+elif mode == "pending":  # pending P: messages not yet delivered and acknowledged (absent: all)
+    total = request("$JS.API.STREAM.INFO.EVENTS", {}).get("state", {}).get("messages", 0)
+    n = 0
+    for k in range(int(args[0])):
+        ci = consumer(k)
+        n += (total if ci is None else ci["num_pending"] + ci["num_ack_pending"])
+    print(n)
+elif mode == "until":  # until STREAM N: wait (polling without pause, at most 300 s) until the
+    deadline = time.time() + 300  # stream holds N messages
+    while time.time() < deadline:
+        if request("$JS.API.STREAM.INFO." + args[0], {}).get("state", {}).get("messages", 0) >= int(args[1]):
+            sys.exit(0)
+    sys.exit("timed out")
+elif mode == "killwhen":  # killwhen PID P FRACTION: SIGKILL PID once the messages left are at
+    import os, signal  # most FRACTION of the stream (polled without pause, at most 300 s); print
+    pid, parts, frac = int(args[0]), int(args[1]), float(args[2])  # how many were left
+    total = request("$JS.API.STREAM.INFO.EVENTS", {}).get("state", {}).get("messages", 0)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        n = 0
+        for k in range(parts):
+            ci = consumer(k)
+            n += (total if ci is None else ci["num_pending"] + ci["num_ack_pending"])
+        if n <= total * frac:
+            break
+    os.kill(pid, signal.SIGKILL)
+    print(n)
+elif mode == "owners":  # owners P: the engine holding each partition's lease, "-" when free
+    out = []
+    for k in range(int(args[0])):
+        v = last("KV_tw-leases", "$KV.tw-leases.p.%d" % k)
+        out.append(json.loads(v)["engine"] if v else "-")
+    print(" ".join(out))
+PY
+
+# nats_single: one server with JetStream; sets NATS_URL and NATS_PORT.
+nats_single() {
+  NATS_PORT=$(free_port)
+  NATS_URL="nats://127.0.0.1:$NATS_PORT"
+  nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$TW_WORK/js" >nats.log 2>&1 &
+  NATS_PIDS+=($!)
+  python3 nats.py "$NATS_PORT" ready 2>/dev/null || { cat nats.log; fail "nats-server did not start"; }
+}
+
+# nats_cluster: three servers with JetStream in one cluster on loopback; sets NATS_URL (all
+# three), NATS_PORTS, NATS_PIDS (in node order) and NATS_PORT (the first node's).
+nats_cluster() {
+  local client=() route=() i j routes
+  for i in 0 1 2; do client[i]=$(free_port); route[i]=$(free_port); done
+  NATS_PORTS=("${client[@]}")
+  NATS_URL=""
+  for i in 0 1 2; do
+    routes=""
+    for j in 0 1 2; do
+      [ "$j" = "$i" ] || routes="$routes${routes:+,}nats://127.0.0.1:${route[j]}"
+    done
+    nats-server -js -a 127.0.0.1 -p "${client[i]}" -sd "$TW_WORK/js$i" -n "n$i" \
+      --cluster_name tw --cluster "nats://127.0.0.1:${route[i]}" --routes "$routes" \
+      >"nats$i.log" 2>&1 &
+    NATS_PIDS+=($!)
+    NATS_URL="$NATS_URL${NATS_URL:+,}nats://127.0.0.1:${client[i]}"
+  done
+  NATS_PORT=${client[0]}
+  for i in 0 1 2; do
+    python3 nats.py "${client[i]}" ready 2>/dev/null ||
+      { tail -n 5 nats*.log; fail "the NATS cluster did not elect a leader"; }
+  done
+}
+
+# start_engine ID [ARGS...]: `run --nats` as engine ID on state st-ID, logging to ID.log.
+start_engine() {
+  local id=$1
+  shift
+  "$TW" run --rules "$RULES" --nats "$NATS_URL" --partitions "$P" --state "st-$id" --no-sync \
+    --engine-id "$id" --dead-letter "dl-$id.jsonl" "$@" 2>"$id.log" &
+  ENGINE[$id]=$!
+}
+
+# stop_engine ID: SIGTERM, and it must exit 0 (it gives its partitions up).
+stop_engine() {
+  kill -TERM "${ENGINE[$1]}"
+  wait "${ENGINE[$1]}" || { cat "$1.log"; fail "engine $1 did not exit 0 on SIGTERM"; }
+  unset "ENGINE[$1]"
+}
+
+# wait_for SECONDS WHAT CMD...: until CMD succeeds, polling every 0.2 s; fail after SECONDS.
+wait_for() {
+  local secs=$1 what=$2 t
+  shift 2
+  for t in $(seq 1 $((secs * 5))); do
+    "$@" && return 0
+    sleep 0.2
+  done
+  for id in "${!ENGINE[@]}"; do echo "--- $id.log"; tail -20 "$id.log"; done
+  fail "waited $secs s for $what"
+}
+
+owners() { python3 nats.py "$NATS_PORT" owners "$P"; }
+# owned_by ID N: ID holds exactly N partitions.
+owned_by() { [ "$(owners | tr ' ' '\n' | grep -cx "$1")" = "$2" ]; }
+all_owned() { ! owners | tr ' ' '\n' | grep -qx -- -; }
+all_done() { [ "$(python3 nats.py "$NATS_PORT" left "$P")" = 0 ]; }
+checkpoints_at_least() { [ "$(python3 nats.py "$NATS_PORT" count OBJ_tw-checkpoints)" -ge "$1" ]; }
+alerts_at_least() { [ "$(python3 nats.py "$NATS_PORT" count ALERTS)" -ge "$1" ]; }
+
+# check_alerts WANT.jsonl: ALERTS holds exactly the alerts of WANT: the same JSON, each once, each
+# with Nats-Msg-Id = alert_id on tw.alerts.<region>.<severity>.
+check_alerts() {
+  python3 nats.py "$NATS_PORT" stream ALERTS >alerts.jsonl
+  jq -r '.data' alerts.jsonl | sort >got.sorted
+  sort "$1" >want.sorted
+  diff -u want.sorted got.sorted || fail "the ALERTS stream differs from the batch run"
+  expect_eq "alerts in ALERTS" "$(wc -l <alerts.jsonl)" "$(wc -l <"$1")"
+  expect_eq "distinct alert ids" \
+    "$(jq -r '.data | fromjson | .alert_id' alerts.jsonl | sort -u | wc -l)" "$(wc -l <"$1")"
+  local bad
+  bad=$(jq -r 'select(.msg_id != (.data | fromjson | .alert_id) or
+          .subject != ("tw.alerts." + (.data | fromjson | .region + "." + .severity))) | .seq' \
+    alerts.jsonl)
+  [ -z "$bad" ] || fail "alerts without Nats-Msg-Id = alert_id or on the wrong subject: $bad"
+}
