@@ -101,8 +101,9 @@ elif mode == "stream":  # stream NAME: every message as {seq, subject, msg_id, d
         for h in base64.b64decode(m.get("hdrs", "") or "").decode().split("\r\n")[1:]:
             if h.lower().startswith("nats-msg-id:"):
                 msg_id = h.split(":", 1)[1].strip()
+        raw = base64.b64decode(m.get("data", ""))
         print(json.dumps({"seq": m["seq"], "subject": m["subject"], "msg_id": msg_id,
-                          "data": base64.b64decode(m.get("data", "")).decode()}))
+                          "data": raw.decode(errors="replace"), "b64": m.get("data", "")}))
 elif mode == "left":  # left P: partitions whose consumer is absent or has messages to deliver
     left = 0  # or to see acknowledged
     for k in range(int(args[0])):
@@ -137,6 +138,16 @@ elif mode == "killwhen":  # killwhen PID P FRACTION: SIGKILL PID once the messag
             break
     os.kill(pid, signal.SIGKILL)
     print(n)
+elif mode == "covered":  # covered P: exit 0 when every partition's checkpoint covers the
+    for k in range(int(args[0])):  # partition's last message (its Tw-Tag = that sequence)
+        r = request("$JS.API.STREAM.MSG.GET.EVENTS", {"last_by_subj": "tw.events.%d" % k})
+        if "error" in r:
+            continue  # an empty partition
+        name = base64.urlsafe_b64encode(b"partition-%d" % k).decode()
+        v = last("OBJ_tw-checkpoints", "$O.tw-checkpoints.M." + name)
+        if v is None or json.loads(v)["headers"]["Tw-Tag"][0] != str(r["message"]["seq"]):
+            sys.exit(1)
+    sys.exit(0)
 elif mode == "owners":  # owners P: the engine holding each partition's lease, "-" when free
     out = []
     for k in range(int(args[0])):
