@@ -34,6 +34,7 @@
 
 #define GROUP_FETCH_WAIT_MS 5     /* a fetch waits this long for a batch to fill */
 #define GROUP_IDLE_SLEEP_MS 20    /* nothing anywhere: pause before the next round of fetches */
+#define GROUP_QUIET_SLEEP_MS 100  /* ... when every partition held is caught up (or none held) */
 #define GROUP_COMMIT_MS 200       /* records waiting this long are committed */
 #define GROUP_CAUGHT_UP_MS 1000   /* a partition with nothing to read this long is idle */
 #define GROUP_PATH_MAX 4096
@@ -80,6 +81,7 @@ typedef struct group {
   int64_t lease_ms;
   int64_t stream_max_ms; /* newest event time any owner reported */
   int stream_idle;       /* every partition is held and its owner reported it idle */
+  int64_t claim_pause_until; /* monotonic ms: after a failed take, no claims before this */
   int members, rank;     /* live engines, and this one's place among them (sorted ids) */
   char *errbuf;
   size_t errcap;
@@ -685,9 +687,10 @@ static int balance(group_t *g) {
     }
   /* Fewer: take free ones, the preferred first; for at most a quarter of the lease time per
    * round (taking one makes a consumer and may restore a checkpoint); the rest waits. */
-  for (int pass = 0; pass < 2 && g->n_owned < share && rc == 0; pass++)
+  for (int pass = 0; pass < 2 && g->n_owned < share && rc == 0 && mono_ms() >= g->claim_pause_until;
+       pass++)
     for (int k = 0; k < g->o.partitions && g->n_owned < share && rc == 0 &&
-                    mono_ms() - t0 < g->lease_ms / 4;
+                    mono_ms() - t0 < g->lease_ms / 4 && mono_ms() >= g->claim_pause_until;
          k++) {
       part_t *pt = &g->parts[k];
       if (held[k] || pt->owned || (pass == 0 && preferred_rank(k, g->members) != g->rank))
@@ -711,6 +714,8 @@ static int balance(group_t *g) {
         let_go(g, pt);
         (void)kvStore_Delete(g->leases, key);
         if (rc == TW_EIO) rc = 0;
+        /* NATS is struggling (a lost node, elections): give it a moment before the next take. */
+        g->claim_pause_until = mono_ms() + g->lease_ms;
       }
     }
   free(held);
@@ -926,7 +931,11 @@ int tw_nats_group_run(const tw_nats_group_opts_t *opts, tw_nats_group_stats_t *s
     int busy = 0;
     for (int k = 0; k < opts->partitions && rc == 0 && !*opts->stop; k++)
       if (g.parts[k].owned) rc = serve_part(&g, &g.parts[k], &busy);
-    if (!busy && rc == 0) nats_Sleep(g.n_owned > 0 ? GROUP_IDLE_SLEEP_MS : 100);
+    /* Nothing came: wait a little (longer when every partition held has been idle a while). */
+    int all_idle = 1;
+    for (int k = 0; k < opts->partitions; k++)
+      if (g.parts[k].owned && g.parts[k].idle_since_ms == 0) all_idle = 0;
+    if (!busy && rc == 0) nats_Sleep(all_idle ? GROUP_QUIET_SLEEP_MS : GROUP_IDLE_SLEEP_MS);
   }
   /* Stop: every partition is committed, checkpointed and given up, so the others take them at
    * once; after a failure they are only dropped (the leases expire). */

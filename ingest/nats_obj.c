@@ -104,7 +104,11 @@ static json_t *read_meta(jsCtx *js, const char *bucket, const char *name, int *r
   meta_subject(bucket, name, subject, sizeof subject);
   natsMsg *m = NULL;
   jsErrCode jerr = 0;
-  natsStatus s = js_GetLastMsg(&m, js, stream, subject, NULL, &jerr);
+  /* A direct get: any replica answers, so a stream electing its leader does not stall it. */
+  jsDirectGetMsgOptions dg;
+  jsDirectGetMsgOptions_Init(&dg);
+  dg.LastBySubject = subject;
+  natsStatus s = js_DirectGetMsg(&m, js, stream, NULL, &dg);
   if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr || jerr == JSNoMessageFoundErr) {
     *rc = TW_ENOENT;
     return NULL;
@@ -293,30 +297,27 @@ int tw_nats_obj_get(void *jsv, const char *bucket, const char *name, const char 
     json_decref(meta);
     return TW_EIO;
   }
-  natsSubscription *sub = NULL;
   crypto_hash_sha256_state hs;
   crypto_hash_sha256_init(&hs);
-  uint64_t got = 0;
-  if (chunks > 0) {
-    jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Stream = stream;
-    so.Ordered = true;
-    jsErrCode jerr = 0;
-    natsStatus s = js_SubscribeSync(&sub, js, chunk_subject, NULL, &so, &jerr);
-    if (s != NATS_OK) {
-      tw__nats_err(errbuf, errcap, "object chunks", s, jerr);
-      rc = TW_EIO;
-    }
-  }
+  uint64_t got = 0, next_seq = 1;
+  /* The chunks in stream order, each by a direct get of the next message on the chunk subject
+   * (served by any replica; no consumer to make, which a cluster would do through its leaders). */
   for (int64_t i = 0; i < chunks && rc == 0; i++) {
     natsMsg *m = NULL;
-    natsStatus s = natsSubscription_NextMsg(&m, sub, OBJ_WAIT_MS);
+    jsDirectGetMsgOptions dg;
+    jsDirectGetMsgOptions_Init(&dg);
+    dg.Sequence = next_seq;
+    dg.NextBySubject = chunk_subject;
+    natsStatus s = js_DirectGetMsg(&m, js, stream, NULL, &dg);
+    const char *seq_text = NULL;
+    if (s == NATS_OK && natsMsgHeader_Get(m, "Nats-Sequence", &seq_text) != NATS_OK) s = NATS_ERR;
     if (s != NATS_OK) {
       tw__nats_err(errbuf, errcap, "object chunk", s, 0);
+      natsMsg_Destroy(m);
       rc = TW_EIO;
       break;
     }
+    next_seq = strtoull(seq_text, NULL, 10) + 1;
     const char *d = natsMsg_GetData(m);
     size_t n = (size_t)natsMsg_GetDataLength(m);
     crypto_hash_sha256_update(&hs, (const unsigned char *)d, n);
@@ -334,7 +335,6 @@ int tw_nats_obj_get(void *jsv, const char *bucket, const char *name, const char 
     got += n;
     natsMsg_Destroy(m);
   }
-  if (sub != NULL) natsSubscription_Destroy(sub);
   if (rc == 0) {
     unsigned char sum[crypto_hash_sha256_BYTES];
     char digest[96];

@@ -15,7 +15,7 @@
  * extra ones up (after a checkpoint), one holding fewer takes free ones.
  *
  * A partition an engine owns is one pipeline (its own LMDB environment in DIR/partition-K, its
- * own watermark, dedup and alert journal) fed by the partition's durable pull consumer; messages
+ * own watermark, dedup and alert journal) fed by a durable pull consumer of the partition; messages
  * are acknowledged after the commit that covers them, and the commit records the stream sequence
  * it covers (tw_pipeline_track_stream). A compact copy of the partition's LMDB environment is put
  * into the object store tw-checkpoints (object partition-K, tagged with that sequence) every
@@ -30,9 +30,14 @@
  * holds it. Anyone who can read that bucket can compute pseudonyms: protect the NATS account.
  *
  * Watermarks are per partition. When a partition has nothing more to read (its consumer has no
- * pending message) for a second, the events it holds are processed and its scheduled rules run up
- * to the newest event time of the whole stream (the largest the owners report in their leases),
- * as a batch run over all the events does at its end.
+ * pending message) for a second, the events it holds for the watermark are processed (and a live
+ * stream's watermark follows the wall clock, as in serving). Owners report in their leases each
+ * partition's newest event time and whether it is idle; when every partition is idle, each runs
+ * its scheduled rules up to the newest event time of the whole stream, as a batch run over all the
+ * events does at its end.
+ *
+ * Consumers are named tw-p<K>-<engine>-<random> and made anew on each take (see tw_nats.h); the
+ * lease value {"engine", "idle", "max_event_ms", "consumer"} names the one in use.
  */
 #ifndef TW_NATS_GROUP_H
 #define TW_NATS_GROUP_H
@@ -65,8 +70,10 @@ typedef struct tw_nats_group_opts {
   tw_format_t format;    /* AUTO: per message */
   /* The pipelines' options: rules_path, state_dir (the engine's root: partition-K directories and
    * pseudonym.key live there) and shared_outputs (the sinks, including the ALERTS sink, and the
-   * dead-letter file; required) must be set; live, idle_flush_ms, batch_events, on_commit and
-   * shard fields are set by the group. Copied. */
+   * dead-letter file; required) must be set; live (true), pseudonym_dir (state_dir), on_commit
+   * (none) and the shard fields (none) are set by the group; batch_events 0 means 1000 (records
+   * per partition between commits; a partition also commits every 200 ms and when caught up).
+   * Copied. */
   tw_pipeline_opts_t pipeline;
   const volatile sig_atomic_t *stop; /* a signal handler sets it: the engine commits, checkpoints
                                         and gives up every partition, then returns 0 */

@@ -45,7 +45,7 @@ int tw_nats_obj_info(void *js, const char *bucket, const char *name, int *found,
 
 /*
  * tw_nats_obj_get: write object name of bucket to path (created or truncated, mode 0600), reading
- * its chunks in order with an ordered consumer (at most 5 s per chunk), and check the size and the
+ * its chunks in order by direct gets (any replica answers; no consumer is made), and check the size and the
  * SHA-256 digest; on any failure the file is removed. Returns 0, TW_ENOENT (no such object),
  * TW_EIO (errbuf: NATS, the file, or a size or digest that does not match) or TW_ENOMEM.
  */

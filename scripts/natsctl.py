@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""natsctl.py PORT MODE [ARGS]: read a NATS JetStream server's state for tutorwatch's tests and
+benchmarks (docs/scaling.md), over the plain NATS protocol and the JetStream API, so neither needs
+a NATS client. Modes: ready; count STREAM; stream STREAM; left P; pending P; until STREAM N;
+killwhen PID P FRACTION; covered P; owners P (each described where it is handled)."""
+import base64, json, socket, sys, time
+port, mode = int(sys.argv[1]), sys.argv[2]
+args = sys.argv[3:]
+def connect():
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    f = s.makefile("rb")
+    f.readline()
+    s.sendall(b'CONNECT {"verbose":false,"headers":true,"no_responders":true}\r\nSUB _INBOX.t 1\r\n')
+    return s, f
+if mode == "ready":  # the server listens and JetStream answers (a cluster has a leader)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            s, f = connect()
+            s.sendall(b"PUB $JS.API.INFO _INBOX.t 2\r\n{}\r\n")
+            while True:
+                line = f.readline()
+                if line.startswith(b"MSG ") or line.startswith(b"HMSG "):
+                    n = int(line.split()[-1])
+                    body = json.loads(f.read(n + 2)[:n] or b'{"error":1}')
+                    break
+                if line == b"" or line.startswith(b"-ERR"):
+                    body = {"error": 1}
+                    break
+            s.close()
+            if "error" not in body:
+                sys.exit(0)
+        except OSError:
+            pass
+        time.sleep(0.2)
+    sys.exit("JetStream not ready")
+s, f = connect()
+def request(subject, body, attempt=0):
+    global s, f
+    try:
+        return request1(subject, body)
+    except OSError:  # a server busy electing leaders: ask again, on a new connection
+        if attempt >= 3:
+            raise
+        s.close()
+        time.sleep(1)
+        s, f = connect()
+        return request(subject, body, attempt + 1)
+def request1(subject, body):
+    b = json.dumps(body).encode()
+    s.sendall(b"PUB %s _INBOX.t %d\r\n%s\r\n" % (subject.encode(), len(b), b))
+    while True:
+        line = f.readline().rstrip(b"\r\n")
+        if line == b"PING":
+            s.sendall(b"PONG\r\n")
+        elif line.startswith(b"MSG ") or line.startswith(b"HMSG "):
+            parts = line.split()
+            n = int(parts[-1])
+            payload = f.read(n + 2)[:n]
+            if line.startswith(b"HMSG "):
+                payload = payload[int(parts[-2]):]
+            return json.loads(payload) if payload else {"error": {"description": "no responders"}}
+        elif line.startswith(b"-ERR") or line == b"":
+            sys.exit("server: %r" % line)
+def last(stream, subject):
+    r = request("$JS.API.STREAM.MSG.GET." + stream, {"last_by_subj": subject})
+    if "error" in r:
+        return None
+    m = r["message"]
+    hdrs = base64.b64decode(m.get("hdrs", "")).decode() if m.get("hdrs") else ""
+    if "KV-Operation" in hdrs:
+        return None  # deleted or purged
+    return base64.b64decode(m.get("data", "")).decode()
+def consumer(k):  # partition k's consumer (named in its lease), or None when free or absent
+    v = last("KV_tw-leases", "$KV.tw-leases.p.%d" % k)
+    name = json.loads(v).get("consumer") if v else None
+    if not name:
+        return None
+    ci = request("$JS.API.CONSUMER.INFO.EVENTS." + name, {})
+    return None if "error" in ci else ci
+if mode == "count":  # count STREAM: messages in it (0 when absent)
+    r = request("$JS.API.STREAM.INFO." + args[0], {})
+    print(r.get("state", {}).get("messages", 0))
+elif mode == "stream":  # stream NAME: every message as {seq, subject, msg_id, data}
+    st = request("$JS.API.STREAM.INFO." + args[0], {})["state"]
+    for seq in range(st["first_seq"], st["last_seq"] + 1) if st["messages"] else []:
+        r = request("$JS.API.STREAM.MSG.GET." + args[0], {"seq": seq})
+        if "error" in r:
+            continue
+        m = r["message"]
+        msg_id = None
+        for h in base64.b64decode(m.get("hdrs", "") or "").decode().split("\r\n")[1:]:
+            if h.lower().startswith("nats-msg-id:"):
+                msg_id = h.split(":", 1)[1].strip()
+        raw = base64.b64decode(m.get("data", ""))
+        print(json.dumps({"seq": m["seq"], "subject": m["subject"], "msg_id": msg_id,
+                          "data": raw.decode(errors="replace"), "b64": m.get("data", "")}))
+elif mode == "left":  # left P: partitions whose consumer is absent or has messages to deliver
+    left = 0  # or to see acknowledged
+    for k in range(int(args[0])):
+        ci = consumer(k)
+        if ci is None or ci["num_pending"] + ci["num_ack_pending"] > 0:
+            left += 1
+    print(left)
+elif mode == "pending":  # pending P: messages not yet delivered and acknowledged (absent: all)
+    total = request("$JS.API.STREAM.INFO.EVENTS", {}).get("state", {}).get("messages", 0)
+    n = 0
+    for k in range(int(args[0])):
+        ci = consumer(k)
+        n += (total if ci is None else ci["num_pending"] + ci["num_ack_pending"])
+    print(n)
+elif mode == "until":  # until STREAM N: wait (polling without pause, at most 300 s) until the
+    deadline = time.time() + 300  # stream holds N messages
+    while time.time() < deadline:
+        if request("$JS.API.STREAM.INFO." + args[0], {}).get("state", {}).get("messages", 0) >= int(args[1]):
+            sys.exit(0)
+    sys.exit("timed out")
+elif mode == "killwhen":  # killwhen PID P FRACTION: SIGKILL PID once the messages left are at
+    import os, signal  # most FRACTION of the stream (polled without pause, at most 300 s); print
+    pid, parts, frac = int(args[0]), int(args[1]), float(args[2])  # how many were left
+    total = request("$JS.API.STREAM.INFO.EVENTS", {}).get("state", {}).get("messages", 0)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        n = 0
+        for k in range(parts):
+            ci = consumer(k)
+            n += (total if ci is None else ci["num_pending"] + ci["num_ack_pending"])
+        if n <= total * frac:
+            break
+    os.kill(pid, signal.SIGKILL)
+    print(n)
+elif mode == "covered":  # covered P: exit 0 when every partition's checkpoint covers the
+    for k in range(int(args[0])):  # partition's last message (its Tw-Tag = that sequence)
+        r = request("$JS.API.STREAM.MSG.GET.EVENTS", {"last_by_subj": "tw.events.%d" % k})
+        if "error" in r:
+            continue  # an empty partition
+        name = base64.urlsafe_b64encode(b"partition-%d" % k).decode()
+        v = last("OBJ_tw-checkpoints", "$O.tw-checkpoints.M." + name)
+        if v is None or json.loads(v)["headers"]["Tw-Tag"][0] != str(r["message"]["seq"]):
+            sys.exit(1)
+    sys.exit(0)
+elif mode == "owners":  # owners P: the engine holding each partition's lease, "-" when free
+    out = []
+    for k in range(int(args[0])):
+        v = last("KV_tw-leases", "$KV.tw-leases.p.%d" % k)
+        out.append(json.loads(v)["engine"] if v else "-")
+    print(" ".join(out))
