@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tw_error.h"
 #include "tw_event.h"
@@ -25,6 +26,7 @@
 
 #define NATS_MS_TO_NS TW_NATS_MS_TO_NS
 #define TW_NATS_SERVERS_MAX 16 /* servers in a --nats list */
+#define CONSUMER_INFO_MS 250   /* an empty fetch asks the consumer's count at most this often */
 
 int tw_nats_partition(const char *institution_id, size_t len, int partitions) {
   return tw_key_shard(institution_id, len, partitions);
@@ -389,6 +391,9 @@ struct tw_nats_consumer {
   held_t *ring; /* delivered, not yet acknowledged: ring[head .. head+count) */
   size_t cap, head, count;
   uint64_t last_seq; /* the stream sequence of the last message delivered */
+  uint64_t pending;  /* messages the consumer still had after the last one delivered (its
+                        metadata), or from the consumer's info; UINT64_MAX: not known yet */
+  int64_t info_ms;   /* when the consumer's info was last asked for (monotonic ms) */
   char owner[TW_NATS_ID_MAX + 1]; /* the engine's id, in the consumer's name */
   char name[TW_NATS_ID_MAX + 48];  /* the current consumer: tw-p<K>-<owner>-<random> */
   uint64_t ack_failures;
@@ -420,7 +425,7 @@ static int make_consumer(tw_nats_consumer_t *c, uint64_t after_seq, char *errbuf
   jsConsumerConfig_Init(&cc);
   cc.Durable = durable;
   cc.FilterSubject = subject;
-  cc.AckPolicy = js_AckExplicit;
+  cc.AckPolicy = js_AckAll; /* acknowledging a message acknowledges every earlier one */
   cc.AckWait = TW_NATS_ACK_WAIT_MS * TW_NATS_MS_TO_NS;
   cc.MaxAckPending = TW_NATS_MAX_ACK_PENDING;
   cc.MaxDeliver = -1;
@@ -444,6 +449,7 @@ static int make_consumer(tw_nats_consumer_t *c, uint64_t after_seq, char *errbuf
     so.Consumer = durable;
     so.Config.MemoryStorage = true; /* the library checks these against the consumer */
     so.Config.Replicas = 1;
+    so.Config.AckPolicy = js_AckAll;
     jerr = 0;
     s = js_PullSubscribe(&c->sub, c->js, subject, durable, NULL, &so, &jerr);
   }
@@ -456,6 +462,7 @@ static int make_consumer(tw_nats_consumer_t *c, uint64_t after_seq, char *errbuf
 
 int tw_nats_consumer_reset(tw_nats_consumer_t *c, char *errbuf, size_t errcap) {
   if (c == NULL) return TW_EINVAL;
+  c->pending = UINT64_MAX;
   return make_consumer(c, c->last_seq, errbuf, errcap);
 }
 
@@ -478,6 +485,7 @@ int tw_nats_consumer_open(void *nc, void *js, int partition, const char *owner,
   c->cap = TW_NATS_MAX_ACK_PENDING;
   c->ring = calloc(c->cap, sizeof *c->ring);
   c->last_seq = after_seq;
+  c->pending = UINT64_MAX;
   if (c->ring == NULL) {
     free(c);
     return TW_ENOMEM;
@@ -549,7 +557,24 @@ int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_r
   if (list.Count == 0) {
     natsMsgList_Destroy(&list);
     if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND || s == NATS_OK) {
-      *caught_up = 1;
+      /* A fetch that expired empty does not say the partition is read to its end (the request
+       * may expire before the server sends): the consumer's own count does, asked at most every
+       * CONSUMER_INFO_MS while it is not known to be zero. */
+      if (c->pending != 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        if (now - c->info_ms >= CONSUMER_INFO_MS) {
+          c->info_ms = now;
+          jsConsumerInfo *ci = NULL;
+          jsErrCode ierr = 0;
+          if (js_GetConsumerInfo(&ci, c->js, TW_NATS_EVENTS_STREAM, c->name, NULL, &ierr) ==
+              NATS_OK)
+            c->pending = ci->NumPending;
+          jsConsumerInfo_Destroy(ci);
+        }
+      }
+      *caught_up = c->pending == 0;
       return 0;
     }
     fprintf(stderr, "tutorwatch: NATS fetch from %s failed: %s\n", c->origin,
@@ -577,6 +602,7 @@ int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_r
       continue;
     }
     c->last_seq = seq;
+    c->pending = pending;
     held_t *h = &c->ring[(c->head + c->count) % c->cap];
     h->msg = m;
     h->seq = seq;
@@ -592,16 +618,19 @@ int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_r
 int tw_nats_consumer_ack(tw_nats_consumer_t *c, uint64_t done_seq) {
   if (c == NULL) return 0;
   size_t acked = 0;
+  natsMsg *last = NULL; /* AckAll: the newest one covered acknowledges the others */
   while (c->count > 0) {
     held_t *h = &c->ring[c->head];
     if (h->seq > done_seq) break;
-    if (natsMsg_Ack(h->msg, NULL) != NATS_OK) c->ack_failures++;
-    natsMsg_Destroy(h->msg);
+    natsMsg_Destroy(last);
+    last = h->msg;
     h->msg = NULL;
     c->head = (c->head + 1) % c->cap;
     c->count--;
     acked++;
   }
+  if (last != NULL && natsMsg_Ack(last, NULL) != NATS_OK) c->ack_failures++;
+  natsMsg_Destroy(last);
   /* Acks are published asynchronously; push them out so the server's view follows the commits.
    * A lost one only means a redelivery, which the state's position skips. */
   if (acked > 0) natsConnection_FlushTimeout(c->nc, 2000);

@@ -33,7 +33,9 @@
 #include "tw_pseudo.h"
 
 #define GROUP_FETCH_WAIT_MS 5     /* a fetch waits this long for a batch to fill */
+#define GROUP_IDLE_POLL_MS 50     /* a partition read to its end is fetched from this often */
 #define GROUP_IDLE_SLEEP_MS 20    /* nothing anywhere: pause before the next round of fetches */
+#define GROUP_JOIN_WAIT_MS 3000   /* at most this long before the first balance */
 #define GROUP_QUIET_SLEEP_MS 100  /* ... when every partition held is caught up (or none held) */
 #define GROUP_COMMIT_MS 200       /* records waiting this long are committed */
 #define GROUP_CAUGHT_UP_MS 1000   /* a partition with nothing to read this long is idle */
@@ -65,6 +67,7 @@ typedef struct part {
   uint64_t ckpt_seq;      /* the sequence of its last checkpoint */
   uint64_t sink_errors;   /* the pipeline's count after the last commit */
   int64_t fetch_failing_since; /* monotonic ms of the first of consecutive failed fetches */
+  int64_t last_poll_ms;        /* monotonic ms of the last fetch */
   uint64_t alerts;
 } part_t;
 
@@ -156,6 +159,19 @@ static int read_key_file(const char *path, uint8_t key[TW_PSEUDO_KEY_BYTES]) {
 
 /* The group's key: the one in tw-group if any; else this engine's (made if absent) becomes it.
  * The local DIR/pseudonym.key must then be that key (written when absent). */
+static int write_key_file(const char *path, const uint8_t key[TW_PSEUDO_KEY_BYTES]) {
+  char tmp[GROUP_PATH_MAX + 16];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int ok = fd >= 0 && write(fd, key, TW_PSEUDO_KEY_BYTES) == (ssize_t)TW_PSEUDO_KEY_BYTES &&
+           fsync(fd) == 0;
+  if (fd >= 0) close(fd);
+  return ok && rename(tmp, path) == 0 ? 0 : TW_EIO;
+}
+
+/* The group's key: the one in tw-group if any; else this engine's DIR/pseudonym.key (or, without
+ * one, a new random key) is offered as the group's. The local DIR/pseudonym.key must then be the
+ * group's key (written when absent; a state with another key is refused). */
 static int share_pseudonym_key(group_t *g) {
   char path[GROUP_PATH_MAX];
   snprintf(path, sizeof path, "%s/pseudonym.key", g->o.pipeline.state_dir);
@@ -169,6 +185,7 @@ static int share_pseudonym_key(group_t *g) {
   natsStatus s;
   RETRY(js_KeyValue(&kv, g->js, TW_NATS_GROUP_BUCKET));
   if (s != NATS_OK) RETRY(js_CreateKeyValue(&kv, g->js, &kc));
+  if (s != NATS_OK) RETRY(js_KeyValue(&kv, g->js, TW_NATS_GROUP_BUCKET)); /* made meanwhile */
   if (s != NATS_OK) {
     tw__nats_err(g->errbuf, g->errcap, "cannot open the key-value bucket " TW_NATS_GROUP_BUCKET,
                  s, 0);
@@ -177,8 +194,14 @@ static int share_pseudonym_key(group_t *g) {
   uint8_t local[TW_PSEUDO_KEY_BYTES], group[TW_PSEUDO_KEY_BYTES];
   char hex[2 * TW_PSEUDO_KEY_BYTES + 1];
   int have_local = read_key_file(path, local);
+  if (have_local != 0 && have_local != TW_ENOENT) {
+    kvStore_Destroy(kv);
+    snprintf(g->errbuf, g->errcap, "cannot read the pseudonym key '%s'", path);
+    return TW_EIO;
+  }
+  if (have_local == TW_ENOENT) randombytes_buf(local, sizeof local); /* offered if none yet */
   int rc = 0;
-  for (int attempt = 0; attempt < 2 && rc == 0; attempt++) {
+  for (int attempt = 0; attempt < 2; attempt++) {
     kvEntry *e = NULL;
     RETRY(kvStore_Get(&e, kv, "pseudonym-key"));
     if (s == NATS_OK) {
@@ -194,25 +217,8 @@ static int share_pseudonym_key(group_t *g) {
       }
       break;
     }
-    if (s != NATS_NOT_FOUND) {
+    if (s != NATS_NOT_FOUND || attempt == 1) {
       tw__nats_err(g->errbuf, g->errcap, "cannot read the group's pseudonym key", s, 0);
-      rc = TW_EIO;
-      break;
-    }
-    /* None yet: offer ours (made now when this state has none). */
-    if (have_local == TW_ENOENT) {
-      tw_pseudo_key_t made;
-      if (tw_pseudo_key_load(g->o.pipeline.state_dir, &made) != 0) {
-        snprintf(g->errbuf, g->errcap, "cannot make a pseudonym key in '%s'",
-                 g->o.pipeline.state_dir);
-        rc = TW_EIO;
-        break;
-      }
-      sodium_memzero(&made, sizeof made);
-      have_local = read_key_file(path, local);
-    }
-    if (have_local != 0) {
-      snprintf(g->errbuf, g->errcap, "cannot read the pseudonym key '%s'", path);
       rc = TW_EIO;
       break;
     }
@@ -228,22 +234,13 @@ static int share_pseudonym_key(group_t *g) {
     /* Another engine offered its key first: read that one. */
   }
   kvStore_Destroy(kv);
-  if (rc != 0) return rc;
-  if (have_local == TW_ENOENT) {
-    char tmp[GROUP_PATH_MAX + 16];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    int ok = fd >= 0 && write(fd, group, sizeof group) == (ssize_t)sizeof group && fsync(fd) == 0;
-    if (fd >= 0) close(fd);
-    if (!ok || rename(tmp, path) != 0) {
+  if (rc == 0 && have_local == TW_ENOENT) {
+    if (write_key_file(path, group) != 0) {
       snprintf(g->errbuf, g->errcap, "cannot write the pseudonym key '%s': %s", path,
                strerror(errno));
       rc = TW_EIO;
     }
-  } else if (have_local != 0) {
-    snprintf(g->errbuf, g->errcap, "cannot read the pseudonym key '%s'", path);
-    rc = TW_EIO;
-  } else if (sodium_memcmp(local, group, sizeof group) != 0) {
+  } else if (rc == 0 && sodium_memcmp(local, group, sizeof group) != 0) {
     snprintf(g->errbuf, g->errcap,
              "'%s' is not the group's pseudonym key (bucket %s): this state was made by another "
              "group; use a new --state directory",
@@ -334,9 +331,11 @@ static void lease_hold(group_t *g, part_t *pt, uint64_t rev, int64_t valid_until
   pthread_mutex_unlock(&g->mu);
 }
 
+/* The consumer in use goes into the lease value at once: the renewer is woken to write it. */
 static void lease_consumer(group_t *g, part_t *pt) {
   pthread_mutex_lock(&g->mu);
   snprintf(pt->lease.consumer, sizeof pt->lease.consumer, "%s", tw_nats_consumer_name(pt->c));
+  pthread_cond_signal(&g->cv);
   pthread_mutex_unlock(&g->mu);
 }
 
@@ -729,9 +728,15 @@ static int serve_part(group_t *g, part_t *pt, int *busy) {
     lose(g, pt);
     return 0;
   }
-  int caught_up = 0;
-  int n = tw_nats_consumer_fetch(pt->c, g->o.fetch_batch, GROUP_FETCH_WAIT_MS, tw_pipeline_record,
-                                 pt->p, &caught_up);
+  int caught_up = pt->idle_since_ms != 0, n = 0;
+  /* A partition read to its end is asked again only every GROUP_IDLE_POLL_MS, and briefly, so it
+   * does not hold up the partitions that have messages waiting. */
+  int64_t t = mono_ms();
+  if (!caught_up || t - pt->last_poll_ms >= GROUP_IDLE_POLL_MS) {
+    pt->last_poll_ms = t;
+    n = tw_nats_consumer_fetch(pt->c, g->o.fetch_batch, caught_up ? 1 : GROUP_FETCH_WAIT_MS,
+                               tw_pipeline_record, pt->p, &caught_up);
+  }
   if (n == TW_EIO) {
     /* The fetch failed: a node lost, a leader being elected. After a while of that, the
      * consumer (one copy, perhaps on the lost node) is made again after what it delivered. */
@@ -914,9 +919,11 @@ int tw_nats_group_run(const tw_nats_group_opts_t *opts, tw_nats_group_stats_t *s
       g.renewer_started = 1;
     }
   }
-  /* The first balance waits half a lease time, so engines started together see each other
+  /* The first balance waits half a lease time (at most GROUP_JOIN_WAIT_MS), so engines started
+   * together see each other
    * (their keys are put by the renewers at once) and each takes its share, not all. */
-  int64_t next_round = mono_ms() + g.lease_ms / 2;
+  int64_t next_round = mono_ms() + (g.lease_ms / 2 < GROUP_JOIN_WAIT_MS ? g.lease_ms / 2
+                                                                        : GROUP_JOIN_WAIT_MS);
   while (rc == 0 && !*opts->stop) {
     if (mono_ms() >= next_round) {
       rc = balance(&g);

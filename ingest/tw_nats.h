@@ -7,7 +7,8 @@
  *     (FNV-1a 64), each message one record (a JSON line, or one msgpack map), header
  *     Nats-Msg-Id = event_id (the stream drops a repeat within its duplicate window);
  *   one durable pull consumer per partition and owner, named tw-p<partition>-<engine>-<random>,
- *     explicit acks, made by the partition's owner at the position of its state; the server
+ *     AckAll (acknowledging a message acknowledges the earlier ones: one ack per commit),
+ *     made by the partition's owner at the position of its state; the server
  *     removes it TW_NATS_CONSUMER_INACTIVE_MS after the last pull (InactiveThreshold).
  * The stream sequence of a message is its input position: a record from NATS carries it as its
  * line and offset (dead-letter files show it), and the partition's LMDB state records the
@@ -117,9 +118,9 @@ int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_r
                            void *ud, int *caught_up);
 
 /*
- * tw_nats_consumer_ack: acknowledge, in order, every kept message with sequence <= done_seq (the
- * partition's committed position, tw_pipeline_stream_done) and free it; then flush the acks to
- * the server (at most 2 s). A failed acknowledgement is counted, not fatal: the message comes
+ * tw_nats_consumer_ack: acknowledge every kept message with sequence <= done_seq (the partition's
+ * committed position, tw_pipeline_stream_done) by acknowledging the newest of them (AckAll) and
+ * free them; then flush the ack to the server (at most 2 s). A failed acknowledgement is counted, not fatal: the message comes
  * again only to a consumer recreated below it, which the state's position skips. Returns the
  * number acknowledged.
  */

@@ -3,11 +3,11 @@
 # generated stream from NATS JetStream (docs/scaling.md), on a three-node cluster on loopback
 # (streams and buckets with 3 replicas) and on one server (1 replica).
 #
-# For each setup and engine count: fresh servers; `send --nats` publishes the stream to EVENTS
-# over 12 partitions (its rate is printed too); the engines start, share the partitions by leases
-# and process everything. The rate is the stream's events over the time from the first
-# acknowledged message to the last (engine start-up and balancing excluded), measured from the
-# consumers' state. Every run's alerts must equal a batch run's (checked), so a fast wrong run
+# For each setup and engine count: fresh servers; the engines start, share the 12 partitions by
+# leases and make their consumers; they are paused while `send --nats` publishes the stream (its
+# rate is printed too), then resumed. The rate is the stream's events over the time from the
+# resume to the last acknowledgement, read from the consumers' state (start-up, balancing and
+# publishing excluded). Every run's alerts must equal a batch run's (checked), so a fast wrong run
 # cannot pass. Uses the test helpers (tests/e2e/nats_lib.sh, scripts/natsctl.py).
 #
 #   TW=build-rel/tutorwatch bench/nats/scale.sh            # 1000 institutions x 30 days
@@ -45,15 +45,23 @@ for setup in cluster single; do
   [ "$setup" = cluster ] && replicas=3
   for n in 1 2 3; do
     fresh $setup
+    # The engines start on an empty stream, take their shares and make their consumers; then
+    # they are paused (SIGSTOP; 60 s leases outlast the pause) while the stream is sent, and
+    # resumed: the rate is the stream over the time from the resume to the last acknowledgement.
+    for i in $(seq 1 $n); do
+      start_engine "e$i" --replicas $replicas --lease 60s --checkpoint-every 60s
+    done
+    python3 nats.py "$NATS_PORT" ready
+    shared() { all_owned && for i in $(seq 1 $n); do owned_by "e$i" $(((P + n - 1) / n)) ||
+      owned_by "e$i" $((P / n)) || return 1; done; }
+    wait_for 120 "the partitions shared by $n engines" shared
+    wait_for 60 "every consumer made" eval '[ "$(python3 nats.py "$NATS_PORT" left $P)" = 0 ]'
+    for i in $(seq 1 $n); do kill -STOP "${ENGINE[e$i]}"; done
     t=$(now)
     "$TW" send --nats "$NATS_URL" --partitions $P --replicas $replicas e.jsonl 2>/dev/null
     send_rate=$(python3 -c "print(round($total / ($(now) - $t)))")
-    for i in $(seq 1 $n); do
-      start_engine "e$i" --replicas $replicas --lease 5s --checkpoint-every 30s
-    done
-    # From the first message acknowledged to the last.
-    while [ "$(python3 nats.py "$NATS_PORT" pending $P)" -ge "$total" ]; do sleep 0.05; done
     t=$(now)
+    for i in $(seq 1 $n); do kill -CONT "${ENGINE[e$i]}"; done
     while ! all_done; do sleep 0.05; done
     rate=$(python3 -c "print(round($total / ($(now) - $t)))")
     sleep 3 # sweeps of the idle partitions
