@@ -226,7 +226,8 @@ int tw_pipeline_tick(tw_pipeline_t *p, int64_t wall_ms);
  * transaction as the state, the sequence up to which every record is processed (records held for
  * the watermark stop it before them), and records at or below it are skipped from now on.
  * *done_seq receives the committed sequence (0: none yet); the source resumes after it. Call once,
- * before the first record. Returns 0 or TW_ESTATE (a corrupt position record).
+ * before the first record. Returns 0, TW_ESTATE (a corrupt position record) or the state's error
+ * reading it (tw_state_meta_get).
  */
 int tw_pipeline_track_stream(tw_pipeline_t *p, uint64_t *done_seq);
 

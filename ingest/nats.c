@@ -262,7 +262,15 @@ static void on_publish_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *p
     }
     pthread_mutex_unlock(&sd->mu);
     /* Sent again with the same Nats-Msg-Id: the stream stores it once whatever reached it. */
-    if (again && js_PublishMsgAsync(js, &msg, NULL) == NATS_OK) return;
+    if (again) {
+      natsStatus rs = js_PublishMsgAsync(js, &msg, NULL);
+      if (rs == NATS_OK) return;
+      pthread_mutex_lock(&sd->mu);
+      if (!sd->failed)
+        nats_err(sd->errbuf, sd->errcap, "publishing again after a failure", rs, 0);
+      sd->failed = 1;
+      pthread_mutex_unlock(&sd->mu);
+    }
   }
   natsMsg_Destroy(msg);
 }
@@ -394,6 +402,7 @@ struct tw_nats_consumer {
   uint64_t pending;  /* messages the consumer still had after the last one delivered (its
                         metadata), or from the consumer's info; UINT64_MAX: not known yet */
   int64_t info_ms;   /* when the consumer's info was last asked for (monotonic ms) */
+  int broken;        /* a message came without its sequence: nothing more until a reset */
   char owner[TW_NATS_ID_MAX + 1]; /* the engine's id, in the consumer's name */
   char name[TW_NATS_ID_MAX + 48];  /* the current consumer: tw-p<K>-<owner>-<random> */
   uint64_t ack_failures;
@@ -462,7 +471,13 @@ static int make_consumer(tw_nats_consumer_t *c, uint64_t after_seq, char *errbuf
 
 int tw_nats_consumer_reset(tw_nats_consumer_t *c, char *errbuf, size_t errcap) {
   if (c == NULL) return TW_EINVAL;
+  /* The kept messages belong to the subscription about to go (a message refers to it): free
+   * them first. Their acknowledgement is not needed: the new consumer starts after them, and the
+   * state's position, not the consumer, says what is done. */
+  for (size_t i = 0; i < c->count; i++) natsMsg_Destroy(c->ring[(c->head + i) % c->cap].msg);
+  c->head = c->count = 0;
   c->pending = UINT64_MAX;
+  c->broken = 0;
   return make_consumer(c, c->last_seq, errbuf, errcap);
 }
 
@@ -538,6 +553,7 @@ int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_r
                            void *ud, int *caught_up) {
   *caught_up = 0;
   if (c == NULL || cb == NULL || max < 1) return TW_EINVAL;
+  if (c->broken) return TW_EAGAIN;
   size_t room = c->cap - c->count;
   if (room == 0) return 0; /* everything delivered waits for a commit */
   if ((size_t)max > room) max = (int)room;
@@ -568,10 +584,13 @@ int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_r
           c->info_ms = now;
           jsConsumerInfo *ci = NULL;
           jsErrCode ierr = 0;
-          if (js_GetConsumerInfo(&ci, c->js, TW_NATS_EVENTS_STREAM, c->name, NULL, &ierr) ==
-              NATS_OK)
-            c->pending = ci->NumPending;
+          natsStatus is =
+              js_GetConsumerInfo(&ci, c->js, TW_NATS_EVENTS_STREAM, c->name, NULL, &ierr);
+          if (is == NATS_OK) c->pending = ci->NumPending;
           jsConsumerInfo_Destroy(ci);
+          /* The consumer is gone or offline (its server lost): a failure, so that the owner
+           * makes a new one, not a partition that looks read to its end for ever. */
+          if (is != NATS_OK) return TW_EAGAIN;
         }
       }
       *caught_up = c->pending == 0;
@@ -579,7 +598,7 @@ int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_r
     }
     fprintf(stderr, "tutorwatch: NATS fetch from %s failed: %s\n", c->origin,
             natsStatus_GetText(s));
-    return s == NATS_NO_MEMORY ? TW_ENOMEM : TW_EIO;
+    return s == NATS_NO_MEMORY ? TW_ENOMEM : TW_EAGAIN;
   }
   int rc = 0, n = 0;
   for (int i = 0; i < list.Count; i++) {
@@ -595,6 +614,13 @@ int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_r
       seq = meta->Sequence.Stream;
       pending = meta->NumPending;
       jsMsgMetaData_Destroy(meta);
+    }
+    if (seq == 0) { /* no sequence: it cannot be placed; this and the rest come again after a
+                       reset of the consumer, which starts after the last one delivered */
+      natsMsg_Destroy(m);
+      c->broken = 1;
+      if (rc == 0) rc = TW_EAGAIN;
+      continue;
     }
     if (seq <= c->last_seq) { /* a redelivery of what was delivered already (cannot happen on a
                                  fresh consumer; kept safe) */

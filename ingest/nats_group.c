@@ -85,6 +85,7 @@ typedef struct group {
   int64_t stream_max_ms; /* newest event time any owner reported */
   int stream_idle;       /* every partition is held and its owner reported it idle */
   int64_t claim_pause_until; /* monotonic ms: after a failed take, no claims before this */
+  uint64_t commit_every;     /* records per partition between commits (opts batch_events) */
   int members, rank;     /* live engines, and this one's place among them (sorted ids) */
   char *errbuf;
   size_t errcap;
@@ -349,6 +350,16 @@ static int lease_drop(group_t *g, part_t *pt) {
   return ok;
 }
 
+/* Read the lease held and stop renewing it, in one step (the renewer cannot move the revision in
+ * between): for reopening a partition under the same lease (lease_hold again). */
+static void lease_keep(group_t *g, part_t *pt, uint64_t *rev, int64_t *valid_until) {
+  pthread_mutex_lock(&g->mu);
+  *rev = pt->lease.rev;
+  *valid_until = pt->lease.valid_until;
+  pt->lease.held = 0;
+  pthread_mutex_unlock(&g->mu);
+}
+
 static char *lease_value(const group_t *g, int64_t max_event_ms, int idle, const char *consumer) {
   json_t *o = json_pack("{s:s, s:b}", "engine", g->id, "idle", idle);
   if (o != NULL && consumer != NULL && consumer[0] != '\0')
@@ -358,6 +369,24 @@ static char *lease_value(const group_t *g, int64_t max_event_ms, int idle, const
   char *s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
   json_decref(o);
   return s;
+}
+
+/* Delete partition k's lease only if it is still at revision rev (ours): a delete marker with an
+ * expected last subject sequence, so a lease another engine has taken since is left alone. */
+static void lease_delete(group_t *g, int k, uint64_t rev) {
+  char subject[64], expect[24];
+  snprintf(subject, sizeof subject, "$KV.%s.p.%d", TW_NATS_LEASE_BUCKET, k);
+  snprintf(expect, sizeof expect, "%llu", (unsigned long long)rev);
+  natsMsg *m = NULL;
+  if (natsMsg_Create(&m, subject, NULL, NULL, 0) != NATS_OK) return;
+  if (natsMsgHeader_Set(m, "KV-Operation", "DEL") == NATS_OK &&
+      natsMsgHeader_Set(m, "Nats-Expected-Last-Subject-Sequence", expect) == NATS_OK) {
+    jsPubAck *pa = NULL;
+    jsErrCode jerr = 0;
+    (void)js_PublishMsg(&pa, g->js, m, NULL, &jerr); /* refused: not ours any more */
+    jsPubAck_Destroy(pa);
+  }
+  natsMsg_Destroy(m);
 }
 
 /* One pass of the renewer: the engine's key, then every held lease by compare-and-set. */
@@ -403,8 +432,9 @@ static void *renewer_main(void *arg) {
     pthread_mutex_unlock(&g->mu);
     renew_all(g);
     pthread_mutex_lock(&g->mu);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
+    struct timespec until; /* the condition waits on the monotonic clock (a clock step cannot
+                              stop the renewals) */
+    clock_gettime(CLOCK_MONOTONIC, &until);
     int64_t ns = until.tv_nsec + (g->lease_ms / 4) * 1000000LL;
     until.tv_sec += ns / 1000000000LL;
     until.tv_nsec = ns % 1000000000LL;
@@ -452,6 +482,14 @@ static int take(group_t *g, part_t *pt, uint64_t rev, int64_t valid_until, int a
     return rc;
   }
   g->st->republished += again_n;
+  tw_pipeline_stats_t rs;
+  tw_pipeline_stats(pt->p, &rs);
+  if (rs.sink_errors > 0) {
+    snprintf(g->errbuf, g->errcap,
+             "partition %d: %llu alert(s) of its journal could not be handed to the sinks",
+             pt->k, (unsigned long long)rs.sink_errors);
+    return TW_EIO; /* taken again later, when ALERTS takes them */
+  }
   rc = tw_nats_consumer_open(g->nc, g->js, pt->k, g->id, local, g->o.format, 0, &pt->c, err,
                              sizeof err);
   if (rc != 0) {
@@ -504,6 +542,8 @@ static void lose(group_t *g, part_t *pt) {
 }
 
 static int commit_part(group_t *g, part_t *pt);
+static int after_commit(group_t *g, part_t *pt);
+static void give_back(group_t *g, part_t *pt);
 
 static int checkpoint(group_t *g, part_t *pt) {
   char tmp[GROUP_PATH_MAX], file[GROUP_PATH_MAX + 16], name[32], err[1024];
@@ -542,15 +582,14 @@ static int checkpoint(group_t *g, part_t *pt) {
 static int release(group_t *g, part_t *pt, const char *why) {
   int rc = checkpoint(g, pt);
   if (rc != 0 || !pt->owned) return rc; /* lost meanwhile: already let go */
-  if (lease_drop(g, pt)) {
-    char key[32];
-    snprintf(key, sizeof key, "p.%d", pt->k);
-    (void)kvStore_Delete(g->leases, key);
-  }
   logf_(g, "partition %d: given up (%s) after stream sequence %llu", pt->k, why,
         (unsigned long long)pt->ckpt_seq);
   g->st->released++;
+  uint64_t rev = 0;
+  int64_t valid = 0;
+  lease_keep(g, pt, &rev, &valid);
   let_go(g, pt);
+  if (mono_ms() <= valid) lease_delete(g, pt->k, rev);
   return 0;
 }
 
@@ -569,21 +608,43 @@ static int commit_part(group_t *g, part_t *pt) {
   g->st->commits++;
   pt->uncommitted = 0;
   pt->last_commit_ms = mono_ms();
+  return after_commit(g, pt);
+}
+
+/* After a commit of pt (commit_part, or one inside tw_pipeline_tick): acknowledge what it covers,
+ * report the newest event time, and if a sink refused an alert, hand the journal over again by
+ * reopening the partition now, before the next commit records the hand-over as done. */
+static int after_commit(group_t *g, part_t *pt) {
   tw_nats_consumer_ack(pt->c, tw_pipeline_stream_done(pt->p));
   pthread_mutex_lock(&g->mu);
   pt->lease.max_event_ms = tw_pipeline_max_event_time(pt->p);
-  uint64_t rev = pt->lease.rev;
-  int64_t valid = pt->lease.valid_until;
   pthread_mutex_unlock(&g->mu);
   tw_pipeline_stats_t ps;
   tw_pipeline_stats(pt->p, &ps);
-  if (ps.sink_errors > pt->sink_errors) {
-    logf_(g, "partition %d: %llu alert(s) not accepted by a sink; handing the journal over again",
-          pt->k, (unsigned long long)(ps.sink_errors - pt->sink_errors));
-    let_go(g, pt);
-    return take(g, pt, rev, valid, 1);
+  if (ps.sink_errors <= pt->sink_errors) return 0;
+  logf_(g, "partition %d: %llu alert(s) not accepted by a sink; handing the journal over again",
+        pt->k, (unsigned long long)(ps.sink_errors - pt->sink_errors));
+  uint64_t rev = 0;
+  int64_t valid = 0;
+  lease_keep(g, pt, &rev, &valid);
+  let_go(g, pt);
+  int rc = take(g, pt, rev, valid, 1);
+  if (rc == TW_EIO) { /* ALERTS still refuses: give the partition up; it is taken again later */
+    logf_(g, "partition %d: cannot reopen it: %s; lease given up", pt->k, g->errbuf);
+    give_back(g, pt);
+    rc = 0;
   }
-  return 0;
+  return rc;
+}
+
+/* Let pt go and delete its lease if it is still ours (a take that failed, a reopen that failed). */
+static void give_back(group_t *g, part_t *pt) {
+  uint64_t rev = 0;
+  int64_t valid = 0;
+  lease_keep(g, pt, &rev, &valid);
+  let_go(g, pt);
+  lease_delete(g, pt->k, rev);
+  g->claim_pause_until = mono_ms() + g->lease_ms; /* NATS is struggling: a moment first */
 }
 
 /* ---- balance -------------------------------------------------------------------------------- */
@@ -600,7 +661,6 @@ static int preferred_rank(int k, int members) {
 /* Survey the bucket (live engines, held partitions, the stream's newest event time), then give
  * up what is over this engine's share and take free partitions up to it. */
 static int balance(group_t *g) {
-  int64_t t0 = mono_ms();
   for (int k = 0; k < g->o.partitions; k++)
     if (g->parts[k].owned && !lease_ok(g, &g->parts[k])) lose(g, &g->parts[k]);
   /* No key listing (libnats lists keys through a new consumer each time, which a cluster makes
@@ -677,6 +737,7 @@ static int balance(group_t *g) {
     if (g->parts[k].owned) held[k] = 1;
   int share = (g->o.partitions + g->members - 1) / g->members;
   int rc = 0;
+  int64_t t0 = mono_ms(); /* the claim budget starts after the survey */
   /* More than the share: give up the ones another engine prefers first. */
   for (int pass = 0; pass < 2 && g->n_owned > share && rc == 0; pass++)
     for (int k = g->o.partitions - 1; k >= 0 && g->n_owned > share && rc == 0; k--) {
@@ -710,11 +771,8 @@ static int balance(group_t *g) {
         logf_(g, "partition %d: cannot take it: %s", k, g->errbuf);
         /* Give the lease back so another engine (or this one, later) can try. A NATS failure (a
          * stream without a leader for a moment) is not the engine's end; a state failure is. */
-        let_go(g, pt);
-        (void)kvStore_Delete(g->leases, key);
+        give_back(g, pt);
         if (rc == TW_EIO) rc = 0;
-        /* NATS is struggling (a lost node, elections): give it a moment before the next take. */
-        g->claim_pause_until = mono_ms() + g->lease_ms;
       }
     }
   free(held);
@@ -737,7 +795,7 @@ static int serve_part(group_t *g, part_t *pt, int *busy) {
     n = tw_nats_consumer_fetch(pt->c, g->o.fetch_batch, caught_up ? 1 : GROUP_FETCH_WAIT_MS,
                                tw_pipeline_record, pt->p, &caught_up);
   }
-  if (n == TW_EIO) {
+  if (n == TW_EAGAIN) {
     /* The fetch failed: a node lost, a leader being elected. After a while of that, the
      * consumer (one copy, perhaps on the lost node) is made again after what it delivered. */
     int64_t now = mono_ms();
@@ -753,7 +811,9 @@ static int serve_part(group_t *g, part_t *pt, int *busy) {
     }
     return 0;
   }
-  pt->fetch_failing_since = 0;
+  /* Only a fetch that delivered, or that found the partition read to its end, shows the
+   * consumer works (an empty fetch between two failures does not). */
+  if (n > 0 || caught_up) pt->fetch_failing_since = 0;
   if (n < 0) {
     snprintf(g->errbuf, g->errcap, "partition %d: processing failed: %s", pt->k, tw_strerror(n));
     return n;
@@ -761,6 +821,19 @@ static int serve_part(group_t *g, part_t *pt, int *busy) {
   g->st->records += (uint64_t)n;
   pt->uncommitted += (uint64_t)n;
   if (n > 0) *busy = 1;
+  if (n == 0 && !caught_up && tw_nats_consumer_pending(pt->c) >= TW_NATS_MAX_ACK_PENDING) {
+    /* Every message the consumer may have outstanding waits for a commit that cannot cover it:
+     * the events held for the watermark span more than TW_NATS_MAX_ACK_PENDING messages. Process
+     * them now (as at the end of an input) rather than stall the partition. */
+    logf_(g, "partition %d: %d messages wait for the watermark; processing them now", pt->k,
+          TW_NATS_MAX_ACK_PENDING);
+    int frc = tw_pipeline_flush(pt->p);
+    if (frc != 0) {
+      snprintf(g->errbuf, g->errcap, "partition %d: %s", pt->k, tw_strerror(frc));
+      return frc;
+    }
+    pt->uncommitted++; /* commit below */
+  }
   int64_t now = mono_ms();
   if (!caught_up) {
     pt->idle_since_ms = 0;
@@ -772,7 +845,7 @@ static int serve_part(group_t *g, part_t *pt, int *busy) {
   pt->lease.idle = idle;
   pthread_mutex_unlock(&g->mu);
   int rc = 0;
-  if (pt->uncommitted >= g->o.pipeline.batch_events ||
+  if (pt->uncommitted >= g->commit_every ||
       (pt->uncommitted > 0 && (caught_up || now - pt->last_commit_ms >= GROUP_COMMIT_MS)))
     rc = commit_part(g, pt);
   if (rc != 0 || !pt->owned) return rc;
@@ -784,7 +857,8 @@ static int serve_part(group_t *g, part_t *pt, int *busy) {
       return 0;
     }
     rc = tw_pipeline_tick(pt->p, wall_ms()); /* commits what it released */
-    if (rc == 0) tw_nats_consumer_ack(pt->c, tw_pipeline_stream_done(pt->p));
+    if (rc == 0) rc = after_commit(g, pt);
+    if (rc != 0 || !pt->owned) return rc;
     /* The whole stream is quiet (every partition idle, as its owner reports): what a batch run
      * does at the end of its input. */
     if (rc == 0 && g->stream_idle && g->stream_max_ms > pt->swept_to_ms) {
@@ -838,7 +912,10 @@ int tw_nats_group_run(const tw_nats_group_opts_t *opts, tw_nats_group_stats_t *s
   g.lease_ms = opts->lease_ms > 0 ? opts->lease_ms : TW_NATS_DEFAULT_LEASE_MS;
   if (g.o.checkpoint_ms == 0) g.o.checkpoint_ms = TW_NATS_DEFAULT_CHECKPOINT_MS;
   if (g.o.fetch_batch == 0) g.o.fetch_batch = 1000;
-  if (g.o.pipeline.batch_events == 0) g.o.pipeline.batch_events = 1000;
+  g.commit_every = g.o.pipeline.batch_events > 0 ? g.o.pipeline.batch_events : 1000;
+  /* The pipelines never commit by themselves (on a batch count): every commit goes through
+   * commit_part, which checks the lease first and the sinks after. */
+  g.o.pipeline.batch_events = SIZE_MAX / 2;
   g.o.pipeline.live = true;
   g.o.pipeline.on_commit = NULL;
   g.o.pipeline.shard_index = g.o.pipeline.n_shards = 0;
@@ -865,7 +942,11 @@ int tw_nats_group_run(const tw_nats_group_opts_t *opts, tw_nats_group_stats_t *s
   if (g.parts == NULL) return TW_ENOMEM;
   for (int k = 0; k < opts->partitions; k++) g.parts[k].k = k;
   pthread_mutex_init(&g.mu, NULL);
-  pthread_cond_init(&g.cv, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&g.cv, &ca);
+  pthread_condattr_destroy(&ca);
   int rc = tw__nats_connect(opts->url, &g.nc, &g.js, errbuf, errcap);
   if (rc == 0)
     rc = tw__nats_ensure_stream(g.js, TW_NATS_EVENTS_STREAM, "tw.events.>", opts->replicas,

@@ -98,7 +98,7 @@ static natsStatus publish_msg(jsCtx *js, natsMsg *m, jsErrCode *jerr) {
 /* Read the metadata of name: the JSON object (caller decrefs) or NULL with *rc set (TW_ENOENT
  * when absent). */
 static json_t *read_meta(jsCtx *js, const char *bucket, const char *name, int *rc, char *errbuf,
-                         size_t errcap) {
+                         size_t errcap, uint64_t *seq) {
   char stream[96], subject[OBJ_SUBJECT_MAX];
   snprintf(stream, sizeof stream, "OBJ_%s", bucket);
   meta_subject(bucket, name, subject, sizeof subject);
@@ -118,6 +118,11 @@ static json_t *read_meta(jsCtx *js, const char *bucket, const char *name, int *r
     *rc = TW_EIO;
     return NULL;
   }
+  const char *seq_text = NULL;
+  if (seq != NULL)
+    *seq = natsMsgHeader_Get(m, "Nats-Sequence", &seq_text) == NATS_OK
+               ? strtoull(seq_text, NULL, 10)
+               : 0;
   json_error_t je;
   json_t *o = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, &je);
   natsMsg_Destroy(m);
@@ -150,7 +155,7 @@ int tw_nats_obj_info(void *jsv, const char *bucket, const char *name, int *found
   *found = 0;
   if (jsv == NULL || !valid_bucket(bucket) || !valid_name(name)) return TW_EINVAL;
   int rc = 0;
-  json_t *o = read_meta(jsv, bucket, name, &rc, errbuf, errcap);
+  json_t *o = read_meta(jsv, bucket, name, &rc, errbuf, errcap, NULL);
   if (o == NULL) return rc == TW_ENOENT ? 0 : rc;
   *found = 1;
   if (tag != NULL) *tag = meta_tag(o);
@@ -173,10 +178,20 @@ int tw_nats_obj_put(void *jsv, const char *bucket, int replicas, const char *nam
   if (sodium_init() < 0) return TW_EIO;
   (void)replicas;
   int rc = 0, prc = 0;
-  json_t *old = read_meta(js, bucket, name, &prc, errbuf, errcap);
+  uint64_t old_seq = 0;
+  json_t *old = read_meta(js, bucket, name, &prc, errbuf, errcap, &old_seq);
   if (old == NULL && prc != TW_ENOENT) return prc;
   char old_nuid[64] = "";
-  if (old != NULL) snprintf(old_nuid, sizeof old_nuid, "%s", json_string_value(json_object_get(old, "nuid")));
+  if (old != NULL) {
+    snprintf(old_nuid, sizeof old_nuid, "%s", json_string_value(json_object_get(old, "nuid")));
+    uint64_t old_tag = meta_tag(old);
+    if (old_tag > tag) { /* a newer object is there: this writer is behind (a stale owner) */
+      snprintf(errbuf, errcap, "object %s/%s already holds tag %llu, newer than %llu", bucket,
+               name, (unsigned long long)old_tag, (unsigned long long)tag);
+      json_decref(old);
+      return TW_EAGAIN;
+    }
+  }
   json_decref(old);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -227,7 +242,7 @@ int tw_nats_obj_put(void *jsv, const char *bucket, int replicas, const char *nam
   }
   close(fd);
   free(buf);
-  char subject[OBJ_SUBJECT_MAX], stream[96];
+  char subject[OBJ_SUBJECT_MAX], stream[96], *text = NULL;
   snprintf(stream, sizeof stream, "OBJ_%s", bucket);
   if (rc == 0) {
     unsigned char sum[crypto_hash_sha256_BYTES];
@@ -245,22 +260,33 @@ int tw_nats_obj_put(void *jsv, const char *bucket, int replicas, const char *nam
                              "chunks", (json_int_t)chunks, "mtime", mtime, "digest", digest,
                              "headers", "Tw-Tag", tagbuf, "options", "max_chunk_size",
                              (int)TW_NATS_OBJ_CHUNK_BYTES);
-    char *text = meta != NULL ? json_dumps(meta, JSON_COMPACT) : NULL;
+    text = meta != NULL ? json_dumps(meta, JSON_COMPACT) : NULL;
     json_decref(meta);
-    if (text == NULL) return TW_ENOMEM;
+    if (text == NULL) rc = TW_ENOMEM;
+  }
+  if (rc == 0) {
     meta_subject(bucket, name, subject, sizeof subject);
     natsMsg *m = NULL;
     jsErrCode jerr = 0;
     natsStatus s = natsMsg_Create(&m, subject, NULL, text, (int)strlen(text));
     if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Rollup", "sub");
+    /* Compare-and-set: written only over the metadata read above (none: 0), so two writers
+     * racing cannot leave the older object last. */
+    char expect[24];
+    snprintf(expect, sizeof expect, "%llu", (unsigned long long)old_seq);
+    if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Expected-Last-Subject-Sequence", expect);
     if (s == NATS_OK) s = publish_msg(js, m, &jerr);
     natsMsg_Destroy(m);
-    free(text);
-    if (s != NATS_OK) {
+    if (s != NATS_OK && jerr == JSStreamWrongLastSequenceErr) {
+      snprintf(errbuf, errcap, "object %s/%s was written by another writer meanwhile", bucket,
+               name);
+      rc = TW_EAGAIN;
+    } else if (s != NATS_OK) {
       tw__nats_err(errbuf, errcap, "object metadata", s, jerr);
       rc = TW_EIO;
     }
   }
+  free(text);
   /* The chunks nobody reads any more: the old object's after a success, the new ones after a
    * failure. A failed purge only leaves bytes behind. */
   const char *drop = rc == 0 ? old_nuid : nuid;
@@ -282,7 +308,7 @@ int tw_nats_obj_get(void *jsv, const char *bucket, const char *name, const char 
   if (js == NULL || !valid_bucket(bucket) || !valid_name(name) || path == NULL) return TW_EINVAL;
   if (sodium_init() < 0) return TW_EIO;
   int rc = 0;
-  json_t *meta = read_meta(js, bucket, name, &rc, errbuf, errcap);
+  json_t *meta = read_meta(js, bucket, name, &rc, errbuf, errcap, NULL);
   if (meta == NULL) return rc;
   uint64_t size = (uint64_t)json_integer_value(json_object_get(meta, "size"));
   int64_t chunks = json_integer_value(json_object_get(meta, "chunks"));

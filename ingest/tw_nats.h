@@ -37,7 +37,7 @@
 #define TW_NATS_MAX_ACK_PENDING 20000
 /* A consumer's AckWait: a message not acknowledged this long after delivery is delivered again
  * (an owner that holds it is then long gone: leases last seconds). */
-#define TW_NATS_ACK_WAIT_MS (10LL * 60 * 1000)
+#define TW_NATS_ACK_WAIT_MS (2LL * 3600 * 1000)
 /* A consumer nobody pulls from this long is removed by the server: a dead owner's. */
 #define TW_NATS_CONSUMER_INACTIVE_MS (60LL * 1000)
 
@@ -72,8 +72,10 @@ typedef struct tw_nats_send_stats {
  * bounds) to the EVENTS stream at url (one server or a comma-separated list of a cluster's),
  * creating the stream when absent (subjects tw.events.>, file storage, `replicas` copies, 1..5,
  * duplicate window TW_NATS_DUPLICATE_WINDOW_MS), each on tw.events.<partition> with Nats-Msg-Id =
- * event_id, waiting for each publish acknowledgement (at most timeout_ms each; a timeout or a
- * lost server is retried, with the same Nats-Msg-Id, for about 30 s). partitions:
+ * event_id. Publishing is asynchronous, at most 4,096 messages awaiting the stream's
+ * acknowledgement; a message refused for a transient reason (a lost server, an election) is sent
+ * again with the same Nats-Msg-Id; at the end it waits up to 12 × timeout_ms for the last
+ * acknowledgements, and returns 0 only when every record was acknowledged. partitions:
  * 1..TW_NATS_PARTITIONS_MAX. A truncated or broken record is published too (its first bytes), so
  * the engine dead-letters it. Blocking; stats may be NULL.
  * Returns 0; TW_EINVAL (partitions out of range); TW_ENOENT / TW_EIO for the input (errno set,
@@ -110,9 +112,13 @@ const char *tw_nats_consumer_name(const tw_nats_consumer_t *c);
  * each to cb as a record: data the body (borrowed for the call), origin "nats:tw.events.<k>",
  * line and offset_bytes the stream sequence. The messages are kept until tw_nats_consumer_ack
  * covers them. *caught_up is set to 1 when the consumer has nothing more right now (no message,
- * or the last one said none was pending). Returns the number delivered, the callback's non-zero
- * value (the rest of the batch is dropped and comes again after AckWait, or at once to the next
- * owner), TW_EIO (the fetch failed: a lost server; the caller may retry) or TW_ENOMEM.
+ * or its count says none is pending; an empty fetch asks the consumer's count at most every
+ * 250 ms). When TW_NATS_MAX_ACK_PENDING messages wait for their acknowledgement, nothing is
+ * fetched and 0 is returned (*caught_up 0): the caller must commit what it holds (see
+ * tw_nats_consumer_pending). Returns the number delivered; the callback's non-zero value (the
+ * rest of the batch is dropped; it comes again to the next owner, or after a reset);
+ * TW_EAGAIN when the fetch failed (a lost server, a leader election) or a message came without
+ * its stream sequence: nothing is delivered until tw_nats_consumer_reset; TW_EINVAL; TW_ENOMEM.
  */
 int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_record_cb cb,
                            void *ud, int *caught_up);
@@ -127,10 +133,12 @@ int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_r
 int tw_nats_consumer_ack(tw_nats_consumer_t *c, uint64_t done_seq);
 
 /*
- * tw_nats_consumer_reset: make a new consumer (a new name), delivering from just after the last message
- * it delivered (kept messages stay kept; their acknowledgements to the old consumer are lost,
- * which costs nothing: the state's position is what counts). For a consumer whose server went
- * away (fetches keep failing). Returns 0, TW_EIO (errbuf) or TW_ENOMEM.
+ * tw_nats_consumer_reset: make a new consumer (a new name), delivering from just after the last
+ * message delivered. The kept messages are freed unacknowledged (they belong to the old
+ * subscription; the state's position, not an acknowledgement, is what counts). For a consumer
+ * whose server went away (fetches keep failing with TW_EAGAIN). Returns 0, TW_EINVAL (NULL),
+ * TW_EIO (errbuf; the consumer then has no subscription: fetches fail until a reset succeeds) or
+ * TW_ENOMEM.
  */
 int tw_nats_consumer_reset(tw_nats_consumer_t *c, char *errbuf, size_t errcap);
 

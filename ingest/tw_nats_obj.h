@@ -28,17 +28,23 @@ int tw_nats_obj_bucket(void *js, const char *bucket, int replicas, char *errbuf,
 
 /*
  * tw_nats_obj_put: store the file at path as object name (1..TW_NATS_OBJ_NAME_MAX bytes) of
- * bucket, which must exist (tw_nats_obj_bucket; replicas is unused and kept for the callers). tag (a number, e.g. the stream sequence a checkpoint covers) is kept in the
- * metadata's headers as Tw-Tag. js is a jsCtx*, borrowed. Returns 0, TW_EINVAL, TW_EIO (the file
- * cannot be read, or NATS: errbuf says which) or TW_ENOMEM.
+ * bucket, which must exist (tw_nats_obj_bucket; replicas is unused and kept for the callers).
+ * tag (a number, e.g. the stream sequence a checkpoint covers) is kept in the metadata's headers
+ * as Tw-Tag. The metadata is written by compare-and-set over the one read first
+ * (Nats-Expected-Last-Subject-Sequence), and never over an object with a higher tag, so a writer
+ * that fell behind cannot replace a newer object. js is a jsCtx*, borrowed. Returns 0; TW_EAGAIN
+ * (the object holds a higher tag, or another writer wrote it meanwhile: nothing changed; errbuf
+ * says which); TW_EINVAL; TW_EIO (the file cannot be read, or NATS: errbuf says which);
+ * TW_ENOMEM. The chunks of a failed put are purged.
  */
 int tw_nats_obj_put(void *js, const char *bucket, int replicas, const char *name, const char *path,
                     uint64_t tag, char *errbuf, size_t errcap);
 
 /*
  * tw_nats_obj_info: *found = 1 and the object's tag and size (bytes) when bucket holds name;
- * *found = 0 when the bucket or the name does not exist (not an error). Returns 0, TW_EINVAL,
- * TW_EIO (errbuf; also a metadata message that is not the layout above) or TW_ENOMEM.
+ * *found = 0 when it does not (not an error). The bucket must exist (tw_nats_obj_bucket); reads
+ * are direct gets, answered by any replica. Returns 0, TW_EINVAL, TW_EIO (errbuf; also a missing
+ * bucket, or a metadata message that is not the layout above) or TW_ENOMEM.
  */
 int tw_nats_obj_info(void *js, const char *bucket, const char *name, int *found, uint64_t *tag,
                      uint64_t *size_bytes, char *errbuf, size_t errcap);

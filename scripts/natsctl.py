@@ -7,17 +7,17 @@ import base64, json, socket, sys, time
 port, mode = int(sys.argv[1]), sys.argv[2]
 args = sys.argv[3:]
 def connect():
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s = socket.create_connection(("127.0.0.1", port), timeout=3)
     f = s.makefile("rb")
     f.readline()
-    s.sendall(b'CONNECT {"verbose":false,"headers":true,"no_responders":true}\r\nSUB _INBOX.t 1\r\n')
+    s.sendall(b'CONNECT {"verbose":false,"headers":true,"no_responders":true}\r\nSUB _INBOX.t.> 1\r\n')
     return s, f
 if mode == "ready":  # the server listens and JetStream answers (a cluster has a leader)
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
             s, f = connect()
-            s.sendall(b"PUB $JS.API.INFO _INBOX.t 2\r\n{}\r\n")
+            s.sendall(b"PUB $JS.API.INFO _INBOX.t.0 2\r\n{}\r\n")
             while True:
                 line = f.readline()
                 if line.startswith(b"MSG ") or line.startswith(b"HMSG "):
@@ -35,20 +35,24 @@ if mode == "ready":  # the server listens and JetStream answers (a cluster has a
         time.sleep(0.2)
     sys.exit("JetStream not ready")
 s, f = connect()
-def request(subject, body, attempt=0):
+def request(subject, body, attempt=0, raw=False):
     global s, f
     try:
-        return request1(subject, body)
+        return request1(subject, body, raw)
     except OSError:  # a server busy electing leaders: ask again, on a new connection
         if attempt >= 3:
             raise
         s.close()
         time.sleep(1)
         s, f = connect()
-        return request(subject, body, attempt + 1)
-def request1(subject, body):
+        return request(subject, body, attempt + 1, raw)
+counter = [0]
+def request1(subject, body, raw=False):
+    # Each request has its own reply subject; a late answer to an earlier one is skipped.
+    counter[0] += 1
+    inbox = b"_INBOX.t.%d" % counter[0]
     b = json.dumps(body).encode()
-    s.sendall(b"PUB %s _INBOX.t %d\r\n%s\r\n" % (subject.encode(), len(b), b))
+    s.sendall(b"PUB %s %s %d\r\n%s\r\n" % (subject.encode(), inbox, len(b), b))
     while True:
         line = f.readline().rstrip(b"\r\n")
         if line == b"PING":
@@ -57,27 +61,34 @@ def request1(subject, body):
             parts = line.split()
             n = int(parts[-1])
             payload = f.read(n + 2)[:n]
+            if parts[1] != inbox:
+                continue
+            if raw:  # (headers, payload)
+                hlen = int(parts[-2]) if line.startswith(b"HMSG ") else 0
+                return payload[:hlen].decode(errors="replace"), payload[hlen:]
             if line.startswith(b"HMSG "):
                 payload = payload[int(parts[-2]):]
             return json.loads(payload) if payload else {"error": {"description": "no responders"}}
         elif line.startswith(b"-ERR") or line == b"":
             sys.exit("server: %r" % line)
 def last(stream, subject):
-    r = request("$JS.API.STREAM.MSG.GET." + stream, {"last_by_subj": subject})
-    if "error" in r:
+    # A direct get (any replica answers; streams made by tutorwatch allow it): None when absent,
+    # deleted or purged.
+    hdrs, data = request("$JS.API.DIRECT.GET." + stream, {"last_by_subj": subject}, raw=True)
+    first = hdrs.split("\r\n", 1)[0]
+    if not hdrs or first.split()[1:2] not in ([], ["200"]) or "KV-Operation" in hdrs:
         return None
-    m = r["message"]
-    hdrs = base64.b64decode(m.get("hdrs", "")).decode() if m.get("hdrs") else ""
-    if "KV-Operation" in hdrs:
-        return None  # deleted or purged
-    return base64.b64decode(m.get("data", "")).decode()
+    return data.decode()
 def consumer(k):  # partition k's consumer (named in its lease), or None when free or absent
     v = last("KV_tw-leases", "$KV.tw-leases.p.%d" % k)
     name = json.loads(v).get("consumer") if v else None
     if not name:
         return None
-    ci = request("$JS.API.CONSUMER.INFO.EVENTS." + name, {})
-    return None if "error" in ci else ci
+    try:
+        ci = request("$JS.API.CONSUMER.INFO.EVENTS." + name, {})
+    except OSError:  # its server is gone and the cluster has not noticed yet: not done
+        return None
+    return None if "error" in ci or "num_pending" not in ci else ci
 if mode == "count":  # count STREAM: messages in it (0 when absent)
     r = request("$JS.API.STREAM.INFO." + args[0], {})
     print(r.get("state", {}).get("messages", 0))

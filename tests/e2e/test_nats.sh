@@ -74,9 +74,9 @@ for line in sys.stdin:
 "$TW" send --nats "$NATS_URL" --partitions $P e.jsonl 2>send2.log || { cat send2.log; fail "send again"; }
 grep -q "$total already in the stream" send2.log || { cat send2.log; fail "events stored twice"; }
 
-# e1 and e3 take e2's partitions once its leases expire, and finish the stream.
-wait_for 300 "every partition processed" all_done
-wait_for 60 "the alerts" alerts_at_least "$(wc -l <want.jsonl)"
+# e1 and e3 take e2's partitions once its leases expire, and finish the stream. (Done is read
+# from ALERTS: a consumer whose server was killed can leave the cluster's consumer API waiting.)
+wait_for 300 "the alerts" alerts_at_least "$(wc -l <want.jsonl)"
 sleep 3 # idle partitions process what waited for the watermark, and run their sweeps
 stop_engine e1
 stop_engine e3
