@@ -83,6 +83,24 @@ all_done() { [ "$(python3 nats.py "$NATS_PORT" left "$P")" = 0 ]; }
 checkpoints_at_least() { [ "$(python3 nats.py "$NATS_PORT" count OBJ_tw-checkpoints)" -ge "$1" ]; }
 alerts_at_least() { [ "$(python3 nats.py "$NATS_PORT" count ALERTS)" -ge "$1" ]; }
 
+# two_part_stream: e.jsonl (100 institutions, 20 days, seed 3), want.jsonl (the alerts of a batch
+# run over it), and part1.jsonl / part2.jsonl: the stream split at the night gap nearest the
+# middle (the stream is in event-time order, days hours apart), so events sent in two parts are
+# processed as one stream would be.
+two_part_stream() {
+  "$TW" gen --institutions 100 --days 20 --seed 3 --out e.jsonl 2>/dev/null
+  "$TW" run --rules "$RULES" --input e.jsonl --state ref --no-sync --alerts want.jsonl 2>/dev/null
+  local half
+  half=$(jq -r '.ts' e.jsonl | python3 -c '
+import sys, datetime
+ts = [datetime.datetime.fromisoformat(l.strip()).timestamp() for l in sys.stdin]
+mid = len(ts) // 2
+best = max(range(1, len(ts)), key=lambda i: (ts[i] - ts[i - 1] > 6 * 3600, -abs(i - mid)))
+print(best)')
+  head -n "$half" e.jsonl >part1.jsonl
+  tail -n +"$((half + 1))" e.jsonl >part2.jsonl
+}
+
 # check_alerts WANT.jsonl: ALERTS holds exactly the alerts of WANT: the same JSON, each once, each
 # with Nats-Msg-Id = alert_id on tw.alerts.<region>.<severity>.
 check_alerts() {

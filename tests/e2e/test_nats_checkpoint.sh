@@ -10,18 +10,7 @@
 P=6
 nats_single
 
-"$TW" gen --institutions 100 --days 20 --seed 3 --out e.jsonl 2>/dev/null
-total=$(wc -l <e.jsonl)
-"$TW" run --rules "$RULES" --input e.jsonl --state ref --no-sync --alerts want.jsonl 2>/dev/null
-# Split at the night gap nearest the middle (see test_nats_leases.sh).
-half=$(jq -r '.ts' e.jsonl | python3 -c '
-import sys, datetime
-ts = [datetime.datetime.fromisoformat(l.strip()).timestamp() for l in sys.stdin]
-mid = len(ts) // 2
-best = max(range(1, len(ts)), key=lambda i: (ts[i] - ts[i - 1] > 6 * 3600, -abs(i - mid)))
-print(best)')
-head -n "$half" e.jsonl >part1.jsonl
-tail -n +"$((half + 1))" e.jsonl >part2.jsonl
+two_part_stream
 
 start_engine a --lease 2s --checkpoint-every 1s
 wait_for 60 "engine a to take every partition" owned_by a $P
