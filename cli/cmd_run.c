@@ -34,6 +34,8 @@
 #include "tw_nats_group.h"
 #include "tw_pipeline.h"
 #include "tw_record.h"
+#include "tw_rules.h"
+#include "tw_schema.h"
 #include "tw_shards.h"
 #include "tw_sink.h"
 #include "tw_sink_nats.h"
@@ -47,7 +49,9 @@
 static void usage(FILE *out) {
   fprintf(
       out,
-      "usage: tutorwatch run --rules FILE (--input FILE|- | --listen ENDPOINT) [options]\n"
+      "usage: tutorwatch run --rules FILE (--input FILE|- | --listen ENDPOINT | --ingest ENDPOINT)\n"
+      "                      [options]\n"
+      "       tutorwatch run --rules FILE --nats URL --partitions P --state DIR [nats options]\n"
       "\n"
       "Evaluate the rules in FILE over payment, refund, consumption, enrollment, complaint,\n"
       "institution, escrow and staff events, keep aggregate state in LMDB, and write alerts.\n"
@@ -69,7 +73,9 @@ static void usage(FILE *out) {
       "                        that includes it; alerts go to stream ALERTS on\n"
       "                        tw.alerts.<region>.<severity> with Nats-Msg-Id = alert_id\n"
       "                        (docs/scaling.md; serves until SIGINT/SIGTERM)\n"
-      "  --partitions P        the partition count of the EVENTS stream, with --nats\n"
+      "\n"
+      "nats options:\n"
+      "  --partitions P        the partition count of the EVENTS stream (must be the stream's)\n"
       "  --engine-id ID        this engine's name in the group (default: host-pid)\n"
       "  --lease DUR           partition lease time (default 5s): a dead engine's partitions\n"
       "                        move to the others after about this long\n"
@@ -506,6 +512,33 @@ static void print_summary(const engine_t *e, const run_net_t *net, double secs,
 
 /* ---- NATS JetStream (docs/scaling.md) -------------------------------------------------------- */
 
+/* The rule file loads and compiles (checked before joining a group: a missing or broken one
+ * would otherwise fail only when the first partition is taken). Says why not. */
+static bool rules_compile(const tw_pipeline_opts_t *po) {
+  char schema_path[4096];
+  tw_schema_t *schema = NULL;
+  tw_schema_error_t serr;
+  if (po->schema_path != NULL)
+    snprintf(schema_path, sizeof schema_path, "%s", po->schema_path);
+  else if (tw_schema_path_for_rules(po->rules_path, schema_path, sizeof schema_path) != 0)
+    schema_path[0] = '\0';
+  if (schema_path[0] == '\0' || tw_schema_load(schema_path, &schema, &serr) != 0) {
+    fprintf(stderr, "tutorwatch run: the schema for %s does not load (%s)\n", po->rules_path,
+            schema_path);
+    return false;
+  }
+  tw_rules_load_opts_t lo = {.set = po->params_set, .n_set = po->n_params_set};
+  tw_ruleset_t *rs = NULL;
+  tw_rule_error_t rerr;
+  int rc = tw_rules_load_ex(po->rules_path, NULL, 0, schema, &lo, &rs, &rerr);
+  if (rc != 0)
+    fprintf(stderr, "tutorwatch run: %s:%d:%d: %s\n", rerr.file[0] ? rerr.file : po->rules_path,
+            rerr.line, rerr.col, rerr.message);
+  tw_rules_free(rs);
+  tw_schema_free(schema);
+  return rc == 0;
+}
+
 typedef struct nats_args {
   const char *url, *engine_id;
   int partitions, replicas;
@@ -859,12 +892,31 @@ int tw_cmd_run(int argc, char **argv) {
   }
   if (na.url != NULL || na.partitions != 0 || na.engine_id != NULL || na.lease_ms != 0 ||
       na.checkpoint_ms != 0 || na.replicas != 0) {
-    if (input != NULL || listen_ep != NULL || ingest_ep != NULL || shards > 1 || record != NULL) {
-      fprintf(stderr,
-              "tutorwatch run: --nats takes the place of --input, --listen and --ingest, and works "
-              "with one shard and without --record\n");
+    if (na.url == NULL) {
+      fprintf(stderr, "tutorwatch run: --partitions, --engine-id, --lease, --checkpoint-every and "
+                      "--replicas go with --nats URL\n");
       return 2;
     }
+    const char *clash = input != NULL         ? "--input"
+                        : listen_ep != NULL   ? "--listen"
+                        : ingest_ep != NULL   ? "--ingest"
+                        : shards > 1          ? "--shards"
+                        : record != NULL      ? "--record"
+                        : feed != NULL        ? "--feed"
+                        : net.self_check      ? "--self-check-feed"
+                        : net.history         ? "--history"
+                        : net.control         ? "--control"
+                                              : NULL;
+    if (clash != NULL) {
+      fprintf(stderr,
+              "tutorwatch run: %s does not go with --nats: the group reads stream EVENTS (no "
+              "--input, --listen, --ingest), each partition is its own state (no --shards), and "
+              "alerts go to stream ALERTS (no ZeroMQ feeds, history or control; --alerts FILE "
+              "works); docs/scaling.md\n",
+              clash);
+      return 2;
+    }
+    if (po.rules_path != NULL && !rules_compile(&po)) return 2;
     return run_nats(&po, &na, alerts, have_format ? so.format : TW_FORMAT_AUTO);
   }
   if (po.rules_path == NULL || (input != NULL) + (listen_ep != NULL) + (ingest_ep != NULL) != 1) {

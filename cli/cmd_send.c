@@ -29,12 +29,14 @@
 static void send_usage(FILE *out) {
   fprintf(out,
           "usage: tutorwatch send --connect ENDPOINT [--format jsonl|msgpack|auto]\n"
-          "       tutorwatch send --nats URL --partitions P [--replicas N] [--format FMT] [FILE|-]\n"
           "                       [--timeout-ms MS] [--key NAME.key --server-pub FILE.pub]\n"
           "                       [--acked [--batch N] [--window N]] [FILE|-]\n"
+          "       tutorwatch send --nats URL --partitions P [--replicas N] [--format FMT]\n"
+          "                       [--timeout-ms MS] [FILE|-]\n"
           "\n"
           "Push events to a running engine (`tutorwatch run` reading a ZeroMQ PULL\n"
-          "endpoint). Each record of FILE (or stdin when FILE is '-' or missing) is sent as one\n"
+          "endpoint), or, with --nats, to the stream EVENTS of NATS JetStream for a group of\n"
+          "engines (`run --nats`, docs/scaling.md). Each record of FILE (or stdin when FILE is '-' or missing) is sent as one\n"
           "ZeroMQ PUSH message to the engine's PULL socket. Records are JSON Lines (one event\n"
           "per line) or a stream of msgpack maps; the format follows the file name (*.msgpack,\n"
           "*.mp) unless --format says otherwise. A record longer than 64 KiB, or malformed\n"

@@ -160,8 +160,41 @@ static int nats_open(const char *url, natsConnection **nc, jsCtx **js, char *err
   return 0;
 }
 
+int tw__nats_events_stream(jsCtx *js, int partitions, int replicas, char *errbuf,
+                           size_t errcap) {
+  char desc[64];
+  snprintf(desc, sizeof desc, "tutorwatch events, partitions=%d", partitions);
+  int rc = tw__nats_ensure_stream_desc(js, TW_NATS_EVENTS_STREAM, "tw.events.>", replicas, desc,
+                                       errbuf, errcap);
+  if (rc != 0) return rc;
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetStreamInfo(&si, js, TW_NATS_EVENTS_STREAM, NULL, &jerr);
+  if (s != NATS_OK) {
+    nats_err(errbuf, errcap, TW_NATS_EVENTS_STREAM, s, jerr);
+    return TW_EIO;
+  }
+  const char *d = si->Config != NULL ? si->Config->Description : NULL;
+  const char *at = d != NULL ? strstr(d, "partitions=") : NULL;
+  int have = at != NULL ? atoi(at + strlen("partitions=")) : 0;
+  jsStreamInfo_Destroy(si);
+  if (have > 0 && have != partitions) {
+    snprintf(errbuf, errcap,
+             "stream EVENTS is partitioned %d ways (made with --partitions %d), not %d: every "
+             "sender and engine must use --partitions %d",
+             have, have, partitions, have);
+    return TW_EINVAL;
+  }
+  return 0;
+}
+
 int tw__nats_ensure_stream(jsCtx *js, const char *name, const char *subjects, int replicas,
                            char *errbuf, size_t errcap) {
+  return tw__nats_ensure_stream_desc(js, name, subjects, replicas, NULL, errbuf, errcap);
+}
+
+int tw__nats_ensure_stream_desc(jsCtx *js, const char *name, const char *subjects, int replicas,
+                                const char *description, char *errbuf, size_t errcap) {
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
   natsStatus s;
@@ -190,6 +223,7 @@ int tw__nats_ensure_stream(jsCtx *js, const char *name, const char *subjects, in
   sc.Storage = js_FileStorage;
   sc.Duplicates = TW_NATS_DUPLICATE_WINDOW_MS * NATS_MS_TO_NS;
   sc.Replicas = replicas > 0 ? replicas : 1;
+  sc.Description = description;
   for (int attempt = 1;; attempt++) {
     si = NULL;
     jerr = 0;
@@ -338,7 +372,7 @@ int tw_nats_send(const char *url, int partitions, int replicas, const char *path
   sd.errcap = errcap;
   int rc = nats_open(url, &nc, &js, errbuf, errcap);
   if (rc != 0) goto done;
-  rc = tw__nats_ensure_stream(js, TW_NATS_EVENTS_STREAM, "tw.events.>", replicas, errbuf, errcap);
+  rc = tw__nats_events_stream(js, partitions, replicas, errbuf, errcap);
   if (rc != 0) goto done;
   jsOptions jo;
   jsOptions_Init(&jo);

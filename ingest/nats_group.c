@@ -949,8 +949,7 @@ int tw_nats_group_run(const tw_nats_group_opts_t *opts, tw_nats_group_stats_t *s
   pthread_condattr_destroy(&ca);
   int rc = tw__nats_connect(opts->url, &g.nc, &g.js, errbuf, errcap);
   if (rc == 0)
-    rc = tw__nats_ensure_stream(g.js, TW_NATS_EVENTS_STREAM, "tw.events.>", opts->replicas,
-                                errbuf, errcap);
+    rc = tw__nats_events_stream(g.js, opts->partitions, opts->replicas, errbuf, errcap);
   if (rc == 0) rc = share_pseudonym_key(&g);
   if (rc == 0) {
     for (int attempt = 1; attempt <= STARTUP_ATTEMPTS; attempt++) {

@@ -30,4 +30,15 @@ int tw__nats_connect(const char *url, natsConnection **nc, jsCtx **js, char *err
 int tw__nats_ensure_stream(jsCtx *js, const char *name, const char *subjects, int replicas,
                            char *errbuf, size_t errcap);
 
+/* tw__nats_ensure_stream_desc: tw__nats_ensure_stream with the stream's description (NULL:
+ * none) when it creates it. */
+int tw__nats_ensure_stream_desc(jsCtx *js, const char *name, const char *subjects, int replicas,
+                                const char *description, char *errbuf, size_t errcap);
+
+/* tw__nats_events_stream: ensure stream EVENTS (tw.events.>) with "partitions=P" in its
+ * description, and check that an existing one was made with the same P (a stream made before
+ * the description was kept is accepted as it is). Returns 0, TW_EINVAL (another P; errbuf says
+ * which) or TW_EIO (errbuf). */
+int tw__nats_events_stream(jsCtx *js, int partitions, int replicas, char *errbuf, size_t errcap);
+
 #endif

@@ -24,6 +24,12 @@ expect_eq "--lease below 1s" "$(status "$TW" run --rules "$RULES" --nats \
   "nats://127.0.0.1:$port" --partitions 4 --state s --lease 500ms)" 2
 expect_eq "--engine-id with a dot" "$(status "$TW" run --rules "$RULES" --nats \
   "nats://127.0.0.1:$port" --partitions 4 --state s --engine-id a.b)" 2
+expect_eq "--nats with --feed" "$(status "$TW" run --rules "$RULES" --nats \
+  "nats://127.0.0.1:$port" --partitions 4 --state s --feed tcp://127.0.0.1:1)" 2
+expect_eq "--partitions without --nats" \
+  "$(status "$TW" run --rules "$RULES" --partitions 4 --input /dev/null)" 2
+expect_eq "--nats with a missing rule file (checked before joining)" "$(status "$TW" run \
+  --rules no-such.yaml --nats "nats://127.0.0.1:$port" --partitions 4 --state s)" 2
 "$TW" send --nats "nats://127.0.0.1:$port" --partitions 4 /dev/null 2>noserver.log &&
   fail "send without a server"
 grep -q "No server available" noserver.log || { cat noserver.log; fail "no reason given"; }
@@ -70,6 +76,12 @@ for line in sys.stdin:
     assert subject == "tw.events.%d" % (h % '$P'), (subject, inst)
     assert msg_id == event_id, (msg_id, event_id)
 ' || fail "an event is on the wrong partition or without its Nats-Msg-Id"
+# The partition count is the stream's: a sender or an engine with another one is refused.
+"$TW" send --nats "$NATS_URL" --partitions 8 e.jsonl 2>p8.log && fail "send with another P"
+grep -q "partitioned 12 ways" p8.log || { cat p8.log; fail "no reason for the refused P"; }
+"$TW" run --rules "$RULES" --nats "$NATS_URL" --partitions 8 --state p8 2>p8r.log &&
+  fail "run with another P"
+grep -q "partitioned 12 ways" p8r.log || { cat p8r.log; fail "no reason for the refused P"; }
 # A second send stores nothing: the stream drops repeated Nats-Msg-Ids.
 "$TW" send --nats "$NATS_URL" --partitions $P e.jsonl 2>send2.log || { cat send2.log; fail "send again"; }
 grep -q "$total already in the stream" send2.log || { cat send2.log; fail "events stored twice"; }
