@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sodium.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -45,10 +46,11 @@ static int write_all(int fd, const uint8_t *p, size_t len) {
   return 0;
 }
 
-/* create_key: write a fresh key to a temporary file, fsync it, then link it into place. link()
- * fails with EEXIST when another process won the race, and a process killed at any point leaves
- * either no key file or a whole one (at worst a stray temporary file, removed next time). */
-static int create_key(const char *dir, const char *path) {
+/* create_key: write key (NULL: a fresh random one) to a temporary file, fsync it, then link it
+ * into place. link() fails with EEXIST when another process won the race, and a process killed
+ * at any point leaves either no key file or a whole one (at worst a stray temporary file, removed
+ * next time). */
+static int create_key(const char *dir, const char *path, const tw_pseudo_key_t *key) {
   char tmp[4200];
   tw_pseudo_key_t fresh;
   int rc = 0;
@@ -57,7 +59,10 @@ static int create_key(const char *dir, const char *path) {
   unlink(tmp); /* left by a killed process that had our pid */
   int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return TW_EIO;
-  randombytes_buf(fresh.key, sizeof fresh.key);
+  if (key != NULL)
+    fresh = *key;
+  else
+    randombytes_buf(fresh.key, sizeof fresh.key);
   rc = write_all(fd, fresh.key, sizeof fresh.key);
   sodium_memzero(&fresh, sizeof fresh);
   if (rc == 0 && fsync(fd) != 0) rc = TW_EIO;
@@ -74,14 +79,20 @@ static int create_key(const char *dir, const char *path) {
   return rc;
 }
 
-int tw_pseudo_key_load(const char *dir, tw_pseudo_key_t *out) {
+/* load: read DIR/pseudonym.key; when absent, TW_ENOENT if !create, else install `given` (NULL: a
+ * random key) and read what is then in place (ours, or the one a concurrent process linked). */
+static int load(const char *dir, bool create, const tw_pseudo_key_t *given, tw_pseudo_key_t *out) {
   char path[4096];
   int fd = -1, rc;
   if (sodium_init() < 0) return TW_ECRYPTO;
   if (snprintf(path, sizeof path, "%s/pseudonym.key", dir) >= (int)sizeof path) return TW_EIO;
   fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT && !create) {
+    sodium_memzero(out, sizeof *out);
+    return TW_ENOENT;
+  }
   if (fd < 0 && errno == ENOENT) {
-    if ((rc = create_key(dir, path)) != 0) goto fail;
+    if ((rc = create_key(dir, path, given)) != 0) goto fail;
     fd = open(path, O_RDONLY | O_CLOEXEC); /* ours, or the one a concurrent process linked */
   }
   if (fd < 0) {
@@ -95,6 +106,18 @@ fail:
   if (fd >= 0) close(fd);
   sodium_memzero(out, sizeof *out);
   return rc;
+}
+
+int tw_pseudo_key_load(const char *dir, tw_pseudo_key_t *out) {
+  return load(dir, true, NULL, out);
+}
+
+int tw_pseudo_key_read(const char *dir, tw_pseudo_key_t *out) {
+  return load(dir, false, NULL, out);
+}
+
+int tw_pseudo_key_install(const char *dir, const tw_pseudo_key_t *key, tw_pseudo_key_t *out) {
+  return load(dir, true, key, out);
 }
 
 void tw_pseudo_hash(const tw_pseudo_key_t *key, const char *in, size_t len,

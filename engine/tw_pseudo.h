@@ -30,6 +30,21 @@ typedef struct tw_pseudo_key {
  */
 int tw_pseudo_key_load(const char *dir, tw_pseudo_key_t *out);
 
+/*
+ * tw_pseudo_key_read: read DIR/pseudonym.key without creating it. Returns 0, TW_ENOENT (absent;
+ * *out zeroed), TW_EIO (unreadable or the wrong size), TW_ECRYPTO.
+ */
+int tw_pseudo_key_read(const char *dir, tw_pseudo_key_t *out);
+
+/*
+ * tw_pseudo_key_install: when DIR/pseudonym.key is absent, put key there (mode 0600, written
+ * whole, as tw_pseudo_key_load creates one); then read into *out the key in place, which is not
+ * key when the file already existed or another process installed its own first: compare them.
+ * Used by the engines of a NATS group, which share one key (docs/scaling.md). Errors as
+ * tw_pseudo_key_load.
+ */
+int tw_pseudo_key_install(const char *dir, const tw_pseudo_key_t *key, tw_pseudo_key_t *out);
+
 /* tw_pseudo_hash: write the pseudonym of in[0..len) to out (TW_PSEUDO_LEN bytes + NUL). */
 void tw_pseudo_hash(const tw_pseudo_key_t *key, const char *in, size_t len,
                     char out[TW_PSEUDO_LEN + 1]);

@@ -109,7 +109,6 @@ void tw__nats_err(char *errbuf, size_t errcap, const char *what, natsStatus s, j
   if (jerr != 0 && n > 0 && (size_t)n < errcap)
     snprintf(errbuf + n, errcap - (size_t)n, " (JetStream error %d)", (int)jerr);
 }
-#define nats_err tw__nats_err
 
 int tw__nats_transient(natsStatus s) {
   return s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || s == NATS_CONNECTION_DISCONNECTED ||
@@ -119,7 +118,7 @@ int tw__nats_transient(natsStatus s) {
 /* connect: url (one server, or a comma-separated list of a cluster's) with a 2 s connect timeout;
  * a lost server is replaced by another of the cluster (reconnecting for up to about 30 s; then the
  * connection is closed and the run stops: what it did not acknowledge is delivered again). */
-static int nats_open(const char *url, natsConnection **nc, jsCtx **js, char *errbuf,
+int tw__nats_connect(const char *url, natsConnection **nc, jsCtx **js, char *errbuf,
                      size_t errcap) {
   natsOptions *o = NULL;
   natsStatus s = natsOptions_Create(&o);
@@ -143,7 +142,7 @@ static int nats_open(const char *url, natsConnection **nc, jsCtx **js, char *err
   if (s == NATS_OK) s = natsConnection_Connect(nc, o);
   natsOptions_Destroy(o);
   if (s != NATS_OK) {
-    nats_err(errbuf, errcap, url, s, 0);
+    tw__nats_err(errbuf, errcap, url, s, 0);
     *nc = NULL;
     return s == NATS_NO_MEMORY ? TW_ENOMEM : TW_EIO;
   }
@@ -152,7 +151,7 @@ static int nats_open(const char *url, natsConnection **nc, jsCtx **js, char *err
   jo.Wait = 5000;
   s = natsConnection_JetStream(js, *nc, &jo);
   if (s != NATS_OK) {
-    nats_err(errbuf, errcap, "JetStream context", s, 0);
+    tw__nats_err(errbuf, errcap, "JetStream context", s, 0);
     natsConnection_Destroy(*nc);
     *nc = NULL;
     return TW_EIO;
@@ -171,7 +170,7 @@ int tw__nats_events_stream(jsCtx *js, int partitions, int replicas, char *errbuf
   jsErrCode jerr = 0;
   natsStatus s = js_GetStreamInfo(&si, js, TW_NATS_EVENTS_STREAM, NULL, &jerr);
   if (s != NATS_OK) {
-    nats_err(errbuf, errcap, TW_NATS_EVENTS_STREAM, s, jerr);
+    tw__nats_err(errbuf, errcap, TW_NATS_EVENTS_STREAM, s, jerr);
     return TW_EIO;
   }
   const char *d = si->Config != NULL ? si->Config->Description : NULL;
@@ -211,7 +210,7 @@ int tw__nats_ensure_stream_desc(jsCtx *js, const char *name, const char *subject
     return 0;
   }
   if (s != NATS_NOT_FOUND) {
-    nats_err(errbuf, errcap, name, s, jerr);
+    tw__nats_err(errbuf, errcap, name, s, jerr);
     return TW_EIO;
   }
   jsStreamConfig sc;
@@ -238,16 +237,12 @@ int tw__nats_ensure_stream_desc(jsCtx *js, const char *name, const char *subject
   if (s != NATS_OK) {
     char what[128];
     snprintf(what, sizeof what, "cannot create stream %s", name);
-    nats_err(errbuf, errcap, what, s, jerr);
+    tw__nats_err(errbuf, errcap, what, s, jerr);
     return TW_EIO;
   }
   return 0;
 }
 
-int tw__nats_connect(const char *url, natsConnection **nc, jsCtx **js, char *errbuf,
-                     size_t errcap) {
-  return nats_open(url, nc, js, errbuf, errcap);
-}
 
 /* ---- send -------------------------------------------------------------------------------------
  */
@@ -291,7 +286,7 @@ static void on_publish_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *p
         snprintf(sd->errbuf, sd->errcap, "%s: %s (JetStream error %d)", what, pae->ErrText,
                  (int)pae->ErrCode);
       else
-        nats_err(sd->errbuf, sd->errcap, what, pae->Err, pae->ErrCode);
+        tw__nats_err(sd->errbuf, sd->errcap, what, pae->Err, pae->ErrCode);
       sd->failed = 1;
     }
     pthread_mutex_unlock(&sd->mu);
@@ -301,7 +296,7 @@ static void on_publish_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *p
       if (rs == NATS_OK) return;
       pthread_mutex_lock(&sd->mu);
       if (!sd->failed)
-        nats_err(sd->errbuf, sd->errcap, "publishing again after a failure", rs, 0);
+        tw__nats_err(sd->errbuf, sd->errcap, "publishing again after a failure", rs, 0);
       sd->failed = 1;
       pthread_mutex_unlock(&sd->mu);
     }
@@ -341,7 +336,7 @@ static int send_record(void *ud, const tw_record_t *rec) {
     snprintf(what, sizeof what, "publish of record %llu to %s", (unsigned long long)rec->line,
              subject);
     pthread_mutex_lock(&sd->mu);
-    nats_err(sd->errbuf, sd->errcap, what, s, 0);
+    tw__nats_err(sd->errbuf, sd->errcap, what, s, 0);
     sd->failed = 1;
     pthread_mutex_unlock(&sd->mu);
     return s == NATS_NO_MEMORY ? TW_ENOMEM : TW_EIO;
@@ -370,7 +365,7 @@ int tw_nats_send(const char *url, int partitions, int replicas, const char *path
   sd.st = stats;
   sd.errbuf = errbuf;
   sd.errcap = errcap;
-  int rc = nats_open(url, &nc, &js, errbuf, errcap);
+  int rc = tw__nats_connect(url, &nc, &js, errbuf, errcap);
   if (rc != 0) goto done;
   rc = tw__nats_events_stream(js, partitions, replicas, errbuf, errcap);
   if (rc != 0) goto done;
@@ -382,7 +377,7 @@ int tw_nats_send(const char *url, int partitions, int replicas, const char *path
   jo.PublishAsync.AckHandlerClosure = &sd;
   jo.PublishAsync.StallWait = timeout_ms;
   if (natsConnection_JetStream(&ajs, nc, &jo) != NATS_OK) {
-    nats_err(errbuf, errcap, "JetStream context", NATS_ERR, 0);
+    tw__nats_err(errbuf, errcap, "JetStream context", NATS_ERR, 0);
     rc = TW_EIO;
     goto done;
   }
@@ -401,7 +396,7 @@ int tw_nats_send(const char *url, int partitions, int replicas, const char *path
   pthread_mutex_lock(&sd.mu);
   if (rc == 0 && sd.failed) rc = TW_EIO;
   if (rc == 0 && s != NATS_OK) {
-    nats_err(errbuf, errcap, "waiting for the stream's acknowledgements", s, 0);
+    tw__nats_err(errbuf, errcap, "waiting for the stream's acknowledgements", s, 0);
     rc = TW_EIO;
   }
   pthread_mutex_unlock(&sd.mu);

@@ -148,28 +148,6 @@ static void part_dir(const group_t *g, int k, const char *suffix, char *out, siz
 
 /* ---- the shared pseudonym key ----------------------------------------------------------------- */
 
-static int read_key_file(const char *path, uint8_t key[TW_PSEUDO_KEY_BYTES]) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno == ENOENT ? TW_ENOENT : TW_EIO;
-  ssize_t n = read(fd, key, TW_PSEUDO_KEY_BYTES);
-  char extra;
-  ssize_t more = read(fd, &extra, 1);
-  close(fd);
-  return n == TW_PSEUDO_KEY_BYTES && more == 0 ? 0 : TW_EIO;
-}
-
-/* The group's key: the one in tw-group if any; else this engine's (made if absent) becomes it.
- * The local DIR/pseudonym.key must then be that key (written when absent). */
-static int write_key_file(const char *path, const uint8_t key[TW_PSEUDO_KEY_BYTES]) {
-  char tmp[GROUP_PATH_MAX + 16];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  int ok = fd >= 0 && write(fd, key, TW_PSEUDO_KEY_BYTES) == (ssize_t)TW_PSEUDO_KEY_BYTES &&
-           fsync(fd) == 0;
-  if (fd >= 0) close(fd);
-  return ok && rename(tmp, path) == 0 ? 0 : TW_EIO;
-}
-
 /* The group's key: the one in tw-group if any; else this engine's DIR/pseudonym.key (or, without
  * one, a new random key) is offered as the group's. The local DIR/pseudonym.key must then be the
  * group's key (written when absent; a state with another key is refused). */
@@ -192,15 +170,16 @@ static int share_pseudonym_key(group_t *g) {
                  s, 0);
     return TW_EIO;
   }
-  uint8_t local[TW_PSEUDO_KEY_BYTES], group[TW_PSEUDO_KEY_BYTES];
+  tw_pseudo_key_t local_key, group_key, placed;
+  uint8_t *local = local_key.key, *group = group_key.key;
   char hex[2 * TW_PSEUDO_KEY_BYTES + 1];
-  int have_local = read_key_file(path, local);
+  int have_local = tw_pseudo_key_read(g->o.pipeline.state_dir, &local_key);
   if (have_local != 0 && have_local != TW_ENOENT) {
     kvStore_Destroy(kv);
     snprintf(g->errbuf, g->errcap, "cannot read the pseudonym key '%s'", path);
     return TW_EIO;
   }
-  if (have_local == TW_ENOENT) randombytes_buf(local, sizeof local); /* offered if none yet */
+  if (have_local == TW_ENOENT) randombytes_buf(local, TW_PSEUDO_KEY_BYTES); /* offered if none */
   int rc = 0;
   for (int attempt = 0; attempt < 2; attempt++) {
     kvEntry *e = NULL;
@@ -208,8 +187,10 @@ static int share_pseudonym_key(group_t *g) {
     if (s == NATS_OK) {
       const char *v = kvEntry_ValueString(e);
       size_t bin_len = 0;
-      int bad = v == NULL || sodium_hex2bin(group, sizeof group, v, strlen(v), NULL, &bin_len,
-                                            NULL) != 0 || bin_len != sizeof group;
+      int bad = v == NULL ||
+                sodium_hex2bin(group, TW_PSEUDO_KEY_BYTES, v, strlen(v), NULL, &bin_len, NULL) !=
+                    0 ||
+                bin_len != TW_PSEUDO_KEY_BYTES;
       kvEntry_Destroy(e);
       if (bad) {
         snprintf(g->errbuf, g->errcap, "the group's pseudonym key in %s is not 64 hex digits",
@@ -223,12 +204,12 @@ static int share_pseudonym_key(group_t *g) {
       rc = TW_EIO;
       break;
     }
-    sodium_bin2hex(hex, sizeof hex, local, sizeof local);
+    sodium_bin2hex(hex, sizeof hex, local, TW_PSEUDO_KEY_BYTES);
     uint64_t rev = 0;
     RETRY(kvStore_CreateString(&rev, kv, "pseudonym-key", hex));
     sodium_memzero(hex, sizeof hex);
     if (s == NATS_OK) {
-      memcpy(group, local, sizeof group);
+      group_key = local_key;
       logf_(g, "this engine's pseudonym key is now the group's (bucket %s)", TW_NATS_GROUP_BUCKET);
       break;
     }
@@ -236,20 +217,25 @@ static int share_pseudonym_key(group_t *g) {
   }
   kvStore_Destroy(kv);
   if (rc == 0 && have_local == TW_ENOENT) {
-    if (write_key_file(path, group) != 0) {
-      snprintf(g->errbuf, g->errcap, "cannot write the pseudonym key '%s': %s", path,
-               strerror(errno));
+    /* Put the group's key in place (another process on this directory may have put one first:
+     * compared below like an existing key). */
+    if (tw_pseudo_key_install(g->o.pipeline.state_dir, &group_key, &placed) != 0) {
+      snprintf(g->errbuf, g->errcap, "cannot write the pseudonym key '%s'", path);
       rc = TW_EIO;
+    } else {
+      local_key = placed;
     }
-  } else if (rc == 0 && sodium_memcmp(local, group, sizeof group) != 0) {
+  }
+  if (rc == 0 && sodium_memcmp(local, group, TW_PSEUDO_KEY_BYTES) != 0) {
     snprintf(g->errbuf, g->errcap,
              "'%s' is not the group's pseudonym key (bucket %s): this state was made by another "
              "group; use a new --state directory",
              path, TW_NATS_GROUP_BUCKET);
     rc = TW_EIO;
   }
-  sodium_memzero(local, sizeof local);
-  sodium_memzero(group, sizeof group);
+  sodium_memzero(&local_key, sizeof local_key);
+  sodium_memzero(&group_key, sizeof group_key);
+  sodium_memzero(&placed, sizeof placed);
   return rc;
 }
 
@@ -283,18 +269,23 @@ static int open_pipeline(group_t *g, part_t *pt, uint64_t *done) {
   return rc;
 }
 
+/* An empty directory DIR/partition-K<suffix> in out (whatever was there is removed), for a
+ * checkpoint being written or restored. */
+static int fresh_dir(group_t *g, int k, const char *suffix, char *out, size_t cap) {
+  part_dir(g, k, suffix, out, cap);
+  rm_rf(out);
+  if (mkdir(out, 0700) == 0) return 0;
+  snprintf(g->errbuf, g->errcap, "cannot create '%s': %s", out, strerror(errno));
+  return TW_EIO;
+}
+
 /* Replace DIR/partition-K by the checkpoint. */
 static int restore(group_t *g, part_t *pt) {
   char dir[GROUP_PATH_MAX], tmp[GROUP_PATH_MAX], file[GROUP_PATH_MAX + 16], name[32],
       err[1024];
   part_dir(g, pt->k, "", dir, sizeof dir);
-  part_dir(g, pt->k, ".restore", tmp, sizeof tmp);
   snprintf(name, sizeof name, "partition-%d", pt->k);
-  rm_rf(tmp);
-  if (mkdir(tmp, 0700) != 0) {
-    snprintf(g->errbuf, g->errcap, "cannot create '%s': %s", tmp, strerror(errno));
-    return TW_EIO;
-  }
+  if (fresh_dir(g, pt->k, ".restore", tmp, sizeof tmp) != 0) return TW_EIO;
   snprintf(file, sizeof file, "%s/data.mdb", tmp);
   int rc = tw_nats_obj_get(g->js, TW_NATS_CHECKPOINT_BUCKET, name, file, err, sizeof err);
   if (rc != 0) {
@@ -340,16 +331,6 @@ static void lease_consumer(group_t *g, part_t *pt) {
   pthread_mutex_unlock(&g->mu);
 }
 
-/* Stop renewing pt's lease; returns whether it was still valid. */
-static int lease_drop(group_t *g, part_t *pt) {
-  pthread_mutex_lock(&g->mu);
-  int ok = pt->lease.held && !pt->lease.revoked && mono_ms() <= pt->lease.valid_until;
-  pt->lease.held = 0;
-  pt->lease.revoked = 0;
-  pthread_mutex_unlock(&g->mu);
-  return ok;
-}
-
 /* Read the lease held and stop renewing it, in one step (the renewer cannot move the revision in
  * between): for reopening a partition under the same lease (lease_hold again). */
 static void lease_keep(group_t *g, part_t *pt, uint64_t *rev, int64_t *valid_until) {
@@ -357,6 +338,7 @@ static void lease_keep(group_t *g, part_t *pt, uint64_t *rev, int64_t *valid_unt
   *rev = pt->lease.rev;
   *valid_until = pt->lease.valid_until;
   pt->lease.held = 0;
+  pt->lease.revoked = 0;
   pthread_mutex_unlock(&g->mu);
 }
 
@@ -527,7 +509,9 @@ static void let_go(group_t *g, part_t *pt) {
   pt->p = NULL;
   if (pt->owned) g->n_owned--;
   pt->owned = 0;
-  (void)lease_drop(g, pt);
+  uint64_t rev;
+  int64_t valid;
+  lease_keep(g, pt, &rev, &valid);
 }
 
 /* The lease is gone or could not be renewed in time: drop the partition without committing
@@ -547,13 +531,8 @@ static void give_back(group_t *g, part_t *pt);
 
 static int checkpoint(group_t *g, part_t *pt) {
   char tmp[GROUP_PATH_MAX], file[GROUP_PATH_MAX + 16], name[32], err[1024];
-  part_dir(g, pt->k, ".checkpoint", tmp, sizeof tmp);
   snprintf(name, sizeof name, "partition-%d", pt->k);
-  rm_rf(tmp);
-  if (mkdir(tmp, 0700) != 0) {
-    snprintf(g->errbuf, g->errcap, "cannot create '%s': %s", tmp, strerror(errno));
-    return TW_EIO;
-  }
+  if (fresh_dir(g, pt->k, ".checkpoint", tmp, sizeof tmp) != 0) return TW_EIO;
   uint64_t seq = 0;
   int rc = commit_part(g, pt);
   if (rc != 0 || !pt->owned) {

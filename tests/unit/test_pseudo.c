@@ -66,6 +66,26 @@ static void test_key_wrong_size(void **state) {
   assert_int_equal(tw_pseudo_key_load("/nonexistent/dir", &k), TW_EIO);
 }
 
+/* A NATS group's engines share one key: read without creating, install a given key, and an
+ * existing key is never replaced (the caller compares what is in place). */
+static void test_key_read_and_install(void **state) {
+  (void)state;
+  tw_pseudo_key_t k, given, placed, other;
+  assert_int_equal(tw_pseudo_key_read(g_dir, &k), TW_ENOENT);
+  assert_int_equal(access(g_key, F_OK), -1); /* reading made nothing */
+  memset(given.key, 0xA5, sizeof given.key);
+  assert_int_equal(tw_pseudo_key_install(g_dir, &given, &placed), 0);
+  assert_memory_equal(placed.key, given.key, sizeof given.key);
+  assert_int_equal(tw_pseudo_key_read(g_dir, &k), 0);
+  assert_memory_equal(k.key, given.key, sizeof given.key);
+  memset(other.key, 0x5A, sizeof other.key);
+  assert_int_equal(tw_pseudo_key_install(g_dir, &other, &placed), 0);
+  assert_memory_equal(placed.key, given.key, sizeof given.key); /* the first stays */
+  struct stat st;
+  assert_int_equal(stat(g_key, &st), 0);
+  assert_int_equal(st.st_mode & 0777, 0600);
+}
+
 static void test_hash(void **state) {
   (void)state;
   tw_pseudo_key_t k;
@@ -135,6 +155,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_key_created_and_reused, setup, teardown),
       cmocka_unit_test_setup_teardown(test_key_wrong_size, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_key_read_and_install, setup, teardown),
       cmocka_unit_test(test_hash),
       cmocka_unit_test(test_apply),
   };
