@@ -100,7 +100,12 @@ struct tw_pipeline {
   int64_t *next_sweep_ms; /* per rule: next sweep of an `every` rule; INT64_MIN = not yet known */
   bool has_every;
   size_t sweep_clocks_unset; /* every rules whose clock waits for the first event */
-  const tw_rule_t *sweep_rule;
+  size_t *sweep_due;  /* the scheduled rules of the sweep in progress, in rule order */
+  char *sk_bytes;     /* the institutions of the sweep in progress: key bytes, back to back */
+  size_t sk_len, sk_cap;
+  size_t *sk_off; /* sk_n + 1 offsets into sk_bytes */
+  size_t sk_n, sk_off_cap;
+  size_t n_sweep_due;
   int64_t sweep_at_ms;
   type_plan_t plan[TW_MAX_TYPES];
   tw_outputs_t own_out; /* used when no shared outputs are given */
@@ -533,6 +538,20 @@ static void log_eval_error(tw_pipeline_t *p, const char *what, const char *name,
   }
 }
 
+/* prefetch_aggregates: start loading the state entries the event's aggregates will update, so
+ * their cache misses overlap (tw_state_agg_prefetch). */
+static void prefetch_aggregates(tw_pipeline_t *p, const type_plan_t *tp, bool data) {
+  for (size_t i = 0; i < tp->n_aggs; i++) {
+    const tw_agg_def_t *a = tw_rules_aggregate(p->rules, tp->aggs[i]);
+    const char *key;
+    size_t len;
+    char buf[8];
+    if (!same_key(p, a->by_slot, a->by_derive)) continue;
+    if (key_of(&p->ev, a->by_slot, a->by_derive, buf, &key, &len) != 0) continue;
+    tw_state_agg_prefetch(p->state, &a->spec, key, len, data);
+  }
+}
+
 /* update_aggregates: feed p->cur to every aggregate its type feeds whose key this shard owns. */
 static int update_aggregates(tw_pipeline_t *p, const type_plan_t *tp) {
   const tw_event_t *ev = p->cur;
@@ -873,9 +892,8 @@ static int register_for_sweeps(tw_pipeline_t *p) {
 
 /* One institution of a sweep: the rule's condition at the sweep time, on a synthetic event that
  * carries the institution, its region (positions 3-8 of its credit code) and the sweep time. */
-static int sweep_key(void *ud, const char *key, size_t len) {
-  tw_pipeline_t *p = ud;
-  const tw_rule_t *r = p->sweep_rule;
+/* sweep_rule_key: evaluate scheduled rule r for one institution at the sweep time. */
+static int sweep_rule_key(tw_pipeline_t *p, const tw_rule_t *r, const char *key, size_t len) {
   tw_event_t *e = &p->sweep_ev;
   int n = snprintf(e->arena, e->arena_cap, "every:%s:%lld", r->name, (long long)p->sweep_at_ms);
   if (n < 0 || (size_t)n + len + 16 > e->arena_cap) return 0;
@@ -913,30 +931,98 @@ static int sweep_key(void *ud, const char *key, size_t len) {
   return rc;
 }
 
-/* run_sweeps: every scheduled sweep due at or before limit, in time order. A sweep does not
- * commit: its keys include the institutions named since the last commit (tw_state_agg_keys lists
- * staged keys too), and its alerts and state go out with the next group commit like an event's. */
+/* sweep_key: every scheduled rule due at the sweep time, in rule order, for one institution: its
+ * state is read once into the cache and serves them all. */
+static int sweep_key(tw_pipeline_t *p, const char *key, size_t len) {
+  for (size_t i = 0; i < p->n_sweep_due; i++) {
+    int rc = sweep_rule_key(p, tw_rules_rule(p->rules, p->sweep_due[i]), key, len);
+    if (rc != 0) return rc;
+  }
+  return 0;
+}
+
+/* sweep_collect: tw_state_agg_keys' callback: append one institution to the sweep's list. */
+static int sweep_collect(void *ud, const char *key, size_t len) {
+  tw_pipeline_t *p = ud;
+  if (p->sk_n + 2 > p->sk_off_cap) {
+    size_t n = p->sk_off_cap ? p->sk_off_cap * 2 : 1024;
+    size_t *o = realloc(p->sk_off, n * sizeof *o);
+    if (o == NULL) return TW_ENOMEM;
+    p->sk_off = o;
+    p->sk_off_cap = n;
+  }
+  if (p->sk_len + len > p->sk_cap) {
+    size_t n = p->sk_cap ? p->sk_cap : 16384;
+    while (n < p->sk_len + len) n *= 2;
+    char *b = realloc(p->sk_bytes, n);
+    if (b == NULL) return TW_ENOMEM;
+    p->sk_bytes = b;
+    p->sk_cap = n;
+  }
+  if (p->sk_n == 0) p->sk_off[0] = 0;
+  if (len) memcpy(p->sk_bytes + p->sk_len, key, len);
+  p->sk_len += len;
+  p->sk_off[++p->sk_n] = p->sk_len;
+  return 0;
+}
+
+/* sweep_institutions: list the institutions, then sweep each, with the state of the next four
+ * being fetched into the cache meanwhile (tw_state_key_prefetch). */
+static int sweep_institutions(tw_pipeline_t *p) {
+  p->sk_n = 0;
+  p->sk_len = 0;
+  int rc = tw_state_agg_keys(p->state, &kInstitutions, sweep_collect, p);
+  if (rc != 0) return rc;
+  for (size_t i = 0; i < p->sk_n; i++) {
+    for (int ahead = 1; ahead <= 4; ahead++) {
+      if (i + (size_t)ahead >= p->sk_n) break;
+      size_t j = i + (size_t)ahead;
+      tw_state_key_prefetch(p->state, p->sk_bytes + p->sk_off[j], p->sk_off[j + 1] - p->sk_off[j],
+                            4 - ahead);
+    }
+    rc = sweep_key(p, p->sk_bytes + p->sk_off[i], p->sk_off[i + 1] - p->sk_off[i]);
+    if (rc != 0) return rc;
+  }
+  return 0;
+}
+
+/* The time rule i's next sweep runs at, given limit (a jump in time sweeps its end only). */
+static int64_t sweep_time(const tw_pipeline_t *p, size_t i, int64_t limit) {
+  const tw_rule_t *r = tw_rules_rule(p->rules, i);
+  int64_t at = p->next_sweep_ms[i];
+  if ((limit - at) / r->every_ms > TW_SWEEP_CATCH_UP) at = boundary_after(limit - r->every_ms, r->every_ms);
+  return at;
+}
+
+/* run_sweeps: every sweep due at or before limit, earliest first. The scheduled rules due at the
+ * same time sweep together: one pass over the institutions, each institution's rules in rule
+ * order (alerts of one sweep time come out by institution, then rule). */
 static int run_sweeps(tw_pipeline_t *p, int64_t limit) {
+  size_t n_rules = tw_rules_n_rules(p->rules);
   for (;;) {
     if (p->stop != NULL && *p->stop) return 0; /* interrupted: the clocks say where it stopped */
     size_t pick = SIZE_MAX;
-    for (size_t i = 0; i < tw_rules_n_rules(p->rules); i++)
+    for (size_t i = 0; i < n_rules; i++)
       if (tw_rules_rule(p->rules, i)->every_ms > 0 && p->next_sweep_ms[i] != INT64_MIN &&
           p->next_sweep_ms[i] <= limit &&
           (pick == SIZE_MAX || p->next_sweep_ms[i] < p->next_sweep_ms[pick]))
         pick = i;
     if (pick == SIZE_MAX) return 0;
-    const tw_rule_t *r = tw_rules_rule(p->rules, pick);
-    int64_t at = p->next_sweep_ms[pick];
-    if ((limit - at) / r->every_ms > TW_SWEEP_CATCH_UP) /* a jump in time: sweep its end only */
-      at = boundary_after(limit - r->every_ms, r->every_ms);
-    p->sweep_rule = r;
+    int64_t at = sweep_time(p, pick, limit);
+    p->n_sweep_due = 0;
+    for (size_t i = pick; i < n_rules; i++)
+      if (tw_rules_rule(p->rules, i)->every_ms > 0 && p->next_sweep_ms[i] != INT64_MIN &&
+          p->next_sweep_ms[i] <= limit && sweep_time(p, i, limit) == at)
+        p->sweep_due[p->n_sweep_due++] = i;
     p->sweep_at_ms = at;
-    int rc = tw_state_agg_keys(p->state, &kInstitutions, sweep_key, p);
+    int rc = sweep_institutions(p);
     if (rc != 0) return rc;
     p->uncommitted = true;
-    put_last_sweep(p, r, at);
-    p->next_sweep_ms[pick] = at + r->every_ms;
+    for (size_t k = 0; k < p->n_sweep_due; k++) {
+      const tw_rule_t *r = tw_rules_rule(p->rules, p->sweep_due[k]);
+      put_last_sweep(p, r, at);
+      p->next_sweep_ms[p->sweep_due[k]] = at + r->every_ms;
+    }
   }
 }
 
@@ -945,8 +1031,10 @@ static int run_sweeps(tw_pipeline_t *p, int64_t limit) {
 static int sweeps_init(tw_pipeline_t *p) {
   size_t n = tw_rules_n_rules(p->rules);
   free(p->next_sweep_ms);
+  free(p->sweep_due);
+  p->sweep_due = malloc((n ? n : 1) * sizeof *p->sweep_due);
   p->next_sweep_ms = malloc((n ? n : 1) * sizeof *p->next_sweep_ms);
-  if (p->next_sweep_ms == NULL) return TW_ENOMEM;
+  if (p->next_sweep_ms == NULL || p->sweep_due == NULL) return TW_ENOMEM;
   p->has_every = false;
   p->sweep_clocks_unset = 0;
   for (size_t i = 0; i < n; i++) {
@@ -969,6 +1057,8 @@ static int sweeps_init(tw_pipeline_t *p) {
 static int process_event(tw_pipeline_t *p) {
   /* Dedup here, in event-time order, after the skew checks: an id is recorded only when its event
    * is processed, so a restart that re-reads held (unprocessed) records does not skip them. */
+  const type_plan_t *tp = &p->plan[p->ev.type];
+  prefetch_aggregates(p, tp, false);
   tw_value_t id = tw_event_get(&p->ev, TW_SLOT_EVENT_ID);
   bool dup = false;
   int drc = p->dedup_horizon_ms == 0 ? 0
@@ -991,7 +1081,7 @@ static int process_event(tw_pipeline_t *p) {
   p->cur = &p->ev;
   int rc = p->has_every ? register_for_sweeps(p) : 0;
   if (rc != 0) return rc;
-  const type_plan_t *tp = &p->plan[p->ev.type];
+  prefetch_aggregates(p, tp, true);
   size_t from = p->n_pend;
   rc = update_aggregates(p, tp);
   if (rc == 0) rc = evaluate_rules(p, tp);
@@ -1753,6 +1843,9 @@ static int pipeline_close(tw_pipeline_t *p, bool commit) {
   tw_event_fini(&p->sweep_ev);
   tw_event_fini(&p->alert_ev);
   free(p->next_sweep_ms);
+  free(p->sweep_due);
+  free(p->sk_bytes);
+  free(p->sk_off);
   if (p->input_fd >= 0) close(p->input_fd);
   tw_state_close(p->state);
   tw_rules_free(p->rules);

@@ -38,6 +38,8 @@
  */
 #include <errno.h>
 #include <lmdb.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,10 +60,38 @@
 #define TW__FN_EXPLICIT_BUCKET 0x80 /* fn byte flag in an agg key: bucket_ms follows window_ms */
 #define TW__EVICT_SCAN_FACTOR 8 /* slots examined per entry visit allowed, empty ones included */
 
+/* The entries of one key: row id holds the entry of identity id (below), or NULL. The key bytes
+ * follow the header; the rows follow the key, 8-byte aligned (tw__rows). */
+typedef struct tw__group {
+  uint32_t n;    /* rows */
+  uint32_t live; /* rows not NULL */
+  uint16_t key_len;
+  unsigned char key[];
+} tw__group_t;
+
 typedef struct tw__slot {
   uint64_t hash;
-  tw__entry_t *e; /* NULL = empty */
+  tw__group_t *g; /* NULL = empty */
 } tw__slot_t;
+
+/* An identity: what an entry's stored key holds before the caller's key bytes (kind byte, then
+ * the aggregate's name, NUL, fn, window [, bucket], or the rule's name and NUL), numbered in the
+ * order first seen. Never removed, so an id stays valid for the state's life. */
+typedef struct tw__ident {
+  unsigned char kind;
+  uint8_t fn;
+  uint16_t plen; /* bytes of prefix */
+  int64_t window_ms, bucket_ms;
+  unsigned char prefix[1 + TW_STATE_NAME_MAX + 1 + 1 + 8 + 8];
+} tw__ident_t;
+
+/* Which identity a caller's spec (or rule name) pointer was last; checked against the identity's
+ * fields and name on every use, so a pointer reused for another spec is never mistaken. */
+typedef struct tw__pcache {
+  const void *ptr;
+  uint32_t id;
+} tw__pcache_t;
+#define TW__PCACHE 256u
 
 /* One id staged for dedup; p is set only while a commit sorts and writes them. */
 typedef struct tw__dd_rec {
@@ -105,8 +135,14 @@ struct tw_state {
   unsigned char *pg;     /* ids the commit in progress purged: i64 time, u16 length, bytes */
   size_t pg_len, pg_cap;
 
-  tw__slot_t *slots;
-  size_t nslots, nkeys;
+  tw__slot_t *slots; /* groups by key */
+  size_t nslots, ngroups, nkeys; /* nkeys: entries */
+
+  tw__group_t *mru; /* the group found last, or NULL (reset when groups move) */
+  size_t mru_slot;
+  tw__ident_t *idents;
+  size_t nidents, idents_cap;
+  tw__pcache_t pcache[TW__PCACHE];
 
   tw__entry_t **dirty;
   size_t ndirty, dirty_cap;
@@ -272,21 +308,110 @@ static void tw__rtxn_release(tw_state_t *st) {
   st->rtxn_active = 0;
 }
 
-/* ---- hash table ---- */
+/* ---- identities ---- */
+
+static size_t tw__pcache_pos(const void *ptr, unsigned char kind) {
+  return (size_t)tw__mix((uint64_t)(uintptr_t)ptr ^ kind) & (TW__PCACHE - 1);
+}
+
+/* The identity's name (NUL-terminated) inside its prefix. */
+static const char *tw__ident_name(const tw__ident_t *d) {
+  return (const char *)d->prefix + 1;
+}
+
+/* Does identity d describe spec (kind 'a') or rule name (spec NULL, kind 'c')? */
+static int tw__ident_is(const tw__ident_t *d, unsigned char kind, const tw_window_spec_t *spec,
+                        const char *name) {
+  if (d->kind != kind) return 0;
+  if (spec != NULL &&
+      (d->fn != (uint8_t)spec->fn || d->window_ms != spec->window_ms ||
+       d->bucket_ms != spec->bucket_ms))
+    return 0;
+  return strcmp(tw__ident_name(d), name) == 0;
+}
+
+/*
+ * tw__ident_id: the id of an aggregate's identity (spec) or a cooldown's (spec NULL, rule), kind
+ * TW__KIND_AGG or TW__KIND_COOL; registered at first sight. A pointer seen before costs a cache
+ * probe and a comparison of the fields and the name. Returns 0, TW_EINVAL or TW_ETOOBIG (a bad
+ * spec or name, see tw__agg_dbkey), TW_ENOMEM.
+ */
+static int tw__ident_id(tw_state_t *st, unsigned char kind, const tw_window_spec_t *spec,
+                        const char *rule, uint32_t *id) {
+  const void *ptr = kind == TW__KIND_AGG ? (const void *)spec : (const void *)rule;
+  if (ptr == NULL) return TW_EINVAL;
+  const char *name = kind == TW__KIND_AGG ? spec->name : rule;
+  tw__pcache_t *pc = &st->pcache[tw__pcache_pos(ptr, kind)];
+  if (pc->ptr == ptr && name != NULL && tw__ident_is(&st->idents[pc->id], kind, spec, name)) {
+    *id = pc->id;
+    return 0;
+  }
+  /* First sight of this pointer (or of what it points to now): validate, then find or add. */
+  tw__ident_t d;
+  size_t nl, plen;
+  int rc;
+  memset(&d, 0, sizeof d);
+  d.kind = kind;
+  d.prefix[0] = kind;
+  if (kind == TW__KIND_AGG) {
+    if ((rc = tw__agg_dbkey(spec, NULL, 0, d.prefix + 1, &plen)) != 0) return rc;
+    d.fn = (uint8_t)spec->fn;
+    d.window_ms = spec->window_ms;
+    d.bucket_ms = spec->bucket_ms;
+  } else {
+    if ((rc = tw__name_len(rule, &nl)) != 0) return rc;
+    memcpy(d.prefix + 1, rule, nl);
+    d.prefix[1 + nl] = 0;
+    plen = nl + 1;
+  }
+  d.plen = (uint16_t)(plen + 1);
+  size_t i = 0;
+  while (i < st->nidents && !(st->idents[i].plen == d.plen &&
+                              memcmp(st->idents[i].prefix, d.prefix, d.plen) == 0))
+    i++;
+  if (i == st->nidents) {
+    if (st->nidents == UINT32_MAX) return TW_ENOMEM;
+    if (st->nidents == st->idents_cap) {
+      size_t n = st->idents_cap ? st->idents_cap * 2 : 32;
+      tw__ident_t *nd = realloc(st->idents, n * sizeof *nd);
+      if (nd == NULL) return TW_ENOMEM;
+      st->idents = nd;
+      st->idents_cap = n;
+    }
+    st->idents[st->nidents++] = d;
+  }
+  pc->ptr = ptr;
+  pc->id = (uint32_t)i;
+  *id = (uint32_t)i;
+  return 0;
+}
+
+/* ---- hash table of groups ---- */
+
+#define TW__ALIGN8(n) (((n) + 7u) & ~(size_t)7u)
+
+static size_t tw__group_bytes(size_t key_len, size_t rows) {
+  return TW__ALIGN8(offsetof(tw__group_t, key) + key_len) + rows * sizeof(tw__entry_t *);
+}
+
+static tw__entry_t **tw__rows(tw__group_t *g) {
+  return (tw__entry_t **)((unsigned char *)g + TW__ALIGN8(offsetof(tw__group_t, key) + g->key_len));
+}
 
 static int tw__table_grow(tw_state_t *st) {
   size_t n = st->nslots * 2;
   tw__slot_t *s = calloc(n, sizeof *s);
   if (s == NULL) return TW_ENOMEM;
   for (size_t i = 0; i < st->nslots; i++) {
-    if (st->slots[i].e == NULL) continue;
+    if (st->slots[i].g == NULL) continue;
     size_t j = (size_t)st->slots[i].hash & (n - 1);
-    while (s[j].e != NULL) j = (j + 1) & (n - 1);
+    while (s[j].g != NULL) j = (j + 1) & (n - 1);
     s[j] = st->slots[i];
   }
   free(st->slots);
   st->slots = s;
   st->nslots = n;
+  st->mru = NULL;
   return 0;
 }
 
@@ -296,20 +421,31 @@ static void tw__entry_free(tw__entry_t *e) {
   free(e);
 }
 
-/* Remove slot i (backward-shift deletion keeps every probe chain unbroken) and free its entry. */
+/* Remove group slot i, which holds no entry (backward-shift deletion keeps every probe chain
+ * unbroken). */
 static void tw__table_remove(tw_state_t *st, size_t i) {
   size_t mask = st->nslots - 1;
-  tw__entry_free(st->slots[i].e);
-  for (size_t j = (i + 1) & mask; st->slots[j].e != NULL; j = (j + 1) & mask) {
+  st->mru = NULL;
+  free(st->slots[i].g);
+  for (size_t j = (i + 1) & mask; st->slots[j].g != NULL; j = (j + 1) & mask) {
     size_t home = (size_t)st->slots[j].hash & mask;
-    /* Entry j may move to i unless its home lies cyclically in (i, j]. */
+    /* Group j may move to i unless its home lies cyclically in (i, j]. */
     int stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
     if (stays) continue;
     st->slots[i] = st->slots[j];
     i = j;
   }
-  st->slots[i].e = NULL;
+  st->slots[i].g = NULL;
   st->slots[i].hash = 0;
+  st->ngroups--;
+}
+
+/* Free row id of group g. */
+static void tw__row_remove(tw_state_t *st, tw__group_t *g, uint32_t id) {
+  tw__entry_t **rows = tw__rows(g);
+  tw__entry_free(rows[id]);
+  rows[id] = NULL;
+  g->live--;
   st->nkeys--;
   st->stats.keys_in_memory = st->nkeys;
 }
@@ -349,34 +485,101 @@ fail:
   return rc;
 }
 
-static int tw__lookup(tw_state_t *st, const unsigned char *k, size_t klen,
+/* The group of key, or NULL; sets *h to the key's hash and *slot to the group's slot, or to the
+ * empty slot ending its probe. The group found last is checked first: an event's aggregates
+ * usually share one key. */
+static tw__group_t *tw__group_find(tw_state_t *st, const unsigned char *k, size_t key_len,
+                                   uint64_t *h, size_t *slot) {
+  tw__group_t *g = st->mru;
+  if (g != NULL && g->key_len == key_len && (key_len == 0 || memcmp(g->key, k, key_len) == 0)) {
+    *h = st->slots[st->mru_slot].hash;
+    *slot = st->mru_slot;
+    return g;
+  }
+  *h = tw__hash(k, key_len);
+  size_t mask = st->nslots - 1, i = (size_t)*h & mask;
+  for (; st->slots[i].g != NULL; i = (i + 1) & mask) {
+    g = st->slots[i].g;
+    if (st->slots[i].hash == *h && g->key_len == key_len &&
+        (key_len == 0 || memcmp(g->key, k, key_len) == 0)) {
+      st->mru = g;
+      st->mru_slot = i;
+      *slot = i;
+      return g;
+    }
+  }
+  *slot = i;
+  return NULL;
+}
+
+/*
+ * tw__lookup: the entry of identity id (an aggregate's, with its spec, or a cooldown's, spec
+ * NULL) for key; from memory, else loaded from LMDB, else a fresh empty one. The key is hashed
+ * once and its group holds the entries of every identity, so the aggregates an event feeds cost
+ * one table probe between them. Returns 0, TW_ETOOBIG (key over TW_STATE_KEY_MAX), TW_EINVAL,
+ * TW_ENOMEM, TW_ESTATE (LMDB error or a corrupt stored entry).
+ */
+static int tw__lookup(tw_state_t *st, uint32_t id, const char *key, size_t key_len,
                       const tw_window_spec_t *spec, tw__entry_t **out) {
-  uint64_t h = tw__hash(k, klen);
-  size_t mask = st->nslots - 1;
-  size_t i = (size_t)h & mask;
-  for (; st->slots[i].e != NULL; i = (i + 1) & mask) {
-    tw__entry_t *e = st->slots[i].e;
-    if (st->slots[i].hash == h && e->key_len == klen && memcmp(e->key, k, klen) == 0) {
+  if (key_len > TW_STATE_KEY_MAX) return TW_ETOOBIG;
+  if (key == NULL && key_len != 0) return TW_EINVAL;
+  const unsigned char *k = (const unsigned char *)key;
+  size_t i, mask = st->nslots - 1;
+  uint64_t h;
+  tw__group_t *g = tw__group_find(st, k, key_len, &h, &i);
+  if (g != NULL && id < g->n) {
+    tw__entry_t *e = tw__rows(g)[id];
+    if (e != NULL) {
       e->ref = 1;
       *out = e;
       return 0;
     }
   }
+  const tw__ident_t *d = &st->idents[id];
+  memcpy(st->kbuf, d->prefix, d->plen);
+  if (key_len) memcpy(st->kbuf + d->plen, k, key_len);
   tw__entry_t *e = NULL;
-  int rc = tw__entry_load(st, k, klen, spec, &e);
+  int rc = tw__entry_load(st, st->kbuf, d->plen + key_len, spec, &e);
   if (rc != 0) return rc;
-  if ((st->nkeys + 1) * 10 > st->nslots * 7) {
-    if ((rc = tw__table_grow(st)) != 0) {
-      tw__entry_free(e);
-      return rc;
+  size_t rows = st->nidents; /* room for every identity known now */
+  if (g == NULL) {
+    if ((st->ngroups + 1) * 10 > st->nslots * 7) {
+      if ((rc = tw__table_grow(st)) != 0) {
+        tw__entry_free(e);
+        return rc;
+      }
+      mask = st->nslots - 1;
+      i = (size_t)h & mask;
+      while (st->slots[i].g != NULL) i = (i + 1) & mask;
     }
-    mask = st->nslots - 1;
-    i = (size_t)h & mask;
-    while (st->slots[i].e != NULL) i = (i + 1) & mask;
+    g = calloc(1, tw__group_bytes(key_len, rows));
+    if (g == NULL) {
+      tw__entry_free(e);
+      return TW_ENOMEM;
+    }
+    g->n = (uint32_t)rows;
+    g->key_len = (uint16_t)key_len;
+    if (key_len) memcpy(g->key, k, key_len);
+    st->slots[i].hash = h;
+    st->slots[i].g = g;
+    st->ngroups++;
+  } else if (id >= g->n) {
+    uint32_t old = g->n;
+    tw__group_t *ng = realloc(g, tw__group_bytes(key_len, rows));
+    if (ng == NULL) {
+      tw__entry_free(e);
+      return TW_ENOMEM;
+    }
+    g = ng;
+    g->n = (uint32_t)rows;
+    memset(tw__rows(g) + old, 0, (rows - old) * sizeof(tw__entry_t *));
+    st->slots[i].g = g;
   }
+  st->mru = g;
+  st->mru_slot = i;
   e->ref = 1;
-  st->slots[i].hash = h;
-  st->slots[i].e = e;
+  tw__rows(g)[id] = e;
+  g->live++;
   st->nkeys++;
   st->stats.keys_in_memory = st->nkeys;
   *out = e;
@@ -533,10 +736,14 @@ void tw_state_close(tw_state_t *st) {
   if (st == NULL) return;
   if (st->rtxn) mdb_txn_abort(st->rtxn);
   if (st->env) mdb_env_close(st->env);
-  if (st->slots) {
-    for (size_t i = 0; i < st->nslots; i++) tw__entry_free(st->slots[i].e);
+  for (size_t i = 0; st->slots != NULL && i < st->nslots; i++) {
+    tw__group_t *g = st->slots[i].g;
+    if (g == NULL) continue;
+    for (uint32_t r = 0; r < g->n; r++) tw__entry_free(tw__rows(g)[r]);
+    free(g);
   }
   free(st->slots);
+  free(st->idents);
   free(st->dirty);
   free(st->ks);
   free(st->jbuf);
@@ -557,11 +764,67 @@ void tw_state_close(tw_state_t *st) {
 
 static int tw__agg_entry(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
                          size_t key_len, tw__entry_t **e) {
-  size_t klen;
-  int rc = tw__agg_dbkey(spec, key, key_len, st->kbuf + 1, &klen);
+  uint32_t id;
+  int rc = tw__ident_id(st, TW__KIND_AGG, spec, NULL, &id);
   if (rc != 0) return rc;
-  st->kbuf[0] = TW__KIND_AGG;
-  return tw__lookup(st, st->kbuf, klen + 1, spec, e);
+  return tw__lookup(st, id, key, key_len, spec, e);
+}
+
+void tw_state_agg_prefetch(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
+                           size_t key_len, bool data) {
+  uint32_t id;
+  size_t i;
+  uint64_t h;
+  if (st == NULL || key_len > TW_STATE_KEY_MAX || (key == NULL && key_len != 0)) return;
+  if (tw__ident_id(st, TW__KIND_AGG, spec, NULL, &id) != 0) return;
+  tw__group_t *g = tw__group_find(st, (const unsigned char *)key, key_len, &h, &i);
+  if (g == NULL || id >= g->n) return;
+  const tw__entry_t *e = tw__rows(g)[id];
+  if (e == NULL) return;
+  if (!data) {
+    __builtin_prefetch(e);
+    __builtin_prefetch((const unsigned char *)e + 64);
+    return;
+  }
+  if (e->b != NULL) {
+    const unsigned char *b = (const unsigned char *)e->b;
+    size_t bytes = (size_t)e->nb * e->stride * sizeof(int64_t);
+    __builtin_prefetch(b);
+    if (bytes > 64) __builtin_prefetch(b + bytes - 64); /* the newest bucket, where adds land */
+  }
+  if (e->fn == TW_AGG_DISTINCT && e->dx != NULL) __builtin_prefetch(e->dx);
+}
+
+void tw_state_key_prefetch(tw_state_t *st, const char *key, size_t key_len, int stage) {
+  if (st == NULL || key_len > TW_STATE_KEY_MAX || (key == NULL && key_len != 0)) return;
+  const unsigned char *k = (const unsigned char *)key;
+  if (stage == 0) {
+    uint64_t h = tw__hash(k, key_len);
+    __builtin_prefetch(&st->slots[(size_t)h & (st->nslots - 1)]);
+    return;
+  }
+  size_t i;
+  uint64_t h;
+  tw__group_t *g = tw__group_find(st, k, key_len, &h, &i);
+  if (g == NULL) return;
+  tw__entry_t **rows = tw__rows(g);
+  if (stage == 1) {
+    for (size_t off = 0; off < (size_t)g->n * sizeof *rows; off += 64)
+      __builtin_prefetch((const unsigned char *)rows + off);
+    return;
+  }
+  for (uint32_t r = 0; r < g->n; r++) {
+    const tw__entry_t *e = rows[r];
+    if (e == NULL) continue;
+    if (stage == 2) {
+      __builtin_prefetch(e);
+      __builtin_prefetch((const unsigned char *)e + 64);
+    } else if (e->b != NULL) {
+      size_t bytes = (size_t)e->nb * e->stride * sizeof(int64_t);
+      __builtin_prefetch(e->b);
+      if (bytes > 64) __builtin_prefetch((const unsigned char *)e->b + bytes - 64);
+    }
+  }
 }
 
 int tw_state_agg_add(tw_state_t *st, const tw_window_spec_t *spec, const char *key, size_t key_len,
@@ -627,7 +890,7 @@ int tw__state_agg_mem(tw_state_t *st, const tw_window_spec_t *spec, const char *
   tw__entry_t *e;
   int rc = tw__agg_entry(st, spec, key, key_len, &e);
   if (rc != 0) return rc;
-  *bytes = tw__entry_mem_bytes(e) + sizeof(tw__slot_t);
+  *bytes = tw__entry_mem_bytes(e) + sizeof(tw__entry_t *); /* and its row in the key's group */
   return 0;
 }
 
@@ -645,19 +908,15 @@ int tw__state_agg_buckets(tw_state_t *st, const tw_window_spec_t *spec, const ch
 int tw_state_cooldown(tw_state_t *st, const char *rule, const char *key, size_t key_len,
                       int64_t ts_ms, int64_t cooldown_ms, bool *fire) {
   tw__entry_t *e;
-  size_t nl;
+  uint32_t id;
   if (st == NULL || fire == NULL) return TW_EINVAL;
-  int rc = tw__name_len(rule, &nl);
-  if (rc != 0) return rc;
-  if (key_len > TW_STATE_KEY_MAX) return TW_ETOOBIG;
+  if (rule == NULL) return TW_EINVAL;
   if ((key == NULL && key_len != 0) || cooldown_ms < 0 || cooldown_ms > TW__TS_LIMIT ||
       ts_ms > TW__TS_LIMIT || ts_ms < -TW__TS_LIMIT)
     return TW_EINVAL;
-  st->kbuf[0] = TW__KIND_COOL;
-  memcpy(st->kbuf + 1, rule, nl);
-  st->kbuf[1 + nl] = 0;
-  if (key_len) memcpy(st->kbuf + 2 + nl, key, key_len);
-  if ((rc = tw__lookup(st, st->kbuf, 2 + nl + key_len, NULL, &e)) != 0) return rc;
+  int rc = tw__ident_id(st, TW__KIND_COOL, NULL, rule, &id);
+  if (rc != 0) return rc;
+  if ((rc = tw__lookup(st, id, key, key_len, NULL, &e)) != 0) return rc;
   *fire = !e->seen || cooldown_ms == 0 || e->newest_ts_ms <= ts_ms - cooldown_ms;
   if (!*fire) return 0;
   if ((rc = tw__dirty_reserve(st)) != 0) {
@@ -815,44 +1074,58 @@ int tw_state_evict(tw_state_t *st, int64_t watermark_ms, size_t max_entries) {
   /* Clamped so watermark − window cannot wrap; INT64_MIN means "no watermark yet". */
   if (watermark_ms < -TW__TS_LIMIT) watermark_ms = -TW__TS_LIMIT;
   if (watermark_ms > TW__TS_LIMIT) watermark_ms = TW__TS_LIMIT;
+  /* A scan step is an empty table slot or an entry kept; at most the whole table once. */
   size_t mask = st->nslots - 1, visited = 0, scanned = 0;
-  size_t scan_max = max_entries > st->nslots / TW__EVICT_SCAN_FACTOR
-                        ? st->nslots
-                        : max_entries * TW__EVICT_SCAN_FACTOR;
+  size_t whole = st->nslots + st->nkeys;
+  size_t scan_max = max_entries > whole / TW__EVICT_SCAN_FACTOR ? whole
+                                                                 : max_entries * TW__EVICT_SCAN_FACTOR;
   size_t i = st->evict_pos & mask;
   while (visited < max_entries && scanned < scan_max && st->nkeys > 0) {
-    tw__entry_t *e = st->slots[i].e;
-    if (e == NULL || e->dirty) {
+    tw__group_t *g = st->slots[i].g;
+    if (g == NULL) {
       scanned++;
       i = (i + 1) & mask;
       continue;
     }
-    visited++;
-    if (!e->seen) {
-      tw__table_remove(st, i); /* holds nothing; slot i now holds a later entry or none */
-      st->stats.evicted_clean++;
-      continue;
-    }
-    if (tw__window_expired(e, watermark_ms)) {
-      int rc = tw__dels_push(st, e);
-      if (rc != 0) {
-        st->evict_pos = i;
-        return rc;
+    tw__entry_t **rows = tw__rows(g);
+    for (uint32_t r = 0; r < g->n; r++) { /* a group is visited whole */
+      tw__entry_t *e = rows[r];
+      if (e == NULL) continue;
+      if (e->dirty) {
+        scanned++;
+        continue;
       }
-      tw__table_remove(st, i);
-      st->stats.evicted_expired++;
-      continue;
-    }
-    if (st->max_keys != 0 && st->nkeys > st->max_keys) {
-      if (e->ref) {
-        e->ref = 0;
-      } else {
-        tw__table_remove(st, i);
+      visited++;
+      if (!e->seen) { /* holds nothing */
+        tw__row_remove(st, g, r);
         st->stats.evicted_clean++;
         continue;
       }
+      if (tw__window_expired(e, watermark_ms)) {
+        int rc = tw__dels_push(st, e);
+        if (rc != 0) {
+          st->evict_pos = i;
+          return rc;
+        }
+        tw__row_remove(st, g, r);
+        st->stats.evicted_expired++;
+        continue;
+      }
+      if (st->max_keys != 0 && st->nkeys > st->max_keys) {
+        if (e->ref) {
+          e->ref = 0;
+        } else {
+          tw__row_remove(st, g, r);
+          st->stats.evicted_clean++;
+          continue;
+        }
+      }
+      scanned++;
     }
-    scanned++;
+    if (g->live == 0) {
+      tw__table_remove(st, i); /* slot i now holds a later group or none */
+      continue;
+    }
     i = (i + 1) & mask;
   }
   st->evict_pos = i;

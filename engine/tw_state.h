@@ -135,6 +135,28 @@ int tw_state_open(const char *dir, const tw_state_opts_t *opts, tw_state_t **out
 void tw_state_close(tw_state_t *st);
 
 /*
+ * tw_state_agg_prefetch: a hint that (spec, key) will be added to or read soon: when its entry is
+ * in memory, ask the CPU to start loading it (data false: the entry itself; data true: its
+ * buckets and distinct-value table, which reads the entry, so call it once the entry had time to
+ * arrive). The entries one event feeds (about ten with the default pack) then arrive in parallel
+ * rather than one cache miss after another. Never reads LMDB, allocates nothing but the spec's
+ * identity at first sight, changes no value; bad arguments are ignored.
+ */
+void tw_state_agg_prefetch(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
+                           size_t key_len, bool data);
+
+/*
+ * tw_state_key_prefetch: a hint that every entry of key (all aggregates and cooldowns kept under
+ * it) will be read soon, in four stages that each need the previous one's memory: stage 0 the
+ * key's hash-table slot, 1 its group of entry pointers, 2 the entries, 3 their buckets. A scan
+ * over many keys (a scheduled sweep) calls stage 3 for key i + 1, 2 for i + 2, 1 for i + 3 and 0
+ * for i + 4 before it reads key i, so the cache misses of several keys overlap. Never reads
+ * LMDB, allocates nothing, changes nothing (the last-found-key shortcut aside); bad arguments and
+ * keys not in memory are ignored.
+ */
+void tw_state_key_prefetch(tw_state_t *st, const char *key, size_t key_len, int stage);
+
+/*
  * tw_state_agg_add: add one event at event time ts_ms to (spec, key). value is ignored for COUNT;
  * the field's integer for SUM, AVG, MIN, MAX, FIRST and LAST; a 64-bit hash of the field's value
  * for DISTINCT. Buckets older than the window relative to the newest time seen for the key are

@@ -50,6 +50,9 @@ PY
 "$TW" send --nats "$NATS_URL" --partitions $P part2.jsonl 2>/dev/null
 start_engine b --lease 2s --checkpoint-every 1s
 wait_for 60 "engine b to take every partition" owned_by b $P
+# A lease is visible before its partition's restore is logged: wait for the log lines.
+restored() { [ "$(grep -c "from the checkpoint" b.log)" -ge "$P" ]; }
+wait_for 60 "engine b to restore every partition" restored
 expect_eq "partitions restored from a checkpoint" "$(grep -c "from the checkpoint" b.log)" $P
 grep "resuming after stream sequence" b.log
 if grep "taken" b.log | grep -q "resuming after stream sequence 0 "; then

@@ -788,6 +788,83 @@ static void test_evict_then_reuse_before_commit(void **state) {
   assert_int_equal(tw_state_evict(f->st, INT64_MAX, 100), 0);
 }
 
+/* The entries of one key share a group; a spec variable reused for another aggregate (as a rule
+ * reload may reuse memory) is another series, never the one the address held before; a rule name
+ * and an aggregate name alike are distinct; the prefetch hint changes nothing and ignores bad
+ * arguments; evicting every entry of a key and adding again works. */
+static void test_identities_and_groups(void **state) {
+  fx_t *f = *state;
+  tw_window_spec_t s = {"same_name", TW_AGG_SUM, 0, 0};
+  char name[16] = "alpha";
+  bool fire;
+  add(f->st, &s, "k", T0, 5);
+  s.fn = TW_AGG_COUNT; /* same address, same name, another function: another series */
+  add(f->st, &s, "k", T0, 5);
+  assert_int_equal(val(f->st, &s, "k", T0), 1);
+  s.fn = TW_AGG_SUM;
+  assert_int_equal(val(f->st, &s, "k", T0), 5);
+  s.window_ms = DAY; /* another window */
+  assert_int_equal(val(f->st, &s, "k", T0), 0);
+  s.window_ms = 0;
+  s.name = name; /* the name's bytes change under the same pointer */
+  add(f->st, &s, "k", T0, 7);
+  memcpy(name, "beta", 5);
+  assert_int_equal(val(f->st, &s, "k", T0), 0);
+  memcpy(name, "alpha", 6);
+  assert_int_equal(val(f->st, &s, "k", T0), 7);
+  /* A cooldown named like an aggregate is its own entry. */
+  assert_int_equal(tw_state_cooldown(f->st, "alpha", "k", 1, T0, HOUR, &fire), 0);
+  assert_true(fire);
+  assert_int_equal(val(f->st, &s, "k", T0), 7);
+  /* The hint: on present and absent keys, specs and bad arguments alike. */
+  tw_state_agg_prefetch(f->st, &s, "k", 1, false);
+  tw_state_agg_prefetch(f->st, &s, "k", 1, true);
+  tw_state_agg_prefetch(f->st, &s, "absent", 6, true);
+  tw_state_agg_prefetch(f->st, &cnt7d, "k", 1, true);
+  tw_state_agg_prefetch(f->st, NULL, "k", 1, true);
+  tw_state_agg_prefetch(NULL, &s, "k", 1, true);
+  tw_state_agg_prefetch(f->st, &s, NULL, 3, true);
+  tw_state_agg_prefetch(f->st, &s, "k", TW_STATE_KEY_MAX + 1, false);
+  const tw_window_spec_t bad = {"bad", TW_AGG_SUM, 0, 12};
+  tw_state_agg_prefetch(f->st, &bad, "k", 1, true);
+  assert_int_equal(tw_state_agg_add(f->st, &bad, "k", 1, T0, 1), TW_EINVAL);
+  assert_int_equal(val(f->st, &s, "k", T0), 7);
+  /* The empty key is a key like any other. */
+  assert_int_equal(tw_state_agg_add(f->st, &s, "", 0, T0, 3), 0);
+  int64_t v = 0;
+  assert_int_equal(tw_state_agg_value(f->st, &s, "", 0, T0, &v), 0);
+  assert_int_equal(v, 3);
+  /* Everything committed, then every entry of many keys expired and evicted: the groups go, and
+   * the keys come back. */
+  const tw_window_spec_t h1 = {"h1", TW_AGG_COUNT, HOUR, 0};
+  char k[32];
+  for (int i = 0; i < 3000; i++) {
+    int kl = snprintf(k, sizeof k, "inst-%d", i);
+    assert_int_equal(tw_state_agg_add(f->st, &h1, k, (size_t)kl, T0, 0), 0);
+    assert_int_equal(tw_state_agg_add(f->st, &cnt7d, k, (size_t)kl, T0, 0), 0);
+  }
+  assert_int_equal(tw_state_commit(f->st), 0);
+  tw_state_stats_t st;
+  tw_state_stats(f->st, &st);
+  uint64_t before = st.keys_in_memory;
+  for (int i = 0; i < 10; i++) assert_int_equal(tw_state_evict(f->st, T0 + 30 * DAY, 100000), 0);
+  tw_state_stats(f->st, &st);
+  assert_int_equal(st.evicted_expired, 6000);
+  assert_true(st.keys_in_memory <= before - 6000); /* and entries only read, never added to */
+  for (int i = 0; i < 3000; i += 7) {
+    int kl = snprintf(k, sizeof k, "inst-%d", i);
+    assert_int_equal(tw_state_agg_add(f->st, &h1, k, (size_t)kl, T0 + 30 * DAY, 0), 0);
+    assert_int_equal(tw_state_agg_value(f->st, &h1, k, (size_t)kl, T0 + 30 * DAY, &v), 0);
+    assert_int_equal(v, 1);
+  }
+  assert_int_equal(val(f->st, &s, "k", T0), 7);
+  assert_int_equal(tw_state_commit(f->st), 0);
+  reopen(f);
+  assert_int_equal(val(f->st, &s, "k", T0), 7);
+  s.name = "same_name";
+  assert_int_equal(val(f->st, &s, "k", T0), 5);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_open_creates_dir_0700, setup, teardown),
@@ -806,6 +883,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_evict_then_reuse_before_commit, setup, teardown),
       cmocka_unit_test_setup_teardown(test_agg_keys_staged_and_committed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_agg_keys_after_enomem, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_identities_and_groups, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
