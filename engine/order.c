@@ -1,7 +1,10 @@
 /*
- * order.c: the reorder buffer (see tw_order.h): a binary min-heap of packed events.
- * Push and pop cost O(log n) comparisons plus one copy of the packed event; the heap array grows
- * geometrically and small blocks are recycled, so memory is bounded by the events held.
+ * order.c: the reorder buffer (see tw_order.h): a run of packed events already in order (a ring,
+ * O(1) push and pop) and a binary min-heap for the rest. An event that does not sort before the
+ * newest event of the run joins the run; any other goes to the heap (O(log n)); pop takes the
+ * earlier of the run's oldest and the heap's top. A stream that arrives in order, the common
+ * case, never touches the heap. Arrays grow geometrically and small blocks are recycled, so
+ * memory is bounded by the events held.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +35,8 @@ typedef struct slot_value {
 struct tw_order {
   packed_t **heap;
   size_t n, cap;
+  packed_t **run; /* ring: run_n events from run_head, each not before the previous */
+  size_t run_head, run_n, run_cap;
   packed_t *free_small; /* recycled blocks of TW_ORDER_SMALL_BYTES */
 };
 
@@ -62,6 +67,8 @@ static void block_free(tw_order_t *o, packed_t *p) {
 void tw_order_free(tw_order_t *o) {
   if (o == NULL) return;
   for (size_t i = 0; i < o->n; i++) free(o->heap[i]);
+  for (size_t i = 0; i < o->run_n; i++) free(o->run[(o->run_head + i) % o->run_cap]);
+  free(o->run);
   while (o->free_small != NULL) {
     packed_t *next = o->free_small->next_free;
     free(o->free_small);
@@ -72,7 +79,7 @@ void tw_order_free(tw_order_t *o) {
 }
 
 size_t tw_order_size(const tw_order_t *o) {
-  return o->n;
+  return o->n + o->run_n;
 }
 
 /* a before b? (ts, then event_id bytes, then arrival) */
@@ -156,16 +163,44 @@ static void unpack(const packed_t *p, tw_event_t *ev) {
   }
 }
 
+static packed_t *run_at(const tw_order_t *o, size_t i) {
+  return o->run[(o->run_head + i) % o->run_cap];
+}
+
+/* Room for one more event in the run (the ring unrolled into a larger array). */
+static int run_reserve(tw_order_t *o) {
+  if (o->run_n < o->run_cap) return 0;
+  size_t cap = o->run_cap ? 2 * o->run_cap : 1024;
+  packed_t **r = malloc(cap * sizeof *r);
+  if (r == NULL) return TW_ENOMEM;
+  for (size_t i = 0; i < o->run_n; i++) r[i] = run_at(o, i);
+  free(o->run);
+  o->run = r;
+  o->run_cap = cap;
+  o->run_head = 0;
+  return 0;
+}
+
+static int heap_reserve(tw_order_t *o) {
+  if (o->n < o->cap) return 0;
+  size_t cap = o->cap ? 2 * o->cap : 1024;
+  packed_t **h = realloc(o->heap, cap * sizeof *h);
+  if (h == NULL) return TW_ENOMEM;
+  o->heap = h;
+  o->cap = cap;
+  return 0;
+}
+
 int tw_order_push(tw_order_t *o, const tw_event_t *ev, uint64_t arrival) {
-  if (o->n == o->cap) {
-    size_t cap = o->cap ? 2 * o->cap : 1024;
-    packed_t **h = realloc(o->heap, cap * sizeof *h);
-    if (h == NULL) return TW_ENOMEM;
-    o->heap = h;
-    o->cap = cap;
-  }
+  /* Room in both first, so a failure leaves the buffer as it was. */
+  if (run_reserve(o) != 0 || heap_reserve(o) != 0) return TW_ENOMEM;
   packed_t *p = pack(o, ev, arrival);
   if (p == NULL) return TW_ENOMEM;
+  if (o->run_n == 0 || !before(p, run_at(o, o->run_n - 1))) {
+    o->run[(o->run_head + o->run_n) % o->run_cap] = p;
+    o->run_n++;
+    return 0;
+  }
   size_t i = o->n++;
   while (i > 0) {
     size_t parent = (i - 1) / 2;
@@ -177,26 +212,39 @@ int tw_order_push(tw_order_t *o, const tw_event_t *ev, uint64_t arrival) {
   return 0;
 }
 
+/* Does the next event leave from the run (else from the heap)? The buffer is not empty. */
+static int next_from_run(const tw_order_t *o) {
+  if (o->run_n == 0) return 0;
+  return o->n == 0 || before(run_at(o, 0), o->heap[0]);
+}
+
 int tw_order_peek_ts(const tw_order_t *o, int64_t *ts_ms) {
-  if (o->n == 0) return TW_ENOENT;
-  *ts_ms = o->heap[0]->ts_ms;
+  if (o->n + o->run_n == 0) return TW_ENOENT;
+  *ts_ms = next_from_run(o) ? run_at(o, 0)->ts_ms : o->heap[0]->ts_ms;
   return 0;
 }
 
 int tw_order_pop(tw_order_t *o, tw_event_t *ev, uint64_t *arrival) {
-  if (o->n == 0) return TW_ENOENT;
-  packed_t *top = o->heap[0];
-  packed_t *last = o->heap[--o->n];
-  size_t i = 0;
-  for (;;) {
-    size_t c = 2 * i + 1;
-    if (c >= o->n) break;
-    if (c + 1 < o->n && before(o->heap[c + 1], o->heap[c])) c++;
-    if (!before(o->heap[c], last)) break;
-    o->heap[i] = o->heap[c];
-    i = c;
+  if (o->n + o->run_n == 0) return TW_ENOENT;
+  packed_t *top;
+  if (next_from_run(o)) {
+    top = run_at(o, 0);
+    o->run_head = (o->run_head + 1) % o->run_cap;
+    o->run_n--;
+  } else {
+    top = o->heap[0];
+    packed_t *last = o->heap[--o->n];
+    size_t i = 0;
+    for (;;) {
+      size_t c = 2 * i + 1;
+      if (c >= o->n) break;
+      if (c + 1 < o->n && before(o->heap[c + 1], o->heap[c])) c++;
+      if (!before(o->heap[c], last)) break;
+      o->heap[i] = o->heap[c];
+      i = c;
+    }
+    if (o->n > 0) o->heap[i] = last;
   }
-  if (o->n > 0) o->heap[i] = last;
   unpack(top, ev);
   *arrival = top->arrival;
   block_free(o, top);

@@ -100,6 +100,8 @@ struct tw_pipeline {
   int64_t *next_sweep_ms; /* per rule: next sweep of an `every` rule; INT64_MIN = not yet known */
   bool has_every;
   size_t sweep_clocks_unset; /* every rules whose clock waits for the first event */
+  tw_state_ref_t *agg_ref; /* per aggregate of the rules: its state reference, or NO_REF */
+  tw_state_ref_t inst_ref; /* the institutions seen (kInstitutions), or NO_REF */
   size_t *sweep_due;  /* the scheduled rules of the sweep in progress, in rule order */
   char *sk_bytes;     /* the institutions of the sweep in progress: key bytes, back to back */
   size_t sk_len, sk_cap;
@@ -194,7 +196,14 @@ static void located(char *buf, size_t cap, const char *file, int line, int col, 
     snprintf(buf, cap, "%s: %s", file, msg);
 }
 
+/* Every institution an event has named, for the sweeps: an `all` count per institution. */
+static const tw_window_spec_t kInstitutions = {"tw.institutions", TW_AGG_COUNT, 0, 0};
+
+#define NO_REF UINT32_MAX /* an aggregate the state refused to resolve: every use gets its error */
+
 static void plan_free(tw_pipeline_t *p) {
+  free(p->agg_ref);
+  p->agg_ref = NULL;
   for (uint32_t t = 0; t < TW_MAX_TYPES; t++) {
     free(p->plan[t].aggs);
     free(p->plan[t].rules);
@@ -211,6 +220,16 @@ static int plan_build(tw_pipeline_t *p) {
     int64_t w = tw_rules_aggregate(p->rules, i)->spec.window_ms;
     if (w > p->retention_ms) p->retention_ms = w;
   }
+  p->agg_ref = malloc((na ? na : 1) * sizeof *p->agg_ref);
+  if (p->agg_ref == NULL) return TW_ENOMEM;
+  for (size_t i = 0; i < na; i++) {
+    int rc = tw_state_agg_ref(p->state, &tw_rules_aggregate(p->rules, i)->spec, &p->agg_ref[i]);
+    if (rc == TW_ENOMEM) return rc;
+    if (rc != 0) p->agg_ref[i] = NO_REF;
+  }
+  int rc = tw_state_agg_ref(p->state, &kInstitutions, &p->inst_ref);
+  if (rc == TW_ENOMEM) return rc;
+  if (rc != 0) p->inst_ref = NO_REF;
   for (uint32_t t = 0; t < p->schema->n_types; t++) {
     type_plan_t *tp = &p->plan[t];
     tp->aggs = calloc(na ? na : 1, sizeof *tp->aggs);
@@ -501,7 +520,9 @@ static int agg_get_cb(void *ud, size_t agg_index, tw_agg_out_t *out) {
     memset(out, 0, sizeof *out); /* no key: nothing counted, and no value for min, max... */
     return 0;
   }
-  return tw_state_agg_get(p->state, &a->spec, key, len, p->cur->ts_ms, out);
+  if (p->agg_ref[agg_index] == NO_REF)
+    return tw_state_agg_get(p->state, &a->spec, key, len, p->cur->ts_ms, out);
+  return tw_state_agg_get_ref(p->state, p->agg_ref[agg_index], key, len, p->cur->ts_ms, out);
 }
 
 static int agg_series_cb(void *ud, size_t agg_index, tw_agg_out_t *buf, size_t cap, size_t *n) {
@@ -513,7 +534,10 @@ static int agg_series_cb(void *ud, size_t agg_index, tw_agg_out_t *buf, size_t c
     *n = 0;
     return 0;
   }
-  return tw_state_agg_series(p->state, &a->spec, key, len, p->cur->ts_ms, buf, cap, n);
+  if (p->agg_ref[agg_index] == NO_REF)
+    return tw_state_agg_series(p->state, &a->spec, key, len, p->cur->ts_ms, buf, cap, n);
+  return tw_state_agg_series_ref(p->state, p->agg_ref[agg_index], key, len, p->cur->ts_ms, buf,
+                                 cap, n);
 }
 
 static tw_eval_ctx_t eval_ctx(tw_pipeline_t *p) {
@@ -548,7 +572,8 @@ static void prefetch_aggregates(tw_pipeline_t *p, const type_plan_t *tp, bool da
     char buf[8];
     if (!same_key(p, a->by_slot, a->by_derive)) continue;
     if (key_of(&p->ev, a->by_slot, a->by_derive, buf, &key, &len) != 0) continue;
-    tw_state_agg_prefetch(p->state, &a->spec, key, len, data);
+    if (p->agg_ref[tp->aggs[i]] != NO_REF)
+      tw_state_agg_prefetch_ref(p->state, p->agg_ref[tp->aggs[i]], key, len, data);
   }
 }
 
@@ -579,7 +604,9 @@ static int update_aggregates(tw_pipeline_t *p, const type_plan_t *tp) {
       }
       if (v.kind != TW_V_BOOL || !v.u.i) continue;
     }
-    int rc = tw_state_agg_add(p->state, &a->spec, key, len, ev->ts_ms, value);
+    tw_state_ref_t ref = p->agg_ref[tp->aggs[i]];
+    int rc = ref == NO_REF ? tw_state_agg_add(p->state, &a->spec, key, len, ev->ts_ms, value)
+                           : tw_state_agg_add_ref(p->state, ref, key, len, ev->ts_ms, value);
     if (p->observer != NULL && p->observer->agg_added != NULL && (rc == 0 || rc == TW_EOVERFLOW))
       p->observer->agg_added(p->observer->ud, a, key, len, ev, value);
     if (rc == TW_EOVERFLOW || rc == TW_ETOOBIG) { /* a saturated sum; a key over 256 bytes */
@@ -848,8 +875,6 @@ static uint64_t get_le(const uint8_t *p, int n) {
 
 /* ---- scheduled rules (every) ---------------------------------------------------------------- */
 
-/* Every institution an event has named, for the sweeps: an `all` count per institution. */
-static const tw_window_spec_t kInstitutions = {"tw.institutions", TW_AGG_COUNT, 0, 0};
 
 /* The first interval boundary after t, aligned to local midnight (Asia/Shanghai, UTC+8). */
 static int64_t boundary_after(int64_t t, int64_t every_ms) {
@@ -877,7 +902,10 @@ static void put_last_sweep(tw_pipeline_t *p, const tw_rule_t *r, int64_t at) {
 static int register_for_sweeps(tw_pipeline_t *p) {
   tw_value_t inst = tw_event_get(&p->ev, TW_SLOT_INSTITUTION_ID);
   if (!owns(p, inst.u.s.ptr, inst.u.s.len)) return 0; /* a secondary copy */
-  int rc = tw_state_agg_add(p->state, &kInstitutions, inst.u.s.ptr, inst.u.s.len, p->ev.ts_ms, 1);
+  int rc = p->inst_ref == NO_REF
+               ? tw_state_agg_add(p->state, &kInstitutions, inst.u.s.ptr, inst.u.s.len, p->ev.ts_ms, 1)
+               : tw_state_agg_add_ref(p->state, p->inst_ref, inst.u.s.ptr, inst.u.s.len, p->ev.ts_ms,
+                                      1);
   if (rc != 0) return rc;
   for (size_t i = 0; p->sweep_clocks_unset > 0 && i < tw_rules_n_rules(p->rules); i++) {
     const tw_rule_t *r = tw_rules_rule(p->rules, i);

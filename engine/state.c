@@ -1,14 +1,22 @@
 /*
  * state.c: the keyed state store: an in-memory hash table of entries over one LMDB environment.
  *
- * Entries (aggregate series and cooldowns) live in an open-addressing table (linear probing,
- * power-of-two size, load ≤ 0.7, backward-shift deletion) keyed by kind byte + LMDB key and
- * hashed by a word-at-a-time multiply-xorshift mix. A miss reads the entry from LMDB once through
- * the read transaction (keys_loaded), or starts an empty one. A change marks the entry dirty and
+ * Entries (aggregate series and cooldowns) are grouped by key: an open-addressing table (linear
+ * probing, power-of-two size, load ≤ 0.7, backward-shift deletion) maps the key bytes (an
+ * institution id, a region...), hashed by a word-at-a-time multiply-xorshift mix, to a group that
+ * holds one entry pointer per identity. An identity is what the stored key holds before the key
+ * bytes (kind byte, aggregate name, function, window and bucket width; or rule name); identities
+ * are numbered as first seen, and a small cache maps the caller's spec (or rule name) pointer to
+ * its number, checked against the fields and the name on every use. So the ten or so aggregates
+ * an event feeds cost one probe between them, and the last group found is tried first. Each
+ * entry still carries its whole stored key (kind byte + LMDB key) for commits and deletes. A miss
+ * reads the entry from LMDB once through the read transaction (keys_loaded), or starts an empty
+ * one. tw_state_agg_prefetch and tw_state_key_prefetch only issue CPU prefetches. A change marks the entry dirty and
  * appends it to the dirty array, so a commit costs O(dirty · log dirty) (it writes the dirty
  * entries in key order for B-tree locality), never O(all keys). tw_state_evict sweeps the table
- * like a CLOCK: bounded visits per call, dropping expired entries (deleted from LMDB at the next
- * commit) and, over the budget, clean entries not used since the last pass.
+ * like a CLOCK, a group at a time: bounded visits per call, dropping expired entries (deleted from
+ * LMDB at the next commit) and, over the budget, clean entries not used since the last pass; a
+ * group left without entries is freed.
  *
  * The read transaction is opened on the first read after a commit and kept until the next
  * commit, so the per-event reads (lazy loads) pay no begin/reset each.
@@ -520,7 +528,7 @@ static tw__group_t *tw__group_find(tw_state_t *st, const unsigned char *k, size_
  * TW_ENOMEM, TW_ESTATE (LMDB error or a corrupt stored entry).
  */
 static int tw__lookup(tw_state_t *st, uint32_t id, const char *key, size_t key_len,
-                      const tw_window_spec_t *spec, tw__entry_t **out) {
+                      tw__entry_t **out) {
   if (key_len > TW_STATE_KEY_MAX) return TW_ETOOBIG;
   if (key == NULL && key_len != 0) return TW_EINVAL;
   const unsigned char *k = (const unsigned char *)key;
@@ -536,10 +544,12 @@ static int tw__lookup(tw_state_t *st, uint32_t id, const char *key, size_t key_l
     }
   }
   const tw__ident_t *d = &st->idents[id];
+  const tw_window_spec_t spec = {tw__ident_name(d), (tw_agg_fn_t)d->fn, d->window_ms, d->bucket_ms};
   memcpy(st->kbuf, d->prefix, d->plen);
   if (key_len) memcpy(st->kbuf + d->plen, k, key_len);
   tw__entry_t *e = NULL;
-  int rc = tw__entry_load(st, st->kbuf, d->plen + key_len, spec, &e);
+  int rc = tw__entry_load(st, st->kbuf, d->plen + key_len, d->kind == TW__KIND_AGG ? &spec : NULL,
+                          &e);
   if (rc != 0) return rc;
   size_t rows = st->nidents; /* room for every identity known now */
   if (g == NULL) {
@@ -762,21 +772,33 @@ void tw_state_close(tw_state_t *st) {
 
 /* ---- aggregates and cooldowns ---- */
 
+/* The entry of aggregate reference id for key (tw__lookup), or TW_EINVAL for a reference that is
+ * not an aggregate's. */
+static int tw__ref_entry(tw_state_t *st, tw_state_ref_t id, const char *key, size_t key_len,
+                         tw__entry_t **e) {
+  if (id >= st->nidents || st->idents[id].kind != TW__KIND_AGG) return TW_EINVAL;
+  return tw__lookup(st, id, key, key_len, e);
+}
+
 static int tw__agg_entry(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
                          size_t key_len, tw__entry_t **e) {
   uint32_t id;
   int rc = tw__ident_id(st, TW__KIND_AGG, spec, NULL, &id);
   if (rc != 0) return rc;
-  return tw__lookup(st, id, key, key_len, spec, e);
+  return tw__lookup(st, id, key, key_len, e);
 }
 
-void tw_state_agg_prefetch(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
-                           size_t key_len, bool data) {
-  uint32_t id;
+int tw_state_agg_ref(tw_state_t *st, const tw_window_spec_t *spec, tw_state_ref_t *ref) {
+  if (st == NULL || ref == NULL) return TW_EINVAL;
+  return tw__ident_id(st, TW__KIND_AGG, spec, NULL, ref);
+}
+
+void tw_state_agg_prefetch_ref(tw_state_t *st, tw_state_ref_t id, const char *key, size_t key_len,
+                               bool data) {
   size_t i;
   uint64_t h;
   if (st == NULL || key_len > TW_STATE_KEY_MAX || (key == NULL && key_len != 0)) return;
-  if (tw__ident_id(st, TW__KIND_AGG, spec, NULL, &id) != 0) return;
+  if (id >= st->nidents) return;
   tw__group_t *g = tw__group_find(st, (const unsigned char *)key, key_len, &h, &i);
   if (g == NULL || id >= g->n) return;
   const tw__entry_t *e = tw__rows(g)[id];
@@ -827,15 +849,17 @@ void tw_state_key_prefetch(tw_state_t *st, const char *key, size_t key_len, int 
   }
 }
 
-int tw_state_agg_add(tw_state_t *st, const tw_window_spec_t *spec, const char *key, size_t key_len,
-                     int64_t ts_ms, int64_t value) {
-  tw__entry_t *e;
+void tw_state_agg_prefetch(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
+                           size_t key_len, bool data) {
+  uint32_t id;
+  if (st == NULL || tw__ident_id(st, TW__KIND_AGG, spec, NULL, &id) != 0) return;
+  tw_state_agg_prefetch_ref(st, id, key, key_len, data);
+}
+
+static int tw__add(tw_state_t *st, tw__entry_t *e, int64_t ts_ms, int64_t value) {
   int too_old = 0;
-  if (st == NULL) return TW_EINVAL;
-  if (ts_ms > TW__TS_LIMIT || ts_ms < -TW__TS_LIMIT) return TW_EINVAL;
-  int rc = tw__agg_entry(st, spec, key, key_len, &e);
+  int rc = tw__dirty_reserve(st);
   if (rc != 0) return rc;
-  if ((rc = tw__dirty_reserve(st)) != 0) return rc;
   rc = tw__window_add(e, ts_ms, value, &too_old);
   if (too_old) {
     st->stats.too_old++;
@@ -843,6 +867,30 @@ int tw_state_agg_add(tw_state_t *st, const tw_window_spec_t *spec, const char *k
   }
   if (rc == 0 || rc == TW_EOVERFLOW) tw__mark_dirty(st, e);
   return rc;
+}
+
+int tw_state_agg_add(tw_state_t *st, const tw_window_spec_t *spec, const char *key, size_t key_len,
+                     int64_t ts_ms, int64_t value) {
+  tw__entry_t *e;
+  if (st == NULL) return TW_EINVAL;
+  if (ts_ms > TW__TS_LIMIT || ts_ms < -TW__TS_LIMIT) return TW_EINVAL;
+  int rc = tw__agg_entry(st, spec, key, key_len, &e);
+  return rc != 0 ? rc : tw__add(st, e, ts_ms, value);
+}
+
+int tw_state_agg_add_ref(tw_state_t *st, tw_state_ref_t ref, const char *key, size_t key_len,
+                         int64_t ts_ms, int64_t value) {
+  tw__entry_t *e;
+  if (st == NULL) return TW_EINVAL;
+  if (ts_ms > TW__TS_LIMIT || ts_ms < -TW__TS_LIMIT) return TW_EINVAL;
+  int rc = tw__ref_entry(st, ref, key, key_len, &e);
+  return rc != 0 ? rc : tw__add(st, e, ts_ms, value);
+}
+
+static void tw__get(const tw__entry_t *e, int64_t at_ms, tw_agg_out_t *out) {
+  tw__window_get(e, at_ms, out);
+  /* A count, sum or distinct count of nothing is 0: a value (see tw_state.h). */
+  if (e->fn == TW_AGG_COUNT || e->fn == TW_AGG_SUM || e->fn == TW_AGG_DISTINCT) out->present = true;
 }
 
 int tw_state_agg_get(tw_state_t *st, const tw_window_spec_t *spec, const char *key, size_t key_len,
@@ -854,10 +902,20 @@ int tw_state_agg_get(tw_state_t *st, const tw_window_spec_t *spec, const char *k
   if (at_ms > TW__TS_LIMIT || at_ms < -TW__TS_LIMIT) return TW_EINVAL;
   int rc = tw__agg_entry(st, spec, key, key_len, &e);
   if (rc != 0) return rc;
-  tw__window_get(e, at_ms, out);
-  /* A count, sum or distinct count of nothing is 0: a value (see tw_state.h). */
-  if (spec->fn == TW_AGG_COUNT || spec->fn == TW_AGG_SUM || spec->fn == TW_AGG_DISTINCT)
-    out->present = true;
+  tw__get(e, at_ms, out);
+  return 0;
+}
+
+int tw_state_agg_get_ref(tw_state_t *st, tw_state_ref_t ref, const char *key, size_t key_len,
+                         int64_t at_ms, tw_agg_out_t *out) {
+  tw__entry_t *e;
+  if (out == NULL) return TW_EINVAL;
+  memset(out, 0, sizeof *out);
+  if (st == NULL) return TW_EINVAL;
+  if (at_ms > TW__TS_LIMIT || at_ms < -TW__TS_LIMIT) return TW_EINVAL;
+  int rc = tw__ref_entry(st, ref, key, key_len, &e);
+  if (rc != 0) return rc;
+  tw__get(e, at_ms, out);
   return 0;
 }
 
@@ -870,6 +928,13 @@ int tw_state_agg_value(tw_state_t *st, const tw_window_spec_t *spec, const char 
   return rc;
 }
 
+static int tw__series(tw__entry_t *e, int64_t at_ms, tw_agg_out_t *out, size_t cap, size_t *n) {
+  if (cap < e->nb_max) return TW_ETOOBIG;
+  tw__window_series(e, at_ms, out);
+  *n = e->nb_max;
+  return 0;
+}
+
 int tw_state_agg_series(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
                         size_t key_len, int64_t at_ms, tw_agg_out_t *out, size_t cap, size_t *n) {
   tw__entry_t *e;
@@ -878,11 +943,18 @@ int tw_state_agg_series(tw_state_t *st, const tw_window_spec_t *spec, const char
   if (spec->bucket_ms <= 0) return TW_EINVAL;
   if (at_ms > TW__TS_LIMIT || at_ms < -TW__TS_LIMIT) return TW_EINVAL;
   int rc = tw__agg_entry(st, spec, key, key_len, &e);
-  if (rc != 0) return rc;
-  if (cap < e->nb_max) return TW_ETOOBIG;
-  tw__window_series(e, at_ms, out);
-  *n = e->nb_max;
-  return 0;
+  return rc != 0 ? rc : tw__series(e, at_ms, out, cap, n);
+}
+
+int tw_state_agg_series_ref(tw_state_t *st, tw_state_ref_t ref, const char *key, size_t key_len,
+                            int64_t at_ms, tw_agg_out_t *out, size_t cap, size_t *n) {
+  tw__entry_t *e;
+  if (n != NULL) *n = 0;
+  if (st == NULL || n == NULL || (out == NULL && cap != 0)) return TW_EINVAL;
+  if (ref >= st->nidents || st->idents[ref].bucket_ms <= 0) return TW_EINVAL;
+  if (at_ms > TW__TS_LIMIT || at_ms < -TW__TS_LIMIT) return TW_EINVAL;
+  int rc = tw__ref_entry(st, ref, key, key_len, &e);
+  return rc != 0 ? rc : tw__series(e, at_ms, out, cap, n);
 }
 
 int tw__state_agg_mem(tw_state_t *st, const tw_window_spec_t *spec, const char *key, size_t key_len,
@@ -916,7 +988,7 @@ int tw_state_cooldown(tw_state_t *st, const char *rule, const char *key, size_t 
     return TW_EINVAL;
   int rc = tw__ident_id(st, TW__KIND_COOL, NULL, rule, &id);
   if (rc != 0) return rc;
-  if ((rc = tw__lookup(st, id, key, key_len, NULL, &e)) != 0) return rc;
+  if ((rc = tw__lookup(st, id, key, key_len, &e)) != 0) return rc;
   *fire = !e->seen || cooldown_ms == 0 || e->newest_ts_ms <= ts_ms - cooldown_ms;
   if (!*fire) return 0;
   if ((rc = tw__dirty_reserve(st)) != 0) {

@@ -108,6 +108,8 @@ typedef struct tw_window_spec {
 } tw_window_spec_t;
 
 typedef struct tw_state tw_state_t;
+/* An aggregate's identity resolved by tw_state_agg_ref (below). */
+typedef uint32_t tw_state_ref_t;
 
 typedef struct tw_state_opts {
   size_t map_size_bytes;     /* initial LMDB map size; 0 = 1 GiB. Grows on MDB_MAP_FULL. */
@@ -144,6 +146,9 @@ void tw_state_close(tw_state_t *st);
  */
 void tw_state_agg_prefetch(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
                            size_t key_len, bool data);
+/* tw_state_agg_prefetch_ref: the same by reference (tw_state_agg_ref, declared below). */
+void tw_state_agg_prefetch_ref(tw_state_t *st, tw_state_ref_t ref, const char *key, size_t key_len,
+                               bool data);
 
 /*
  * tw_state_key_prefetch: a hint that every entry of key (all aggregates and cooldowns kept under
@@ -210,6 +215,29 @@ int tw_state_agg_get(tw_state_t *st, const tw_window_spec_t *spec, const char *k
  */
 int tw_state_agg_series(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
                         size_t key_len, int64_t at_ms, tw_agg_out_t *out, size_t cap, size_t *n);
+
+/*
+ * References: an aggregate's identity (name, fn, window_ms, bucket_ms) resolved once, for callers
+ * that add and read the same aggregates for every event (the pipeline resolves its rule set's
+ * once per load). A call by reference skips the spec's checks and its identity lookup (a pointer
+ * cache probe and a comparison of the name); it behaves exactly as the call by spec would.
+ *
+ * tw_state_agg_ref: the reference of spec's aggregate, valid for st's life (identities are never
+ * removed; the same identity always gives the same reference). Returns 0, TW_EINVAL (bad spec,
+ * st or ref NULL), TW_ETOOBIG (name too long), TW_ENOMEM.
+ */
+int tw_state_agg_ref(tw_state_t *st, const tw_window_spec_t *spec, tw_state_ref_t *ref);
+
+/* tw_state_agg_add_ref, tw_state_agg_get_ref, tw_state_agg_series_ref: tw_state_agg_add,
+ * tw_state_agg_get and tw_state_agg_series by reference; the same arguments, results and errors,
+ * and TW_EINVAL for a reference tw_state_agg_ref did not give (or, for series, one of an
+ * aggregate without calendar buckets). */
+int tw_state_agg_add_ref(tw_state_t *st, tw_state_ref_t ref, const char *key, size_t key_len,
+                         int64_t ts_ms, int64_t value);
+int tw_state_agg_get_ref(tw_state_t *st, tw_state_ref_t ref, const char *key, size_t key_len,
+                         int64_t at_ms, tw_agg_out_t *out);
+int tw_state_agg_series_ref(tw_state_t *st, tw_state_ref_t ref, const char *key, size_t key_len,
+                            int64_t at_ms, tw_agg_out_t *out, size_t cap, size_t *n);
 
 /*
  * tw_state_cooldown: decide whether rule `rule` may fire for key at ts_ms given its cooldown

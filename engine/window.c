@@ -110,6 +110,7 @@ void tw__entry_init(tw__entry_t *e, const tw_window_spec_t *spec, int64_t tz_off
   e->cal = spec->window_ms > 0 && spec->bucket_ms > 0;
   e->align_ms =
       e->cal ? tw__calendar_align_ms(tz_offset_ms, e->g_ms) : tw__align_ms(tz_offset_ms, e->g_ms);
+  e->dx_min_t = INT64_MIN;
 }
 
 void tw__entry_release(tw__entry_t *e) {
@@ -120,6 +121,7 @@ void tw__entry_release(tw__entry_t *e) {
   e->nb = e->nb_alloc = 0;
   e->ndx = e->ndx_alloc = 0;
   e->approx = 0;
+  e->dx_min_t = INT64_MIN;
 }
 
 size_t tw__entry_mem_bytes(const tw__entry_t *e) {
@@ -341,10 +343,19 @@ static uint32_t tw__dx_lower(const tw__entry_t *e, uint64_t h, int64_t t) {
 
 /* Drop table rows that left the window of the newest time. */
 static void tw__dx_evict(tw__entry_t *e) {
+  if (e->dx_min_t != INT64_MIN) {
+    tw__dx_t oldest = {0, e->dx_min_t};
+    if (tw__dx_live(e, &oldest)) return; /* every row is at least this new */
+  }
   uint32_t k = 0;
-  for (uint32_t i = 0; i < e->ndx; i++)
-    if (tw__dx_live(e, &e->dx[i])) e->dx[k++] = e->dx[i];
+  int64_t min_t = INT64_MAX;
+  for (uint32_t i = 0; i < e->ndx; i++) {
+    if (!tw__dx_live(e, &e->dx[i])) continue;
+    if (e->dx[i].t < min_t) min_t = e->dx[i].t;
+    e->dx[k++] = e->dx[i];
+  }
   e->ndx = (uint16_t)k;
+  e->dx_min_t = min_t;
 }
 
 /* Distinct hashes of the table in the window ending at at_ms. */
@@ -546,6 +557,7 @@ int tw__window_add(tw__entry_t *e, int64_t ts_ms, int64_t v, int *too_old) {
         e->dx[dpos].hash = h;
         e->dx[dpos].t = dt;
         e->ndx++;
+        if (dt < e->dx_min_t) e->dx_min_t = dt;
       } else if (dop == TW__DX_SWITCH) {
         tw__dx_to_sketch(e, new_hll);
       }
@@ -826,6 +838,7 @@ static void tw__rebucket(tw__entry_t *e, int64_t stored_align_ms) {
   }
   e->nb = k;
   if (!e->cal || e->approx || e->ndx == 0) return;
+  e->dx_min_t = INT64_MIN; /* row times move: not known until the next eviction scan */
   for (uint32_t i = 0; i < e->ndx; i++)
     e->dx[i].t = tw__rebucket_idx(e, e->dx[i].t, stored_align_ms);
   /* The map is monotone, so rows stay sorted; rows of one hash that now share a bucket merge. */

@@ -865,6 +865,35 @@ static void test_identities_and_groups(void **state) {
   assert_int_equal(val(f->st, &s, "k", T0), 5);
 }
 
+/* A sliding DISTINCT drops each value exactly when its newest sighting leaves the window, also
+ * when a value seen again keeps the table's oldest time bound stale, and when a value arrives
+ * older than every row held (late, but inside the window). */
+static void test_distinct_rows_leave_on_time(void **state) {
+  fx_t *f = *state;
+  const tw_window_spec_t d = {"payers_1d", TW_AGG_DISTINCT, DAY, 0};
+  const int64_t A = 0x1111, B = 0x2222, C = 0x3333;
+  add(f->st, &d, "k", T0, A);
+  add(f->st, &d, "k", T0 + HOUR, B);
+  add(f->st, &d, "k", T0 + 2 * HOUR, A); /* A's row moves to T0 + 2h */
+  assert_int_equal(val(f->st, &d, "k", T0 + 2 * HOUR), 2);
+  /* Newest T0 + 1d + 90min: B (T0 + 1h) has left, A (T0 + 2h) has not. */
+  add(f->st, &d, "k", T0 + DAY + 90 * MIN, A);
+  assert_int_equal(val(f->st, &d, "k", T0 + DAY + 90 * MIN), 1);
+  /* C late, at T0 + 1d − 10min: older than every row, inside the window. */
+  add(f->st, &d, "k", T0 + DAY - 10 * MIN, C);
+  assert_int_equal(val(f->st, &d, "k", T0 + DAY + 90 * MIN), 2);
+  /* Newest T0 + 2d − 5min: C (T0 + 1d − 10min) has left; A (T0 + 1d + 90min) stays. */
+  add(f->st, &d, "k", T0 + 2 * DAY - 5 * MIN, A);
+  assert_int_equal(val(f->st, &d, "k", T0 + 2 * DAY - 5 * MIN), 1);
+  /* The same through a commit and a reload. */
+  assert_int_equal(tw_state_commit(f->st), 0);
+  reopen(f);
+  add(f->st, &d, "k", T0 + 2 * DAY, B);
+  assert_int_equal(val(f->st, &d, "k", T0 + 2 * DAY), 2);
+  add(f->st, &d, "k", T0 + 3 * DAY, C);
+  assert_int_equal(val(f->st, &d, "k", T0 + 3 * DAY), 1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_open_creates_dir_0700, setup, teardown),
@@ -884,6 +913,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_agg_keys_staged_and_committed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_agg_keys_after_enomem, setup, teardown),
       cmocka_unit_test_setup_teardown(test_identities_and_groups, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_distinct_rows_leave_on_time, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
