@@ -871,11 +871,9 @@ static int tw__add(tw_state_t *st, tw__entry_t *e, int64_t ts_ms, int64_t value)
 
 int tw_state_agg_add(tw_state_t *st, const tw_window_spec_t *spec, const char *key, size_t key_len,
                      int64_t ts_ms, int64_t value) {
-  tw__entry_t *e;
-  if (st == NULL) return TW_EINVAL;
-  if (ts_ms > TW__TS_LIMIT || ts_ms < -TW__TS_LIMIT) return TW_EINVAL;
-  int rc = tw__agg_entry(st, spec, key, key_len, &e);
-  return rc != 0 ? rc : tw__add(st, e, ts_ms, value);
+  tw_state_ref_t ref;
+  int rc = tw_state_agg_ref(st, spec, &ref);
+  return rc != 0 ? rc : tw_state_agg_add_ref(st, ref, key, key_len, ts_ms, value);
 }
 
 int tw_state_agg_add_ref(tw_state_t *st, tw_state_ref_t ref, const char *key, size_t key_len,
@@ -895,15 +893,11 @@ static void tw__get(const tw__entry_t *e, int64_t at_ms, tw_agg_out_t *out) {
 
 int tw_state_agg_get(tw_state_t *st, const tw_window_spec_t *spec, const char *key, size_t key_len,
                      int64_t at_ms, tw_agg_out_t *out) {
-  tw__entry_t *e;
+  tw_state_ref_t ref;
   if (out == NULL) return TW_EINVAL;
   memset(out, 0, sizeof *out);
-  if (st == NULL) return TW_EINVAL;
-  if (at_ms > TW__TS_LIMIT || at_ms < -TW__TS_LIMIT) return TW_EINVAL;
-  int rc = tw__agg_entry(st, spec, key, key_len, &e);
-  if (rc != 0) return rc;
-  tw__get(e, at_ms, out);
-  return 0;
+  int rc = tw_state_agg_ref(st, spec, &ref);
+  return rc != 0 ? rc : tw_state_agg_get_ref(st, ref, key, key_len, at_ms, out);
 }
 
 int tw_state_agg_get_ref(tw_state_t *st, tw_state_ref_t ref, const char *key, size_t key_len,
@@ -937,13 +931,11 @@ static int tw__series(tw__entry_t *e, int64_t at_ms, tw_agg_out_t *out, size_t c
 
 int tw_state_agg_series(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
                         size_t key_len, int64_t at_ms, tw_agg_out_t *out, size_t cap, size_t *n) {
-  tw__entry_t *e;
+  tw_state_ref_t ref;
   if (n != NULL) *n = 0;
-  if (st == NULL || spec == NULL || n == NULL || (out == NULL && cap != 0)) return TW_EINVAL;
-  if (spec->bucket_ms <= 0) return TW_EINVAL;
-  if (at_ms > TW__TS_LIMIT || at_ms < -TW__TS_LIMIT) return TW_EINVAL;
-  int rc = tw__agg_entry(st, spec, key, key_len, &e);
-  return rc != 0 ? rc : tw__series(e, at_ms, out, cap, n);
+  if (spec == NULL || spec->bucket_ms <= 0) return TW_EINVAL;
+  int rc = tw_state_agg_ref(st, spec, &ref);
+  return rc != 0 ? rc : tw_state_agg_series_ref(st, ref, key, key_len, at_ms, out, cap, n);
 }
 
 int tw_state_agg_series_ref(tw_state_t *st, tw_state_ref_t ref, const char *key, size_t key_len,
