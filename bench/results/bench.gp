@@ -9,8 +9,8 @@ set grid ytics
 set yrange [0:*]
 set xtics rotate by -25 left noenhanced
 set format y '%.1s%c'
-set bmargin 8
-set rmargin 14
+set bmargin 10
+set rmargin 28
 plot 'throughput.dat' using 0:2:xtic(1) with boxes notitle, \
      '' using 0:2:(sprintf('%.2fx', $3)) with labels offset 0,1 notitle
 set output 'latency.png'
