@@ -103,11 +103,11 @@ struct tw_pipeline {
   tw_state_ref_t *agg_ref; /* per aggregate of the rules: its state reference, or NO_REF */
   tw_state_ref_t inst_ref; /* the institutions seen (kInstitutions), or NO_REF */
   size_t *sweep_due;  /* the scheduled rules of the sweep in progress, in rule order */
+  size_t n_sweep_due;
   char *sk_bytes;     /* the institutions of the sweep in progress: key bytes, back to back */
   size_t sk_len, sk_cap;
   size_t *sk_off; /* sk_n + 1 offsets into sk_bytes */
   size_t sk_n, sk_off_cap;
-  size_t n_sweep_due;
   int64_t sweep_at_ms;
   type_plan_t plan[TW_MAX_TYPES];
   tw_outputs_t own_out; /* used when no shared outputs are given */
@@ -201,9 +201,16 @@ static const tw_window_spec_t kInstitutions = {"tw.institutions", TW_AGG_COUNT, 
 
 #define NO_REF UINT32_MAX /* an aggregate the state refused to resolve: every use gets its error */
 
+/* The state reference of aggregate i, or NO_REF (none resolved, or no plan: a reload that ran
+ * out of memory leaves agg_ref NULL until the next plan). */
+static tw_state_ref_t agg_ref(const tw_pipeline_t *p, size_t i) {
+  return p->agg_ref != NULL ? p->agg_ref[i] : NO_REF;
+}
+
 static void plan_free(tw_pipeline_t *p) {
   free(p->agg_ref);
   p->agg_ref = NULL;
+  p->inst_ref = NO_REF;
   for (uint32_t t = 0; t < TW_MAX_TYPES; t++) {
     free(p->plan[t].aggs);
     free(p->plan[t].rules);
@@ -220,8 +227,10 @@ static int plan_build(tw_pipeline_t *p) {
     int64_t w = tw_rules_aggregate(p->rules, i)->spec.window_ms;
     if (w > p->retention_ms) p->retention_ms = w;
   }
+  p->inst_ref = NO_REF;
   p->agg_ref = malloc((na ? na : 1) * sizeof *p->agg_ref);
   if (p->agg_ref == NULL) return TW_ENOMEM;
+  for (size_t i = 0; i < na; i++) p->agg_ref[i] = NO_REF; /* a failure below leaves no gap */
   for (size_t i = 0; i < na; i++) {
     int rc = tw_state_agg_ref(p->state, &tw_rules_aggregate(p->rules, i)->spec, &p->agg_ref[i]);
     if (rc == TW_ENOMEM) return rc;
@@ -520,9 +529,9 @@ static int agg_get_cb(void *ud, size_t agg_index, tw_agg_out_t *out) {
     memset(out, 0, sizeof *out); /* no key: nothing counted, and no value for min, max... */
     return 0;
   }
-  if (p->agg_ref[agg_index] == NO_REF)
-    return tw_state_agg_get(p->state, &a->spec, key, len, p->cur->ts_ms, out);
-  return tw_state_agg_get_ref(p->state, p->agg_ref[agg_index], key, len, p->cur->ts_ms, out);
+  tw_state_ref_t ref = agg_ref(p, agg_index);
+  if (ref == NO_REF) return tw_state_agg_get(p->state, &a->spec, key, len, p->cur->ts_ms, out);
+  return tw_state_agg_get_ref(p->state, ref, key, len, p->cur->ts_ms, out);
 }
 
 static int agg_series_cb(void *ud, size_t agg_index, tw_agg_out_t *buf, size_t cap, size_t *n) {
@@ -534,10 +543,10 @@ static int agg_series_cb(void *ud, size_t agg_index, tw_agg_out_t *buf, size_t c
     *n = 0;
     return 0;
   }
-  if (p->agg_ref[agg_index] == NO_REF)
+  tw_state_ref_t ref = agg_ref(p, agg_index);
+  if (ref == NO_REF)
     return tw_state_agg_series(p->state, &a->spec, key, len, p->cur->ts_ms, buf, cap, n);
-  return tw_state_agg_series_ref(p->state, p->agg_ref[agg_index], key, len, p->cur->ts_ms, buf,
-                                 cap, n);
+  return tw_state_agg_series_ref(p->state, ref, key, len, p->cur->ts_ms, buf, cap, n);
 }
 
 static tw_eval_ctx_t eval_ctx(tw_pipeline_t *p) {
@@ -572,8 +581,8 @@ static void prefetch_aggregates(tw_pipeline_t *p, const type_plan_t *tp, bool da
     char buf[8];
     if (!same_key(p, a->by_slot, a->by_derive)) continue;
     if (key_of(&p->ev, a->by_slot, a->by_derive, buf, &key, &len) != 0) continue;
-    if (p->agg_ref[tp->aggs[i]] != NO_REF)
-      tw_state_agg_prefetch_ref(p->state, p->agg_ref[tp->aggs[i]], key, len, data);
+    if (agg_ref(p, tp->aggs[i]) != NO_REF)
+      tw_state_agg_prefetch_ref(p->state, agg_ref(p, tp->aggs[i]), key, len, data);
   }
 }
 
@@ -604,7 +613,7 @@ static int update_aggregates(tw_pipeline_t *p, const type_plan_t *tp) {
       }
       if (v.kind != TW_V_BOOL || !v.u.i) continue;
     }
-    tw_state_ref_t ref = p->agg_ref[tp->aggs[i]];
+    tw_state_ref_t ref = agg_ref(p, tp->aggs[i]);
     int rc = ref == NO_REF ? tw_state_agg_add(p->state, &a->spec, key, len, ev->ts_ms, value)
                            : tw_state_agg_add_ref(p->state, ref, key, len, ev->ts_ms, value);
     if (p->observer != NULL && p->observer->agg_added != NULL && (rc == 0 || rc == TW_EOVERFLOW))
@@ -959,16 +968,6 @@ static int sweep_rule_key(tw_pipeline_t *p, const tw_rule_t *r, const char *key,
   return rc;
 }
 
-/* sweep_key: every scheduled rule due at the sweep time, in rule order, for one institution: its
- * state is read once into the cache and serves them all. */
-static int sweep_key(tw_pipeline_t *p, const char *key, size_t len) {
-  for (size_t i = 0; i < p->n_sweep_due; i++) {
-    int rc = sweep_rule_key(p, tw_rules_rule(p->rules, p->sweep_due[i]), key, len);
-    if (rc != 0) return rc;
-  }
-  return 0;
-}
-
 /* sweep_collect: tw_state_agg_keys' callback: append one institution to the sweep's list. */
 static int sweep_collect(void *ud, const char *key, size_t len) {
   tw_pipeline_t *p = ud;
@@ -994,8 +993,9 @@ static int sweep_collect(void *ud, const char *key, size_t len) {
   return 0;
 }
 
-/* sweep_institutions: list the institutions, then sweep each, with the state of the next four
- * being fetched into the cache meanwhile (tw_state_key_prefetch). */
+/* sweep_institutions: list the institutions, then evaluate every rule of the sweep for each, in
+ * rule order, with the state of the next four being fetched into the cache meanwhile
+ * (tw_state_key_prefetch): an institution's state is read once for all the rules. */
 static int sweep_institutions(tw_pipeline_t *p) {
   p->sk_n = 0;
   p->sk_len = 0;
@@ -1008,8 +1008,11 @@ static int sweep_institutions(tw_pipeline_t *p) {
       tw_state_key_prefetch(p->state, p->sk_bytes + p->sk_off[j], p->sk_off[j + 1] - p->sk_off[j],
                             4 - ahead);
     }
-    rc = sweep_key(p, p->sk_bytes + p->sk_off[i], p->sk_off[i + 1] - p->sk_off[i]);
-    if (rc != 0) return rc;
+    for (size_t d = 0; d < p->n_sweep_due; d++) {
+      rc = sweep_rule_key(p, tw_rules_rule(p->rules, p->sweep_due[d]), p->sk_bytes + p->sk_off[i],
+                          p->sk_off[i + 1] - p->sk_off[i]);
+      if (rc != 0) return rc;
+    }
   }
   return 0;
 }
@@ -1018,13 +1021,17 @@ static int sweep_institutions(tw_pipeline_t *p) {
 static int64_t sweep_time(const tw_pipeline_t *p, size_t i, int64_t limit) {
   const tw_rule_t *r = tw_rules_rule(p->rules, i);
   int64_t at = p->next_sweep_ms[i];
-  if ((limit - at) / r->every_ms > TW_SWEEP_CATCH_UP) at = boundary_after(limit - r->every_ms, r->every_ms);
+  if ((limit - at) / r->every_ms > TW_SWEEP_CATCH_UP)
+    at = boundary_after(limit - r->every_ms, r->every_ms);
   return at;
 }
 
 /* run_sweeps: every sweep due at or before limit, earliest first. The scheduled rules due at the
  * same time sweep together: one pass over the institutions, each institution's rules in rule
- * order (alerts of one sweep time come out by institution, then rule). */
+ * order, so alerts of one sweep time come out by institution, then rule. The alerts themselves
+ * are those of one rule after the other: a scheduled rule is keyed by institution, reads only
+ * aggregates of its own key, and an alert feeds only rules and aggregates keyed as the rule that
+ * raised it (docs/rules.md), so no institution's sweep sees another's. */
 static int run_sweeps(tw_pipeline_t *p, int64_t limit) {
   size_t n_rules = tw_rules_n_rules(p->rules);
   for (;;) {
@@ -1038,7 +1045,7 @@ static int run_sweeps(tw_pipeline_t *p, int64_t limit) {
     if (pick == SIZE_MAX) return 0;
     int64_t at = sweep_time(p, pick, limit);
     p->n_sweep_due = 0;
-    for (size_t i = pick; i < n_rules; i++)
+    for (size_t i = 0; i < n_rules; i++)
       if (tw_rules_rule(p->rules, i)->every_ms > 0 && p->next_sweep_ms[i] != INT64_MIN &&
           p->next_sweep_ms[i] <= limit && sweep_time(p, i, limit) == at)
         p->sweep_due[p->n_sweep_due++] = i;
@@ -1060,10 +1067,10 @@ static int sweeps_init(tw_pipeline_t *p) {
   size_t n = tw_rules_n_rules(p->rules);
   free(p->next_sweep_ms);
   free(p->sweep_due);
+  p->has_every = false;
   p->sweep_due = malloc((n ? n : 1) * sizeof *p->sweep_due);
   p->next_sweep_ms = malloc((n ? n : 1) * sizeof *p->next_sweep_ms);
   if (p->next_sweep_ms == NULL || p->sweep_due == NULL) return TW_ENOMEM;
-  p->has_every = false;
   p->sweep_clocks_unset = 0;
   for (size_t i = 0; i < n; i++) {
     const tw_rule_t *r = tw_rules_rule(p->rules, i);

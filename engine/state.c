@@ -332,7 +332,7 @@ static int tw__ident_is(const tw__ident_t *d, unsigned char kind, const tw_windo
                         const char *name) {
   if (d->kind != kind) return 0;
   if (spec != NULL &&
-      (d->fn != (uint8_t)spec->fn || d->window_ms != spec->window_ms ||
+      ((unsigned)d->fn != (unsigned)spec->fn || d->window_ms != spec->window_ms ||
        d->bucket_ms != spec->bucket_ms))
     return 0;
   return strcmp(tw__ident_name(d), name) == 0;
@@ -495,9 +495,9 @@ fail:
 
 /* The group of key, or NULL; sets *h to the key's hash and *slot to the group's slot, or to the
  * empty slot ending its probe. The group found last is checked first: an event's aggregates
- * usually share one key. */
+ * usually share one key; remember false (prefetch hints about other keys) leaves it so. */
 static tw__group_t *tw__group_find(tw_state_t *st, const unsigned char *k, size_t key_len,
-                                   uint64_t *h, size_t *slot) {
+                                   uint64_t *h, size_t *slot, bool remember) {
   tw__group_t *g = st->mru;
   if (g != NULL && g->key_len == key_len && (key_len == 0 || memcmp(g->key, k, key_len) == 0)) {
     *h = st->slots[st->mru_slot].hash;
@@ -510,8 +510,10 @@ static tw__group_t *tw__group_find(tw_state_t *st, const unsigned char *k, size_
     g = st->slots[i].g;
     if (st->slots[i].hash == *h && g->key_len == key_len &&
         (key_len == 0 || memcmp(g->key, k, key_len) == 0)) {
-      st->mru = g;
-      st->mru_slot = i;
+      if (remember) {
+        st->mru = g;
+        st->mru_slot = i;
+      }
       *slot = i;
       return g;
     }
@@ -534,7 +536,7 @@ static int tw__lookup(tw_state_t *st, uint32_t id, const char *key, size_t key_l
   const unsigned char *k = (const unsigned char *)key;
   size_t i, mask = st->nslots - 1;
   uint64_t h;
-  tw__group_t *g = tw__group_find(st, k, key_len, &h, &i);
+  tw__group_t *g = tw__group_find(st, k, key_len, &h, &i, true);
   if (g != NULL && id < g->n) {
     tw__entry_t *e = tw__rows(g)[id];
     if (e != NULL) {
@@ -799,7 +801,7 @@ void tw_state_agg_prefetch_ref(tw_state_t *st, tw_state_ref_t id, const char *ke
   uint64_t h;
   if (st == NULL || key_len > TW_STATE_KEY_MAX || (key == NULL && key_len != 0)) return;
   if (id >= st->nidents) return;
-  tw__group_t *g = tw__group_find(st, (const unsigned char *)key, key_len, &h, &i);
+  tw__group_t *g = tw__group_find(st, (const unsigned char *)key, key_len, &h, &i, true);
   if (g == NULL || id >= g->n) return;
   const tw__entry_t *e = tw__rows(g)[id];
   if (e == NULL) return;
@@ -819,6 +821,7 @@ void tw_state_agg_prefetch_ref(tw_state_t *st, tw_state_ref_t id, const char *ke
 
 void tw_state_key_prefetch(tw_state_t *st, const char *key, size_t key_len, int stage) {
   if (st == NULL || key_len > TW_STATE_KEY_MAX || (key == NULL && key_len != 0)) return;
+  if (stage < 0 || stage > 3) return;
   const unsigned char *k = (const unsigned char *)key;
   if (stage == 0) {
     uint64_t h = tw__hash(k, key_len);
@@ -827,7 +830,7 @@ void tw_state_key_prefetch(tw_state_t *st, const char *key, size_t key_len, int 
   }
   size_t i;
   uint64_t h;
-  tw__group_t *g = tw__group_find(st, k, key_len, &h, &i);
+  tw__group_t *g = tw__group_find(st, k, key_len, &h, &i, false);
   if (g == NULL) return;
   tw__entry_t **rows = tw__rows(g);
   if (stage == 1) {
@@ -872,6 +875,7 @@ static int tw__add(tw_state_t *st, tw__entry_t *e, int64_t ts_ms, int64_t value)
 int tw_state_agg_add(tw_state_t *st, const tw_window_spec_t *spec, const char *key, size_t key_len,
                      int64_t ts_ms, int64_t value) {
   tw_state_ref_t ref;
+  if (st == NULL || ts_ms > TW__TS_LIMIT || ts_ms < -TW__TS_LIMIT) return TW_EINVAL;
   int rc = tw_state_agg_ref(st, spec, &ref);
   return rc != 0 ? rc : tw_state_agg_add_ref(st, ref, key, key_len, ts_ms, value);
 }
@@ -896,6 +900,7 @@ int tw_state_agg_get(tw_state_t *st, const tw_window_spec_t *spec, const char *k
   tw_state_ref_t ref;
   if (out == NULL) return TW_EINVAL;
   memset(out, 0, sizeof *out);
+  if (st == NULL || at_ms > TW__TS_LIMIT || at_ms < -TW__TS_LIMIT) return TW_EINVAL;
   int rc = tw_state_agg_ref(st, spec, &ref);
   return rc != 0 ? rc : tw_state_agg_get_ref(st, ref, key, key_len, at_ms, out);
 }
@@ -933,7 +938,9 @@ int tw_state_agg_series(tw_state_t *st, const tw_window_spec_t *spec, const char
                         size_t key_len, int64_t at_ms, tw_agg_out_t *out, size_t cap, size_t *n) {
   tw_state_ref_t ref;
   if (n != NULL) *n = 0;
-  if (spec == NULL || spec->bucket_ms <= 0) return TW_EINVAL;
+  if (st == NULL || spec == NULL || n == NULL || (out == NULL && cap != 0)) return TW_EINVAL;
+  if (spec->bucket_ms <= 0) return TW_EINVAL;
+  if (at_ms > TW__TS_LIMIT || at_ms < -TW__TS_LIMIT) return TW_EINVAL;
   int rc = tw_state_agg_ref(st, spec, &ref);
   return rc != 0 ? rc : tw_state_agg_series_ref(st, ref, key, key_len, at_ms, out, cap, n);
 }
@@ -974,12 +981,12 @@ int tw_state_cooldown(tw_state_t *st, const char *rule, const char *key, size_t 
   tw__entry_t *e;
   uint32_t id;
   if (st == NULL || fire == NULL) return TW_EINVAL;
-  if (rule == NULL) return TW_EINVAL;
+  int rc = tw__ident_id(st, TW__KIND_COOL, NULL, rule, &id); /* the name's checks */
+  if (rc != 0) return rc;
+  if (key_len > TW_STATE_KEY_MAX) return TW_ETOOBIG;
   if ((key == NULL && key_len != 0) || cooldown_ms < 0 || cooldown_ms > TW__TS_LIMIT ||
       ts_ms > TW__TS_LIMIT || ts_ms < -TW__TS_LIMIT)
     return TW_EINVAL;
-  int rc = tw__ident_id(st, TW__KIND_COOL, NULL, rule, &id);
-  if (rc != 0) return rc;
   if ((rc = tw__lookup(st, id, key, key_len, &e)) != 0) return rc;
   *fire = !e->seen || cooldown_ms == 0 || e->newest_ts_ms <= ts_ms - cooldown_ms;
   if (!*fire) return 0;

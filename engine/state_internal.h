@@ -64,7 +64,7 @@ typedef struct tw__entry {
   int64_t newest_ts_ms; /* newest event time seen; cooldown: last firing time (valid when seen) */
   int64_t dx_min_t;     /* DISTINCT, exact: no row's t is below this (a lower bound, so evicting
                            finds nothing to drop while it is inside the window); INT64_MIN when
-                           not known */
+                           not known, INT64_MAX after a scan left no row */
   int32_t c_carries;    /* cache: 2^64 carries of c_val (SUM, AVG) */
   uint32_t nb;          /* buckets in use */
   uint32_t nb_alloc;    /* buckets allocated (grows ×2 up to nb_max) */

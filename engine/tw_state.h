@@ -141,8 +141,9 @@ void tw_state_close(tw_state_t *st);
  * in memory, ask the CPU to start loading it (data false: the entry itself; data true: its
  * buckets and distinct-value table, which reads the entry, so call it once the entry had time to
  * arrive). The entries one event feeds (about ten with the default pack) then arrive in parallel
- * rather than one cache miss after another. Never reads LMDB, allocates nothing but the spec's
- * identity at first sight, changes no value; bad arguments are ignored.
+ * rather than one cache miss after another. Never reads LMDB and changes no value; like every
+ * call by spec it registers the spec's identity at first sight (the only allocation) and notes
+ * the spec's address in the identity cache. Bad arguments are ignored.
  */
 void tw_state_agg_prefetch(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
                            size_t key_len, bool data);
@@ -229,9 +230,10 @@ int tw_state_agg_series(tw_state_t *st, const tw_window_spec_t *spec, const char
 int tw_state_agg_ref(tw_state_t *st, const tw_window_spec_t *spec, tw_state_ref_t *ref);
 
 /* tw_state_agg_add_ref, tw_state_agg_get_ref, tw_state_agg_series_ref: tw_state_agg_add,
- * tw_state_agg_get and tw_state_agg_series by reference; the same arguments, results and errors,
- * and TW_EINVAL for a reference tw_state_agg_ref did not give (or, for series, one of an
- * aggregate without calendar buckets). */
+ * tw_state_agg_get and tw_state_agg_series by reference; the same arguments, results and errors.
+ * A reference is only meaningful to the state that gave it: the calls return TW_EINVAL for a
+ * number no identity of st has, or one of a cooldown (series: or of an aggregate without
+ * calendar buckets), but cannot tell another state's reference from one of st's own. */
 int tw_state_agg_add_ref(tw_state_t *st, tw_state_ref_t ref, const char *key, size_t key_len,
                          int64_t ts_ms, int64_t value);
 int tw_state_agg_get_ref(tw_state_t *st, tw_state_ref_t ref, const char *key, size_t key_len,

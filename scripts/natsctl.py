@@ -95,7 +95,14 @@ if mode == "count":  # count STREAM: messages in it (0 when absent)
 elif mode == "stream":  # stream NAME: every message as {seq, subject, msg_id, data}
     st = request("$JS.API.STREAM.INFO." + args[0], {})["state"]
     for seq in range(st["first_seq"], st["last_seq"] + 1) if st["messages"] else []:
-        r = request("$JS.API.STREAM.MSG.GET." + args[0], {"seq": seq})
+        # Only "no message" (404: deleted) skips a sequence; any other error (a cluster electing
+        # a new stream leader after a node was killed) is asked again, for up to 60 s.
+        deadline = time.time() + 60
+        while True:
+            r = request("$JS.API.STREAM.MSG.GET." + args[0], {"seq": seq})
+            if "error" not in r or r["error"].get("code") == 404 or time.time() > deadline:
+                break
+            time.sleep(0.2)
         if "error" in r:
             continue
         m = r["message"]

@@ -44,6 +44,22 @@ cp two.jsonl part.jsonl
 "$TW" run --rules rules.yaml --input part.jsonl --state r3 --alerts a3.jsonl 2>/dev/null
 cmp a2.jsonl a3.jsonl || fail "a restart changed the scheduled alert"
 
+# Two scheduled rules due at the same time sweep together: alerts come out institution by
+# institution (key order), each institution's rules in file order (docs/rules.md).
+cat > two_rules.yaml <<'YAML'
+version: 1
+aggregates:
+  lessons_all: {on: [consumption], by: institution_id, fn: count(), window: all}
+  lessons_3s: {on: [consumption], by: institution_id, fn: count(), window: 3s}
+rules:
+  - {name: z_stopped, every: 1s, by: institution_id, when: lessons_all > 0 and lessons_3s == 0, severity: high, cooldown: 1h}
+  - {name: a_stopped, every: 1s, by: institution_id, when: lessons_all > 0 and lessons_3s == 0, severity: low, cooldown: 1h}
+YAML
+{ c l1 $t0 $A 440106; c l0 $((t0 + 100)) $B 110105; c l2 $((t0 + 10000)) $B 110105; } > three.jsonl
+"$TW" run --rules two_rules.yaml --input three.jsonl --state r4 --alerts a4.jsonl 2>/dev/null
+expect_eq "sweep order" "$(jq -r '[.rule, .key] | @tsv' a4.jsonl)" \
+  "$(printf 'z_stopped\t%s\na_stopped\t%s\nz_stopped\t%s\na_stopped\t%s' $B $B $A $A)"
+
 # Serving (case 008): one lesson now, then nothing; the alert comes from the wall clock.
 p_in=$(free_port)
 "$TW" run --rules rules.yaml --listen "tcp://127.0.0.1:$p_in" --state live --no-sync \
