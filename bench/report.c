@@ -20,6 +20,7 @@
 
 #include "tw_bench.h"
 #include "tw_error.h"
+#include "tw_pipeline.h"
 
 static void first_line_value(const char *path, const char *key, char *out, size_t cap) {
   FILE *f = fopen(path, "r");
@@ -137,7 +138,7 @@ void tw_bench_print_table(const tw_bench_report_t *r, FILE *out) {
     fprintf(out,
             "(latency: alert received from the feed - intended send time of its event; engine "
             "--batch %u; lag: the sender's worst delay behind schedule)\n",
-            r->latency_batch ? r->latency_batch : 1000u);
+            r->latency_batch ? r->latency_batch : TW_PIPELINE_SERVE_BATCH);
   }
   if (r->n_memory > 0) {
     fprintf(out, "\n%-13s %9s %10s %12s %12s %12s %12s\n", "institutions", "events", "RSS MiB",
@@ -216,7 +217,7 @@ int tw_bench_write_json(const tw_bench_report_t *r, const char *path) {
       (json_int_t)r->institutions, "days", (json_int_t)r->days, "seed", (json_int_t)r->seed,
       "events", (json_int_t)r->events, "bytes_msgpack", (json_int_t)r->bytes_msgpack, "bytes_jsonl",
       (json_int_t)r->bytes_jsonl, "state", "unsynced", r->state_tmpfs, "durable", r->state_durable,
-      "stages", stages, "latency_batch", (json_int_t)(r->latency_batch ? r->latency_batch : 1000u),
+      "stages", stages, "latency_batch", (json_int_t)(r->latency_batch ? r->latency_batch : TW_PIPELINE_SERVE_BATCH),
       "latency", lat, "memory", mem, "total_seconds", r->total_seconds);
   if (root == NULL) goto fail;
   rc = TW_EIO;

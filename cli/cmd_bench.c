@@ -49,7 +49,7 @@ static void usage(FILE *out) {
       "  --shards N            shards of the N-shard stage (default: CPUs, at least 2)\n"
       "  --rates LIST          offered rates for latency, events/s (default 10000,50000,100000)\n"
       "  --rate-seconds S      seconds per offered rate (default 10; capped by the stream)\n"
-      "  --latency-batch N     the engine's --batch in latency runs (default: its own, 1000)\n"
+      "  --latency-batch N     the engine's --batch in latency runs (default: its own, 10000)\n"
       "  --mem-institutions L  institution counts for memory (default 10000,100000)\n"
       "  --mem-days D          days generated for memory runs (default 8: full 7-day windows)\n"
       "  --rules FILE          rule file (default: the shipped rules/packs/default.yaml)\n"

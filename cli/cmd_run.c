@@ -133,8 +133,9 @@ static void usage(FILE *out) {
       "  --state DIR           LMDB state directory; a second run on it continues its aggregates "
       "and\n"
       "                        cooldowns (default: a temporary directory removed at exit)\n"
-      "  --batch N             group commit every N records (default 100000; 1000 with\n"
-      "                        --listen or --ingest)\n"
+      "  --batch N             group commit every N records (default 100000; 10000 with\n"
+      "                        --listen or --ingest, which also commit whenever the input\n"
+      "                        is idle and every 100 ms)\n"
       "  -h, --help            show this help\n"
       "  --no-sync             do not fsync LMDB commits (faster; a crash may lose the last "
       "commits)\n"
@@ -955,7 +956,7 @@ int tw_cmd_run(int argc, char **argv) {
     po.state_dir = state_tmp;
     temp_state = 1;
   }
-  if (po.batch_events == 0 && listen_ep != NULL) po.batch_events = 1000;
+  if (po.batch_events == 0 && listen_ep != NULL) po.batch_events = TW_PIPELINE_SERVE_BATCH;
   po.live = listen_ep != NULL;
 
   int status = 0, crc;

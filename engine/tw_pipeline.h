@@ -58,13 +58,22 @@ int tw_outputs_add_sink(tw_outputs_t *o, tw_sink_t *sink);
  * A zeroed or closed struct is accepted. */
 int tw_outputs_close(tw_outputs_t *o);
 
+/* The group commit's record cap when serving (run --listen, --ingest). A serving engine also
+ * commits whenever it has emptied its socket and at least every 100 ms, so the cap only binds
+ * under sustained load: there each commit rewrites every state entry touched since the last
+ * one, and a small cap made commits the bottleneck (1,000 records: at 50k events/s on 2,000
+ * institutions the engine fell behind, p99 3.4 s; 10,000: it keeps up, p99 73 ms, and reaches
+ * 100k events/s; bench/RESULTS.md). */
+#define TW_PIPELINE_SERVE_BATCH 10000
+
 typedef struct tw_pipeline_opts {
   const char *rules_path;       /* required: the YAML rule file */
   const char *schema_path;      /* NULL: schema.yaml beside the rules file, else the shipped one */
   const char *state_dir;        /* required: LMDB state and the pseudonym key live here */
   const char *dead_letter_path; /* NULL: "dead-letter.jsonl" in the current directory; opened
                                    (append, created if absent) at open, so a bad path fails early */
-  size_t batch_events;          /* group commit every N records; 0 = 100,000 (serving sets 1,000) */
+  size_t batch_events;          /* group commit every N records; 0 = 100,000 (serving sets
+                                   TW_PIPELINE_SERVE_BATCH) */
   bool no_sync;                 /* LMDB without fsync (tests, benchmarks) */
   /* Event time (docs/engine.md). Watermark = newest event time seen - allowed lateness. */
   int64_t allowed_lateness_ms;  /* < 0: the default, 1 h */
