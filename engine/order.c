@@ -35,7 +35,8 @@ typedef struct slot_value {
 struct tw_order {
   packed_t **heap;
   size_t n, cap;
-  packed_t **run; /* ring: run_n events from run_head, each not before the previous */
+  packed_t **run; /* ring of run_cap (a power of two) slots: run_n events from run_head, each
+                     not before the previous */
   size_t run_head, run_n, run_cap;
   packed_t *free_small; /* recycled blocks of TW_ORDER_SMALL_BYTES */
 };
@@ -64,10 +65,19 @@ static void block_free(tw_order_t *o, packed_t *p) {
   }
 }
 
+/* The ring slot of the run's i-th oldest event (i ≤ run_n < run_cap). */
+static packed_t **run_slot(const tw_order_t *o, size_t i) {
+  return &o->run[(o->run_head + i) & (o->run_cap - 1)];
+}
+
+static packed_t *run_at(const tw_order_t *o, size_t i) {
+  return *run_slot(o, i);
+}
+
 void tw_order_free(tw_order_t *o) {
   if (o == NULL) return;
   for (size_t i = 0; i < o->n; i++) free(o->heap[i]);
-  for (size_t i = 0; i < o->run_n; i++) free(o->run[(o->run_head + i) % o->run_cap]);
+  for (size_t i = 0; i < o->run_n; i++) free(*run_slot(o, i));
   free(o->run);
   while (o->free_small != NULL) {
     packed_t *next = o->free_small->next_free;
@@ -163,14 +173,10 @@ static void unpack(const packed_t *p, tw_event_t *ev) {
   }
 }
 
-static packed_t *run_at(const tw_order_t *o, size_t i) {
-  return o->run[(o->run_head + i) % o->run_cap];
-}
-
 /* Room for one more event in the run (the ring unrolled into a larger array). */
 static int run_reserve(tw_order_t *o) {
   if (o->run_n < o->run_cap) return 0;
-  size_t cap = o->run_cap ? 2 * o->run_cap : 1024;
+  size_t cap = o->run_cap ? 2 * o->run_cap : 1024; /* a power of two: run_slot masks */
   packed_t **r = malloc(cap * sizeof *r);
   if (r == NULL) return TW_ENOMEM;
   for (size_t i = 0; i < o->run_n; i++) r[i] = run_at(o, i);
@@ -197,7 +203,7 @@ int tw_order_push(tw_order_t *o, const tw_event_t *ev, uint64_t arrival) {
   packed_t *p = pack(o, ev, arrival);
   if (p == NULL) return TW_ENOMEM;
   if (o->run_n == 0 || !before(p, run_at(o, o->run_n - 1))) {
-    o->run[(o->run_head + o->run_n) % o->run_cap] = p;
+    *run_slot(o, o->run_n) = p;
     o->run_n++;
     return 0;
   }
@@ -229,7 +235,7 @@ int tw_order_pop(tw_order_t *o, tw_event_t *ev, uint64_t *arrival) {
   packed_t *top;
   if (next_from_run(o)) {
     top = run_at(o, 0);
-    o->run_head = (o->run_head + 1) % o->run_cap;
+    o->run_head = (o->run_head + 1) & (o->run_cap - 1);
     o->run_n--;
   } else {
     top = o->heap[0];

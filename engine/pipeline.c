@@ -100,11 +100,11 @@ struct tw_pipeline {
   int64_t *next_sweep_ms; /* per rule: next sweep of an `every` rule; INT64_MIN = not yet known */
   bool has_every;
   size_t sweep_clocks_unset; /* every rules whose clock waits for the first event */
-  tw_state_ref_t *agg_ref; /* per aggregate of the rules: its state reference, or NO_REF */
-  tw_state_ref_t inst_ref; /* the institutions seen (kInstitutions), or NO_REF */
-  size_t *sweep_due;  /* the scheduled rules of the sweep in progress, in rule order */
+  tw_state_ref_t *agg_ref;   /* per aggregate of the rules: its state reference, or NO_REF */
+  tw_state_ref_t inst_ref;   /* the institutions seen (kInstitutions), or NO_REF */
+  size_t *sweep_due;         /* the scheduled rules of the sweep in progress, in rule order */
   size_t n_sweep_due;
-  char *sk_bytes;     /* the institutions of the sweep in progress: key bytes, back to back */
+  char *sk_bytes; /* the institutions of the sweep in progress: key bytes, back to back */
   size_t sk_len, sk_cap;
   size_t *sk_off; /* sk_n + 1 offsets into sk_bytes */
   size_t sk_n, sk_off_cap;
@@ -199,7 +199,7 @@ static void located(char *buf, size_t cap, const char *file, int line, int col, 
 /* Every institution an event has named, for the sweeps: an `all` count per institution. */
 static const tw_window_spec_t kInstitutions = {"tw.institutions", TW_AGG_COUNT, 0, 0};
 
-#define NO_REF UINT32_MAX /* an aggregate the state refused to resolve: every use gets its error */
+#define NO_REF UINT32_MAX /* the state refused the aggregate: each use gets its error */
 
 /* The state reference of aggregate i, or NO_REF (none resolved, or no plan: a reload that ran
  * out of memory leaves agg_ref NULL until the next plan). */
@@ -571,18 +571,25 @@ static void log_eval_error(tw_pipeline_t *p, const char *what, const char *name,
   }
 }
 
+/* agg_key: the key under which event ev feeds aggregate a on this pipeline (buf holds a derived
+ * one); false when a is keyed otherwise than this shard's keys or ev has no such key. */
+static bool agg_key(const tw_pipeline_t *p, const tw_event_t *ev, const tw_agg_def_t *a,
+                    char buf[8], const char **key, size_t *len) {
+  return same_key(p, a->by_slot, a->by_derive) &&
+         key_of(ev, a->by_slot, a->by_derive, buf, key, len) == 0;
+}
+
 /* prefetch_aggregates: start loading the state entries the event's aggregates will update, so
  * their cache misses overlap (tw_state_agg_prefetch). */
 static void prefetch_aggregates(tw_pipeline_t *p, const type_plan_t *tp, bool data) {
   for (size_t i = 0; i < tp->n_aggs; i++) {
-    const tw_agg_def_t *a = tw_rules_aggregate(p->rules, tp->aggs[i]);
     const char *key;
     size_t len;
     char buf[8];
-    if (!same_key(p, a->by_slot, a->by_derive)) continue;
-    if (key_of(&p->ev, a->by_slot, a->by_derive, buf, &key, &len) != 0) continue;
-    if (agg_ref(p, tp->aggs[i]) != NO_REF)
-      tw_state_agg_prefetch_ref(p->state, agg_ref(p, tp->aggs[i]), key, len, data);
+    const tw_agg_def_t *a = tw_rules_aggregate(p->rules, tp->aggs[i]);
+    tw_state_ref_t ref = agg_ref(p, tp->aggs[i]);
+    if (ref != NO_REF && agg_key(p, &p->ev, a, buf, &key, &len))
+      tw_state_agg_prefetch_ref(p->state, ref, key, len, data);
   }
 }
 
@@ -594,9 +601,7 @@ static int update_aggregates(tw_pipeline_t *p, const type_plan_t *tp) {
     const char *key;
     size_t len;
     char buf[8];
-    if (!same_key(p, a->by_slot, a->by_derive)) continue;
-    if (key_of(ev, a->by_slot, a->by_derive, buf, &key, &len) != 0) continue;
-    if (!owns(p, key, len)) continue;
+    if (!agg_key(p, ev, a, buf, &key, &len) || !owns(p, key, len)) continue;
     int64_t value = 1;
     if (a->arg_slot >= 0) {
       tw_value_t arg = tw_event_get(ev, a->arg_slot);
@@ -884,7 +889,6 @@ static uint64_t get_le(const uint8_t *p, int n) {
 
 /* ---- scheduled rules (every) ---------------------------------------------------------------- */
 
-
 /* The first interval boundary after t, aligned to local midnight (Asia/Shanghai, UTC+8). */
 static int64_t boundary_after(int64_t t, int64_t every_ms) {
   int64_t local = t + TW_STATE_TZ_DEFAULT_MS;
@@ -911,10 +915,10 @@ static void put_last_sweep(tw_pipeline_t *p, const tw_rule_t *r, int64_t at) {
 static int register_for_sweeps(tw_pipeline_t *p) {
   tw_value_t inst = tw_event_get(&p->ev, TW_SLOT_INSTITUTION_ID);
   if (!owns(p, inst.u.s.ptr, inst.u.s.len)) return 0; /* a secondary copy */
-  int rc = p->inst_ref == NO_REF
-               ? tw_state_agg_add(p->state, &kInstitutions, inst.u.s.ptr, inst.u.s.len, p->ev.ts_ms, 1)
-               : tw_state_agg_add_ref(p->state, p->inst_ref, inst.u.s.ptr, inst.u.s.len, p->ev.ts_ms,
-                                      1);
+  int rc =
+      p->inst_ref == NO_REF
+          ? tw_state_agg_add(p->state, &kInstitutions, inst.u.s.ptr, inst.u.s.len, p->ev.ts_ms, 1)
+          : tw_state_agg_add_ref(p->state, p->inst_ref, inst.u.s.ptr, inst.u.s.len, p->ev.ts_ms, 1);
   if (rc != 0) return rc;
   for (size_t i = 0; p->sweep_clocks_unset > 0 && i < tw_rules_n_rules(p->rules); i++) {
     const tw_rule_t *r = tw_rules_rule(p->rules, i);

@@ -7,15 +7,16 @@
  * holds one entry pointer per identity. An identity is what the stored key holds before the key
  * bytes (kind byte, aggregate name, function, window and bucket width; or rule name); identities
  * are numbered as first seen, and a small cache maps the caller's spec (or rule name) pointer to
- * its number, checked against the fields and the name on every use. So the ten or so aggregates
- * an event feeds cost one probe between them, and the last group found is tried first. Each
- * entry still carries its whole stored key (kind byte + LMDB key) for commits and deletes. A miss
- * reads the entry from LMDB once through the read transaction (keys_loaded), or starts an empty
- * one. tw_state_agg_prefetch and tw_state_key_prefetch only issue CPU prefetches. A change marks the entry dirty and
- * appends it to the dirty array, so a commit costs O(dirty · log dirty) (it writes the dirty
- * entries in key order for B-tree locality), never O(all keys). tw_state_evict sweeps the table
- * like a CLOCK, a group at a time: bounded visits per call, dropping expired entries (deleted from
- * LMDB at the next commit) and, over the budget, clean entries not used since the last pass; a
+ * its number, checked against the fields and the name on every use (callers that resolve a
+ * reference once, tw_state_agg_ref, skip even that). So the ten or so aggregates an event feeds
+ * cost one probe between them, and the last group found is tried first. Each entry still
+ * carries its whole stored key (kind byte + LMDB key) for commits and deletes. A miss reads the
+ * entry from LMDB once through the read transaction (keys_loaded), or starts an empty one.
+ * tw_state_agg_prefetch and tw_state_key_prefetch only issue CPU prefetches. A change marks the
+ * entry dirty and appends it to the dirty array, so a commit costs O(dirty · log dirty) (it writes
+ * the dirty entries in key order for B-tree locality), never O(all keys). tw_state_evict sweeps the
+ * table like a CLOCK, a group at a time: bounded visits per call, dropping expired entries (deleted
+ * from LMDB at the next commit) and, over the budget, clean entries not used since the last pass; a
  * group left without entries is freed.
  *
  * The read transaction is opened on the first read after a commit and kept until the next
@@ -86,11 +87,10 @@ typedef struct tw__slot {
  * the aggregate's name, NUL, fn, window [, bucket], or the rule's name and NUL), numbered in the
  * order first seen. Never removed, so an id stays valid for the state's life. */
 typedef struct tw__ident {
-  unsigned char kind;
   uint8_t fn;
   uint16_t plen; /* bytes of prefix */
   int64_t window_ms, bucket_ms;
-  unsigned char prefix[1 + TW_STATE_NAME_MAX + 1 + 1 + 8 + 8];
+  unsigned char prefix[1 + TW_STATE_NAME_MAX + 1 + 1 + 8 + 8]; /* [0]: the kind byte */
 } tw__ident_t;
 
 /* Which identity a caller's spec (or rule name) pointer was last; checked against the identity's
@@ -143,7 +143,7 @@ struct tw_state {
   unsigned char *pg;     /* ids the commit in progress purged: i64 time, u16 length, bytes */
   size_t pg_len, pg_cap;
 
-  tw__slot_t *slots; /* groups by key */
+  tw__slot_t *slots;             /* groups by key */
   size_t nslots, ngroups, nkeys; /* nkeys: entries */
 
   tw__group_t *mru; /* the group found last, or NULL (reset when groups move) */
@@ -330,10 +330,9 @@ static const char *tw__ident_name(const tw__ident_t *d) {
 /* Does identity d describe spec (kind 'a') or rule name (spec NULL, kind 'c')? */
 static int tw__ident_is(const tw__ident_t *d, unsigned char kind, const tw_window_spec_t *spec,
                         const char *name) {
-  if (d->kind != kind) return 0;
-  if (spec != NULL &&
-      ((unsigned)d->fn != (unsigned)spec->fn || d->window_ms != spec->window_ms ||
-       d->bucket_ms != spec->bucket_ms))
+  if (d->prefix[0] != kind) return 0;
+  if (spec != NULL && ((unsigned)d->fn != (unsigned)spec->fn || d->window_ms != spec->window_ms ||
+                       d->bucket_ms != spec->bucket_ms))
     return 0;
   return strcmp(tw__ident_name(d), name) == 0;
 }
@@ -359,7 +358,6 @@ static int tw__ident_id(tw_state_t *st, unsigned char kind, const tw_window_spec
   size_t nl, plen;
   int rc;
   memset(&d, 0, sizeof d);
-  d.kind = kind;
   d.prefix[0] = kind;
   if (kind == TW__KIND_AGG) {
     if ((rc = tw__agg_dbkey(spec, NULL, 0, d.prefix + 1, &plen)) != 0) return rc;
@@ -374,8 +372,8 @@ static int tw__ident_id(tw_state_t *st, unsigned char kind, const tw_window_spec
   }
   d.plen = (uint16_t)(plen + 1);
   size_t i = 0;
-  while (i < st->nidents && !(st->idents[i].plen == d.plen &&
-                              memcmp(st->idents[i].prefix, d.prefix, d.plen) == 0))
+  while (i < st->nidents &&
+         !(st->idents[i].plen == d.plen && memcmp(st->idents[i].prefix, d.prefix, d.plen) == 0))
     i++;
   if (i == st->nidents) {
     if (st->nidents == UINT32_MAX) return TW_ENOMEM;
@@ -523,11 +521,11 @@ static tw__group_t *tw__group_find(tw_state_t *st, const unsigned char *k, size_
 }
 
 /*
- * tw__lookup: the entry of identity id (an aggregate's, with its spec, or a cooldown's, spec
- * NULL) for key; from memory, else loaded from LMDB, else a fresh empty one. The key is hashed
- * once and its group holds the entries of every identity, so the aggregates an event feeds cost
- * one table probe between them. Returns 0, TW_ETOOBIG (key over TW_STATE_KEY_MAX), TW_EINVAL,
- * TW_ENOMEM, TW_ESTATE (LMDB error or a corrupt stored entry).
+ * tw__lookup: the entry of identity id (an aggregate's or a cooldown's) for key; from memory,
+ * else loaded from LMDB (an aggregate set up from its identity's spec), else a fresh empty one. The
+ * key is hashed once and its group holds the entries of every identity, so the aggregates an event
+ * feeds cost one table probe between them. Returns 0, TW_ETOOBIG (key over TW_STATE_KEY_MAX),
+ * TW_EINVAL, TW_ENOMEM, TW_ESTATE (LMDB error or a corrupt stored entry).
  */
 static int tw__lookup(tw_state_t *st, uint32_t id, const char *key, size_t key_len,
                       tw__entry_t **out) {
@@ -550,8 +548,8 @@ static int tw__lookup(tw_state_t *st, uint32_t id, const char *key, size_t key_l
   memcpy(st->kbuf, d->prefix, d->plen);
   if (key_len) memcpy(st->kbuf + d->plen, k, key_len);
   tw__entry_t *e = NULL;
-  int rc = tw__entry_load(st, st->kbuf, d->plen + key_len, d->kind == TW__KIND_AGG ? &spec : NULL,
-                          &e);
+  int rc = tw__entry_load(st, st->kbuf, d->plen + key_len,
+                          d->prefix[0] == TW__KIND_AGG ? &spec : NULL, &e);
   if (rc != 0) return rc;
   size_t rows = st->nidents; /* room for every identity known now */
   if (g == NULL) {
@@ -778,21 +776,37 @@ void tw_state_close(tw_state_t *st) {
  * not an aggregate's. */
 static int tw__ref_entry(tw_state_t *st, tw_state_ref_t id, const char *key, size_t key_len,
                          tw__entry_t **e) {
-  if (id >= st->nidents || st->idents[id].kind != TW__KIND_AGG) return TW_EINVAL;
-  return tw__lookup(st, id, key, key_len, e);
-}
-
-static int tw__agg_entry(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
-                         size_t key_len, tw__entry_t **e) {
-  uint32_t id;
-  int rc = tw__ident_id(st, TW__KIND_AGG, spec, NULL, &id);
-  if (rc != 0) return rc;
+  if (id >= st->nidents || st->idents[id].prefix[0] != TW__KIND_AGG) return TW_EINVAL;
   return tw__lookup(st, id, key, key_len, e);
 }
 
 int tw_state_agg_ref(tw_state_t *st, const tw_window_spec_t *spec, tw_state_ref_t *ref) {
   if (st == NULL || ref == NULL) return TW_EINVAL;
   return tw__ident_id(st, TW__KIND_AGG, spec, NULL, ref);
+}
+
+/* The entry of spec for key, for the test hooks. */
+static int tw__agg_entry(tw_state_t *st, const tw_window_spec_t *spec, const char *key,
+                         size_t key_len, tw__entry_t **e) {
+  tw_state_ref_t ref;
+  int rc = tw_state_agg_ref(st, spec, &ref);
+  return rc != 0 ? rc : tw__ref_entry(st, ref, key, key_len, e);
+}
+
+/* Ask the CPU for an entry's header (its first two cache lines). */
+static void tw__prefetch_entry(const tw__entry_t *e) {
+  __builtin_prefetch(e);
+  __builtin_prefetch((const unsigned char *)e + 64);
+}
+
+/* Ask the CPU for an entry's oldest and newest buckets (adds land in the newest); reads the
+ * entry. */
+static void tw__prefetch_buckets(const tw__entry_t *e) {
+  if (e->b == NULL) return;
+  const unsigned char *b = (const unsigned char *)e->b;
+  size_t bytes = (size_t)e->nb * e->stride * sizeof(int64_t);
+  __builtin_prefetch(b);
+  if (bytes > 64) __builtin_prefetch(b + bytes - 64);
 }
 
 void tw_state_agg_prefetch_ref(tw_state_t *st, tw_state_ref_t id, const char *key, size_t key_len,
@@ -806,16 +820,10 @@ void tw_state_agg_prefetch_ref(tw_state_t *st, tw_state_ref_t id, const char *ke
   const tw__entry_t *e = tw__rows(g)[id];
   if (e == NULL) return;
   if (!data) {
-    __builtin_prefetch(e);
-    __builtin_prefetch((const unsigned char *)e + 64);
+    tw__prefetch_entry(e);
     return;
   }
-  if (e->b != NULL) {
-    const unsigned char *b = (const unsigned char *)e->b;
-    size_t bytes = (size_t)e->nb * e->stride * sizeof(int64_t);
-    __builtin_prefetch(b);
-    if (bytes > 64) __builtin_prefetch(b + bytes - 64); /* the newest bucket, where adds land */
-  }
+  tw__prefetch_buckets(e);
   if (e->fn == TW_AGG_DISTINCT && e->dx != NULL) __builtin_prefetch(e->dx);
 }
 
@@ -841,14 +849,10 @@ void tw_state_key_prefetch(tw_state_t *st, const char *key, size_t key_len, int 
   for (uint32_t r = 0; r < g->n; r++) {
     const tw__entry_t *e = rows[r];
     if (e == NULL) continue;
-    if (stage == 2) {
-      __builtin_prefetch(e);
-      __builtin_prefetch((const unsigned char *)e + 64);
-    } else if (e->b != NULL) {
-      size_t bytes = (size_t)e->nb * e->stride * sizeof(int64_t);
-      __builtin_prefetch(e->b);
-      if (bytes > 64) __builtin_prefetch((const unsigned char *)e->b + bytes - 64);
-    }
+    if (stage == 2)
+      tw__prefetch_entry(e);
+    else
+      tw__prefetch_buckets(e);
   }
 }
 
@@ -1148,8 +1152,8 @@ int tw_state_evict(tw_state_t *st, int64_t watermark_ms, size_t max_entries) {
   /* A scan step is an empty table slot or an entry kept; at most the whole table once. */
   size_t mask = st->nslots - 1, visited = 0, scanned = 0;
   size_t whole = st->nslots + st->nkeys;
-  size_t scan_max = max_entries > whole / TW__EVICT_SCAN_FACTOR ? whole
-                                                                 : max_entries * TW__EVICT_SCAN_FACTOR;
+  size_t scan_max =
+      max_entries > whole / TW__EVICT_SCAN_FACTOR ? whole : max_entries * TW__EVICT_SCAN_FACTOR;
   size_t i = st->evict_pos & mask;
   while (visited < max_entries && scanned < scan_max && st->nkeys > 0) {
     tw__group_t *g = st->slots[i].g;

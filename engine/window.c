@@ -343,10 +343,8 @@ static uint32_t tw__dx_lower(const tw__entry_t *e, uint64_t h, int64_t t) {
 
 /* Drop table rows that left the window of the newest time. */
 static void tw__dx_evict(tw__entry_t *e) {
-  if (e->dx_min_t != INT64_MIN) {
-    tw__dx_t oldest = {0, e->dx_min_t};
-    if (tw__dx_live(e, &oldest)) return; /* every row is at least this new */
-  }
+  tw__dx_t oldest = {0, e->dx_min_t};  /* INT64_MIN (not known) is never live: a scan */
+  if (tw__dx_live(e, &oldest)) return; /* every row is at least this new */
   uint32_t k = 0;
   int64_t min_t = INT64_MAX;
   for (uint32_t i = 0; i < e->ndx; i++) {

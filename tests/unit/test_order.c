@@ -132,7 +132,7 @@ static void test_mostly_ordered_interleaved(void **state) {
   for (uint64_t k = 0; k < N; k++) {
     x = x * 6364136223846793005ULL + 1442695040888963407ULL;
     unsigned r = (unsigned)(x >> 40);
-    clock += r % 3;                                      /* ties are common */
+    clock += r % 3;                                           /* ties are common */
     int64_t ts = r % 10 == 0 ? clock - (r >> 8) % 50 : clock; /* one in ten is late */
     ref_t *h = &held[n_held++];
     h->ts = ts;

@@ -855,7 +855,8 @@ static void test_identities_and_groups(void **state) {
   assert_int_equal(tw_state_agg_series(f->st, &lngcal, "k", 1, T0, series, 4, &n_out), TW_ETOOBIG);
   char longkey[TW_STATE_KEY_MAX + 1];
   memset(longkey, 'k', sizeof longkey);
-  assert_int_equal(tw_state_cooldown(f->st, "r", longkey, sizeof longkey, T0, -1, &fire), TW_ETOOBIG);
+  assert_int_equal(tw_state_cooldown(f->st, "r", longkey, sizeof longkey, T0, -1, &fire),
+                   TW_ETOOBIG);
   assert_int_equal(tw_state_cooldown(f->st, longname, "k", 1, T0, -1, &fire), TW_ETOOBIG);
   assert_int_equal(tw_state_cooldown(f->st, NULL, "k", 1, T0, 0, &fire), TW_EINVAL);
   assert_int_equal(tw_state_agg_add(f->st, &s, longkey, sizeof longkey, T0, 1), TW_ETOOBIG);
@@ -901,7 +902,7 @@ static void test_identities_and_groups(void **state) {
   uint64_t before = st.keys_in_memory;
   for (int i = 0; i < 10; i++) assert_int_equal(tw_state_evict(f->st, T0 + 30 * DAY, 100000), 0);
   tw_state_stats(f->st, &st);
-  assert_true(st.evicted_expired >= 6000); /* and the windows of the checks above */
+  assert_true(st.evicted_expired >= 6000);         /* and the windows of the checks above */
   assert_true(st.keys_in_memory <= before - 6000); /* and entries only read, never added to */
   for (int i = 0; i < 3000; i += 7) {
     int kl = snprintf(k, sizeof k, "inst-%d", i);
