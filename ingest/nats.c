@@ -596,6 +596,18 @@ int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_r
   } else {
     fr.Expires = wait_ms * TW_NATS_MS_TO_NS;
   }
+  /* Messages already queued on the subscription (answers to an earlier pull request that came
+   * after it expired here: a node lost, a leader moved) are taken one per fetch. libnats 3.4.1
+   * (Debian 12) takes the queued ones first, asks the server for the rest of the batch and then
+   * reads until it holds that rest, not the batch: with more than half a batch queued it writes
+   * past its array of Batch messages while answers keep coming (it overflowed under
+   * tests/e2e/test_nats.sh). A batch of 1 is whole after one queued message and sends nothing. */
+  if (tw__nats_consumer_queued(c) > 0) {
+    fr.Batch = 1;
+    fr.NoWait = true;
+    fr.Expires = 0;
+    max = 1;
+  }
   jsErrCode jerr = 0;
   natsStatus s = natsSubscription_FetchRequest(&list, c->sub, &fr);
   (void)jerr;
@@ -694,6 +706,17 @@ int tw_nats_consumer_ack(tw_nats_consumer_t *c, uint64_t done_seq) {
 
 const char *tw_nats_consumer_name(const tw_nats_consumer_t *c) {
   return c != NULL ? c->name : "";
+}
+
+const char *tw__nats_consumer_subject(const struct tw_nats_consumer *c) {
+  return c != NULL && c->sub != NULL ? natsSubscription_GetSubject(c->sub) : NULL;
+}
+
+int tw__nats_consumer_queued(const struct tw_nats_consumer *c) {
+  int queued = 0;
+  if (c == NULL || c->sub == NULL || natsSubscription_GetPending(c->sub, &queued, NULL) != NATS_OK)
+    return 0;
+  return queued;
 }
 
 size_t tw_nats_consumer_pending(const tw_nats_consumer_t *c) {

@@ -41,4 +41,13 @@ int tw__nats_ensure_stream_desc(jsCtx *js, const char *name, const char *subject
  * which) or TW_EIO (errbuf). */
 int tw__nats_events_stream(jsCtx *js, int partitions, int replicas, char *errbuf, size_t errcap);
 
+/* tw__nats_consumer_subject: the inbox subject of the consumer's pull subscription (for tests
+ * that answer a pull request of their own into it); NULL for NULL. Borrowed from the consumer. */
+struct tw_nats_consumer;
+const char *tw__nats_consumer_subject(const struct tw_nats_consumer *c);
+
+/* tw__nats_consumer_queued: messages that reached the pull subscription and no fetch has taken
+ * yet (answers to pull requests that expired here); 0 for NULL. */
+int tw__nats_consumer_queued(const struct tw_nats_consumer *c);
+
 #endif

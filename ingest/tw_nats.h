@@ -113,12 +113,14 @@ const char *tw_nats_consumer_name(const tw_nats_consumer_t *c);
  * line and offset_bytes the stream sequence. The messages are kept until tw_nats_consumer_ack
  * covers them. *caught_up is set to 1 when the consumer has nothing more right now (no message,
  * or its count says none is pending; an empty fetch asks the consumer's count at most every
- * 250 ms). When TW_NATS_MAX_ACK_PENDING messages wait for their acknowledgement, nothing is
- * fetched and 0 is returned (*caught_up 0): the caller must commit what it holds (see
- * tw_nats_consumer_pending). Returns the number delivered; the callback's non-zero value (the
- * rest of the batch is dropped; it comes again to the next owner, or after a reset);
- * TW_EAGAIN when the fetch failed (a lost server, a leader election) or a message came without
- * its stream sequence: nothing is delivered until tw_nats_consumer_reset; TW_EINVAL; TW_ENOMEM.
+ * 250 ms). Messages that reached the subscription after their pull request expired here (a
+ * node lost, a leader moved) are delivered first, one per call. When TW_NATS_MAX_ACK_PENDING
+ * messages wait for their acknowledgement, nothing is fetched and 0 is returned (*caught_up 0): the
+ * caller must commit what it holds (see tw_nats_consumer_pending). Returns the number delivered;
+ * the callback's non-zero value (the rest of the batch is dropped; it comes again to the next
+ * owner, or after a reset); TW_EAGAIN when the fetch failed (a lost server, a leader election) or a
+ * message came without its stream sequence: nothing is delivered until tw_nats_consumer_reset;
+ * TW_EINVAL; TW_ENOMEM.
  */
 int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_record_cb cb,
                            void *ud, int *caught_up);

@@ -56,8 +56,10 @@ start_engine() {
   ENGINE[$id]=$!
 }
 
-# stop_engine ID: SIGTERM, and it must exit 0 (it gives its partitions up).
+# stop_engine ID: SIGTERM, and it must exit 0 (it gives its partitions up); an engine that died
+# before (a crash, a sanitizer's report) fails the test with its log's end.
 stop_engine() {
+  kill -0 "${ENGINE[$1]}" 2>/dev/null || { tail -n 60 "$1.log"; fail "engine $1 exited before SIGTERM"; }
   kill -TERM "${ENGINE[$1]}"
   wait "${ENGINE[$1]}" || { cat "$1.log"; fail "engine $1 did not exit 0 on SIGTERM"; }
   unset "ENGINE[$1]"
