@@ -431,7 +431,10 @@ struct tw_nats_consumer {
   uint64_t pending;  /* messages the consumer still had after the last one delivered (its
                         metadata), or from the consumer's info; UINT64_MAX: not known yet */
   int64_t info_ms;   /* when the consumer's info was last asked for (monotonic ms) */
-  int broken;        /* a message came without its sequence: nothing more until a reset */
+  uint64_t last_cseq; /* the consumer sequence of the last message received from the current
+                         consumer (0: none yet); each delivery, redeliveries too, takes the next */
+  int broken;         /* a message came without its sequences, or after a gap in the consumer's
+                         deliveries: nothing more until a reset */
   char owner[TW_NATS_ID_MAX + 1]; /* the engine's id, in the consumer's name */
   char name[TW_NATS_ID_MAX + 48];  /* the current consumer: tw-p<K>-<owner>-<random> */
   uint64_t ack_failures;
@@ -455,6 +458,7 @@ static int make_consumer(tw_nats_consumer_t *c, uint64_t after_seq, char *errbuf
   /* A new name each time: a cluster deletes or replaces a consumer through its metadata leader,
    * which waits for the consumer's server, perhaps the one that went away; a new consumer needs
    * none of that. The old ones go by themselves once nobody pulls from them (InactiveThreshold). */
+  c->last_cseq = 0; /* a new consumer numbers its deliveries from 1 */
   uint32_t rnd = randombytes_random();
   snprintf(c->name, sizeof c->name, "tw-p%d-%s-%08x", c->partition, c->owner, (unsigned)rnd);
   jsErrCode jerr = 0;
@@ -582,7 +586,8 @@ int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_r
                            void *ud, int *caught_up) {
   *caught_up = 0;
   if (c == NULL || cb == NULL || max < 1) return TW_EINVAL;
-  if (c->broken) return TW_EAGAIN;
+  /* Broken, or its making failed (no subscription): nothing until tw_nats_consumer_reset. */
+  if (c->broken || c->sub == NULL) return TW_EAGAIN;
   size_t room = c->cap - c->count;
   if (room == 0) return 0; /* everything delivered waits for a commit */
   if ((size_t)max > room) max = (int)room;
@@ -650,21 +655,44 @@ int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_r
       continue;
     }
     jsMsgMetaData *meta = NULL;
-    uint64_t seq = 0, pending = 1;
+    uint64_t seq = 0, cseq = 0, pending = 1;
     if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
       seq = meta->Sequence.Stream;
+      cseq = meta->Sequence.Consumer;
       pending = meta->NumPending;
       jsMsgMetaData_Destroy(meta);
     }
-    if (seq == 0) { /* no sequence: it cannot be placed; this and the rest come again after a
-                       reset of the consumer, which starts after the last one delivered */
+    if (seq == 0 || cseq == 0) { /* no sequence: it cannot be placed; this and the rest come
+                                    again after a reset of the consumer, which starts after the
+                                    last one delivered */
       natsMsg_Destroy(m);
       c->broken = 1;
       if (rc == 0) rc = TW_EAGAIN;
       continue;
     }
-    if (seq <= c->last_seq) { /* a redelivery of what was delivered already (cannot happen on a
-                                 fresh consumer; kept safe) */
+    if (cseq <= c->last_cseq) { /* a delivery received already (cannot happen; kept safe) */
+      natsMsg_Destroy(m);
+      continue;
+    }
+    if (cseq != c->last_cseq + 1) {
+      /* Deliveries the server made never came (lost with a connection to a server that went
+       * away, or dropped by the client library): the messages in them are not redelivered once a
+       * later one is acknowledged (AckAll). This and the rest come again after a reset, which
+       * starts after the last stream sequence delivered. */
+      if (rc == 0)
+        fprintf(stderr,
+                "tutorwatch: NATS consumer %s: deliveries %llu..%llu never came; the consumer "
+                "is made again after stream sequence %llu\n",
+                c->name, (unsigned long long)c->last_cseq + 1, (unsigned long long)cseq - 1,
+                (unsigned long long)c->last_seq);
+      natsMsg_Destroy(m);
+      c->broken = 1;
+      if (rc == 0) rc = TW_EAGAIN;
+      continue;
+    }
+    c->last_cseq = cseq;
+    if (seq <= c->last_seq) { /* a redelivery of what was delivered already (its
+                                 acknowledgement waited longer than the ack wait) */
       natsMsg_Destroy(m);
       continue;
     }

@@ -118,8 +118,11 @@ const char *tw_nats_consumer_name(const tw_nats_consumer_t *c);
  * messages wait for their acknowledgement, nothing is fetched and 0 is returned (*caught_up 0): the
  * caller must commit what it holds (see tw_nats_consumer_pending). Returns the number delivered;
  * the callback's non-zero value (the rest of the batch is dropped; it comes again to the next
- * owner, or after a reset); TW_EAGAIN when the fetch failed (a lost server, a leader election) or a
- * message came without its stream sequence: nothing is delivered until tw_nats_consumer_reset;
+ * owner, or after a reset); TW_EAGAIN when the fetch failed (a lost server, a leader election), a
+ * message came without its sequences, a delivery of the consumer never came (its consumer
+ * sequence skipped one: lost with a connection to a server that went away; the messages after
+ * the gap are not delivered), or the consumer's last making failed: nothing is delivered until
+ * tw_nats_consumer_reset, which makes the consumer again after the last message delivered;
  * TW_EINVAL; TW_ENOMEM.
  */
 int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_record_cb cb,

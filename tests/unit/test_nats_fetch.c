@@ -11,6 +11,9 @@
  * request of the test's waiting on the server, and 1,000 events published while the engine's
  * fetch of 1,000 runs: every event must come exactly once, in stream order, no fetch may hand
  * over more than it asked for, and nothing may be read or written out of bounds.
+ *
+ * And a delivery that never came (test_a_delivery_that_never_came, below), which the same e2e
+ * test met as one complaint missing from the alerts.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -76,6 +80,7 @@ static int setup(void **state) {
   g_server = fork();
   if (g_server < 0) return -1;
   if (g_server == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM); /* a test that aborts does not leave its server behind */
     FILE *f = freopen(log, "w", stderr);
     (void)f;
     execlp("nats-server", "nats-server", "-js", "-a", "127.0.0.1", "-p", portstr, "-sd", g_dir,
@@ -109,6 +114,13 @@ static int teardown(void **state) {
   }
   nats_Close();
   return 0;
+}
+
+/* Connect to the test's server and make sure EVENTS (one partition) exists. */
+static void connect_events(natsConnection **nc, jsCtx **js) {
+  char err[256];
+  assert_int_equal(tw__nats_connect(g_url, nc, js, err, sizeof err), 0);
+  assert_int_equal(tw__nats_events_stream(*js, 1, 1, err, sizeof err), 0);
 }
 
 static void publish(jsCtx *js, int from, int n) {
@@ -149,9 +161,9 @@ static int on_record(void *ud, const tw_record_t *rec) {
 
 /* Ask the consumer for n messages into the engine's own subscription, as a pull request of the
  * engine's that expired here would (expires_ns 0: no expiry). */
-static void pull_request(natsConnection *nc, const tw_nats_consumer_t *c, int n,
-                         int64_t expires_ns) {
-  const char *inbox = tw__nats_consumer_subject(c);
+static void pull_request_to(natsConnection *nc, const tw_nats_consumer_t *c, int n,
+                            int64_t expires_ns, const char *to) {
+  const char *inbox = to != NULL ? to : tw__nats_consumer_subject(c);
   assert_non_null(inbox);
   char reply[256], subject[256], body[96];
   size_t len = strlen(inbox);
@@ -167,14 +179,18 @@ static void pull_request(natsConnection *nc, const tw_nats_consumer_t *c, int n,
   assert_int_equal(natsConnection_FlushTimeout(nc, 2000), NATS_OK);
 }
 
+static void pull_request(natsConnection *nc, const tw_nats_consumer_t *c, int n,
+                         int64_t expires_ns) {
+  pull_request_to(nc, c, n, expires_ns, NULL);
+}
+
 static void test_queued_answers_of_an_expired_request(void **state) {
   (void)state;
   if (g_server <= 0) skip();
   natsConnection *nc = NULL;
   jsCtx *js = NULL;
   char err[256];
-  assert_int_equal(tw__nats_connect(g_url, &nc, &js, err, sizeof err), 0);
-  assert_int_equal(tw__nats_events_stream(js, 1, 1, err, sizeof err), 0);
+  connect_events(&nc, &js);
   publish(js, 0, FIRST);
 
   tw_nats_consumer_t *c = NULL;
@@ -212,9 +228,67 @@ static void test_queued_answers_of_an_expired_request(void **state) {
   natsConnection_Destroy(nc);
 }
 
+/* The case: deliveries the server made that never reached the engine (in flight on a
+ * connection to a server that went away). The consumer acknowledges everything up to the newest
+ * message (AckAll), so were the next ones taken, the lost ones would never come again: the fetch
+ * must see the gap in the consumer's sequence, deliver nothing after it, and a reset must start
+ * after the last message delivered. Here 5 deliveries go to another inbox. */
+static void test_a_delivery_that_never_came(void **state) {
+  (void)state;
+  if (g_server <= 0) skip();
+  natsConnection *nc = NULL;
+  jsCtx *js = NULL;
+  char err[256];
+  connect_events(&nc, &js);
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  assert_int_equal(js_GetStreamInfo(&si, js, TW_NATS_EVENTS_STREAM, NULL, &jerr), NATS_OK);
+  uint64_t before = si->State.LastSeq;
+  jsStreamInfo_Destroy(si);
+  publish(js, 100000, 100);
+
+  tw_nats_consumer_t *c = NULL;
+  assert_int_equal(
+      tw_nats_consumer_open(nc, js, 0, "g", before, TW_FORMAT_AUTO, 0, &c, err, sizeof err), 0);
+  seen_t s = {before + 1, 0};
+  int caught_up = 0;
+  assert_int_equal(tw_nats_consumer_fetch(c, 10, 2000, on_record, &s, &caught_up), 10);
+  tw_nats_consumer_ack(c, s.next - 1);
+  /* The server answers a pull request only while its inbox has a subscriber. */
+  natsSubscription *elsewhere = NULL;
+  assert_int_equal(natsConnection_SubscribeSync(&elsewhere, nc, "_INBOX.elsewhere"), NATS_OK);
+  pull_request_to(nc, c, 5, 0, "_INBOX.elsewhere");
+  for (int i = 0; i < 5; i++) {
+    natsMsg *m = NULL;
+    assert_int_equal(natsSubscription_NextMsg(&m, elsewhere, 2000), NATS_OK);
+    natsMsg_Destroy(m);
+  }
+  natsSubscription_Destroy(elsewhere);
+  /* The next delivery is the consumer's 16th: 11 to 15 went elsewhere. */
+  assert_int_equal(tw_nats_consumer_fetch(c, 50, 2000, on_record, &s, &caught_up), TW_EAGAIN);
+  assert_int_equal(s.next, before + 11);
+  assert_int_equal(tw_nats_consumer_fetch(c, 50, 2000, on_record, &s, &caught_up), TW_EAGAIN);
+  assert_int_equal(tw_nats_consumer_reset(c, err, sizeof err), 0);
+  int total = 10;
+  for (int i = 0; i < 100 && total < 100; i++) {
+    int n = tw_nats_consumer_fetch(c, 50, 2000, on_record, &s, &caught_up);
+    assert_true(n >= 0);
+    total += n;
+    if (n > 0) tw_nats_consumer_ack(c, s.next - 1);
+  }
+  assert_int_equal(s.bad, 0);
+  assert_int_equal(total, 100);
+  assert_int_equal(s.next, before + 101);
+
+  tw_nats_consumer_close(c);
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_queued_answers_of_an_expired_request),
+      cmocka_unit_test(test_a_delivery_that_never_came),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
