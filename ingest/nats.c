@@ -27,6 +27,8 @@
 #define NATS_MS_TO_NS TW_NATS_MS_TO_NS
 #define TW_NATS_SERVERS_MAX 16 /* servers in a --nats list */
 #define CONSUMER_INFO_MS 250   /* an empty fetch asks the consumer's count at most this often */
+#define CONSUMER_ALIVE_MS 1000 /* ... and, once it is read to its end, whether it is still there \
+                                */
 
 int tw_nats_partition(const char *institution_id, size_t len, int partitions) {
   return tw_key_shard(institution_id, len, partitions);
@@ -621,12 +623,15 @@ int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_r
     if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND || s == NATS_OK) {
       /* A fetch that expired empty does not say the partition is read to its end (the request
        * may expire before the server sends): the consumer's own count does, asked at most every
-       * CONSUMER_INFO_MS while it is not known to be zero. */
-      if (c->pending != 0) {
+       * CONSUMER_INFO_MS while it is not known to be zero. Once it is zero, every
+       * CONSUMER_ALIVE_MS: a consumer whose server went away answers no fetch, and without the
+       * question its partition would look read to its end for ever (no new event read, and its
+       * scheduled rules run as if nothing were missing). */
+      {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-        if (now - c->info_ms >= CONSUMER_INFO_MS) {
+        if (now - c->info_ms >= (c->pending != 0 ? CONSUMER_INFO_MS : CONSUMER_ALIVE_MS)) {
           c->info_ms = now;
           jsConsumerInfo *ci = NULL;
           jsErrCode ierr = 0;

@@ -776,7 +776,13 @@ static int serve_part(group_t *g, part_t *pt, int *busy) {
   }
   if (n == TW_EAGAIN) {
     /* The fetch failed: a node lost, a leader being elected. After a while of that, the
-     * consumer (one copy, perhaps on the lost node) is made again after what it delivered. */
+     * consumer (one copy, perhaps on the lost node) is made again after what it delivered.
+     * Meanwhile the partition is not known to be read to its end, so it is not idle: its
+     * scheduled rules must not run ahead of events it has not read. */
+    pt->idle_since_ms = 0;
+    pthread_mutex_lock(&g->mu);
+    pt->lease.idle = 0;
+    pthread_mutex_unlock(&g->mu);
     int64_t now = mono_ms();
     if (pt->fetch_failing_since == 0) pt->fetch_failing_since = now;
     if (now - pt->fetch_failing_since >= GROUP_CONSUMER_RESET_MS) {

@@ -285,10 +285,65 @@ static void test_a_delivery_that_never_came(void **state) {
   natsConnection_Destroy(nc);
 }
 
+/* The case: a partition read to its end whose consumer then went away (its server lost: the
+ * consumer keeps one copy). Fetches come back empty, and the count that said "read to its end"
+ * was not asked again, so the partition stayed idle for ever: no new event read, and its
+ * scheduled rules ran as if nothing were missing (tests/e2e/test_nats.sh, after a node kill).
+ * Here the consumer is deleted: within a few seconds a fetch must fail (TW_EAGAIN), and after a
+ * reset the events published since must come. */
+static void test_a_consumer_gone_while_read_to_its_end(void **state) {
+  (void)state;
+  if (g_server <= 0) skip();
+  natsConnection *nc = NULL;
+  jsCtx *js = NULL;
+  char err[256];
+  connect_events(&nc, &js);
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  assert_int_equal(js_GetStreamInfo(&si, js, TW_NATS_EVENTS_STREAM, NULL, &jerr), NATS_OK);
+  uint64_t before = si->State.LastSeq;
+  jsStreamInfo_Destroy(si);
+  publish(js, 200000, 20);
+  tw_nats_consumer_t *c = NULL;
+  assert_int_equal(
+      tw_nats_consumer_open(nc, js, 0, "r", before, TW_FORMAT_AUTO, 0, &c, err, sizeof err), 0);
+  seen_t s = {before + 1, 0};
+  int caught_up = 0, total = 0;
+  for (int i = 0; i < 50 && !(total == 20 && caught_up); i++) {
+    int n = tw_nats_consumer_fetch(c, 50, 100, on_record, &s, &caught_up);
+    assert_true(n >= 0);
+    total += n;
+  }
+  assert_int_equal(total, 20);
+  assert_true(caught_up);
+  tw_nats_consumer_ack(c, s.next - 1);
+  assert_int_equal(
+      js_DeleteConsumer(js, TW_NATS_EVENTS_STREAM, tw_nats_consumer_name(c), NULL, &jerr), NATS_OK);
+  publish(js, 200020, 10);
+  int rc = 0;
+  for (int i = 0; i < 40 && rc != TW_EAGAIN; i++) /* 100 ms each */
+    rc = tw_nats_consumer_fetch(c, 50, 100, on_record, &s, &caught_up);
+  assert_int_equal(rc, TW_EAGAIN);
+  assert_int_equal(tw_nats_consumer_reset(c, err, sizeof err), 0);
+  for (int i = 0; i < 50 && total < 30; i++) {
+    int n = tw_nats_consumer_fetch(c, 50, 100, on_record, &s, &caught_up);
+    assert_true(n >= 0);
+    total += n;
+  }
+  assert_int_equal(s.bad, 0);
+  assert_int_equal(total, 30);
+  assert_int_equal(s.next, before + 31);
+
+  tw_nats_consumer_close(c);
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_queued_answers_of_an_expired_request),
       cmocka_unit_test(test_a_delivery_that_never_came),
+      cmocka_unit_test(test_a_consumer_gone_while_read_to_its_end),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
