@@ -135,6 +135,23 @@ static void publish(jsCtx *js, int from, int n) {
   }
 }
 
+/* Connect, open a consumer (owner) after the stream's last message, then publish n events
+ * (ids from first on). Returns the stream sequence the consumer starts after. */
+static uint64_t consumer_after_last(natsConnection **nc, jsCtx **js, const char *owner, int first,
+                                    int n, tw_nats_consumer_t **c) {
+  char err[256];
+  connect_events(nc, js);
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  assert_int_equal(js_GetStreamInfo(&si, *js, TW_NATS_EVENTS_STREAM, NULL, &jerr), NATS_OK);
+  uint64_t before = si->State.LastSeq;
+  jsStreamInfo_Destroy(si);
+  assert_int_equal(
+      tw_nats_consumer_open(*nc, *js, 0, owner, before, TW_FORMAT_AUTO, 0, c, err, sizeof err), 0);
+  publish(*js, first, n);
+  return before;
+}
+
 typedef struct later {
   jsCtx *js;
 } later_t;
@@ -238,18 +255,9 @@ static void test_a_delivery_that_never_came(void **state) {
   if (g_server <= 0) skip();
   natsConnection *nc = NULL;
   jsCtx *js = NULL;
-  char err[256];
-  connect_events(&nc, &js);
-  jsStreamInfo *si = NULL;
-  jsErrCode jerr = 0;
-  assert_int_equal(js_GetStreamInfo(&si, js, TW_NATS_EVENTS_STREAM, NULL, &jerr), NATS_OK);
-  uint64_t before = si->State.LastSeq;
-  jsStreamInfo_Destroy(si);
-  publish(js, 100000, 100);
-
   tw_nats_consumer_t *c = NULL;
-  assert_int_equal(
-      tw_nats_consumer_open(nc, js, 0, "g", before, TW_FORMAT_AUTO, 0, &c, err, sizeof err), 0);
+  char err[256];
+  uint64_t before = consumer_after_last(&nc, &js, "g", 100000, 100, &c);
   seen_t s = {before + 1, 0};
   int caught_up = 0;
   assert_int_equal(tw_nats_consumer_fetch(c, 10, 2000, on_record, &s, &caught_up), 10);
@@ -296,17 +304,10 @@ static void test_a_consumer_gone_while_read_to_its_end(void **state) {
   if (g_server <= 0) skip();
   natsConnection *nc = NULL;
   jsCtx *js = NULL;
-  char err[256];
-  connect_events(&nc, &js);
-  jsStreamInfo *si = NULL;
-  jsErrCode jerr = 0;
-  assert_int_equal(js_GetStreamInfo(&si, js, TW_NATS_EVENTS_STREAM, NULL, &jerr), NATS_OK);
-  uint64_t before = si->State.LastSeq;
-  jsStreamInfo_Destroy(si);
-  publish(js, 200000, 20);
   tw_nats_consumer_t *c = NULL;
-  assert_int_equal(
-      tw_nats_consumer_open(nc, js, 0, "r", before, TW_FORMAT_AUTO, 0, &c, err, sizeof err), 0);
+  char err[256];
+  jsErrCode jerr = 0;
+  uint64_t before = consumer_after_last(&nc, &js, "r", 200000, 20, &c);
   seen_t s = {before + 1, 0};
   int caught_up = 0, total = 0;
   for (int i = 0; i < 50 && !(total == 20 && caught_up); i++) {
