@@ -161,6 +161,19 @@ int tw__nats_connect(const char *url, natsConnection **nc, jsCtx **js, char *err
   return 0;
 }
 
+/* A stream's info; a cluster electing its leaders (or busy making streams for several engines
+ * starting together) answers late or not at all for a while: try for about 30 s. */
+static natsStatus stream_info(jsCtx *js, const char *name, jsStreamInfo **si, jsErrCode *jerr) {
+  natsStatus s;
+  for (int attempt = 1;; attempt++) {
+    *si = NULL;
+    *jerr = 0;
+    s = js_GetStreamInfo(si, js, name, NULL, jerr);
+    if (!tw__nats_transient(s) || attempt >= 30) return s;
+    nats_Sleep(1000);
+  }
+}
+
 int tw__nats_events_stream(jsCtx *js, int partitions, int replicas, char *errbuf,
                            size_t errcap) {
   char desc[64];
@@ -170,7 +183,7 @@ int tw__nats_events_stream(jsCtx *js, int partitions, int replicas, char *errbuf
   if (rc != 0) return rc;
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
-  natsStatus s = js_GetStreamInfo(&si, js, TW_NATS_EVENTS_STREAM, NULL, &jerr);
+  natsStatus s = stream_info(js, TW_NATS_EVENTS_STREAM, &si, &jerr);
   if (s != NATS_OK) {
     tw__nats_err(errbuf, errcap, TW_NATS_EVENTS_STREAM, s, jerr);
     return TW_EIO;
@@ -198,15 +211,7 @@ int tw__nats_ensure_stream_desc(jsCtx *js, const char *name, const char *subject
                                 const char *description, char *errbuf, size_t errcap) {
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
-  natsStatus s;
-  /* A cluster electing its leaders answers late or not at all for a while: try for about 30 s. */
-  for (int attempt = 1;; attempt++) {
-    si = NULL;
-    jerr = 0;
-    s = js_GetStreamInfo(&si, js, name, NULL, &jerr);
-    if (!tw__nats_transient(s) || attempt >= 30) break;
-    nats_Sleep(1000);
-  }
+  natsStatus s = stream_info(js, name, &si, &jerr);
   if (s == NATS_OK) {
     jsStreamInfo_Destroy(si);
     return 0;
