@@ -40,7 +40,9 @@
 #define TW_SUSPECT_PATIENCE 8    /* later events staying behind a suspect before it is refused */
 #define TW_RECENT 64             /* event times kept to measure the stream's recent span */
 #define TW_SPAN_FACTOR 10        /* a jump beyond 10x the recent span (and the skew) is suspect */
-#define TW_EVICT_PER_COMMIT 4096 /* state entries examined for eviction per group commit */
+#define TW_EVICT_PER_COMMIT 4096 /* state entries examined for eviction per group commit, */
+#define TW_EVICT_PER_EVENT 8     /* ... in proportion to its events, */
+#define TW_EVICT_MIN_PER_COMMIT 64                  /* ... and at least this many */
 #define TW_SUSPECT_MIN_JUMP_MS (24LL * 3600 * 1000) /* a quiet night or a weekend is no suspect */
 #define TW_IDLE_MS 1000 /* live: no record for this long = idle (wall-clock watermark) */
 #define TW_SUSPECT_EOF_MAX_JUMP_MS (30LL * 24 * 3600 * 1000) /* accepted unconfirmed at the end */
@@ -1684,20 +1686,27 @@ int tw_pipeline_commit(tw_pipeline_t *p) {
   }
   p->stats.commits++;
   p->stream_done = stream_done;
+  uint64_t committed = p->pending_events;
   p->pending_events = 0;
   p->uncommitted = false;
-  /* Entries no query can reach any more: nothing older than watermark - longest window is
-   * accepted (too_late), so series that ended before that minus their own window are dropped. */
-  int64_t wm = watermark(p);
-  int64_t horizon = (wm == INT64_MIN || p->retention_ms == 0) ? INT64_MIN : wm - p->retention_ms;
-  rc = tw_state_evict(p->state, horizon, TW_EVICT_PER_COMMIT);
-  if (rc != 0 && rc != TW_EINVAL) return rc;
   publish(p);
   if (p->on_commit != NULL) {
     uint64_t offset, line;
     resume_point(p, &offset, &line);
     p->on_commit(p->on_commit_ud, offset);
   }
+  /* Entries no query can reach any more: nothing older than watermark - longest window is
+   * accepted (too_late), so series that ended before that minus their own window are dropped.
+   * After the alerts have left (housekeeping must not delay them), and in proportion to the
+   * commit: a serving engine commits small batches often, and a fixed share per commit made
+   * small commits pay for a scan their few events did not need. */
+  int64_t wm = watermark(p);
+  int64_t horizon = (wm == INT64_MIN || p->retention_ms == 0) ? INT64_MIN : wm - p->retention_ms;
+  uint64_t budget = committed * TW_EVICT_PER_EVENT;
+  if (budget < TW_EVICT_MIN_PER_COMMIT) budget = TW_EVICT_MIN_PER_COMMIT;
+  if (budget > TW_EVICT_PER_COMMIT) budget = TW_EVICT_PER_COMMIT;
+  rc = tw_state_evict(p->state, horizon, (size_t)budget);
+  if (rc != 0 && rc != TW_EINVAL) return rc;
   return 0;
 }
 
