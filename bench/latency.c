@@ -274,27 +274,31 @@ int tw_bench_latency(const tw_bench_latency_opts_t *o, tw_bench_latency_t *out, 
   snprintf(dl, sizeof dl, "%s/dead-letter.jsonl", o->state_dir);
   char batch[24];
   snprintf(batch, sizeof batch, "%u", o->batch_events);
-  char *argv[] = {(char *)o->exe,
-                  "run",
-                  "--rules",
-                  (char *)o->rules_path,
-                  "--schema",
-                  (char *)o->schema_path,
-                  "--listen",
-                  (char *)o->in_endpoint,
-                  "--feed",
-                  (char *)o->feed_endpoint,
-                  "--feed-format", /* the alert's event_ids are read from its JSON */
-                  "json",
-                  "--state",
-                  (char *)o->state_dir,
-                  "--dead-letter",
-                  dl,
-                  "--allowed-lateness",
-                  "0s",
-                  o->batch_events > 0 ? "--batch" : NULL,
-                  batch,
-                  NULL};
+  char *argv[24] = {(char *)o->exe,
+                    "run",
+                    "--rules",
+                    (char *)o->rules_path,
+                    "--schema",
+                    (char *)o->schema_path,
+                    "--listen",
+                    (char *)o->in_endpoint,
+                    "--feed",
+                    (char *)o->feed_endpoint,
+                    "--feed-format", /* the alert's event_ids are read from its JSON */
+                    "json",
+                    "--state",
+                    (char *)o->state_dir,
+                    "--dead-letter",
+                    dl,
+                    "--allowed-lateness",
+                    "0s"};
+  size_t argc = 18;
+  if (o->batch_events > 0) {
+    argv[argc++] = "--batch";
+    argv[argc++] = batch;
+  }
+  if (o->no_sync) argv[argc++] = "--no-sync";
+  argv[argc] = NULL;
   int pid = tw_bench_spawn(argv, o->log_path);
   if (pid < 0) {
     snprintf(errbuf, errcap, "cannot start the engine %s: %s", o->exe, strerror(errno));

@@ -137,8 +137,10 @@ void tw_bench_print_table(const tw_bench_report_t *r, FILE *out) {
     }
     fprintf(out,
             "(latency: alert received from the feed - intended send time of its event; engine "
-            "--batch %u; lag: the sender's worst delay behind schedule)\n",
-            r->latency_batch ? r->latency_batch : TW_PIPELINE_SERVE_BATCH);
+            "--batch %u%s; lag: the sender's worst delay behind schedule)\n",
+            r->latency_batch ? r->latency_batch : TW_PIPELINE_SERVE_BATCH,
+            r->latency_no_sync ? ", --no-sync: commits not flushed to the disk, NOT durable"
+                               : ", durable commits");
   }
   if (r->n_memory > 0) {
     fprintf(out, "\n%-13s %9s %10s %12s %12s %12s %12s\n", "institutions", "events", "RSS MiB",
@@ -210,15 +212,17 @@ int tw_bench_write_json(const tw_bench_report_t *r, const char *path) {
   }
   root = json_pack(
       "{s:i,s:{s:s,s:i,s:s,s:s,s:[f,f,f],s:s},s:b,s:{s:I,s:I,s:I,s:I,s:I,s:I},s:{s:s,s:s},"
-      "s:O,s:I,s:O,s:O,s:f}",
+      "s:O,s:I,s:b,s:O,s:O,s:f}",
       "tutorwatch_bench", 1, "machine", "cpu", r->cpu_model, "cpus", r->cpus, "kernel", r->kernel,
       "build", r->build, "load_before", r->load_before[0], r->load_before[1], r->load_before[2],
       "started_utc", r->started_utc, "quick", r->quick, "stream", "institutions",
       (json_int_t)r->institutions, "days", (json_int_t)r->days, "seed", (json_int_t)r->seed,
       "events", (json_int_t)r->events, "bytes_msgpack", (json_int_t)r->bytes_msgpack, "bytes_jsonl",
       (json_int_t)r->bytes_jsonl, "state", "unsynced", r->state_tmpfs, "durable", r->state_durable,
-      "stages", stages, "latency_batch", (json_int_t)(r->latency_batch ? r->latency_batch : TW_PIPELINE_SERVE_BATCH),
-      "latency", lat, "memory", mem, "total_seconds", r->total_seconds);
+      "stages", stages, "latency_batch",
+      (json_int_t)(r->latency_batch ? r->latency_batch : TW_PIPELINE_SERVE_BATCH),
+      "latency_no_sync", r->latency_no_sync, "latency", lat, "memory", mem, "total_seconds",
+      r->total_seconds);
   if (root == NULL) goto fail;
   rc = TW_EIO;
   if (strcmp(path, "-") == 0) {

@@ -171,7 +171,9 @@ typedef struct tw_bench_latency_opts {
   double rate_per_s;          /* offered rate */
   double seconds;             /* how long to offer it (capped by the records available) */
   unsigned batch_events;      /* the engine's --batch (group commit every N records); 0: its
-                                 default when serving (1000) */
+                                 default when serving (TW_PIPELINE_SERVE_BATCH) */
+  int no_sync;                /* 1: the engine runs with --no-sync (commits are not flushed to the
+                                 disk: not durable), to tell the disk's share of the latency */
 } tw_bench_latency_opts_t;
 
 typedef struct tw_bench_latency {
@@ -186,10 +188,10 @@ typedef struct tw_bench_latency {
 
 /*
  * tw_bench_latency: start the engine (`exe run --listen in_endpoint --feed feed_endpoint
- * --allowed-lateness 0s [--batch N]`, durable state), subscribe to its feed, push
- * the first rate·seconds records at the offered rate (event i is due at start + i/rate; late
- * ones are sent at once, their delay counted), and record, for each alert, the time it left the
- * feed minus the intended send time of the event that triggered it (its `event_ids`). Then stop
+ * --allowed-lateness 0s [--batch N] [--no-sync]`, durable state unless no_sync), subscribe to its
+ * feed, push the first rate·seconds records at the offered rate (event i is due at start + i/rate;
+ * late ones are sent at once, their delay counted), and record, for each alert, the time it left
+ * the feed minus the intended send time of the event that triggered it (its `event_ids`). Then stop
  * the engine (SIGTERM) and reap it. *out must be allocated by the caller (it holds the 59 KiB
  * histogram). Returns 0; TW_EIO (the engine did not start or did not listen within 10 s, or died;
  * see its log); TW_EZMQ; TW_ENOMEM; TW_EINVAL (rate ≤ 0, no records).
@@ -255,7 +257,9 @@ typedef struct tw_bench_report {
   uint64_t events;
   uint64_t bytes_msgpack, bytes_jsonl;
   int shards;
-  unsigned latency_batch;  /* the engine's --batch in latency runs; 0: its default (1000) */
+  unsigned latency_batch;  /* the engine's --batch in latency runs; 0: its default
+                              (TW_PIPELINE_SERVE_BATCH) */
+  int latency_no_sync;     /* the latency runs' engine had --no-sync (not durable) */
   char state_tmpfs[256];   /* where the unsynced stage kept its state */
   char state_durable[256]; /* where the durable stages kept theirs */
   /* results */

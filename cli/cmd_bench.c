@@ -50,6 +50,8 @@ static void usage(FILE *out) {
       "  --rates LIST          offered rates for latency, events/s (default 10000,50000,100000)\n"
       "  --rate-seconds S      seconds per offered rate (default 10; capped by the stream)\n"
       "  --latency-batch N     the engine's --batch in latency runs (default: its own, 10000)\n"
+      "  --latency-no-sync     latency runs with the engine's --no-sync: commits are not\n"
+      "                        flushed to the disk (not durable), to tell the disk's share\n"
       "  --mem-institutions L  institution counts for memory (default 10000,100000)\n"
       "  --mem-days D          days generated for memory runs (default 8: full 7-day windows)\n"
       "  --rules FILE          rule file (default: the shipped rules/packs/default.yaml)\n"
@@ -78,6 +80,7 @@ typedef struct bench_opts {
   size_t n_rates;
   double rate_seconds;
   unsigned latency_batch;
+  int latency_no_sync;
   uint32_t mem_inst[TW_BENCH_MAX_MEMORY];
   size_t n_mem;
   int skip_throughput, skip_latency, skip_memory;
@@ -260,9 +263,10 @@ static int run_latency(const bench_opts_t *o, tw_bench_report_t *r, const char *
     snprintf(state, sizeof state, "%s/state-latency-%.0f", work, o->rates[i]);
     snprintf(log, sizeof log, "%s/engine-latency-%.0f.log", work, o->rates[i]);
     tw_bench_rm_rf(state);
-    tw_bench_latency_opts_t lo = {exe,         probe,           schema_path,     state,
-                                  log,         in_ep,           feed_ep,         mp,
-                                  o->rates[i], o->rate_seconds, o->latency_batch};
+    tw_bench_latency_opts_t lo = {
+        exe,         probe,           schema_path,      state,
+        log,         in_ep,           feed_ep,          mp,
+        o->rates[i], o->rate_seconds, o->latency_batch, o->latency_no_sync};
     tw_bench_latency_t *l = &r->latency[r->n_latency];
     rc = tw_bench_latency(&lo, l, err, sizeof err);
     if (rc != 0) {
@@ -318,6 +322,7 @@ int tw_cmd_bench(int argc, char **argv) {
                                            {"rates", required_argument, NULL, 'R'},
                                            {"rate-seconds", required_argument, NULL, 'T'},
                                            {"latency-batch", required_argument, NULL, 'B'},
+                                           {"latency-no-sync", no_argument, NULL, 'S'},
                                            {"mem-institutions", required_argument, NULL, 'M'},
                                            {"mem-days", required_argument, NULL, 'D'},
                                            {"rules", required_argument, NULL, 'r'},
@@ -378,6 +383,9 @@ int tw_cmd_bench(int argc, char **argv) {
       case 'B':
         if (parse_u64(optarg, 1, 10000000, &v) != 0) goto bad;
         o.latency_batch = (unsigned)v;
+        break;
+      case 'S':
+        o.latency_no_sync = 1;
         break;
       case 'M':
         if ((n = parse_list(optarg, 1, TW_GEN_MAX_INSTITUTIONS, list, TW_BENCH_MAX_MEMORY)) < 0)
@@ -506,6 +514,7 @@ int tw_cmd_bench(int argc, char **argv) {
   r->seed = o.seed;
   r->shards = o.shards;
   r->latency_batch = o.latency_batch;
+  r->latency_no_sync = o.latency_no_sync;
   snprintf(r->state_tmpfs, sizeof r->state_tmpfs, "%s (%s)", shm_dir, fs_kind(shm_dir));
   snprintf(r->state_durable, sizeof r->state_durable, "%s (%s)", work, fs_kind(work));
   if (r->build[0] != 'o' || strstr(r->build, "ASan") != NULL)

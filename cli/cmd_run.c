@@ -546,6 +546,13 @@ typedef struct nats_args {
   int64_t lease_ms, checkpoint_ms;
 } nats_args_t;
 
+/* A serving engine without syncs says so: its figures are not those of a durable engine. */
+static void warn_no_sync(void) {
+  fprintf(stderr,
+          "tutorwatch run: --no-sync: commits are not flushed to the disk; an operating "
+          "system crash or a power loss can lose the newest events and alerts\n");
+}
+
 /* run --nats: join the group of engines sharing the EVENTS stream's partitions (leases in a
  * key-value bucket, docs/scaling.md) until SIGINT/SIGTERM. */
 static int run_nats(tw_pipeline_opts_t *po, const nats_args_t *na, const char *alerts,
@@ -567,6 +574,7 @@ static int run_nats(tw_pipeline_opts_t *po, const nats_args_t *na, const char *a
   memset(&out, 0, sizeof out);
   char err[4096];
   int status = 0;
+  if (po->no_sync) warn_no_sync();
   int rc = tw_outputs_open(&out, po->dead_letter_path, po->no_sync, err, sizeof err);
   if (rc != 0) {
     fprintf(stderr, "tutorwatch run: %s\n", err);
@@ -964,6 +972,7 @@ int tw_cmd_run(int argc, char **argv) {
   engine_t eng;
   memset(&eng, 0, sizeof eng);
   char err[4096];
+  if (po.no_sync && po.live) warn_no_sync();
   int rc = tw_outputs_open(&eng.out, po.dead_letter_path, po.no_sync, err, sizeof err);
   if (rc == 0 && record != NULL) {
     rc = tw_recorder_open(record, shards, po.no_sync, &recorder, err, sizeof err);

@@ -7,7 +7,7 @@
 source "$TW_SOURCE_DIR/tests/e2e/lib.sh"
 
 "$TW" bench --help >help.txt || fail "--help exit status"
-for word in --quick --json --plot --rates --rate-seconds --mem-institutions --shards --skip; do
+for word in --quick --json --plot --rates --rate-seconds --mem-institutions --shards --skip --latency-no-sync; do
   grep -q -- "$word" help.txt || fail "--help does not mention $word"
 done
 "$TW" --help | grep -q '^  bench ' || fail "tutorwatch --help does not list bench"
@@ -106,6 +106,20 @@ d = json.load(open("only.json"))
 sys.exit(0 if len(d["stages"]) == 6 and d["latency"] == [] and d["memory"] == [] else 1)' ||
   fail "--skip latency,memory still ran them"
 if grep -q "offered/s" only.txt; then fail "--skip latency still printed a latency table"; fi
+
+# --latency-no-sync: the latency runs' engine gets --no-sync, and the table and JSON say the
+# figures are not durable; without it they say durable.
+grep -q "durable commits" table.txt || fail "the latency table does not say its commits are durable"
+python3 -c 'import json; d = json.load(open("out.json")); assert d["latency_no_sync"] is False' ||
+  fail "the JSON report does not say latency_no_sync false"
+"$TW" bench "${tiny[@]}" --skip throughput,memory --latency-no-sync --keep --work nosync \
+  --json nosync.json >nosync.txt 2>nosync.err || { cat nosync.err >&2; fail "--latency-no-sync"; }
+grep -q "NOT durable" nosync.txt || fail "the table does not say --no-sync figures are not durable"
+python3 -c 'import json; d = json.load(open("nosync.json")); assert d["latency_no_sync"] is True' ||
+  fail "the JSON report does not say latency_no_sync true"
+for f in nosync/engine-latency-*.log; do
+  grep -q -- "--no-sync: commits are not flushed" "$f" || fail "$f: the engine did not run --no-sync"
+done
 
 # A rule file that does not exist: exit 1 with a message, not a crash.
 set +e
