@@ -26,9 +26,13 @@
 
 #define NATS_MS_TO_NS TW_NATS_MS_TO_NS
 #define TW_NATS_SERVERS_MAX 16 /* servers in a --nats list */
-#define CONSUMER_INFO_MS 250   /* an empty fetch asks the consumer's count at most this often */
-#define CONSUMER_ALIVE_MS 1000 /* ... and, once it is read to its end, whether it is still there \
-                                */
+/* An empty fetch asks the consumer's count at most every CONSUMER_INFO_MS while it is not known to
+ * be zero, and every CONSUMER_ALIVE_MS once it is (whether the consumer is still there); the
+ * question waits at most CONSUMER_INFO_WAIT_MS (a consumer whose server is lost never answers,
+ * and the engine's loop must not wait the context's 5 s for each such partition). */
+#define CONSUMER_INFO_MS 250
+#define CONSUMER_ALIVE_MS 1000
+#define CONSUMER_INFO_WAIT_MS 500
 
 int tw_nats_partition(const char *institution_id, size_t len, int partitions) {
   return tw_key_shard(institution_id, len, partitions);
@@ -608,12 +612,16 @@ int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_r
   } else {
     fr.Expires = wait_ms * TW_NATS_MS_TO_NS;
   }
-  /* Messages already queued on the subscription (answers to an earlier pull request that came
-   * after it expired here: a node lost, a leader moved) are taken one per fetch. libnats 3.4.1
+  /* Messages already queued on the subscription are answers to earlier pull requests that came
+   * after the request expired here: usually only the server's "request timeout" status (a short
+   * poll's request outlives it), sometimes messages (a node lost, a leader moved). libnats 3.4.1
    * (Debian 12) takes the queued ones first, asks the server for the rest of the batch and then
-   * reads until it holds that rest, not the batch: with more than half a batch queued it writes
-   * past its array of Batch messages while answers keep coming (it overflowed under
-   * tests/e2e/test_nats.sh). A batch of 1 is whole after one queued message and sends nothing. */
+   * reads until it holds that rest, not the batch: with more than half a batch of messages queued
+   * it writes past its array of Batch messages while answers keep coming (it overflowed under
+   * tests/e2e/test_nats.sh). With a batch of 1 it stops at one message: a queued one, or (when
+   * only statuses were queued) the answer to a no-wait request of 1. Left: answers arriving
+   * between this count and libnats's own (microseconds; more than half a batch of messages must
+   * arrive in them, and more after); only a fetch of our own, outside libnats, would close that. */
   if (tw__nats_consumer_queued(c) > 0) {
     fr.Batch = 1;
     fr.NoWait = true;
@@ -632,21 +640,26 @@ int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_r
        * CONSUMER_ALIVE_MS: a consumer whose server went away answers no fetch, and without the
        * question its partition would look read to its end for ever (no new event read, and its
        * scheduled rules run as if nothing were missing). */
-      {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-        if (now - c->info_ms >= (c->pending != 0 ? CONSUMER_INFO_MS : CONSUMER_ALIVE_MS)) {
-          c->info_ms = now;
-          jsConsumerInfo *ci = NULL;
-          jsErrCode ierr = 0;
-          natsStatus is =
-              js_GetConsumerInfo(&ci, c->js, TW_NATS_EVENTS_STREAM, c->name, NULL, &ierr);
-          if (is == NATS_OK) c->pending = ci->NumPending;
-          jsConsumerInfo_Destroy(ci);
-          /* The consumer is gone or offline (its server lost): a failure, so that the owner
-           * makes a new one, not a partition that looks read to its end for ever. */
-          if (is != NATS_OK) return TW_EAGAIN;
+      struct timespec ts;
+      clock_gettime(CLOCK_MONOTONIC, &ts);
+      int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+      if (now - c->info_ms >= (c->pending != 0 ? CONSUMER_INFO_MS : CONSUMER_ALIVE_MS)) {
+        c->info_ms = now;
+        jsConsumerInfo *ci = NULL;
+        jsErrCode ierr = 0;
+        jsOptions jo;
+        jsOptions_Init(&jo);
+        jo.Wait = CONSUMER_INFO_WAIT_MS;
+        natsStatus is = js_GetConsumerInfo(&ci, c->js, TW_NATS_EVENTS_STREAM, c->name, &jo, &ierr);
+        if (is == NATS_OK) c->pending = ci->NumPending;
+        jsConsumerInfo_Destroy(ci);
+        /* The consumer is gone or offline (its server lost): a failure, so that the owner makes
+         * a new one, not a partition that looks read to its end for ever. Its count is no longer
+         * known: the next empty fetch must not report the partition read to its end (that would
+         * tell the owner the consumer works, and it would never make a new one). */
+        if (is != NATS_OK) {
+          c->pending = UINT64_MAX;
+          return TW_EAGAIN;
         }
       }
       *caught_up = c->pending == 0;
@@ -717,6 +730,9 @@ int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_r
     *caught_up = pending == 0;
   }
   natsMsgList_Destroy(&list);
+  /* A failure after some records were delivered returns their count; the failure (c->broken)
+   * comes with the next call. */
+  if (rc == TW_EAGAIN && n > 0) return n;
   return rc != 0 ? rc : n;
 }
 
@@ -740,6 +756,10 @@ int tw_nats_consumer_ack(tw_nats_consumer_t *c, uint64_t done_seq) {
    * A lost one only means a redelivery, which the state's position skips. */
   if (acked > 0) natsConnection_FlushTimeout(c->nc, 2000);
   return (int)(acked > INT32_MAX ? INT32_MAX : acked);
+}
+
+int tw_nats_consumer_broken(const tw_nats_consumer_t *c) {
+  return c != NULL && c->broken;
 }
 
 const char *tw_nats_consumer_name(const tw_nats_consumer_t *c) {

@@ -785,7 +785,10 @@ static int serve_part(group_t *g, part_t *pt, int *busy) {
     pthread_mutex_unlock(&g->mu);
     int64_t now = mono_ms();
     if (pt->fetch_failing_since == 0) pt->fetch_failing_since = now;
-    if (now - pt->fetch_failing_since >= GROUP_CONSUMER_RESET_MS) {
+    /* A broken consumer (a delivery that never came) will give nothing more: made again at once,
+     * not after GROUP_CONSUMER_RESET_MS. */
+    if (now - pt->fetch_failing_since >= GROUP_CONSUMER_RESET_MS ||
+        tw_nats_consumer_broken(pt->c)) {
       char err[1024];
       int rrc = tw_nats_consumer_reset(pt->c, err, sizeof err);
       logf_(g, "partition %d: fetches failed for %lld ms; consumer made again%s%s", pt->k,

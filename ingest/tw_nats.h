@@ -103,27 +103,37 @@ int tw_nats_consumer_open(void *nc, void *js, int partition, const char *owner,
                           uint64_t after_seq, tw_format_t format, size_t max_record_bytes,
                           tw_nats_consumer_t **out, char *errbuf, size_t errcap);
 
+/* tw_nats_consumer_broken: 1 when nothing more can come from the consumer until
+ * tw_nats_consumer_reset, though its server answers (a delivery that never came, a message
+ * without its sequences): the owner may make it again at once. 0 otherwise (a consumer whose
+ * making failed is retried after a while, not at once) and for NULL. */
+int tw_nats_consumer_broken(const tw_nats_consumer_t *c);
+
 /* tw_nats_consumer_name: the name of the consumer now in use ("" for NULL). */
 const char *tw_nats_consumer_name(const tw_nats_consumer_t *c);
 
 /*
  * tw_nats_consumer_fetch: fetch up to max messages (fewer when that many already wait for their
- * acknowledgement), waiting up to wait_ms for the first (0: take what is there now), and hand
- * each to cb as a record: data the body (borrowed for the call), origin "nats:tw.events.<k>",
- * line and offset_bytes the stream sequence. The messages are kept until tw_nats_consumer_ack
- * covers them. *caught_up is set to 1 when the consumer has nothing more right now (no message,
- * or its count says none is pending; an empty fetch asks the consumer's count at most every
- * 250 ms). Messages that reached the subscription after their pull request expired here (a
- * node lost, a leader moved) are delivered first, one per call. When TW_NATS_MAX_ACK_PENDING
- * messages wait for their acknowledgement, nothing is fetched and 0 is returned (*caught_up 0): the
- * caller must commit what it holds (see tw_nats_consumer_pending). Returns the number delivered;
- * the callback's non-zero value (the rest of the batch is dropped; it comes again to the next
- * owner, or after a reset); TW_EAGAIN when the fetch failed (a lost server, a leader election), a
- * message came without its sequences, a delivery of the consumer never came (its consumer
- * sequence skipped one: lost with a connection to a server that went away; the messages after
- * the gap are not delivered), or the consumer's last making failed: nothing is delivered until
- * tw_nats_consumer_reset, which makes the consumer again after the last message delivered;
- * TW_EINVAL; TW_ENOMEM.
+ * acknowledgement), waiting up to wait_ms for the first (0: ask without waiting; the answer may
+ * come with a later call), and hand each to cb as a record: data the body (borrowed for the
+ * call), origin "nats:tw.events.<k>", line and offset_bytes the stream sequence. The messages are
+ * kept until tw_nats_consumer_ack covers them. *caught_up is set to 1 when the consumer has
+ * nothing more right now (no message, and its count says none is pending; an empty fetch asks
+ * the consumer's count at most every 250 ms while it is not known to be zero, and every second
+ * once it is, which also tells whether the consumer is still there; each question waits at most
+ * 500 ms). Messages that reached the subscription after their pull request expired here are
+ * delivered first, one per call (see the libnats 3.4.1 note in nats.c). When
+ * TW_NATS_MAX_ACK_PENDING messages wait for their acknowledgement, nothing is fetched and 0 is
+ * returned (*caught_up 0): the caller must commit what it holds (see tw_nats_consumer_pending).
+ * Returns the number delivered; the callback's non-zero value (the rest of the batch is dropped;
+ * it comes again to the next owner, or after a reset); TW_EAGAIN when the fetch failed (a lost
+ * server, a leader election), the consumer is gone or does not answer, a message came without
+ * its sequences, a delivery of the consumer never came (its consumer sequence skipped one: lost
+ * with a connection to a server that went away; the messages after the gap are not delivered),
+ * or the consumer's last making failed. In the last three cases nothing is delivered until
+ * tw_nats_consumer_reset, which makes the consumer again after the last message delivered (the
+ * two before it: tw_nats_consumer_broken); a failure met after some records were delivered
+ * returns their count, and TW_EAGAIN with the next call. TW_EINVAL; TW_ENOMEM.
  */
 int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_record_cb cb,
                            void *ud, int *caught_up);

@@ -2,7 +2,8 @@
 """natsctl.py PORT MODE [ARGS]: read a NATS JetStream server's state for tutorwatch's tests and
 benchmarks (docs/scaling.md), over the plain NATS protocol and the JetStream API, so neither needs
 a NATS client. Modes: ready; count STREAM; stream STREAM; left P; pending P; until STREAM N;
-killwhen PID P FRACTION; covered P; owners P (each described where it is handled)."""
+killwhen PID P FRACTION; covered P; owners P; delconsumers P (each described where it is
+handled)."""
 import base64, json, socket, sys, time
 port, mode = int(sys.argv[1]), sys.argv[2]
 args = sys.argv[3:]
@@ -113,6 +114,14 @@ elif mode == "stream":  # stream NAME: every message as {seq, subject, msg_id, d
         raw = base64.b64decode(m.get("data", ""))
         print(json.dumps({"seq": m["seq"], "subject": m["subject"], "msg_id": msg_id,
                           "data": raw.decode(errors="replace"), "b64": m.get("data", "")}))
+elif mode == "delconsumers":  # delconsumers P: delete every partition's consumer (as a server
+    n = 0                       # that went away takes it), printing how many were deleted
+    for k in range(int(args[0])):
+        v = last("KV_tw-leases", "$KV.tw-leases.p.%d" % k)
+        name = json.loads(v).get("consumer") if v else None
+        if name and "error" not in request("$JS.API.CONSUMER.DELETE.EVENTS." + name, {}):
+            n += 1
+    print(n)
 elif mode == "left":  # left P: partitions whose consumer is absent or has messages to deliver
     left = 0  # or to see acknowledged
     for k in range(int(args[0])):
