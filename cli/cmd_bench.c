@@ -51,7 +51,8 @@ static void usage(FILE *out) {
       "  --rate-seconds S      seconds per offered rate (default 10; capped by the stream)\n"
       "  --latency-batch N     the engine's --batch in latency runs (default: its own, 10000)\n"
       "  --latency-no-sync     latency runs with the engine's --no-sync: commits are not\n"
-      "                        flushed to the disk (not durable), to tell the disk's share\n"
+      "                        flushed to the disk (not durable); compared with a run\n"
+      "                        without it, tells the disk's share of send-to-alert latency\n"
       "  --mem-institutions L  institution counts for memory (default 10000,100000)\n"
       "  --mem-days D          days generated for memory runs (default 8: full 7-day windows)\n"
       "  --rules FILE          rule file (default: the shipped rules/packs/default.yaml)\n"
@@ -276,9 +277,10 @@ static int run_latency(const bench_opts_t *o, tw_bench_report_t *r, const char *
     if (!o->keep) tw_bench_rm_rf(state);
     fprintf(stderr,
             "tutorwatch bench: latency at %.0f events/s offered (%.0f achieved, %llu events, %llu "
-            "alerts): p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, max %.3f ms\n",
+            "alerts%s): p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, max %.3f ms\n",
             l->offered_per_s, l->achieved_per_s, (unsigned long long)l->sent,
-            (unsigned long long)l->alerts, (double)tw_hist_percentile(&l->hist, 50) / 1e6,
+            (unsigned long long)l->alerts, o->latency_no_sync ? ", --no-sync: not durable" : "",
+            (double)tw_hist_percentile(&l->hist, 50) / 1e6,
             (double)tw_hist_percentile(&l->hist, 99) / 1e6,
             (double)tw_hist_percentile(&l->hist, 99.9) / 1e6, (double)l->hist.max / 1e6);
     r->n_latency++;
