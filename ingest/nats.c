@@ -685,24 +685,18 @@ int tw_nats_consumer_fetch(tw_nats_consumer_t *c, int max, int64_t wait_ms, tw_r
       pending = meta->NumPending;
       jsMsgMetaData_Destroy(meta);
     }
-    if (seq == 0 || cseq == 0) { /* no sequence: it cannot be placed; this and the rest come
-                                    again after a reset of the consumer, which starts after the
-                                    last one delivered */
-      natsMsg_Destroy(m);
-      c->broken = 1;
-      if (rc == 0) rc = TW_EAGAIN;
-      continue;
-    }
-    if (cseq <= c->last_cseq) { /* a delivery received already (cannot happen; kept safe) */
+    if (cseq != 0 && cseq <= c->last_cseq) { /* a delivery received already (cannot happen;
+                                                 kept safe) */
       natsMsg_Destroy(m);
       continue;
     }
-    if (cseq != c->last_cseq + 1) {
-      /* Deliveries the server made never came (lost with a connection to a server that went
-       * away, or dropped by the client library): the messages in them are not redelivered once a
-       * later one is acknowledged (AckAll). This and the rest come again after a reset, which
-       * starts after the last stream sequence delivered. */
-      if (rc == 0)
+    if (seq == 0 || cseq != c->last_cseq + 1) {
+      /* A message without its sequences cannot be placed. A gap in the consumer's sequence means
+       * deliveries the server made never came (lost with a connection to a server that went
+       * away, or dropped by the client library), and the messages in them are not redelivered
+       * once a later one is acknowledged (AckAll). Either way this and the rest come again after
+       * a reset, which starts after the last stream sequence delivered. */
+      if (rc == 0 && seq != 0 && cseq != 0)
         fprintf(stderr,
                 "tutorwatch: NATS consumer %s: deliveries %llu..%llu never came; the consumer "
                 "is made again after stream sequence %llu\n",

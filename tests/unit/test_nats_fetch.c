@@ -182,6 +182,25 @@ static int on_record(void *ud, const tw_record_t *rec) {
   return 0;
 }
 
+/* Fetch (up to max each, waiting wait_ms) and acknowledge until `want` more records came or
+ * 30 s passed; every fetch must succeed and hand over at most max. Returns the records. */
+static int fetch_until(tw_nats_consumer_t *c, int max, int64_t wait_ms, seen_t *s, int want) {
+  int total = 0, caught_up = 0;
+  for (int64_t end = now_ms() + 30000; now_ms() < end && total < want;) {
+    int n = tw_nats_consumer_fetch(c, max, wait_ms, on_record, s, &caught_up);
+    assert_true(n >= 0 && n <= max);
+    total += n;
+    if (n > 0) tw_nats_consumer_ack(c, s->next - 1);
+  }
+  return total;
+}
+
+static void disconnect(tw_nats_consumer_t *c, jsCtx *js, natsConnection *nc) {
+  tw_nats_consumer_close(c);
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+}
+
 /* Ask the consumer for n messages into the engine's own subscription, as a pull request of the
  * engine's that expired here would (expires_ns 0: no expiry). */
 static void pull_request_to(natsConnection *nc, const tw_nats_consumer_t *c, int n,
@@ -234,21 +253,13 @@ static void test_queued_answers_of_an_expired_request(void **state) {
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, publish_later, &l), 0);
   seen_t s = {1, 0};
-  int total = 0, caught_up = 0;
-  for (int64_t end = now_ms() + 30000; now_ms() < end && total < FIRST + LATER;) {
-    int n = tw_nats_consumer_fetch(c, BATCH, 2000, on_record, &s, &caught_up);
-    assert_true(n >= 0 && n <= BATCH);
-    total += n;
-    if (n > 0) tw_nats_consumer_ack(c, s.next - 1);
-  }
+  int total = fetch_until(c, BATCH, 2000, &s, FIRST + LATER);
   assert_int_equal(pthread_join(t, NULL), 0);
   assert_int_equal(s.bad, 0);
   assert_int_equal(total, FIRST + LATER);
   assert_int_equal(s.next, (uint64_t)(FIRST + LATER + 1));
 
-  tw_nats_consumer_close(c);
-  jsCtx_Destroy(js);
-  natsConnection_Destroy(nc);
+  disconnect(c, js, nc);
 }
 
 /* The case: deliveries the server made that never reached the engine (in flight on a
@@ -285,20 +296,12 @@ static void test_a_delivery_that_never_came(void **state) {
   assert_true(tw_nats_consumer_broken(c)); /* its owner may make it again at once */
   assert_int_equal(tw_nats_consumer_reset(c, err, sizeof err), 0);
   assert_false(tw_nats_consumer_broken(c));
-  int total = 10;
-  for (int64_t end = now_ms() + 30000; now_ms() < end && total < 100;) {
-    int n = tw_nats_consumer_fetch(c, 50, 2000, on_record, &s, &caught_up);
-    assert_true(n >= 0);
-    total += n;
-    if (n > 0) tw_nats_consumer_ack(c, s.next - 1);
-  }
+  int total = 10 + fetch_until(c, 50, 2000, &s, 90);
   assert_int_equal(s.bad, 0);
   assert_int_equal(total, 100);
   assert_int_equal(s.next, before + 101);
 
-  tw_nats_consumer_close(c);
-  jsCtx_Destroy(js);
-  natsConnection_Destroy(nc);
+  disconnect(c, js, nc);
 }
 
 /* The case: a partition read to its end whose consumer then went away (its server lost: the
@@ -339,18 +342,12 @@ static void test_a_consumer_gone_while_read_to_its_end(void **state) {
   assert_true(rc == 0 || rc == TW_EAGAIN);
   assert_false(caught_up);
   assert_int_equal(tw_nats_consumer_reset(c, err, sizeof err), 0);
-  for (int i = 0; i < 50 && total < 30; i++) {
-    int n = tw_nats_consumer_fetch(c, 50, 100, on_record, &s, &caught_up);
-    assert_true(n >= 0);
-    total += n;
-  }
+  total += fetch_until(c, 50, 100, &s, 10);
   assert_int_equal(s.bad, 0);
   assert_int_equal(total, 30);
   assert_int_equal(s.next, before + 31);
 
-  tw_nats_consumer_close(c);
-  jsCtx_Destroy(js);
-  natsConnection_Destroy(nc);
+  disconnect(c, js, nc);
 }
 
 int main(void) {
